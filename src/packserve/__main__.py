@@ -1,0 +1,3 @@
+from packserve.cli import main
+
+main()

@@ -1,0 +1,237 @@
+"""The bundle: an artifact directory plus its ``packserve.json`` manifest.
+
+A bundle is the only thing that crosses from ``pack`` to ``runtime``. The manifest says
+everything needed to feed and interpret the artifact without the training code: the input
+signature (which feature goes into which tensor), how raw outputs become predictions, and
+the sha256 of every file so that a loader can refuse a tampered bundle *before* parsing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from packserve.errors import BundleError, IntegrityError, OutputExistsError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "packserve.json"
+
+Task = Literal["binary", "multiclass", "regression"]
+Dtype = Literal["float32", "float64", "int64", "int32", "string", "bool"]
+Label = int | str | float | bool
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class FeatureSpec(_Model):
+    """One named input feature as the user sees it."""
+
+    name: str
+    dtype: Dtype = "float32"
+
+
+class TensorSpec(_Model):
+    """One ONNX/TorchScript input tensor and the features (in order) that fill it.
+
+    ``shape`` uses ``None`` for the batch dimension. A tabular model usually has one tensor
+    ``[None, n_features]``; a ColumnTransformer pipeline has one ``[None, 1]`` tensor per column.
+    """
+
+    name: str
+    dtype: Dtype
+    shape: list[int | None]
+    features: list[str]
+
+
+class OutputSpec(_Model):
+    """How raw outputs turn into predictions.
+
+    ``postprocess``:
+      * ``probabilities``: ``probability_output`` already holds class probabilities (n, k);
+      * ``softmax``: it holds logits (n, k);
+      * ``sigmoid_logit`` / ``sigmoid_probability``: it holds one column (n,) or (n, 1) with
+        the positive-class logit / probability; probabilities become ``[1-p, p]``;
+      * ``identity``: regression, ``value_output`` holds values.
+    ``label_output`` names a tensor of predicted labels when the converter emits one (needed
+    for models such as SVC whose label is not the argmax of its probabilities).
+    """
+
+    task: Task
+    postprocess: Literal[
+        "probabilities", "softmax", "sigmoid_logit", "sigmoid_probability", "identity"
+    ]
+    label_output: str | None = None
+    probability_output: str | None = None
+    value_output: str | None = None
+    classes: list[Label] | None = None
+    threshold: float = 0.5
+    names: list[str] = Field(default_factory=list, description="all raw output tensor names")
+
+
+class FileEntry(_Model):
+    sha256: str
+    size: int
+
+
+class ParityReport(_Model):
+    """What was measured at pack time, comparing the artifact with the native model."""
+
+    rows: int
+    label_agreement: float | None = None
+    max_abs_diff_probability: float | None = None
+    max_abs_diff_value: float | None = None
+    tolerance: float
+    tolerance_basis: str = ""
+    passed: bool
+    notes: list[str] = Field(default_factory=list)
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Manifest(_Model):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: str = "1.0.0"
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    format: Literal["onnx", "torchscript"] = "onnx"
+    artifact: str = "model.onnx"
+    task: Task
+    features: list[FeatureSpec]
+    inputs: list[TensorSpec]
+    outputs: OutputSpec
+    framework: str
+    framework_version: str
+    model_type: str
+    converters: dict[str, str] = Field(default_factory=dict)
+    opsets: dict[str, int] = Field(default_factory=dict)
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    parity: ParityReport
+    examples: list[list[Any]] = Field(default_factory=list)
+    export: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"unsupported bundle schema_version {v} (this packserve reads {SCHEMA_VERSION})")
+        return v
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task != "regression"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _safe_relpath(name: str) -> PurePosixPath:
+    """Reject manifest file names that would escape the bundle directory."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or ".." in p.parts or not p.parts or "\\" in name:
+        raise IntegrityError(f"manifest lists an unsafe file name: {name!r}")
+    return p
+
+
+def prepare_output_dir(out_dir: str | os.PathLike[str], *, force: bool) -> Path:
+    """Return a fresh staging directory next to ``out_dir``; refuse an existing target."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise OutputExistsError(f"output directory {out.name!r} already exists (use --force / force=True)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.packserve-tmp"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
+def write_bundle(staging: Path, out_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
+    """Hash every artifact in ``staging``, write the manifest, then move it into place.
+
+    Writing into a staging directory and renaming means a failed pack never leaves a
+    half-written bundle where a server might pick it up.
+    """
+    out = Path(out_dir)
+    files: dict[str, FileEntry] = {}
+    for path in sorted(staging.rglob("*")):
+        if path.is_file() and path.name != MANIFEST_NAME:
+            rel = path.relative_to(staging).as_posix()
+            files[rel] = FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+    if manifest.artifact not in files:
+        raise BundleError(f"artifact {manifest.artifact!r} was not written")
+    manifest.files = files
+    (staging / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"not a packserve bundle: no {MANIFEST_NAME} in {Path(bundle_dir).name!r}")
+    try:
+        raw = json.loads(path.read_text())
+        return Manifest.model_validate(raw)
+    except (ValueError, ValidationError) as exc:
+        first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise BundleError(f"invalid bundle manifest: {first}") from exc
+
+
+def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: Manifest | None = None) -> Manifest:
+    """Check every file's size and sha256 against the manifest; raise on any mismatch.
+
+    Called before any artifact byte is handed to a parser (ONNX Runtime, torch.jit).
+    """
+    root = Path(bundle_dir)
+    m = manifest if manifest is not None else read_manifest(root)
+    if not m.files:
+        raise IntegrityError("manifest lists no files")
+    if m.artifact not in m.files:
+        raise IntegrityError(f"artifact {m.artifact!r} is not covered by the manifest's hashes")
+    for name, entry in m.files.items():
+        path = root.joinpath(*_safe_relpath(name).parts)
+        if not path.is_file():
+            raise IntegrityError(f"bundle file {name!r} is missing")
+        if path.stat().st_size != entry.size:
+            raise IntegrityError(f"bundle file {name!r} has the wrong size (tampered or truncated)")
+        if sha256_file(path) != entry.sha256:
+            raise IntegrityError(f"bundle file {name!r} does not match its sha256 (tampered)")
+    return m
+
+
+__all__ = [
+    "MANIFEST_NAME",
+    "SCHEMA_VERSION",
+    "FeatureSpec",
+    "FileEntry",
+    "Label",
+    "Manifest",
+    "OutputSpec",
+    "ParityReport",
+    "TensorSpec",
+    "prepare_output_dir",
+    "read_manifest",
+    "sha256_file",
+    "verify_bundle",
+    "write_bundle",
+]

@@ -1,0 +1,209 @@
+"""packserve's exception hierarchy.
+
+Every error a user can cause carries two numbers: the CLI exit code and the HTTP status.
+The CLI maps ``exit_code`` and the server maps ``http_status`` in exactly one place each,
+so a new error type never needs a new ``except`` clause anywhere else.
+
+Messages must be safe to show to a remote client: no stack traces, no absolute paths of
+the serving host. Put host-local detail in ``detail_for_logs`` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PackserveError(Exception):
+    """Base class: a failure packserve understands and can explain."""
+
+    exit_code: int = 1
+    http_status: int = 500
+    code: str = "error"
+
+    def __init__(self, message: str, *, detail_for_logs: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail_for_logs = detail_for_logs
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe body for an HTTP error response."""
+        return {"error": self.code, "message": self.message}
+
+
+# --- configuration and environment -------------------------------------------------------
+
+
+class ConfigError(PackserveError):
+    """Invalid settings, flags or arguments."""
+
+    exit_code = 2
+    code = "config_error"
+
+
+class MissingDependencyError(PackserveError):
+    """An optional framework is needed but not installed; names the extra to install."""
+
+    exit_code = 3
+    code = "missing_dependency"
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"this needs the optional dependency {package!r}; "
+            f"install it with: pip install 'packserve[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+# --- packing -------------------------------------------------------------------------------
+
+
+class PackError(PackserveError):
+    """A model could not be turned into a bundle."""
+
+    exit_code = 4
+    code = "pack_error"
+
+
+class UnsupportedModelError(PackError):
+    """The object is not a model type packserve knows how to export."""
+
+    code = "unsupported_model"
+
+
+class SampleError(PackError):
+    """The sample passed to ``pack`` is unusable (empty, wrong width, non-finite)."""
+
+    code = "bad_sample"
+
+
+class ParityError(PackError):
+    """The exported artifact does not predict what the native model predicts."""
+
+    code = "parity_failed"
+
+    def __init__(self, message: str, *, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class OutputExistsError(PackError):
+    """The output directory exists and ``force`` was not given."""
+
+    code = "output_exists"
+
+
+# --- bundles and loading -------------------------------------------------------------------
+
+
+class BundleError(PackserveError):
+    """A bundle directory is missing, malformed, or from an unknown schema."""
+
+    exit_code = 5
+    code = "bundle_error"
+
+
+class IntegrityError(BundleError):
+    """A bundle file is missing, extra, or its sha256/size does not match the manifest."""
+
+    code = "integrity_error"
+
+
+# --- scanning ------------------------------------------------------------------------------
+
+
+class UnsafeFileError(PackserveError):
+    """A file was scanned and has findings: it must not be loaded."""
+
+    exit_code = 1
+    http_status = 400
+    code = "unsafe_file"
+
+    def __init__(self, message: str, *, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ScanFailedError(PackserveError):
+    """A file could not be scanned at all (unreadable, unsupported container)."""
+
+    exit_code = 2
+    code = "scan_failed"
+
+
+# --- inference and serving -----------------------------------------------------------------
+
+
+class InputError(PackserveError):
+    """Input rows do not fit the model's signature. ``where`` points at the culprit."""
+
+    exit_code = 2
+    http_status = 422
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        super().__init__(message)
+        self.where = where
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        if self.where is not None:
+            body["where"] = self.where
+        return body
+
+
+class BadRequestError(PackserveError):
+    """The request body is not parseable (malformed JSON, wrong envelope)."""
+
+    http_status = 400
+    code = "bad_request"
+
+
+class UnsupportedMediaTypeError(PackserveError):
+    http_status = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLargeError(PackserveError):
+    http_status = 413
+    code = "payload_too_large"
+
+
+class UnauthorizedError(PackserveError):
+    http_status = 401
+    code = "unauthorized"
+
+
+class ModelNotFoundError(PackserveError):
+    http_status = 404
+    code = "model_not_found"
+
+
+class ModelNotReadyError(PackserveError):
+    http_status = 503
+    code = "model_not_ready"
+
+
+class OverloadedError(PackserveError):
+    """The queue is full or the server is draining; the client should retry later."""
+
+    http_status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(PackserveError):
+    """A request's deadline passed before it was computed; it was not run."""
+
+    http_status = 504
+    code = "deadline_exceeded"
+
+
+class InferenceError(PackserveError):
+    """The runtime failed while computing a batch. The message never includes internals."""
+
+    http_status = 500
+    code = "inference_failed"

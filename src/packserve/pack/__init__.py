@@ -1,0 +1,71 @@
+"""``pack``: trained model -> bundle (safe artifact + manifest), with measured parity.
+
+One module per framework family; :func:`pack` only dispatches. Families are detected
+from the model's class hierarchy *by module name*, so no framework is imported unless the
+model is one of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from packserve.errors import UnsupportedModelError
+from packserve.pack.build import Export, PackResult
+
+SUPPORTED = (
+    "scikit-learn estimators and Pipelines (incl. ColumnTransformer), "
+    "XGBClassifier/XGBRegressor, LGBMClassifier/LGBMRegressor, "
+    "CatBoostClassifier/CatBoostRegressor, torch.nn.Module"
+)
+
+
+def framework_of(model: Any) -> str:
+    """Return 'torch' | 'xgboost' | 'lightgbm' | 'catboost' | 'sklearn' without imports."""
+    roots = [c.__module__.split(".", 1)[0] for c in type(model).__mro__]
+    for fam in ("torch", "xgboost", "lightgbm", "catboost", "sklearn"):
+        if fam in roots:
+            return fam
+    raise UnsupportedModelError(
+        f"cannot pack a {type(model).__module__}.{type(model).__qualname__}; supported: {SUPPORTED}"
+    )
+
+
+def pack(
+    model: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    sample: Any,
+    name: str | None = None,
+    version: str = "1.0.0",
+    feature_names: list[str] | None = None,
+    force: bool = False,
+    allow_parity_failure: bool = False,
+    **options: Any,
+) -> PackResult:
+    """Export ``model`` to a bundle in ``out_dir`` and prove parity on ``sample``.
+
+    If parity fails, nothing is written and :class:`~packserve.errors.ParityError` says by
+    how much; ``allow_parity_failure=True`` writes the bundle with the failure recorded.
+    Framework-specific ``options`` (e.g. ``target_opset``; for torch ``format``, ``method``,
+    ``task``, ``output``, ``classes``) are passed to the family's packer.
+    """
+    fam = framework_of(model)
+    common: dict[str, Any] = {
+        "sample": sample,
+        "name": name or type(model).__name__.lower(),
+        "version": version,
+        "feature_names": feature_names,
+        "force": force,
+        "allow_parity_failure": allow_parity_failure,
+    }
+    if fam == "torch":
+        from packserve.pack import torch as packer
+    elif fam == "catboost":
+        from packserve.pack import catboost as packer  # type: ignore[no-redef]
+    else:  # sklearn, xgboost, lightgbm all go through skl2onnx (+ onnxmltools converters)
+        from packserve.pack import sklearn as packer  # type: ignore[no-redef]
+    return packer.pack_model(model, out_dir, **common, **options)
+
+
+__all__ = ["SUPPORTED", "Export", "PackResult", "framework_of", "pack"]

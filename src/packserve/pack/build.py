@@ -1,0 +1,122 @@
+"""Shared tail of every packer: manifest, parity measurement, atomic write.
+
+A framework module only exports an artifact into a staging directory and says how its
+outputs read (:class:`Export`); this module loads that artifact with the *real* runtime,
+measures parity against the native predictions, and writes the bundle only if it passes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packserve.bundle import Manifest, OutputSpec, ParityReport, TensorSpec, write_bundle
+from packserve.errors import ParityError
+from packserve.pack import parity
+from packserve.pack.signature import SampleTable
+from packserve.runtime import RuntimeOptions
+from packserve.runtime import _open as open_predictor
+from packserve.runtime.base import Predictor
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class Export:
+    """What a framework packer produced in the staging directory."""
+
+    artifact: str
+    inputs: list[TensorSpec]
+    outputs: OutputSpec
+    framework: str
+    framework_version: str
+    model_type: str
+    format: str = "onnx"
+    converters: dict[str, str] = field(default_factory=dict)
+    opsets: dict[str, int] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    proba_tol: float = parity.PROBA_TOL
+    reg_rel_tol: float = parity.REG_REL_TOL
+
+
+@dataclass(frozen=True)
+class PackResult:
+    path: Path
+    manifest: Manifest
+
+    @property
+    def parity(self) -> ParityReport:
+        return self.manifest.parity
+
+
+def json_examples(sample: SampleTable) -> list[list[Any]]:
+    rows = sample.table[:MAX_EXAMPLES].tolist()
+    return [[v if isinstance(v, str) else float(v) for v in row] for row in rows]
+
+
+def draft_manifest(exp: Export, sample: SampleTable, *, name: str, version: str) -> Manifest:
+    return Manifest(
+        name=name,
+        version=version,
+        format=exp.format,  # type: ignore[arg-type]
+        artifact=exp.artifact,
+        task=exp.outputs.task,
+        features=sample.features,
+        inputs=exp.inputs,
+        outputs=exp.outputs,
+        framework=exp.framework,
+        framework_version=exp.framework_version,
+        model_type=exp.model_type,
+        converters=exp.converters,
+        opsets=exp.opsets,
+        parity=ParityReport(rows=0, tolerance=0.0, passed=False),
+        examples=json_examples(sample),
+        export=exp.export,
+        notes=exp.notes,
+    )
+
+
+def open_staged(staging: Path, manifest: Manifest, **opts: Any) -> Predictor:
+    """Load the staged artifact with the real runtime (as a server will)."""
+    return open_predictor(staging, manifest, RuntimeOptions(**opts))
+
+
+def finish(
+    exp: Export,
+    sample: SampleTable,
+    native: parity.NativeOutput,
+    staging: Path,
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    version: str,
+    allow_parity_failure: bool = False,
+    extra_checks: list[dict[str, Any]] | None = None,
+) -> PackResult:
+    manifest = draft_manifest(exp, sample, name=name, version=version)
+    try:
+        predictor = open_staged(staging, manifest, intra_op_threads=0)
+        exported = predictor.predict(sample.table)
+        predictor.close()
+        report = parity.compare(
+            native, exported, proba_tol=exp.proba_tol, reg_rel_tol=exp.reg_rel_tol,
+            notes=exp.notes,
+        )
+        if extra_checks:
+            report.checks.extend(extra_checks)
+            report.passed = report.passed and all(c.get("passed", True) for c in extra_checks)
+        manifest.parity = report
+        if not report.passed:
+            msg = parity.describe_failure(report)
+            if not allow_parity_failure:
+                raise ParityError(msg + "; no bundle written", report=report)
+            manifest.notes.append("WRITTEN DESPITE PARITY FAILURE (allow_parity_failure): " + msg)
+        path = write_bundle(staging, out_dir, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return PackResult(path=path, manifest=manifest)

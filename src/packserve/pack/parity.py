@@ -1,0 +1,81 @@
+"""Measure how closely an exported artifact reproduces the native model.
+
+Tolerances (from the foundation issue): labels identical; max |Δprobability| ≤ 1e-5;
+regression max |Δ| ≤ 1e-5 × mean |native prediction| (a per-element relative bound is
+meaningless near zero in float32). A converter that cannot reach that gets its measured
+bound recorded with the reason — never a silently loosened default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from packserve.bundle import ParityReport
+from packserve.runtime.prediction import Prediction
+
+PROBA_TOL = 1e-5
+REG_REL_TOL = 1e-5
+
+
+@dataclass(frozen=True)
+class NativeOutput:
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+
+def compare(
+    native: NativeOutput,
+    exported: Prediction,
+    *,
+    proba_tol: float = PROBA_TOL,
+    reg_rel_tol: float = REG_REL_TOL,
+    notes: list[str] | None = None,
+) -> ParityReport:
+    notes = list(notes or [])
+    n = len(exported)
+    if native.values is not None:
+        assert exported.values is not None
+        nv = np.asarray(native.values, dtype=np.float64).reshape(exported.values.shape)
+        diff = float(np.max(np.abs(nv - exported.values.astype(np.float64)))) if n else 0.0
+        scale = float(np.mean(np.abs(nv))) if n else 0.0
+        tol = reg_rel_tol * max(scale, 1e-12)
+        return ParityReport(
+            rows=n,
+            max_abs_diff_value=diff,
+            tolerance=tol,
+            tolerance_basis=f"{reg_rel_tol:g} x mean|native prediction| ({scale:.6g})",
+            passed=diff <= tol,
+            notes=notes,
+        )
+    assert native.labels is not None and exported.labels is not None
+    nl = np.asarray(native.labels).reshape(-1)
+    el = exported.labels.reshape(-1)
+    agree = float(np.mean(nl.astype(str) == el.astype(str))) if n else 1.0
+    pdiff = 0.0
+    if native.probabilities is not None and exported.probabilities is not None:
+        pdiff = float(np.max(np.abs(native.probabilities - exported.probabilities)))
+    passed = agree == 1.0 and pdiff <= proba_tol
+    return ParityReport(
+        rows=n,
+        label_agreement=agree,
+        max_abs_diff_probability=pdiff,
+        tolerance=proba_tol,
+        tolerance_basis="absolute, on class probabilities; labels must all agree",
+        passed=passed,
+        notes=notes,
+    )
+
+
+def describe_failure(report: ParityReport) -> str:
+    if report.max_abs_diff_value is not None:
+        return (
+            f"parity failed on {report.rows} rows: max |Δvalue| = {report.max_abs_diff_value:.3g} "
+            f"> tolerance {report.tolerance:.3g} ({report.tolerance_basis})"
+        )
+    return (
+        f"parity failed on {report.rows} rows: label agreement {report.label_agreement:.4%}, "
+        f"max |Δprobability| = {report.max_abs_diff_probability:.3g} (tolerance {report.tolerance:g})"
+    )

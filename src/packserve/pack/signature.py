@@ -1,0 +1,106 @@
+"""Infer a bundle's input signature from the ``sample`` given to ``pack``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from packserve.bundle import FeatureSpec
+from packserve.errors import SampleError
+
+
+@dataclass(frozen=True)
+class SampleTable:
+    """The sample in a framework-neutral form, plus what it says about the features."""
+
+    features: list[FeatureSpec]
+    table: np.ndarray  # (n, k): float64 when all numeric, else object
+    frame: Any | None  # the original DataFrame, when one was given (native models want it)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def all_numeric(self) -> bool:
+        return all(f.dtype != "string" for f in self.features)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.table.shape[0])
+
+
+def _is_dataframe(obj: object) -> bool:
+    return type(obj).__name__ == "DataFrame" and hasattr(obj, "dtypes")
+
+
+def sample_table(
+    sample: Any,
+    *,
+    feature_names: Sequence[str] | None = None,
+    model: Any = None,
+    expected_width: int | None = None,
+) -> SampleTable:
+    """Validate ``sample`` (>= 1 row, finite numbers) and name its features.
+
+    Names come from, in order: the DataFrame's columns, ``feature_names``, the model's
+    ``feature_names_in_`` (scikit-learn), else ``f0..fN``.
+    """
+    if sample is None:
+        raise SampleError("pack needs a sample (array or DataFrame with at least one row)")
+    frame = None
+    if _is_dataframe(sample):
+        frame = sample
+        names = [str(c) for c in sample.columns]
+        kinds = []
+        for col in sample.columns:
+            dt = sample[col].dtype
+            kinds.append("float32" if getattr(dt, "kind", "O") in "fiub" else "string")
+        table = sample.to_numpy(dtype=object)
+        if all(k == "float32" for k in kinds):
+            table = table.astype(np.float64)
+    else:
+        try:
+            table = np.asarray(sample, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise SampleError(
+                "sample must be numeric; pass a DataFrame for models with string columns"
+            ) from exc
+        if table.ndim == 1:
+            table = table.reshape(1, -1)
+        if table.ndim != 2:
+            raise SampleError(f"sample must be 2-D (rows, features); got {table.ndim}-D")
+        names = list(feature_names) if feature_names is not None else []
+        if not names:
+            fin = getattr(model, "feature_names_in_", None)
+            names = [str(n) for n in fin] if fin is not None else []
+        if not names:
+            names = [f"f{i}" for i in range(table.shape[1])]
+        kinds = ["float32"] * table.shape[1]
+    if feature_names is not None and frame is not None and list(feature_names) != names:
+        raise SampleError("feature_names disagree with the DataFrame's columns")
+    if table.shape[0] < 1:
+        raise SampleError("sample has no rows; give at least one (more rows = stronger parity check)")
+    if len(names) != table.shape[1]:
+        raise SampleError(f"{len(names)} feature names for {table.shape[1]} sample columns")
+    if len(set(names)) != len(names):
+        raise SampleError("feature names must be unique")
+    if expected_width is not None and table.shape[1] != expected_width:
+        raise SampleError(
+            f"sample has {table.shape[1]} columns but the model expects {expected_width}"
+        )
+    numeric_cols = [i for i, k in enumerate(kinds) if k != "string"]
+    if numeric_cols:
+        block = table[:, numeric_cols].astype(np.float64)
+        if not np.isfinite(block).all():
+            raise SampleError("sample contains NaN or infinite values")
+    features = [FeatureSpec(name=n, dtype=k) for n, k in zip(names, kinds, strict=True)]  # type: ignore[arg-type]
+    return SampleTable(features=features, table=table, frame=frame)
+
+
+def model_width(model: Any) -> int | None:
+    n = getattr(model, "n_features_in_", None)
+    return int(n) if n is not None else None

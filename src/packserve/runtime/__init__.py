@@ -1,0 +1,56 @@
+"""Load a bundle into a Predictor. No HTTP here: ``serve`` builds on this layer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from packserve.bundle import Manifest, read_manifest, verify_bundle
+from packserve.errors import BundleError
+from packserve.runtime.base import Predictor, postprocess
+from packserve.runtime.inputs import Feeds, concat_feeds, feeds_rows, rows_to_feeds
+from packserve.runtime.onnx import RuntimeOptions
+from packserve.runtime.prediction import Prediction
+
+
+def load(
+    bundle_dir: str | os.PathLike[str],
+    options: RuntimeOptions | None = None,
+    **kwargs: Any,
+) -> Predictor:
+    """Verify every file's sha256, then create the runtime session.
+
+    Nothing is parsed before verification passes: a tampered artifact never reaches
+    ONNX Runtime or torch. ``kwargs`` are :class:`RuntimeOptions` fields.
+    """
+    root = Path(bundle_dir)
+    opts = options or RuntimeOptions(**kwargs)
+    manifest = verify_bundle(root, read_manifest(root))
+    return _open(root, manifest, opts)
+
+
+def _open(root: Path, manifest: Manifest, opts: RuntimeOptions) -> Predictor:
+    artifact = root / manifest.artifact
+    if manifest.format == "onnx":
+        from packserve.runtime.onnx import OnnxPredictor
+
+        return OnnxPredictor(manifest, artifact, opts)
+    if manifest.format == "torchscript":
+        from packserve.runtime.torchscript import TorchScriptPredictor
+
+        return TorchScriptPredictor(manifest, artifact, opts)
+    raise BundleError(f"unknown artifact format {manifest.format!r}")  # pragma: no cover
+
+
+__all__ = [
+    "Feeds",
+    "Prediction",
+    "Predictor",
+    "RuntimeOptions",
+    "concat_feeds",
+    "feeds_rows",
+    "load",
+    "postprocess",
+    "rows_to_feeds",
+]

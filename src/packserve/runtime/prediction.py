@@ -1,0 +1,65 @@
+"""The result of a prediction: one object shape for every framework and format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from packserve.bundle import Label
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Predictions for ``n`` rows.
+
+    Classification fills ``labels`` (original label space: ints stay ints, strings stay
+    strings), ``probabilities`` ``(n, k)`` and ``classes`` (labels in column order).
+    Regression fills ``values`` ``(n,)`` (or ``(n, m)`` for multi-output models).
+    """
+
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    classes: list[Label] | None = None
+    values: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        for arr in (self.labels, self.values, self.probabilities):
+            if arr is not None:
+                return int(arr.shape[0])
+        return 0
+
+    def slice(self, start: int, stop: int) -> Prediction:
+        """Rows ``start:stop`` — how a batcher hands each caller its own rows back."""
+
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[start:stop]
+
+        return Prediction(
+            labels=cut(self.labels),
+            probabilities=cut(self.probabilities),
+            classes=self.classes,
+            values=cut(self.values),
+        )
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Plain-Python dicts per row (JSON-ready), the shape ``/predict`` returns."""
+        out: list[dict[str, Any]] = []
+        if self.values is not None:
+            for v in self.values.tolist():
+                out.append({"prediction": v})
+            return out
+        assert self.labels is not None and self.probabilities is not None and self.classes is not None
+        index = {c: i for i, c in enumerate(self.classes)}
+        probs = self.probabilities.tolist()
+        for label, row in zip(self.labels.tolist(), probs, strict=True):
+            i = index.get(label)
+            out.append(
+                {
+                    "prediction": label,
+                    "probability": row[i] if i is not None else max(row),
+                    "probabilities": {str(c): p for c, p in zip(self.classes, row, strict=True)},
+                }
+            )
+        return out

@@ -1,0 +1,19 @@
+"""`import packserve` must stay light: no runtime, framework or web stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ["onnxruntime", "torch", "fastapi", "uvicorn", "sklearn", "xgboost", "lightgbm",
+         "catboost", "skl2onnx", "onnx", "pandas", "starlette"]
+
+
+def test_import_pulls_no_heavy_modules() -> None:
+    code = (
+        "import sys, packserve, packserve.cli\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
