@@ -62,6 +62,22 @@ def version() -> None:
 
 
 # --- commands are added below, one section per layer ------------------------------------
+# Each section imports its layer lazily inside the command, so `packserve --help` stays fast.
+
+demo_app = typer.Typer(help="Built-in, self-contained demonstrations.", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+# [pack / inspect]
+
+# [scan]
+
+# [serve]
+
+# [bench / locustfile]
+
+# [deploy]
+
+# [demo]
 
 
 def main() -> None:
