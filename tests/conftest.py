@@ -63,9 +63,10 @@ def chapter_bundle(chapter_model, chapter_data: Data, bundles_dir: Path) -> Path
 @pytest.fixture(scope="session")
 def iris_string_bundle(bundles_dir: Path) -> Path:
     """A multiclass LogisticRegression with *string* labels, named 'iris'."""
-    import packserve
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
+
+    import packserve
 
     data = load_iris()
     labels = np.asarray(data.target_names)[data.target]
@@ -80,8 +81,9 @@ def iris_string_bundle(bundles_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def regressor_bundle(chapter_data: Data, bundles_dir: Path) -> Path:
     """A small RandomForestRegressor named 'price'."""
-    import packserve
     from sklearn.ensemble import RandomForestRegressor
+
+    import packserve
 
     x = chapter_data.x_train
     y = 3.0 * x[:, 0] - 2.0 * x[:, 1] + 10.0

@@ -134,7 +134,9 @@ def _family(model: Any) -> tuple[str, str]:
     return root, _version(dist)
 
 
-def _convert(model: Any, sample: SampleTable, double: bool, opset: dict[str, int]) -> tuple[Any, list[TensorSpec]]:
+def _convert(
+    model: Any, sample: SampleTable, double: bool, opset: dict[str, int]
+) -> tuple[Any, list[TensorSpec]]:
     from skl2onnx import convert_sklearn
 
     types, specs = _initial_types(sample, double)
