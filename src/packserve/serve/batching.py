@@ -1,0 +1,402 @@
+"""Dynamic request batching for one model: merge concurrent requests into one model call.
+
+Algorithm (all bookkeeping runs on the event loop in plain callbacks; there is no batcher
+task to wake up, so an idle request pays no scheduling hop):
+
+1. ``submit`` puts the request (already validated feeds) on a bounded FIFO queue. A full
+   queue, or a draining batcher, raises :class:`OverloadedError` at once with a
+   ``retry_after_s`` estimated from the measured batch cost.
+2. Whenever something changes (a submission, a finished batch, a wait timer), ``_kick``
+   runs. If fewer than ``concurrency`` batches are in flight and requests are queued, it
+   asks :class:`~packserve.serve.batch_policy.WaitPolicy` whether to wait. Without a
+   measured reason to wait it dispatches **now**: a request that finds the model idle and
+   the queue empty runs immediately, whatever ``max_wait_ms`` says (no idle penalty).
+3. A batch takes queued requests in arrival order while their rows fit ``max_batch_size``.
+   Batches therefore form from the requests that arrived while the model was busy, and the
+   next batch starts the moment the previous one finishes. A request with more rows than
+   ``max_batch_size`` (``/predict/batch``) runs alone and **unsplit**: one call, no
+   reassembly, and nothing else's latency depends on it beyond that one call.
+4. Optional waiting (``max_wait_ms`` > 0) happens only when the cost model says a merge
+   saves more model time than the waiting costs, and never beyond ``max_wait_ms`` from the
+   oldest queued request (see ``batch_policy`` for the rule and its bound).
+5. The batch runs in an executor thread: concatenate feeds, call ``run``, slice the
+   :class:`Prediction` back per request, all off the loop. Each caller's future gets exactly
+   its own rows, in order.
+
+Failure semantics: a request whose ``deadline`` passes while queued is removed by a timer
+and gets :class:`DeadlineExceededError` (never computed; once its batch has started it is
+allowed to finish). A caller that is cancelled (client gone) before its batch starts is
+dropped from the queue. A failing model call fails only its own batch; every caller in it
+gets its own :class:`InferenceError` without internals. ``drain`` refuses new work and
+completes queued work within a timeout; what cannot finish is failed explicitly with
+:class:`OverloadedError`, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from packserve.errors import (
+    DeadlineExceededError,
+    InferenceError,
+    OverloadedError,
+    PackserveError,
+)
+from packserve.runtime.inputs import Feeds, concat_feeds, feeds_rows
+from packserve.runtime.prediction import Prediction
+from packserve.serve.batch_observe import BatcherStats, BatchObserver, NullObserver
+from packserve.serve.batch_policy import CostModel, WaitPolicy
+
+__all__ = ["BatchObserver", "Batcher", "BatcherStats", "DrainReport", "NullObserver"]
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    completed: bool  # everything queued before the drain finished in time
+    abandoned: int  # requests failed with OverloadedError because the timeout passed
+
+
+_QUEUED, _RUNNING, _DONE = 0, 1, 2
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    feeds: Feeds
+    rows: int
+    future: asyncio.Future[Prediction]
+    enqueued: float
+    timer: asyncio.TimerHandle | None = None
+    state: int = _QUEUED
+
+
+@dataclass(slots=True)
+class _Outcome:
+    results: list[Prediction] = field(default_factory=list)
+    error: PackserveError | None = None
+    compute_s: float = 0.0
+
+
+class Batcher:
+    """Merge concurrent ``submit`` calls for one model into few ``run`` calls.
+
+    ``run`` is called in ``executor`` (default: a private pool of ``concurrency`` threads)
+    with the concatenated feeds; at most ``concurrency`` batches are in flight at once.
+    ``deadline`` values are absolute :func:`time.monotonic` timestamps.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Feeds], Prediction],
+        *,
+        max_batch_size: int = 64,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 256,
+        concurrency: int = 1,
+        executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+        name: str = "model",
+    ) -> None:
+        if max_batch_size < 1 or max_queue < 1 or concurrency < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size, max_queue, concurrency >= 1; max_wait_ms >= 0")
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.concurrency = concurrency
+        self.name = name
+        self._own_executor = executor is None
+        self._executor: Executor = executor or ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=f"packserve-batch-{name}"
+        )
+        self.observer: BatchObserver = observer or NullObserver()
+        self.cost = CostModel()
+        self.policy = WaitPolicy(max_batch_size, max_wait_ms / 1000.0, self.cost)
+        self.stats = BatcherStats()
+        self._queue: deque[_Item] = deque()
+        self._live = 0  # queued, not expired/cancelled
+        self._live_rows = 0
+        self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.TimerHandle | None = None
+        self._wake_at = math.inf
+        self._draining = False
+        self._closed = False
+        self._idle: asyncio.Event | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind to the running event loop (call from the server's startup)."""
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._live
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self, timeout: float) -> DrainReport:
+        """Refuse new work; wait up to ``timeout`` s for queued and running work to finish.
+
+        Requests still queued at the timeout get :class:`OverloadedError` (the server is
+        going away); none is left without an answer.
+        """
+        self._draining = True
+        if self._loop is None:
+            return DrainReport(completed=True, abandoned=0)
+        assert self._idle is not None
+        self._kick()  # a pending wait would only delay the drain
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=max(timeout, 0.0))
+            return DrainReport(completed=True, abandoned=0)
+        except TimeoutError:
+            abandoned = 0
+            while self._queue:
+                item = self._queue.popleft()
+                if item.state == _QUEUED and not item.future.done():
+                    self._forget(item)
+                    item.future.set_exception(
+                        OverloadedError("the server shut down before this request could run")
+                    )
+                    abandoned += 1
+            self._publish_depth()
+            return DrainReport(completed=False, abandoned=abandoned)
+
+    def close(self) -> None:
+        """Release the private executor (after :meth:`drain`)."""
+        self._closed = True
+        self._draining = True
+        if self._wake is not None:
+            self._wake.cancel()
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- submission -------------------------------------------------------------------------
+
+    async def submit(self, feeds: Feeds, *, deadline: float | None = None) -> Prediction:
+        """Compute ``feeds`` (validated) in some batch; return exactly its own rows."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("Batcher.start() was not called")
+        now = time.monotonic()
+        if self._draining:
+            self._reject("draining")
+            raise OverloadedError("the server is shutting down", retry_after_s=1.0)
+        if self._live >= self.max_queue:
+            self._reject("queue_full")
+            raise OverloadedError(
+                f"model {self.name!r} has {self._live} requests queued; retry later",
+                retry_after_s=self._retry_after(),
+            )
+        if deadline is not None and deadline <= now:
+            self.stats.expired += 1
+            self.observer.expired()
+            raise DeadlineExceededError("the request's deadline passed before it could run")
+        item = _Item(feeds, feeds_rows(feeds), loop.create_future(), now)
+        if deadline is not None:
+            item.timer = loop.call_later(deadline - now, self._expire, item)
+        item.future.add_done_callback(functools.partial(self._on_caller_done, item))
+        self._queue.append(item)
+        self._live += 1
+        self._live_rows += item.rows
+        assert self._idle is not None
+        self._idle.clear()
+        self.stats.submitted += 1
+        self.policy.arrived(now)
+        self._kick()
+        self._publish_depth()
+        return await item.future  # cancellation cancels item.future -> _on_caller_done
+
+    def _retry_after(self) -> float:
+        est = self.policy.retry_after(self._live_rows) * max(1, self._in_flight)
+        return min(max(est, 0.001), 60.0)
+
+    def _reject(self, reason: str) -> None:
+        self.stats.rejected += 1
+        self.observer.rejected(reason)
+
+    def _publish_depth(self) -> None:
+        self.observer.queue_depth(self._live)
+
+    def _forget(self, item: _Item) -> None:
+        """Take a queued item out of the live counts (it stays in the deque, skipped)."""
+        item.state = _DONE
+        self._live -= 1
+        self._live_rows -= item.rows
+        if item.timer is not None:
+            item.timer.cancel()
+            item.timer = None
+        self._check_idle()
+
+    def _expire(self, item: _Item) -> None:
+        if item.state != _QUEUED or item.future.done():
+            return
+        self._forget(item)
+        self.stats.expired += 1
+        self.observer.expired()
+        item.future.set_exception(
+            DeadlineExceededError("the request's deadline passed while it was queued; not run")
+        )
+        self._publish_depth()
+
+    def _on_caller_done(self, item: _Item, _fut: object = None) -> None:
+        if item.future.cancelled() and item.state == _QUEUED:
+            self._forget(item)
+            self.stats.cancelled += 1
+            self.observer.cancelled()
+            self._publish_depth()
+
+    def _check_idle(self) -> None:
+        if self._live == 0 and self._in_flight == 0 and self._idle is not None:
+            self._idle.set()
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        """Start batches while the model has capacity and work is queued."""
+        while self._in_flight < self.concurrency and not self._closed:
+            while self._queue and self._queue[0].state != _QUEUED:
+                self._queue.popleft()
+            if not self._queue:
+                return
+            now = time.monotonic()
+            if not self._draining:
+                until = self.policy.wait_until(
+                    now, self._live, self._live_rows, self._queue[0].enqueued
+                )
+                if until is not None:
+                    self._schedule_wake(until)
+                    return
+            self._dispatch(self._take(now))
+
+    def _schedule_wake(self, at: float) -> None:
+        if self._wake is not None and self._wake_at <= at:
+            return
+        if self._wake is not None:
+            self._wake.cancel()
+        assert self._loop is not None
+        self._wake_at = at
+        self._wake = self._loop.call_later(max(at - time.monotonic(), 0.0), self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._wake = None
+        self._wake_at = math.inf
+        self._kick()
+
+    def _take(self, now: float) -> list[_Item]:
+        batch: list[_Item] = []
+        rows = 0
+        while self._queue:
+            item = self._queue[0]
+            if item.state != _QUEUED:
+                self._queue.popleft()
+                continue
+            if batch and rows + item.rows > self.max_batch_size:
+                break
+            self._queue.popleft()
+            item.state = _RUNNING
+            if item.timer is not None:
+                item.timer.cancel()
+                item.timer = None
+            self._live -= 1
+            self._live_rows -= item.rows
+            rows += item.rows
+            batch.append(item)
+            self.observer.queue_wait(now - item.enqueued)
+        return batch
+
+    def _dispatch(self, batch: list[_Item]) -> None:
+        assert self._loop is not None
+        self._in_flight += 1
+        parts = [it.feeds for it in batch]
+        sizes = [it.rows for it in batch]
+        fut = self._loop.run_in_executor(self._executor, _compute, self._run, parts, sizes)
+        fut.add_done_callback(functools.partial(self._finish, batch))
+        self._publish_depth()
+
+    def _finish(self, batch: list[_Item], fut: asyncio.Future[_Outcome]) -> None:
+        self._in_flight -= 1
+        try:
+            outcome = fut.result()
+        except BaseException as exc:  # executor shut down, or cancelled at close
+            outcome = _Outcome(
+                error=InferenceError("the batch could not run", detail_for_logs=repr(exc))
+            )
+        rows = sum(it.rows for it in batch)
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.max_batch_rows = max(self.stats.max_batch_rows, rows)
+        if outcome.error is None:
+            self.cost.observe(rows, outcome.compute_s)
+            self.observer.batch(rows, len(batch), outcome.compute_s)
+        else:
+            self.stats.failed += len(batch)
+            self.observer.failed(len(batch))
+        for i, item in enumerate(batch):
+            item.state = _DONE
+            if item.future.done():  # caller gone while its batch ran: result discarded
+                continue
+            if outcome.error is not None:
+                item.future.set_exception(_fresh(outcome.error))
+            else:
+                self.stats.completed += 1
+                item.future.set_result(outcome.results[i])
+        self._kick()
+        self._check_idle()
+        self._publish_depth()
+
+
+def _fresh(exc: PackserveError) -> PackserveError:
+    """A new exception object per caller: one instance raised in many tasks would collect
+    every task's traceback."""
+    try:
+        return copy.copy(exc)
+    except Exception:
+        return InferenceError(exc.message, detail_for_logs=exc.detail_for_logs)
+
+
+def _compute(
+    run: Callable[[Feeds], Prediction], parts: Sequence[Feeds], sizes: Sequence[int]
+) -> _Outcome:
+    """Executor side: merge, run, split. Errors become one InferenceError for the batch."""
+    t0 = time.perf_counter()
+    try:
+        merged = concat_feeds(parts)
+        pred = run(merged)
+        total = sum(sizes)
+        if len(pred) != total:
+            raise InferenceError(
+                "the model returned a wrong number of rows",
+                detail_for_logs=f"expected {total}, got {len(pred)}",
+            )
+        if len(parts) == 1:
+            results = [pred]
+        else:
+            results = []
+            start = 0
+            for n in sizes:
+                results.append(pred.slice(start, start + n))
+                start += n
+    except PackserveError as exc:
+        return _Outcome(error=exc, compute_s=time.perf_counter() - t0)
+    except Exception as exc:
+        err = InferenceError(
+            "the model failed to compute this batch", detail_for_logs=repr(exc)
+        )
+        return _Outcome(error=err, compute_s=time.perf_counter() - t0)
+    return _Outcome(results=results, compute_s=time.perf_counter() - t0)
