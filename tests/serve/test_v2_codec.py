@@ -1,0 +1,382 @@
+"""The V2 codec against real bundles, with request bodies built and responses read by the
+unmodified ``tritonclient`` codec (``generate_request_body`` / ``parse_response_body``)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+import packserve
+from packserve.errors import BadRequestError
+from packserve.serve import v2
+
+httpclient = pytest.importorskip("tritonclient.http")
+Client = httpclient.InferenceServerClient
+
+
+@pytest.fixture(scope="module")
+def fraud(chapter_bundle: Path):
+    return packserve.load(chapter_bundle)
+
+
+@pytest.fixture(scope="module")
+def iris(iris_string_bundle: Path):
+    return packserve.load(iris_string_bundle)
+
+
+@pytest.fixture(scope="module")
+def price(regressor_bundle: Path):
+    return packserve.load(regressor_bundle)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory):
+    """A ColumnTransformer pipeline: one [-1, 1] tensor per column, a string column."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.random(80), "city": rng.choice(["Köln", "Paris", "Oslo"], 80)})
+    y = ((df.x > 0.5) ^ (df.city == "Oslo")).astype(int)
+    pipe = Pipeline([
+        ("ct", ColumnTransformer([
+            ("n", StandardScaler(), ["x"]),
+            ("o", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+        ])),
+        ("lr", LogisticRegression()),
+    ]).fit(df, y)
+    out = tmp_path_factory.mktemp("v2") / "mixed"
+    return packserve.load(packserve.pack(pipe, out, sample=df[:30], name="mixed").path)
+
+
+def _inp(name: str, arr: np.ndarray, datatype: str, binary: bool):
+    t = httpclient.InferInput(name, list(arr.shape), datatype)
+    t.set_data_from_numpy(arr, binary_data=binary)
+    return t
+
+
+def _body(inputs, outputs=None, **kw) -> tuple[bytes, int | None]:
+    body, json_size = Client.generate_request_body(inputs, outputs=outputs, **kw)
+    return body, json_size
+
+
+def _roundtrip(pred, inputs, outputs=None, **kw):
+    body, json_size = _body(inputs, outputs, **kw)
+    req = v2.parse_infer_request(body, pred.manifest, header_length=json_size)
+    prediction = pred.run(req.feeds)
+    enc = v2.encode_infer_response(
+        prediction, pred.manifest, req, model_name=pred.name, model_version=pred.version
+    )
+    hl = enc.headers.get(v2.HEADER_LENGTH)
+    result = Client.parse_response_body(enc.body, header_length=None if hl is None else int(hl))
+    return req, prediction, enc, result
+
+
+# --- metadata ------------------------------------------------------------------------------
+
+
+def test_metadata_exposes_the_artifact_tensors(fraud, iris, price, mixed) -> None:
+    md = v2.model_metadata(fraud.manifest, versions=["1"])
+    assert md == {
+        "name": "fraud",
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 15]}],
+        "outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]},
+        ],
+    }
+    assert v2.model_metadata(iris.manifest)["outputs"][0] == {
+        "name": "label", "datatype": "BYTES", "shape": [-1]
+    }
+    assert v2.model_metadata(price.manifest)["outputs"] == [
+        {"name": "value", "datatype": "FP64", "shape": [-1]}
+    ]
+    assert v2.model_metadata(mixed.manifest)["inputs"] == [
+        {"name": "x", "datatype": "FP32", "shape": [-1, 1]},
+        {"name": "city", "datatype": "BYTES", "shape": [-1, 1]},
+    ]
+    assert v2.server_metadata("0.1.0")["extensions"] == ["binary_tensor_data"]
+
+
+# --- inference: identical to /predict's path ----------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_chapter_model_identical_to_predict(fraud, chapter_data, binary: bool) -> None:
+    x = chapter_data.x_test[:37]
+    ref = fraud.predict(x)
+    req, pred, enc, res = _roundtrip(
+        fraud, [_inp("input", x.astype(np.float32), "FP32", binary)], request_id="r-7"
+    )
+    assert req.rows == 37
+    # tritonclient asks for binary outputs when none are named.
+    assert enc.media_type == "application/octet-stream"
+    assert res.get_response()["id"] == "r-7"
+    assert res.get_response()["model_name"] == "fraud"
+    assert np.array_equal(res.as_numpy("label"), ref.labels)
+    assert np.array_equal(res.as_numpy("probabilities"), ref.probabilities)
+    records = ref.to_records()
+    assert res.as_numpy("label").tolist() == [r["prediction"] for r in records]
+    assert res.as_numpy("probabilities").tolist() == [
+        [r["probabilities"][str(c)] for c in ref.classes] for r in records
+    ]
+
+
+@pytest.mark.parametrize("binary_in", [False, True])
+@pytest.mark.parametrize("binary_out", [False, True])
+def test_string_labels_are_bytes(iris, binary_in: bool, binary_out: bool) -> None:
+    x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+    outputs = [
+        httpclient.InferRequestedOutput("probabilities", binary_data=binary_out),
+        httpclient.InferRequestedOutput("label", binary_data=binary_out),
+    ]
+    _, _, enc, res = _roundtrip(iris, [_inp("input", x, "FP32", binary_in)], outputs)
+    doc = res.get_response()
+    assert [o["name"] for o in doc["outputs"]] == ["probabilities", "label"]
+    assert doc["outputs"][1]["datatype"] == "BYTES"
+    labels = [v.decode() if isinstance(v, bytes) else v for v in res.as_numpy("label").tolist()]
+    assert labels == ["setosa", "virginica"]
+    assert np.array_equal(res.as_numpy("probabilities"), iris.predict(x).probabilities)
+    assert (v2.HEADER_LENGTH in enc.headers) is binary_out
+
+
+def test_regressor_value(price, chapter_data) -> None:
+    x = chapter_data.x_test[:5]
+    _, _, _, res = _roundtrip(price, [_inp("input", x.astype(np.float32), "FP32", True)])
+    ref = price.predict(x)
+    assert res.as_numpy("value").tolist() == [r["prediction"] for r in ref.to_records()]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_string_column_tensors(mixed, binary: bool) -> None:
+    xs = np.array([[0.2], [0.9], [0.7]], dtype=np.float32)
+    cities = np.array([["Köln"], ["Oslo"], ["Paris"]], dtype=object)
+    inputs = [_inp("x", xs, "FP32", binary), _inp("city", cities, "BYTES", binary)]
+    req, pred, _, res = _roundtrip(mixed, inputs)
+    rows = [[0.2, "Köln"], [0.9, "Oslo"], [0.7, "Paris"]]
+    ref_feeds = mixed.to_feeds(rows)
+    assert req.feeds["city"].tolist() == ref_feeds["city"].tolist()
+    assert np.array_equal(req.feeds["x"], ref_feeds["x"])
+    assert np.array_equal(res.as_numpy("probabilities"), mixed.predict(rows).probabilities)
+
+
+def test_nested_flat_and_partial_json_data_agree(fraud, chapter_data) -> None:
+    x = chapter_data.x_test[:3]
+    flat = x.reshape(-1).tolist()
+    for data in (x.tolist(), flat):
+        doc = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 15], "data": data}]}
+        req = v2.parse_infer_request(orjson.dumps(doc), fraud.manifest)
+        assert np.array_equal(req.feeds["input"], fraud.to_feeds(x)["input"])
+
+
+def test_outputs_selection_and_json_default(fraud) -> None:
+    doc = {
+        "id": "abc",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15], "data": [0.5] * 15}],
+        "outputs": [{"name": "probabilities"}],
+    }
+    req = v2.parse_infer_request(orjson.dumps(doc), fraud.manifest)
+    enc = v2.encode_infer_response(
+        fraud.run(req.feeds), fraud.manifest, req, model_name="fraud", model_version="1"
+    )
+    body = orjson.loads(enc.body)
+    assert enc.media_type == "application/json" and not enc.headers
+    assert body["id"] == "abc" and body["model_version"] == "1"
+    assert [o["name"] for o in body["outputs"]] == ["probabilities"]
+    assert body["outputs"][0]["shape"] == [1, 2]
+    assert len(body["outputs"][0]["data"]) == 2  # flat, row-major
+    # no outputs, no binary_data_output: every output as JSON
+    doc.pop("outputs")
+    doc.pop("id")
+    req = v2.parse_infer_request(orjson.dumps(doc), fraud.manifest)
+    enc = v2.encode_infer_response(
+        fraud.run(req.feeds), fraud.manifest, req, model_name="fraud", model_version="1"
+    )
+    body = orjson.loads(enc.body)
+    assert "id" not in body
+    assert [o["name"] for o in body["outputs"]] == ["label", "probabilities"]
+
+
+def test_request_binary_output_with_per_output_override(fraud) -> None:
+    doc = {
+        "parameters": {"binary_data_output": True},
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 15], "data": [0.1] * 30}],
+        "outputs": [{"name": "label", "parameters": {"binary_data": False}}, {"name": "probabilities"}],
+    }
+    req = v2.parse_infer_request(orjson.dumps(doc), fraud.manifest)
+    assert [(o.name, o.binary) for o in req.outputs] == [("label", False), ("probabilities", True)]
+    enc = v2.encode_infer_response(
+        fraud.run(req.feeds), fraud.manifest, req, model_name="fraud", model_version="1"
+    )
+    n = int(enc.headers[v2.HEADER_LENGTH])
+    head = orjson.loads(enc.body[:n])
+    assert head["outputs"][1]["parameters"] == {"binary_data_size": 32}
+    assert np.frombuffer(enc.body[n:], "<f8").shape == (4,)
+
+
+def test_timeout_parameter_becomes_a_deadline(fraud) -> None:
+    body, size = _body([_inp("input", np.zeros((1, 15), np.float32), "FP32", True)], timeout=250_000)
+    assert v2.parse_infer_request(body, fraud.manifest, header_length=size).timeout_s == 0.25
+
+
+# --- rejection ---------------------------------------------------------------------------
+
+
+def _json_req(data, *, shape=(1, 15), datatype="FP32", name="input", **extra) -> bytes:
+    item = {"name": name, "datatype": datatype, "shape": list(shape), "data": data}
+    return orjson.dumps({"inputs": [item], **extra})
+
+
+ROW = [0.5] * 15
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15], "data": '
+         b"[NaN, 0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}", "not valid JSON"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15], "data": '
+         b"[1e999, 0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}", "not valid JSON"),
+        (b"[]", "JSON object"),
+        (orjson.dumps({"inputs": []}), "non-empty"),
+        (_json_req([1e39] + ROW[1:]), "overflows FP32"),
+        (_json_req(ROW, datatype="FP64"), "datatype is FP64, the model takes FP32"),
+        (_json_req(ROW, datatype="FP8"), "unknown datatype"),
+        (_json_req(ROW[:14], shape=(1, 14)), "does not match the model's [-1, 15]"),
+        (_json_req(ROW, shape=(15,)), "does not match"),
+        (_json_req(ROW, shape=(2, 15)), "does not match the shape"),
+        (_json_req([ROW, 0.5], shape=(2, 15)), "mixes lists and values"),
+        (_json_req([ROW, ROW[:14] + [[0.5]]], shape=(2, 15)), "cannot hold list"),
+        (_json_req([ROW, ROW[:14]], shape=(2, 15)), "ragged"),
+        (_json_req([[ROW]], shape=(1, 15)), "nested deeper"),
+        (_json_req([True] + ROW[1:]), "cannot hold bool"),
+        (_json_req(["1"] + ROW[1:]), "cannot hold str"),
+        (_json_req(None), "must be a JSON array"),
+        (_json_req([], shape=(0, 15)), "no rows"),
+        (_json_req(ROW, name="nope"), "unknown input 'nope'"),
+        (_json_req(ROW, shape=(1, -15)), "non-negative"),
+        (_json_req(ROW, id=7), "'id' must be a string"),
+        (_json_req(ROW, outputs=[{"name": "score"}]), "unknown output 'score'"),
+        (_json_req(ROW, outputs=[{"name": "label"}, {"name": "label"}]), "twice"),
+        (_json_req(ROW, outputs=[{"name": "label", "parameters": {"classification": 2}}]),
+         "classification"),
+        (_json_req(ROW, parameters={"binary_data_output": "yes"}), "true or false"),
+        (_json_req(ROW, parameters={"sequence_id": 3}), "stateless"),
+        (_json_req(ROW, parameters={"timeout": -1}), "timeout"),
+        (orjson.dumps({"inputs": [
+            {"name": "input", "datatype": "FP32", "shape": [1, 15], "data": ROW},
+            {"name": "input", "datatype": "FP32", "shape": [1, 15], "data": ROW}]}), "twice"),
+        (orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15]}]}),
+         "neither"),
+    ],
+)
+def test_bad_json_requests_are_400(fraud, body: bytes, fragment: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        v2.parse_infer_request(body, fraud.manifest)
+    assert info.value.http_status == 400
+    assert fragment in info.value.message
+
+
+def _binary_req(raw: bytes, *, shape=(1, 15), datatype="FP32", size=None, trailer=b"", **extra):
+    item = {"name": "input", "datatype": datatype, "shape": list(shape),
+            "parameters": {"binary_data_size": len(raw) if size is None else size}}
+    item.update(extra)
+    head = orjson.dumps({"inputs": [item]})
+    return head + raw + trailer, len(head)
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [(np.nan, "NaN or infinite value at element 3"), (np.inf, "NaN or infinite"),
+     (-np.inf, "NaN or infinite")],
+)
+def test_non_finite_binary_floats_are_400(fraud, value: float, fragment: str) -> None:
+    x = np.zeros((1, 15), np.float32)
+    x[0, 3] = value
+    body, size = _body([_inp("input", x, "FP32", True)])
+    with pytest.raises(BadRequestError, match=fragment):
+        v2.parse_infer_request(body, fraud.manifest, header_length=size)
+
+
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("short", "needs 60"),
+        ("overrun", "runs past the end"),
+        ("trailing", "not claimed"),
+        ("both", "either 'data' or binary_data_size"),
+        ("header_text", "must be an integer"),
+        ("header_big", "but the body has"),
+    ],
+)
+def test_malformed_binary_requests_are_400(fraud, case: str, fragment: str) -> None:
+    raw = np.zeros(15, "<f4").tobytes()
+    header: str | int | None
+    if case == "short":
+        body, header = _binary_req(raw[:-4])
+    elif case == "overrun":
+        body, header = _binary_req(raw, size=64)
+    elif case == "trailing":
+        body, header = _binary_req(raw, trailer=b"\0\0\0\0")
+    elif case == "both":
+        body, header = _binary_req(raw, data=ROW)
+    elif case == "header_text":
+        body, _ = _binary_req(raw)
+        header = "12a"
+    else:
+        body, _ = _binary_req(raw)
+        header = len(body) + 1
+    with pytest.raises(BadRequestError, match=fragment):
+        v2.parse_infer_request(body, fraud.manifest, header_length=header)
+
+
+def _bytes_tensor(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        (_bytes_tensor(b"Oslo", b"\xff\xfe"), "not valid UTF-8"),
+        (_bytes_tensor(b"Oslo") + b"\x05\0", "ends inside element 1"),
+        (_bytes_tensor(b"Oslo") + struct.pack("<I", 99) + b"ab", "runs past"),
+        (_bytes_tensor(b"Oslo", b"Paris", b"x"), "beyond 2 elements"),
+    ],
+)
+def test_malformed_binary_bytes_are_400(mixed, raw: bytes, fragment: str) -> None:
+    x = np.array([[0.1], [0.2]], "<f4").tobytes()
+    head = orjson.dumps({"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [2, 1], "parameters": {"binary_data_size": 8}},
+        {"name": "city", "datatype": "BYTES", "shape": [2, 1],
+         "parameters": {"binary_data_size": len(raw)}},
+    ]})
+    with pytest.raises(BadRequestError, match=fragment):
+        v2.parse_infer_request(head + x + raw, mixed.manifest, header_length=len(head))
+
+
+def test_inputs_must_agree_on_batch_and_all_be_present(mixed) -> None:
+    base = {"name": "x", "datatype": "FP32", "shape": [2, 1], "data": [0.1, 0.2]}
+    city = {"name": "city", "datatype": "BYTES", "shape": [1, 1], "data": ["Oslo"]}
+    with pytest.raises(BadRequestError, match="disagree on the batch size"):
+        v2.parse_infer_request(orjson.dumps({"inputs": [base, city]}), mixed.manifest)
+    with pytest.raises(BadRequestError, match=r"missing input\(s\) \['city'\]"):
+        v2.parse_infer_request(orjson.dumps({"inputs": [base]}), mixed.manifest)
+    city = {"name": "city", "datatype": "BYTES", "shape": [2, 1], "data": ["Oslo", 3]}
+    with pytest.raises(BadRequestError, match="cannot hold int"):
+        v2.parse_infer_request(orjson.dumps({"inputs": [base, city]}), mixed.manifest)
+
+
+def test_error_messages_carry_no_internals(fraud) -> None:
+    with pytest.raises(BadRequestError) as info:
+        v2.parse_infer_request(b"\xff\xfe garbage", fraud.manifest)
+    assert "Traceback" not in info.value.message and "/" not in info.value.message.split(":")[0]
