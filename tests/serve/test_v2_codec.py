@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 import packserve
 from packserve.errors import BadRequestError
@@ -380,3 +383,31 @@ def test_error_messages_carry_no_internals(fraud) -> None:
     with pytest.raises(BadRequestError) as info:
         v2.parse_infer_request(b"\xff\xfe garbage", fraud.manifest)
     assert "Traceback" not in info.value.message and "/" not in info.value.message.split(":")[0]
+
+
+# --- properties ------------------------------------------------------------------------------
+
+_finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=st.integers(1, 6).flatmap(lambda n: arrays(np.float32, (n, 15), elements=_finite32)))
+def test_json_binary_and_rows_give_identical_feeds(fraud, x: np.ndarray) -> None:
+    ref = fraud.to_feeds(x.astype(np.float64))["input"]
+    for binary in (False, True):
+        body, size = _body([_inp("input", x, "FP32", binary)])
+        got = v2.parse_infer_request(body, fraud.manifest, header_length=size).feeds["input"]
+        assert got.dtype == np.float32 and got.shape == x.shape
+        assert np.array_equal(got, ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(words=st.lists(st.text(max_size=12), min_size=1, max_size=5))
+def test_bytes_round_trip_any_unicode(mixed, words: list[str]) -> None:
+    n = len(words)
+    cities = np.array(words, dtype=object).reshape(n, 1)
+    xs = np.zeros((n, 1), np.float32)
+    for binary in (False, True):
+        body, size = _body([_inp("x", xs, "FP32", binary), _inp("city", cities, "BYTES", binary)])
+        feeds = v2.parse_infer_request(body, mixed.manifest, header_length=size).feeds
+        assert feeds["city"].reshape(-1).tolist() == words
