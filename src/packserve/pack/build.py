@@ -16,6 +16,7 @@ from typing import Any
 from packserve.bundle import Manifest, OutputSpec, ParityReport, TensorSpec, write_bundle
 from packserve.errors import ParityError
 from packserve.pack import parity
+from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable
 from packserve.runtime import RuntimeOptions
 from packserve.runtime import _open as open_predictor
@@ -41,6 +42,8 @@ class Export:
     notes: list[str] = field(default_factory=list)
     proba_tol: float = parity.PROBA_TOL
     reg_rel_tol: float = parity.REG_REL_TOL
+    # Appended to a parity failure's message: what usually causes it for this export.
+    failure_hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,13 @@ def finish(
     allow_parity_failure: bool = False,
     extra_checks: list[dict[str, Any]] | None = None,
 ) -> PackResult:
+    """Load the staged artifact, measure parity on ``sample``, write the bundle or refuse.
+
+    The staging directory is removed on every failure, so nothing half-made is left.
+    """
     manifest = draft_manifest(exp, sample, name=name, version=version)
     try:
+        step("checking parity")
         predictor = open_staged(staging, manifest, intra_op_threads=0)
         exported = predictor.predict(sample.table)
         predictor.close()
@@ -112,9 +120,12 @@ def finish(
         manifest.parity = report
         if not report.passed:
             msg = parity.describe_failure(report)
+            if exp.failure_hint:
+                msg += f" ({exp.failure_hint})"
             if not allow_parity_failure:
                 raise ParityError(msg + "; no bundle written", report=report)
             manifest.notes.append("WRITTEN DESPITE PARITY FAILURE (allow_parity_failure): " + msg)
+        step("writing bundle")
         path = write_bundle(staging, out_dir, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

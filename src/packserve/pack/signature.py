@@ -53,6 +53,7 @@ def sample_table(
         raise SampleError("pack needs a sample (array or DataFrame with at least one row)")
     frame = None
     if _is_dataframe(sample):
+        sample = _match_model_columns(sample, model)
         frame = sample
         names = [str(c) for c in sample.columns]
         kinds = []
@@ -99,6 +100,29 @@ def sample_table(
             raise SampleError("sample contains NaN or infinite values")
     features = [FeatureSpec(name=n, dtype=k) for n, k in zip(names, kinds, strict=True)]  # type: ignore[arg-type]
     return SampleTable(features=features, table=table, frame=frame)
+
+
+def _match_model_columns(frame: Any, model: Any) -> Any:
+    """Put a DataFrame's columns in the order the model was fitted with; name any mismatch."""
+    fin = getattr(model, "feature_names_in_", None)
+    if fin is None:
+        return frame
+    expected = [str(c) for c in fin]
+    have = [str(c) for c in frame.columns]
+    if have == expected:
+        return frame
+    missing = [c for c in expected if c not in have]
+    extra = [c for c in have if c not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"lacks column(s) {missing[:5]}")
+        if extra:
+            parts.append(f"has unexpected column(s) {extra[:5]}")
+        raise SampleError(
+            f"sample DataFrame {' and '.join(parts)}; the model was fitted on {expected[:10]}"
+        )
+    return frame[list(fin)]
 
 
 def model_width(model: Any) -> int | None:

@@ -4,11 +4,20 @@ XGBoost and LightGBM estimators are not known to skl2onnx out of the box: their
 onnxmltools converters are registered first (the step a bare ``convert_sklearn`` call
 skips, and fails on). Registering them with skl2onnx — rather than calling onnxmltools
 directly — is what lets the same code pack a Pipeline that *ends* in a booster.
+
+Precision: the first export takes float32 inputs (what ONNX tree ensembles and the boosters
+themselves use). If that fails parity — typically a scaler before a tree on large-magnitude
+features, where rounding the *raw* input to float32 flips branches — a model with
+preprocessing is exported again with float64 inputs: preprocessing runs in float64 as it
+does natively, and for a booster an explicit cast to float32 is inserted right before it
+(XGBoost casts there itself). The manifest records which precision won and why.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from contextlib import ExitStack
 from importlib import metadata
 from typing import Any
 
@@ -16,12 +25,17 @@ import numpy as np
 
 from packserve.bundle import OutputSpec, TensorSpec, prepare_output_dir
 from packserve.errors import MissingDependencyError, PackError, ParityError, UnsupportedModelError
-from packserve.pack import parity
+from packserve.pack import compat, parity
 from packserve.pack.build import Export, PackResult, finish
+from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable, model_width, sample_table
 
+# Pinned: the converters may emit a *lower* opset when the graph needs nothing newer; the
+# manifest's ``opsets`` records what the artifact actually declares, ``export.target_opset``
+# the pin.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 _registered = False
+_BOOSTERS = ("xgboost", "lightgbm")
 
 
 def _version(dist: str) -> str:
@@ -80,25 +94,104 @@ def _require(fam: str) -> None:
         import skl2onnx  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError("skl2onnx", fam) from exc
-    if fam in ("xgboost", "lightgbm"):
+    if fam in _BOOSTERS:
         try:
             import onnxmltools  # noqa: F401
         except ImportError as exc:
             raise MissingDependencyError("onnxmltools", fam) from exc
 
 
-def _initial_types(sample: SampleTable, double: bool) -> tuple[list[Any], list[TensorSpec]]:
+def final_estimator(model: Any) -> Any:
+    return model.steps[-1][1] if hasattr(model, "steps") else model
+
+
+def _root(obj: Any) -> str:
+    return type(obj).__module__.split(".", 1)[0]
+
+
+def is_classifier(model: Any) -> bool:
+    from sklearn.base import is_classifier as skl_is_classifier
+
+    return bool(skl_is_classifier(model)) or hasattr(final_estimator(model), "classes_")
+
+
+def _has_column_transformer(model: Any) -> bool:
+    return any(type(s[1]).__name__ == "ColumnTransformer" for s in getattr(model, "steps", []))
+
+
+def _check_model(model: Any) -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not hasattr(model, "predict"):
+        raise UnsupportedModelError(f"{type(model).__name__} has no predict(); it is not a model")
+    try:
+        check_is_fitted(model)
+    except NotFittedError as exc:
+        raise PackError(f"{type(model).__name__} is not fitted; fit it before packing") from exc
+    except TypeError:  # not an estimator check_is_fitted understands; conversion will tell
+        pass
+    if is_classifier(model) and not hasattr(model, "predict_proba"):
+        raise UnsupportedModelError(
+            f"{type(final_estimator(model)).__name__} has no predict_proba, which packserve "
+            "needs for classifiers (for SVC, fit with probability=True)"
+        )
+
+
+def _xgb_without_names(est: Any) -> Any:
+    """XGBoost fitted on a DataFrame dumps trees with its column names; onnxmltools only
+    parses ``f<i>`` names. Return an equivalent estimator whose booster has no names."""
+    booster = est.get_booster()
+    names = booster.feature_names
+    if not names or all(n == f"f{i}" for i, n in enumerate(names)):
+        return est
+    raw = booster.copy()
+    raw.feature_names = None
+    raw.feature_types = None
+    clone = type(est)(**est.get_params())
+    clone.load_model(bytearray(raw.save_raw("ubj")))
+    return clone
+
+
+def _convertible(model: Any, cast_before_final: bool) -> tuple[Any, list[str]]:
+    """The model as the converter should see it (same predictions), plus what was changed."""
+    from sklearn.pipeline import Pipeline
+
+    changes: list[str] = []
+    final = final_estimator(model)
+    new_final = final
+    if _root(final) == "xgboost":
+        new_final = _xgb_without_names(final)
+        if new_final is not final:
+            changes.append("xgboost feature names replaced by f<i> for the converter")
+    if not hasattr(model, "steps"):
+        return new_final, changes
+    steps = list(model.steps[:-1])
+    if cast_before_final:
+        from skl2onnx.sklapi import CastTransformer
+
+        steps.append(("packserve_cast_float32", CastTransformer(dtype=np.float32)))
+        changes.append(f"float64 preprocessing, cast to float32 before {type(final).__name__}")
+    if new_final is final and not cast_before_final:
+        return model, changes
+    steps.append((model.steps[-1][0], new_final))
+    return Pipeline(steps), changes
+
+
+def _initial_types(
+    sample: SampleTable, double: bool, named: bool
+) -> tuple[list[Any], list[TensorSpec]]:
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
-    if sample.all_numeric and sample.frame is None:
+    num_type = DoubleTensorType if double else FloatTensorType
+    num_dtype = "float64" if double else "float32"
+    if not named:
         n = len(sample.features)
-        t = DoubleTensorType if double else FloatTensorType
-        dtype = "float64" if double else "float32"
-        return [("input", t([None, n]))], [
-            TensorSpec(name="input", dtype=dtype, shape=[None, n], features=sample.names)
+        return [("input", num_type([None, n]))], [
+            TensorSpec(name="input", dtype=num_dtype, shape=[None, n], features=sample.names)
         ]
-    # DataFrame input: one [None, 1] tensor per column, named like the column, so that a
-    # ColumnTransformer's column selectors resolve inside the ONNX graph.
+    # One [None, 1] tensor per column, named like the column, so that a ColumnTransformer's
+    # column selectors resolve inside the ONNX graph and string columns stay strings.
     types: list[Any] = []
     specs: list[TensorSpec] = []
     for f in sample.features:
@@ -106,20 +199,14 @@ def _initial_types(sample: SampleTable, double: bool) -> tuple[list[Any], list[T
             types.append((f.name, StringTensorType([None, 1])))
             specs.append(TensorSpec(name=f.name, dtype="string", shape=[None, 1], features=[f.name]))
         else:
-            t = DoubleTensorType if double else FloatTensorType
-            dtype = "float64" if double else "float32"
-            types.append((f.name, t([None, 1])))
-            specs.append(TensorSpec(name=f.name, dtype=dtype, shape=[None, 1], features=[f.name]))
+            types.append((f.name, num_type([None, 1])))
+            specs.append(TensorSpec(name=f.name, dtype=num_dtype, shape=[None, 1], features=[f.name]))
     return types, specs
-
-
-def _is_classifier(model: Any) -> bool:
-    return hasattr(model, "classes_") and hasattr(model, "predict_proba")
 
 
 def _native(model: Any, sample: SampleTable) -> parity.NativeOutput:
     x = sample.frame if sample.frame is not None else sample.table
-    if _is_classifier(model):
+    if is_classifier(model):
         return parity.NativeOutput(
             labels=np.asarray(model.predict(x)), probabilities=np.asarray(model.predict_proba(x))
         )
@@ -128,34 +215,48 @@ def _native(model: Any, sample: SampleTable) -> parity.NativeOutput:
 
 def _family(model: Any) -> tuple[str, str]:
     """(framework name, version) of the estimator that does the predicting."""
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    root = type(final).__module__.split(".", 1)[0]
+    root = _root(final_estimator(model))
     dist = {"sklearn": "scikit-learn"}.get(root, root)
     return root, _version(dist)
 
 
 def _convert(
-    model: Any, sample: SampleTable, double: bool, opset: dict[str, int]
-) -> tuple[Any, list[TensorSpec]]:
+    model: Any, types: list[Any], opset: dict[str, int], classifier: bool
+) -> tuple[Any, list[str]]:
     from skl2onnx import convert_sklearn
+    from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
 
-    types, specs = _initial_types(sample, double)
+    from packserve.pack import SUPPORTED
+
     options: dict[Any, Any] = {}
-    if _is_classifier(model):
-        final = model.steps[-1][1] if hasattr(model, "steps") else model
-        options = {id(final): {"zipmap": False}}
-    try:
-        onx = convert_sklearn(model, initial_types=types, target_opset=opset, options=options)
-    except Exception as exc:
-        raise PackError(
-            f"skl2onnx could not convert {type(model).__name__}: {type(exc).__name__}: {exc}"
-        ) from exc
-    return onx, specs
+    if classifier:
+        options = {id(final_estimator(model)): {"zipmap": False}}
+    workarounds: list[str] = []
+    with ExitStack() as stack:
+        if compat.contains_hist_gradient_boosting(model):
+            workarounds.append(stack.enter_context(compat.hist_gradient_boosting_fix()))
+        try:
+            onx = convert_sklearn(model, initial_types=types, target_opset=opset, options=options)
+        except (MissingConverter, MissingShapeCalculator) as exc:
+            found = re.search(r"type '?<?class '([\w.]+)'", str(exc))
+            what = found.group(1) if found else type(model).__name__
+            raise UnsupportedModelError(
+                f"skl2onnx has no converter for {what}; supported: {SUPPORTED}"
+            ) from exc
+        except Exception as exc:
+            raise PackError(
+                f"skl2onnx could not convert {type(model).__name__}: {type(exc).__name__}: "
+                f"{str(exc)[:300]}"
+            ) from exc
+    return onx, workarounds
 
 
 def _output_spec(onx: Any, model: Any) -> OutputSpec:
     names = [o.name for o in onx.graph.output]
-    if _is_classifier(model):
+    for o in onx.graph.output:
+        if not o.type.HasField("tensor_type"):
+            raise PackError(f"converter emitted a non-tensor output {o.name!r} (ZipMap left on?)")
+    if is_classifier(model):
         classes = [c.item() if hasattr(c, "item") else c for c in np.asarray(model.classes_)]
         return OutputSpec(
             task="binary" if len(classes) == 2 else "multiclass",
@@ -166,6 +267,22 @@ def _output_spec(onx: Any, model: Any) -> OutputSpec:
             names=names,
         )
     return OutputSpec(task="regression", postprocess="identity", value_output=names[0], names=names)
+
+
+def _attempts(model: Any, fam: str, double: bool | None) -> list[bool]:
+    """Input precisions to try, in order (``True`` = float64)."""
+    if double is not None:
+        return [double]
+    if fam == "sklearn" or len(getattr(model, "steps", [])) > 1:
+        return [False, True]
+    return [False]  # a bare booster: float32 *is* its precision; float64 would change nothing
+
+
+FLOAT32_HINT = (
+    "the artifact reads float32 inputs; rounding large-magnitude features to float32 can "
+    "flip tree splits — scale such features inside the model, or pass "
+    "allow_parity_failure / --allow-parity-failure to write it with the failure recorded"
+)
 
 
 def pack_model(
@@ -181,42 +298,65 @@ def pack_model(
     target_opset: dict[str, int] | None = None,
     double: bool | None = None,
 ) -> PackResult:
+    """Export a scikit-learn estimator/Pipeline (or XGBoost/LightGBM sklearn-API model)."""
     fam, fam_version = _family(model)
     _require(fam)
-    if not hasattr(model, "predict"):
-        raise UnsupportedModelError(f"{type(model).__name__} has no predict(); is it fitted?")
+    _check_model(model)
     register_booster_converters()
     opset = dict(target_opset or TARGET_OPSET)
     st = sample_table(sample, feature_names=feature_names, model=model, expected_width=model_width(model))
+    classifier = is_classifier(model)
     native = _native(model, st)
+    named = st.frame is not None and (not st.all_numeric or _has_column_transformer(model))
 
-    # float32 first (what every runtime and booster expects); on a parity failure, a
-    # numeric scikit-learn model is retried in float64, and the reason is recorded.
-    attempts = [double] if double is not None else [False, True] if fam == "sklearn" else [False]
+    attempts = _attempts(model, fam, double)
     last: ParityError | None = None
+    failures: list[ParityError] = []
     for use_double in attempts:
+        step("converting" + (" (float64 inputs)" if use_double else ""))
         staging = prepare_output_dir(out_dir, force=force)
-        onx, specs = _convert(model, st, use_double, opset)
-        (staging / "model.onnx").write_bytes(onx.SerializeToString())
-        notes = []
+        try:
+            cast = use_double and fam in _BOOSTERS
+            convertible, changes = _convertible(model, cast_before_final=cast)
+            types, specs = _initial_types(st, use_double, named)
+            onx, workarounds = _convert(convertible, types, opset, classifier)
+            (staging / "model.onnx").write_bytes(onx.SerializeToString())
+            outputs = _output_spec(onx, model)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        notes = list(changes)
+        if workarounds:
+            notes.append(
+                "converted with packserve.pack.compat workaround(s): " + ", ".join(workarounds)
+            )
         if use_double and double is None:
             notes.append(
-                "float32 export failed parity (float32 rounding flips tree branches, e.g. after "
-                "a scaler on large-magnitude features); exported with float64 inputs instead"
-                + (f" — float32 result: {last}" if last else "")
+                "float32 export failed parity (float32 rounding of the raw inputs flips tree "
+                "branches, e.g. after a scaler on large-magnitude features); exported with "
+                "float64 inputs instead"
+                + (f" — float32 result: {parity.describe_failure(last.report)}" if last else "")
             )
         exp = Export(
             artifact="model.onnx",
             inputs=specs,
-            outputs=_output_spec(onx, model),
+            outputs=outputs,
             framework=fam,
             framework_version=fam_version,
             model_type=f"{type(model).__module__}.{type(model).__qualname__}",
             converters={"skl2onnx": _version("skl2onnx"), "onnxmltools": _version("onnxmltools"),
-                        "onnx": _version("onnx")},
+                        "onnx": _version("onnx"), "protobuf": _version("protobuf")},
             opsets={d.domain or "": int(d.version) for d in onx.opset_import},
-            export={"input_precision": "float64" if use_double else "float32"},
+            export={
+                "input_precision": "float64" if use_double else "float32",
+                "target_opset": opset,
+                "zipmap": False,
+                "workarounds": workarounds,
+            },
             notes=notes,
+            failure_hint=None if use_double else FLOAT32_HINT,
         )
         try:
             return finish(
@@ -225,5 +365,14 @@ def pack_model(
             )
         except ParityError as exc:
             last = exc
+            failures.append(exc)
     assert last is not None
+    if len(failures) > 1:
+        raise ParityError(
+            f"{failures[0].message}; retried with float64 inputs: {failures[-1].message}",
+            report=last.report,
+        )
     raise last
+
+
+__all__ = ["TARGET_OPSET", "final_estimator", "is_classifier", "pack_model", "register_booster_converters"]

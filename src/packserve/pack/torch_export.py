@@ -1,0 +1,240 @@
+"""The two torch exporters packserve drives: ``torch.onnx.export(dynamo=True)`` and TorchScript.
+
+Both are noisy (progress lines on stdout, graph dumps on stderr, logger warnings) and both
+raise warnings that matter — above all the ``TracerWarning`` that says a trace recorded one
+branch of a data-dependent ``if``. Everything they emit is *captured* here and handed back
+to the packer, which records it in the manifest instead of letting it scroll past.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packserve.errors import MissingDependencyError, PackError
+
+ONNX_ARTIFACT = "model.onnx"
+TORCHSCRIPT_ARTIFACT = "model.pt"
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+#: above this many bytes of parameters the ONNX file stores its weights in ``model.onnx.data``
+#: (protobuf cannot serialise a message over 2 GiB).
+EXTERNAL_DATA_BYTES = 1 << 30
+TORCHSCRIPT_DEPRECATION = (
+    "TorchScript is deprecated (torch {v} warns on torch.jit.trace/script/load); "
+    "prefer format='onnx' for new bundles"
+)
+_NOISY_LOGGERS = (
+    "torch.onnx",
+    "torch.export",
+    "torch._export",
+    "torch._dynamo",
+    "torch.fx.experimental.symbolic_shapes",
+    "torch._subclasses",
+    "onnxscript",
+    "onnx_ir",
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def require_torch() -> Any:
+    """Import torch or raise :class:`MissingDependencyError` naming the ``torch`` extra."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError("torch", "torch") from exc
+    return torch
+
+
+def require_onnxscript() -> None:
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("onnxscript", "torch") from exc
+
+
+@dataclass
+class Captured:
+    """What an exporter said while it ran."""
+
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    stdout: str = ""
+    stderr: str = ""
+
+    def of_category(self, name: str) -> list[dict[str, str]]:
+        return [w for w in self.warnings if w["category"] == name]
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[Captured]:
+    """Record warnings, stdout/stderr and torch's logger chatter for the duration."""
+    got = Captured()
+    out, err = io.StringIO(), io.StringIO()
+    levels = {}
+    for name in _NOISY_LOGGERS:
+        lg = logging.getLogger(name)
+        levels[name] = lg.level
+        lg.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            warnings.simplefilter("always")
+            yield got
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        got.stdout, got.stderr = out.getvalue(), err.getvalue()
+        seen: set[tuple[str, str, str]] = set()
+        for w in caught:
+            entry = {
+                "category": w.category.__name__,
+                "message": str(w.message),
+                # basename only: the manifest must not carry the packing host's paths
+                "where": f"{os.path.basename(w.filename)}:{w.lineno}",
+            }
+            key = (entry["category"], entry["message"], entry["where"])
+            if key not in seen:
+                seen.add(key)
+                got.warnings.append(entry)
+
+
+def _summary(exc: BaseException) -> str:
+    """One readable line from the dynamo exporter's multi-page error text."""
+    text = _ANSI.sub("", str(exc))
+    marker = "## Exception summary"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    first = re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], first)
+    return first[:300]
+
+
+def _param_bytes(model: Any) -> int:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(int(t.numel()) * int(t.element_size()) for t in tensors)
+
+
+@dataclass
+class Exported:
+    artifact: str
+    method: str
+    seconds: float
+    captured: Captured
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def export_onnx(
+    model: Any,
+    example: Any,
+    staging: Path,
+    *,
+    opset_version: int | None = None,
+    external_data: bool | None = None,
+) -> Exported:
+    """``torch.onnx.export(dynamo=True)`` with a dynamic batch dimension, saved to ``staging``.
+
+    Small models are written as one self-contained file; ``external_data`` (default: only
+    when the weights exceed :data:`EXTERNAL_DATA_BYTES`) puts the weights in
+    ``model.onnx.data`` next to it — both files are then hashed into the manifest.
+    """
+    torch = require_torch()
+    require_onnxscript()
+    import onnx_ir
+
+    use_external = external_data if external_data is not None else (
+        _param_bytes(model) >= EXTERNAL_DATA_BYTES
+    )
+    t0 = time.perf_counter()
+    with capture() as cap:
+        try:
+            program = torch.onnx.export(
+                model,
+                (example,),
+                None,
+                dynamo=True,
+                verbose=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset_version,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                optimize=True,
+            )
+        except Exception as exc:
+            raise PackError(
+                f"torch.onnx.export (dynamo) could not export {type(model).__name__}: "
+                f"{_summary(exc)}. A model with data-dependent control flow (an `if` on tensor "
+                "values) cannot become one ONNX graph as written: rewrite the branch with "
+                "torch.where / torch.cond, or pack it with format='torchscript', "
+                "method='script'",
+                detail_for_logs=_ANSI.sub("", str(exc)),
+            ) from exc
+        # Node metadata holds stack traces with the packing host's absolute paths: drop it.
+        for node in onnx_ir.traversal.RecursiveGraphIterator(program.model.graph):
+            node.metadata_props.clear()
+        program.save(str(staging / ONNX_ARTIFACT), external_data=use_external)
+    seconds = time.perf_counter() - t0
+    info = {"external_data": use_external, "exporter": "torch.onnx.export(dynamo=True)"}
+    return Exported(ONNX_ARTIFACT, "dynamo", seconds, cap, info)
+
+
+def export_torchscript(model: Any, example: Any, staging: Path, method: str) -> Exported:
+    """``torch.jit.trace`` or ``torch.jit.script`` the (eval-mode) model and save it."""
+    torch = require_torch()
+    t0 = time.perf_counter()
+    with capture() as cap:
+        try:
+            if method == "trace":
+                # check_trace would re-run and print its own diff; packserve's fidelity
+                # check compares on many more inputs than the one example.
+                module = torch.jit.trace(model, (example,), check_trace=False)
+            else:
+                module = torch.jit.script(model)
+            module.save(str(staging / TORCHSCRIPT_ARTIFACT))
+        except Exception as exc:
+            advice = (
+                " (scripting compiles the Python source: every forward() must use "
+                "TorchScript-supported constructs and type annotations)"
+                if method == "script"
+                else ""
+            )
+            raise PackError(
+                f"torch.jit.{method} failed for {type(model).__name__}: "
+                f"{type(exc).__name__}: {_summary(exc)}{advice}",
+                detail_for_logs=str(exc),
+            ) from exc
+    seconds = time.perf_counter() - t0
+    tracer = cap.of_category("TracerWarning")
+    info: dict[str, Any] = {
+        "exporter": f"torch.jit.{method}",
+        "tracer_warnings": [f"{w['where']}: {w['message']}" for w in tracer],
+        "deprecation": TORCHSCRIPT_DEPRECATION.format(v=torch.__version__.split("+")[0]),
+    }
+    return Exported(TORCHSCRIPT_ARTIFACT, method, seconds, cap, info)
+
+
+__all__ = [
+    "INPUT_NAME",
+    "ONNX_ARTIFACT",
+    "OUTPUT_NAME",
+    "TORCHSCRIPT_ARTIFACT",
+    "Captured",
+    "Exported",
+    "capture",
+    "export_onnx",
+    "export_torchscript",
+    "require_onnxscript",
+    "require_torch",
+]
