@@ -359,3 +359,46 @@ def test_wait_policy_waits_only_when_a_merge_saves_more_than_it_costs():
     slow.arrived(0.0)
     slow.arrived(0.5)  # one client, requests far apart
     assert slow.wait_until(0.5, queued=1, rows=1, oldest=0.5) is None
+
+
+# --- inline mode (tiny models) ---------------------------------------------------------------
+
+
+def test_inline_mode_runs_cheap_batches_on_the_loop_and_still_merges():
+    threads: list[str] = []
+
+    def run(f: dict[str, np.ndarray]) -> Prediction:
+        threads.append(threading.current_thread().name)
+        return Prediction(values=f["x"][:, 0].copy())
+
+    async def main() -> None:
+        b = Batcher(run, max_batch_size=64, max_wait_ms=0, max_queue=100, inline_max_ms=50)
+        b.start()
+        assert values(await b.submit(feeds(0))) == [0]  # cost unknown: first call in a thread
+        out = await asyncio.gather(*(b.submit(feeds(i)) for i in range(1, 21)))
+        assert [values(p) for p in out] == [[i] for i in range(1, 21)]
+        assert b.stats.batches == 2  # the 20 submitted in one loop turn share one call
+        b.close()
+
+    run_async(main)
+    assert threads[0].startswith("packserve-batch")
+    assert threads[1] == threading.main_thread().name
+
+
+def test_inline_mode_never_runs_an_expensive_batch_on_the_loop():
+    model = FakeModel(delay=0.02)
+    threads: list[str] = []
+
+    def run(f: dict[str, np.ndarray]) -> Prediction:
+        threads.append(threading.current_thread().name)
+        return model.run(f)
+
+    async def main() -> None:
+        b = Batcher(run, max_batch_size=64, max_wait_ms=0, max_queue=100, inline_max_ms=1)
+        b.start()
+        for i in range(3):
+            assert values(await b.submit(feeds(i))) == [i]
+        b.close()
+
+    run_async(main)
+    assert all(t.startswith("packserve-batch") for t in threads)

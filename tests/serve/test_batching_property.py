@@ -28,8 +28,11 @@ requests = st.lists(
     max_wait_ms=st.sampled_from([0.0, 1.0, 5.0]),
     delay=st.sampled_from([0.0, 0.001]),
     concurrency=st.integers(1, 2),
+    inline_ms=st.sampled_from([0.0, 50.0]),
 )
-def test_every_request_gets_exactly_its_rows_in_order(reqs, max_batch, max_wait_ms, delay, concurrency):
+def test_every_request_gets_exactly_its_rows_in_order(
+    reqs, max_batch, max_wait_ms, delay, concurrency, inline_ms
+):
     lock = threading.Lock()
     computed: list[int] = []
 
@@ -44,7 +47,7 @@ def test_every_request_gets_exactly_its_rows_in_order(reqs, max_batch, max_wait_
 
     async def main() -> list[list[float]]:
         b = Batcher(run, max_batch_size=max_batch, max_wait_ms=max_wait_ms, max_queue=1000,
-                    concurrency=concurrency)
+                    concurrency=concurrency, inline_max_ms=inline_ms)
         b.start()
         tasks = []
         next_id = 0
