@@ -7,6 +7,7 @@ model is one of its own.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -15,7 +16,8 @@ from packserve.pack.build import Export, PackResult
 
 SUPPORTED = (
     "scikit-learn estimators and Pipelines (incl. ColumnTransformer), "
-    "XGBClassifier/XGBRegressor, LGBMClassifier/LGBMRegressor, "
+    "XGBClassifier/XGBRegressor (and xgboost.Booster), LGBMClassifier/LGBMRegressor "
+    "(and lightgbm.Booster), "
     "CatBoostClassifier/CatBoostRegressor, torch.nn.Module"
 )
 
@@ -60,12 +62,16 @@ def pack(
         "allow_parity_failure": allow_parity_failure,
     }
     if fam == "torch":
-        from packserve.pack import torch as packer
+        module = "torch"
     elif fam == "catboost":
-        from packserve.pack import catboost as packer  # type: ignore[no-redef]
+        module = "catboost"
+    elif type(model).__name__ == "Booster":  # xgb.train / lgb.train results, native files
+        module = "booster"
     else:  # sklearn, xgboost, lightgbm all go through skl2onnx (+ onnxmltools converters)
-        from packserve.pack import sklearn as packer  # type: ignore[no-redef]
-    return packer.pack_model(model, out_dir, **common, **options)
+        module = "sklearn"
+    packer = importlib.import_module(f"packserve.pack.{module}")
+    result: PackResult = packer.pack_model(model, out_dir, **common, **options)
+    return result
 
 
 __all__ = ["SUPPORTED", "Export", "PackResult", "framework_of", "pack"]

@@ -1,0 +1,83 @@
+"""Human summaries of a bundle (``packserve inspect``, the end of ``packserve pack``).
+
+Kept out of ``cli.py`` so the CLI stays a thin flag parser; uses rich, a core dependency.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from packserve.bundle import Manifest, ParityReport
+
+
+def parity_line(p: ParityReport) -> Text:
+    status = Text("PASSED", style="bold green") if p.passed else Text("FAILED", style="bold red")
+    if p.max_abs_diff_value is not None:
+        detail = f"max |Δvalue| {p.max_abs_diff_value:.3g} ≤ {p.tolerance:.3g} ({p.tolerance_basis})"
+        if not p.passed:
+            detail = detail.replace("≤", ">")
+    else:
+        agree = p.label_agreement if p.label_agreement is not None else 0.0
+        detail = (
+            f"labels {agree:.2%} identical, max |Δprobability| "
+            f"{p.max_abs_diff_probability or 0.0:.3g} (tolerance {p.tolerance:g})"
+        )
+    return Text.assemble(status, f" on {p.rows} rows: {detail}")
+
+
+def _inputs_table(m: Manifest) -> Table:
+    t = Table(title="inputs", title_justify="left", show_edge=False, pad_edge=False)
+    t.add_column("tensor")
+    t.add_column("dtype")
+    t.add_column("shape")
+    t.add_column("features")
+    for spec in m.inputs:
+        more = f", … ({len(spec.features)})" if len(spec.features) > 8 else ""
+        shown = ", ".join(spec.features[:8]) + more
+        shape = "[" + ", ".join("N" if d is None else str(d) for d in spec.shape) + "]"
+        t.add_row(spec.name, spec.dtype, shape, shown)
+    return t
+
+
+def summary(m: Manifest, *, integrity: str | None = None) -> Group:
+    """Everything an operator checks before serving a bundle, on one screen."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    out = m.outputs
+    task = out.task + (f" — classes {out.classes}" if out.classes is not None else "")
+    rows: list[tuple[str, Any]] = [
+        ("bundle", f"{m.name} {m.version}"),
+        ("integrity", Text("verified (sha256 of every file)", style="green") if integrity is None
+         else Text(f"FAILED: {integrity}", style="bold red")),
+        ("model", f"{m.model_type} ({m.framework} {m.framework_version})"),
+        ("task", task),
+        ("artifact", f"{m.artifact} ({m.format}), {len(m.files)} file(s), "
+                     f"{sum(f.size for f in m.files.values()) / 1024:.1f} KiB"),
+        ("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in sorted(m.opsets.items())) or "-"),
+        ("converters", ", ".join(f"{k} {v}" for k, v in sorted(m.converters.items())) or "-"),
+        ("precision", str(m.export.get("input_precision", "-"))),
+        ("outputs", f"{out.postprocess}; label={out.label_output} "
+                    f"probabilities={out.probability_output} value={out.value_output}"),
+        ("parity", parity_line(m.parity)),
+        ("created", m.created_at),
+    ]
+    for key, value in rows:
+        head.add_row(key, value)
+    parts: list[Any] = [head, Text(""), _inputs_table(m)]
+    notes = list(m.notes) + [n for n in m.parity.notes if n not in m.notes]
+    if notes:
+        parts.append(Text("\nnotes:", style="bold"))
+        parts.extend(Text(f"  • {n}") for n in notes)
+    return Group(*parts)
+
+
+def print_summary(console: Console, m: Manifest, *, integrity: str | None = None) -> None:
+    console.print(summary(m, integrity=integrity))
+
+
+__all__ = ["parity_line", "print_summary", "summary"]
