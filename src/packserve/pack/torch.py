@@ -30,6 +30,7 @@ from packserve.errors import ConfigError, PackError, ParityError, SampleError
 from packserve.pack import parity
 from packserve.pack import torch_fidelity as fid
 from packserve.pack.build import Export, PackResult, draft_manifest, finish, open_staged
+from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable, sample_table
 from packserve.pack.torch_export import (
     INPUT_NAME,
@@ -188,6 +189,7 @@ def pack_model(
                 f"{st.table.shape[1]}): {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             ) from exc
         probes = fid.make_probes(st.table)
+        step("checking eval-mode determinism")
         determinism = fid.check_determinism(
             model, [p for p in probes if p.name in ("sample", "batch_64")], dtype
         )
@@ -273,6 +275,7 @@ def _pack_onnx(
 ) -> tuple[Export, Path, list[dict[str, Any]]]:
     staging = prepare_output_dir(out_dir, force=force)
     try:
+        step("exporting with torch.onnx.export (dynamo)")
         ex = export_onnx(base.model, x, staging, opset_version=opset_version,
                          external_data=external_data)
         exp = base.make(ex, "onnx", [])
@@ -287,6 +290,7 @@ def _pack_onnx(
                 + ", ".join(graph["found"][:5])
                 + " — the bundle would not predict deterministically; no bundle written"
             )
+        step(f"checking fidelity on {len(probes)} probes")
         t0 = time.perf_counter()
         checks = [graph, *_artifact_checks(exp, base.st, staging, probes, eager, base.dtype,
                                            name=base.name, version=base.version)]
@@ -316,6 +320,7 @@ def _pack_torchscript(
         staging = prepare_output_dir(out_dir, force=force)
         try:
             try:
+                step(f"exporting with torch.jit.{method}")
                 ex = export_torchscript(base.model, x, staging, method)
             except PackError as exc:
                 if last:
@@ -329,6 +334,9 @@ def _pack_torchscript(
                     f"torch.jit.trace emitted {len(ex.info['tracer_warnings'])} TracerWarning(s): "
                     + " | ".join(ex.info["tracer_warnings"][:3])
                 )
+            if method == "trace":
+                exp.failure_hint = TRACE_ADVICE
+            step(f"checking fidelity on {len(probes)} probes")
             t0 = time.perf_counter()
             checks = _artifact_checks(exp, base.st, staging, probes, eager, base.dtype,
                                       name=base.name, version=base.version)
