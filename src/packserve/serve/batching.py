@@ -96,6 +96,8 @@ class Batcher:
 
     ``run`` is called in ``executor`` (default: a private pool of ``concurrency`` threads)
     with the concatenated feeds; at most ``concurrency`` batches are in flight at once.
+    ``inline(rows)``, when given, replaces the ``inline_max_ms`` rule (the serve layer passes
+    its own calibrated cost model, so batched and unbatched calls follow one rule).
     ``deadline`` values are absolute :func:`time.monotonic` timestamps.
     """
 
@@ -108,6 +110,7 @@ class Batcher:
         max_queue: int = 256,
         concurrency: int = 1,
         inline_max_ms: float = 0.0,
+        inline: Callable[[int], bool] | None = None,
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
         name: str = "model",
@@ -120,6 +123,7 @@ class Batcher:
         self.concurrency = concurrency
         self.name = name
         self.inline_max_s = max(inline_max_ms, 0.0) / 1000.0
+        self._inline_rule = inline
         self._own_executor = executor is None
         self._executor: Executor = executor or ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix=f"packserve-batch-{name}"
@@ -303,9 +307,11 @@ class Batcher:
             self._dispatch(self._take(now))
 
     def _inline_ok(self) -> bool:
+        rows = min(self._live_rows, max(self.max_batch_size, self._queue[0].rows))
+        if self._inline_rule is not None:
+            return self._inline_rule(rows)
         if self.inline_max_s <= 0.0 or self.cost.samples == 0:
             return False  # never before the first measured call: its cost is unknown
-        rows = min(self._live_rows, max(self.max_batch_size, self._queue[0].rows))
         return self.cost.estimate(rows) <= self.inline_max_s
 
     def _run_inline(self) -> None:

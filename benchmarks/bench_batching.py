@@ -1,0 +1,370 @@
+"""Dynamic batching on vs off, measured in one run (issue #6). Not a test: prints a table.
+
+    python benchmarks/bench_batching.py [--duration 4] [--conns 1,16,64] [--skip-overload]
+
+For each model - the chapter's XGBoost (100 trees, depth 6, 15 features) and a heavy ONNX
+MLP 15 -> 1024 -> 1024 -> 2 (scikit-learn MLPClassifier, exported by the sklearn packer) -
+a real ``packserve serve`` process is started with batching off, then on, and driven by
+``wrk`` (closed loop, POST /predict, one row per request) at 1, 16 and 64 connections.
+Ratios compare runs of this same invocation on this same machine.
+
+Then an open-loop overload run against the heavy model, batching on, at 2x the highest
+throughput measured above: accepted requests must keep a bounded p99, the excess must get
+fast 503s, and nothing else may fail.
+
+The host has 2 cores shared by the server, the load generator and anything else running:
+absolute numbers are noisy, ratios within one run are what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+MAX_BATCH_SIZE = 64
+MAX_WAIT_MS = 2.0
+MAX_QUEUE = 256
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+def build_models(root: Path) -> dict[str, tuple[Path, np.ndarray]]:
+    from sklearn.datasets import make_classification
+    from sklearn.neural_network import MLPClassifier
+    from xgboost import XGBClassifier
+
+    import packserve
+
+    x, y = make_classification(n_samples=5000, n_features=15, n_informative=10, random_state=42)
+    xgb = XGBClassifier(
+        n_estimators=100, max_depth=6, learning_rate=0.1, random_state=42, n_jobs=1,
+        eval_metric="logloss",
+    ).fit(x, y)
+    # a few epochs are enough: the benchmark measures cost per call, not accuracy
+    mlp = MLPClassifier(hidden_layer_sizes=(1024, 1024), max_iter=3, random_state=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp.fit(x[:2000], y[:2000])
+    out = {}
+    for name, model in (("chapter-xgb", xgb), ("mlp-1024x2", mlp)):
+        res = packserve.pack(model, root / name, sample=x[:200], name=name)
+        out[name] = (res.path, x)
+    return out
+
+
+def compute_time(bundle: Path, x: np.ndarray, rows: int) -> float:
+    """Median seconds of one predictor.run on ``rows`` rows (in this process, same host)."""
+    import packserve
+
+    p = packserve.load(bundle)
+    feeds = p.to_feeds(x[:rows])
+    p.run(feeds)
+    times = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        p.run(feeds)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+# --- server --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``packserve serve`` in a subprocess, configured through PACKSERVE_* variables."""
+
+    def __init__(self, bundle: Path, batching: bool, extra: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        env.update(
+            PACKSERVE_MODEL_PATH=str(bundle),
+            PACKSERVE_PORT=str(self.port),
+            PACKSERVE_LOG_LEVEL="warning",
+            PACKSERVE_BATCHING="true" if batching else "false",
+            PACKSERVE_MAX_BATCH_SIZE=str(MAX_BATCH_SIZE),
+            PACKSERVE_MAX_WAIT_MS=str(MAX_WAIT_MS),
+            PACKSERVE_MAX_QUEUE=str(MAX_QUEUE),
+        )
+        env.update(extra or {})
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "packserve", "serve"], env=env,
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"server exited: {self.log.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("server did not become ready")
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=5).text
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# --- closed loop: wrk ---------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("wrk not found: installing with apt-get", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    path = shutil.which("wrk")
+    if not path:
+        raise SystemExit("wrk is needed (apt-get install -y wrk)")
+    return path
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def run_wrk(wrk: str, url: str, script: Path, conns: int, duration: float) -> WrkResult:
+    threads = 1 if conns < 16 else 2
+    out = subprocess.run(
+        [wrk, f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", str(script),
+         f"{url}/predict"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2 = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        rps, p50, p99, total, int(non2.group(1)) if non2 else 0,
+        sum(int(g) for g in sock.groups()) if sock else 0,
+    )
+
+
+def wrk_script(dirpath: Path, rows: np.ndarray) -> Path:
+    """A Lua script cycling POST bodies over distinct rows (no response cache can help)."""
+    bodies = [json.dumps({"features": [float(v) for v in r]}) for r in rows[:256]]
+    lua = ["local bodies = {"]
+    lua += [f"  [[{b}]]," for b in bodies]
+    lua += [
+        "}",
+        "local i = 0",
+        'wrk.method = "POST"',
+        'wrk.headers["Content-Type"] = "application/json"',
+        "request = function()",
+        "  i = i % #bodies + 1",
+        "  return wrk.format(nil, nil, nil, bodies[i])",
+        "end",
+    ]
+    path = dirpath / "post.lua"
+    path.write_text("\n".join(lua) + "\n")
+    return path
+
+
+# --- open loop: overload ------------------------------------------------------------------------
+
+
+@dataclass
+class OpenLoopResult:
+    offered_rps: float
+    sent: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    ok_lat: list[float] = field(default_factory=list)
+    rej_lat: list[float] = field(default_factory=list)
+    schedule_lag: list[float] = field(default_factory=list)
+    retry_after_seen: bool = False
+
+
+async def open_loop(url: str, bodies: list[bytes], rate: float, duration: float,
+                    max_conns: int = 512, timeout: float = 10.0) -> OpenLoopResult:
+    """Constant-rate arrivals; latency counted from each request's *scheduled* time."""
+    from packserve.bench.client import Connection, RequestFailed, Target
+
+    target = Target.parse(url)
+    reqs = [target.request("POST", "/predict", b) for b in bodies]
+    res = OpenLoopResult(rate)
+    free: list[Connection] = []
+    opened = 0
+    clock = time.perf_counter
+    total = int(rate * duration)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(i: int, due: float) -> None:
+        nonlocal opened
+        conn = free.pop() if free else None
+        if conn is None:
+            opened += 1
+            conn = Connection(target)
+        res.sent += 1
+        try:
+            status, _ = await conn.request(reqs[i % len(reqs)], timeout)
+        except RequestFailed as exc:
+            res.statuses[exc.kind] = res.statuses.get(exc.kind, 0) + 1
+            return
+        lat = clock() - due
+        res.statuses[str(status)] = res.statuses.get(str(status), 0) + 1
+        (res.ok_lat if status == 200 else res.rej_lat).append(lat)
+        free.append(conn)
+
+    t0 = clock() + 0.05
+    for i in range(total):
+        due = t0 + i / rate
+        now = clock()
+        if due > now:
+            await asyncio.sleep(due - now)
+            now = clock()
+        res.schedule_lag.append(now - due)
+        if len(tasks) >= max_conns:
+            res.statuses["generator_cap"] = res.statuses.get("generator_cap", 0) + 1
+            continue
+        t = asyncio.create_task(one(i, due))
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout + 5)
+    async with httpx.AsyncClient() as client:  # is the 503 well-formed? (one probe)
+        burst = [client.post(f"{url}/predict", content=bodies[0],
+                             headers={"content-type": "application/json"}) for _ in range(400)]
+        for r in await asyncio.gather(*burst, return_exceptions=True):
+            if isinstance(r, httpx.Response) and r.status_code == 503 and "retry-after" in r.headers:
+                res.retry_after_seen = True
+                break
+    return res
+
+
+def pct(values: list[float], p: float) -> float:
+    return float(np.percentile(values, p)) * 1000 if values else float("nan")
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
+    ap.add_argument("--conns", default="1,16,64")
+    ap.add_argument("--skip-overload", action="store_true")
+    ap.add_argument("--models", default="chapter-xgb,mlp-1024x2")
+    args = ap.parse_args()
+    conns = [int(c) for c in args.conns.split(",")]
+    wrk = ensure_wrk()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-batching-"))
+    try:
+        print(f"building models in {tmp} ...", flush=True)
+        models = build_models(tmp)
+        rows = next(iter(models.values()))[1]
+        script = wrk_script(tmp, rows)
+        table = []
+        best: dict[str, float] = {}
+        for name in args.models.split(","):
+            bundle, x = models[name]
+            big = compute_time(bundle, x, MAX_BATCH_SIZE)
+            one = compute_time(bundle, x, 1)
+            print(f"{name}: compute 1 row {one * 1e3:.3f} ms, {MAX_BATCH_SIZE} rows "
+                  f"{big * 1e3:.3f} ms", flush=True)
+            results: dict[tuple[bool, int], WrkResult] = {}
+            for batching in (False, True):
+                server = Server(bundle, batching)
+                try:
+                    run_wrk(wrk, server.url, script, 16, 1.0)  # warm-up, not reported
+                    for c in conns:
+                        results[(batching, c)] = r = run_wrk(wrk, server.url, script, c, args.duration)
+                        print(f"  batching={'on ' if batching else 'off'} c={c:<3} "
+                              f"{r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
+                              f"  non-2xx {r.non_2xx}  sock-err {r.socket_errors}", flush=True)
+                finally:
+                    server.stop()
+            best[name] = max(r.rps for (b, _), r in results.items() if b)
+            for c in conns:
+                off, on = results[(False, c)], results[(True, c)]
+                table.append((name, c, off, on, on.rps / off.rps, MAX_WAIT_MS + 2 * big * 1e3))
+        print("\n| model | conns | off req/s | on req/s | on/off | p99 off ms | p99 on ms | "
+              "bound ms (max_wait + 2x batch) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, c, off, on, ratio, bound in table:
+            print(f"| {name} | {c} | {off.rps:.0f} | {on.rps:.0f} | {ratio:.2f}x | "
+                  f"{off.p99_ms:.2f} | {on.p99_ms:.2f} | {bound:.2f} |")
+        if not args.skip_overload:
+            name = "mlp-1024x2" if "mlp-1024x2" in best else next(iter(best))
+            bundle, x = models[name]
+            rate = 2 * best[name]
+            bodies = [json.dumps({"features": [float(v) for v in r]}).encode() for r in x[:256]]
+            server = Server(bundle, True)
+            try:
+                res = asyncio.run(open_loop(server.url, bodies, rate, args.duration))
+            finally:
+                server.stop()
+            other = {k: v for k, v in res.statuses.items() if k not in ("200", "503")}
+            print(f"\nopen-loop overload on {name}, batching on, offered {rate:.0f} req/s "
+                  f"(2x the best closed-loop {best[name]:.0f}) for {args.duration:g}s:")
+            print(f"  sent {res.sent}  statuses {res.statuses}")
+            print(f"  accepted p50 {pct(res.ok_lat, 50):.1f} ms  p99 {pct(res.ok_lat, 99):.1f} ms"
+                  f"  max {pct(res.ok_lat, 100):.1f} ms")
+            print(f"  503 p50 {pct(res.rej_lat, 50):.1f} ms  p99 {pct(res.rej_lat, 99):.1f} ms;"
+                  f"  Retry-After on 503: {res.retry_after_seen}")
+            print(f"  generator schedule lag p99 {pct(res.schedule_lag, 99):.1f} ms "
+                  "(large = the generator, not the server, was short of CPU)")
+            print(f"  other errors: {sum(other.values())} {other or ''}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
