@@ -224,3 +224,15 @@ def test_inspect_rows(fraud_ts_bundle: Path, branch_ts_bundle: Path, fraud_onnx_
     ox = dict(torch_inspect_rows(packserve.read_manifest(fraud_onnx_bundle)))
     assert "dynamo" in ox["export"] and "deprecation" not in ox
     assert ox["graph"] == "no training-mode/random nodes"
+
+
+def test_cli_inspect_shows_torch_rows(branch_ts_bundle: Path) -> None:
+    from typer.testing import CliRunner
+
+    from packserve.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", str(branch_ts_bundle)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    for text in ("torch.jit.script", "requested method='auto'", "deprecated", "fidelity",
+                 "passed", "TRAINING mode", "TracerWarning"):
+        assert text in res.output, text

@@ -68,6 +68,11 @@ def summary(m: Manifest, *, integrity: str | None = None) -> Group:
     ]
     for key, value in rows:
         head.add_row(key, value)
+    if m.framework == "torch":  # format/method/eval-mode/deprecation/fidelity (issue #3)
+        from packserve.pack.torch_info import torch_inspect_rows
+
+        for key, text in torch_inspect_rows(m):
+            head.add_row(key, text)
     parts: list[Any] = [head, Text(""), _inputs_table(m)]
     notes = list(m.notes) + [n for n in m.parity.notes if n not in m.notes]
     if notes:

@@ -250,7 +250,7 @@ class _BaseExport:
             "was_training": self.was_training,
             "exported_in_mode": "eval",
             "export_seconds": round(ex.seconds, 4),
-            "input_dtype": self.dtype_name,
+            "input_precision": self.dtype_name,
             **ex.info,
         }
         return Export(
@@ -354,7 +354,8 @@ def _pack_torchscript(
         if not last:
             tw = ex.info.get("tracer_warnings", [])
             base.tracer_warnings = tw
-            warn = f" (TracerWarnings: {' | '.join(tw[:3])})" if tw else " (no TracerWarning)"
+            warn = (f" ({len(tw)} TracerWarning(s), first: {tw[0].split('. ')[0]})" if tw
+                    else " (no TracerWarning was emitted)")
             history.append(f"trace was unfaithful on {what}{warn}; fell back to script")
             shutil.rmtree(staging, ignore_errors=True)
             continue

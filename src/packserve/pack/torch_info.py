@@ -35,8 +35,8 @@ def torch_inspect_rows(manifest: Manifest) -> list[tuple[str, str]]:
         rows.append(("mode", "model was in TRAINING mode; exported in eval mode (caller's mode restored)"))
     else:
         rows.append(("mode", "exported in eval mode"))
-    for entry in ex.get("fallback", []):
-        rows.append(("fallback", str(entry)))
+    if ex.get("fallback"):
+        rows.append(("fallback", f"{requested} -> {method}: the trace was not faithful (see notes)"))
     warnings = ex.get("tracer_warnings") or []
     if warnings:
         rows.append(("tracer warnings", f"{len(warnings)}: " + " | ".join(map(str, warnings[:3]))))
