@@ -402,3 +402,21 @@ def test_inline_mode_never_runs_an_expensive_batch_on_the_loop():
 
     run_async(main)
     assert all(t.startswith("packserve-batch") for t in threads)
+
+
+def test_close_answers_queued_requests_instead_of_leaving_them_hanging():
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+
+    async def main() -> None:
+        b = Batcher(model.run, max_batch_size=1, max_wait_ms=0, max_queue=10)
+        b.start()
+        futs = [asyncio.ensure_future(b.submit(feeds(i))) for i in range(3)]
+        await wait_for_thread(model.started)
+        b.close()
+        for f in futs[1:]:
+            with pytest.raises(OverloadedError):
+                await asyncio.wait_for(f, 5)
+        gate.set()
+
+    run_async(main)

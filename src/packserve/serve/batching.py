@@ -179,24 +179,29 @@ class Batcher:
             await asyncio.wait_for(self._idle.wait(), timeout=max(timeout, 0.0))
             return DrainReport(completed=True, abandoned=0)
         except TimeoutError:
-            abandoned = 0
-            while self._queue:
-                item = self._queue.popleft()
-                if item.state == _QUEUED and not item.future.done():
-                    self._forget(item)
-                    item.future.set_exception(
-                        OverloadedError("the server shut down before this request could run")
-                    )
-                    abandoned += 1
-            self._publish_depth()
-            return DrainReport(completed=False, abandoned=abandoned)
+            return DrainReport(completed=False, abandoned=self._abandon_queued())
+
+    def _abandon_queued(self) -> int:
+        abandoned = 0
+        while self._queue:
+            item = self._queue.popleft()
+            if item.state == _QUEUED and not item.future.done():
+                self._forget(item)
+                item.future.set_exception(
+                    OverloadedError("the server shut down before this request could run")
+                )
+                abandoned += 1
+        self._publish_depth()
+        return abandoned
 
     def close(self) -> None:
-        """Release the private executor (after :meth:`drain`)."""
+        """Fail whatever is still queued (explicitly), release the private executor."""
         self._closed = True
         self._draining = True
         if self._wake is not None:
             self._wake.cancel()
+        if self._loop is not None:
+            self._abandon_queued()
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
