@@ -202,6 +202,30 @@ class DeadlineExceededError(PackserveError):
     code = "deadline_exceeded"
 
 
+class ShuttingDownError(OverloadedError):
+    """The server got SIGTERM and is draining: the request was not run; retry elsewhere."""
+
+    code = "shutting_down"
+
+
+class RouteNotFoundError(PackserveError):
+    """No endpoint at this path (distinct from an unknown *model*)."""
+
+    http_status = 404
+    code = "not_found"
+
+
+class MethodNotAllowedError(PackserveError):
+    """The path exists but not for this HTTP method; ``allow`` lists the methods it takes."""
+
+    http_status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: tuple[str, ...] = ("POST",)) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+
 class InferenceError(PackserveError):
     """The runtime failed while computing a batch. The message never includes internals."""
 

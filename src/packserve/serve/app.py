@@ -1,0 +1,281 @@
+"""The app factory: ``create_app(settings) -> PackserveApp`` (a FastAPI subclass).
+
+:class:`PackserveApp` puts a thin gateway in front of FastAPI's stack. For every HTTP request
+it counts in-flight requests (drain), answers 503 while draining, checks the API key,
+serves the prediction paths itself (:mod:`packserve.serve.predict`), caps bodies for the
+other routes, and records metrics / the access log. Everything else — health, ``/models``,
+``/metrics``, ``/docs``, and routers other layers add (``ROUTERS``, or
+``app.include_router`` on the returned app) — is plain FastAPI.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive, Scope, Send
+
+from packserve import __version__
+from packserve.errors import (
+    InputError,
+    MethodNotAllowedError,
+    PackserveError,
+    PayloadTooLargeError,
+    RouteNotFoundError,
+    ShuttingDownError,
+    UnauthorizedError,
+)
+from packserve.runtime import RuntimeOptions
+from packserve.serve.http import (
+    INTERNAL_ERROR_BODY,
+    api_key_ok,
+    error_response,
+    header_map,
+    limited_receive,
+    send_error,
+)
+from packserve.serve.lifecycle import ServerState, lifespan_context
+from packserve.serve.metrics import Metrics
+from packserve.serve.predict import PredictEndpoint, match
+from packserve.serve.registry import ModelRegistry
+from packserve.serve.routes import health_router, metrics_router, models_router
+from packserve.serve.schemas import SECURITY_SCHEMES, prediction_openapi
+from packserve.serve.settings import ServeSettings
+
+log = logging.getLogger("packserve.serve")
+access_log = logging.getLogger("packserve.access")
+
+#: Routers every app includes. Other layers (V2...) append theirs here.
+ROUTERS: list[Callable[[], APIRouter]] = [
+    lambda: health_router,
+    lambda: models_router,
+    lambda: metrics_router,
+]
+
+#: Paths that never need the API key and are answered while draining.
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PREFIXES = ("/health/", "/v2/health/")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class PackserveApp(FastAPI):
+    """FastAPI plus packserve's gateway (see module docstring)."""
+
+    serving: ServerState
+    registry: ModelRegistry
+    metrics: Metrics
+    settings: ServeSettings
+
+    def setup_packserve(
+        self, settings: ServeSettings, registry: ModelRegistry, state: ServerState, metrics: Metrics
+    ) -> None:
+        self.settings, self.registry, self.serving, self.metrics = settings, registry, state, metrics
+        self.state.settings, self.state.registry = settings, registry
+        self.state.serving, self.state.metrics = state, metrics
+        key = settings.api_key
+        self._key = key.get_secret_value().encode() if key is not None else None
+        self._predict = PredictEndpoint(registry, max_body_bytes=settings.max_body_bytes)
+        self._limit = settings.max_body_bytes
+        self._access = settings.access_log
+        self._openapi_gen = -1
+        self._static: frozenset[str] | None = None
+        self._static_n = 0
+        self._openapi_doc: dict[str, Any] | None = None
+        metrics.in_flight.set_function(lambda: float(state.in_flight))
+        metrics.draining.set_function(lambda: 1.0 if state.draining else 0.0)
+
+    def static_paths(self) -> frozenset[str]:
+        """Parameter-free paths of plain Starlette routes (/openapi.json, /docs) for metrics."""
+        if self._static is None or len(self.routes) != self._static_n:
+            self._static_n = len(self.routes)
+            self._static = frozenset(
+                p for r in self.routes if "{" not in (p := getattr(r, "path", "{"))
+            )
+        return self._static
+
+    def is_open(self, path: str) -> bool:
+        return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+    def needs_key(self, path: str) -> bool:
+        if self._key is None or self.is_open(path):
+            return False
+        return path != "/metrics" or self.settings.metrics_auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        state = self.serving
+        t0 = time.perf_counter()
+        state.in_flight += 1
+        path: str = scope["path"]
+        status = 0
+        route = "unmatched"
+
+        async def tracked(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if state.draining:  # let keep-alive clients go elsewhere
+                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
+        try:
+            hit = match(path)
+            if state.draining and not (self.is_open(path) or path == "/metrics"):
+                await send_error(tracked, ShuttingDownError("the server is shutting down", retry_after_s=1))
+                route = hit[0] if hit is not None else route
+            elif (
+                self._key is not None
+                and self.needs_key(path)
+                and not api_key_ok(header_map(scope), self._key)
+            ):
+                await send_error(tracked, UnauthorizedError("missing or invalid API key"))
+                route = hit[0] if hit is not None else route
+            elif hit is not None:
+                route = hit[0]
+                returned = await self._predict(scope, receive, tracked, hit)
+                if returned == 499:
+                    status = 499
+            else:
+                if scope["method"] in _BODY_METHODS:
+                    declared = header_map(scope).get(b"content-length")
+                    if declared is not None and declared.isdigit() and int(declared) > self._limit:
+                        await send_error(tracked, PayloadTooLargeError(
+                            f"body of {int(declared)} bytes exceeds the limit of {self._limit} bytes"))
+                        return
+                    receive = limited_receive(receive, self._limit)
+                await super().__call__(scope, receive, tracked)
+                r = scope.get("route")
+                route = getattr(r, "path", None) or (path if path in self.static_paths() else route)
+        finally:
+            state.in_flight -= 1
+            dt = time.perf_counter() - t0
+            self.metrics.observe_request(route, scope["method"], status or 500, dt)
+            if self._access:
+                self._log_access(scope, route, status or 500, dt)
+
+    @staticmethod
+    def _log_access(scope: Scope, route: str, status: int, seconds: float) -> None:
+        client = scope.get("client")
+        line = orjson.dumps(
+            {
+                "ts": round(time.time(), 3),
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": status,
+                "ms": round(seconds * 1000, 3),
+                "client": client[0] if client else None,
+            }
+        )
+        sys.stderr.write(line.decode() + "\n")
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema for the regular routes + exact per-model prediction paths."""
+        gen = self.registry.generation
+        if self._openapi_gen == gen and self._openapi_doc is not None:
+            return self._openapi_doc
+        self.openapi_schema = None
+        doc = copy.deepcopy(super().openapi())
+        secured = self._key is not None
+        paths, schemas = prediction_openapi(self.registry, secured=secured)
+        doc["paths"] = {**paths, **doc.get("paths", {})}
+        components = doc.setdefault("components", {})
+        components.setdefault("schemas", {}).update(schemas)
+        if secured:
+            components["securitySchemes"] = SECURITY_SCHEMES
+            for p, item in doc["paths"].items():
+                if self.needs_key(p):
+                    for op in item.values():
+                        op.setdefault("security", [{"bearerAuth": []}, {"apiKeyHeader": []}])
+        self._openapi_doc = doc
+        self._openapi_gen = gen
+        return doc
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error of every router through :func:`error_response` (one mapping)."""
+
+    async def on_packserve(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PackserveError)
+        return error_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        # Never echo the input (it may hold NaN, huge strings...): message + location only.
+        return error_response(InputError(str(first.get("msg", "invalid request")), where=loc))
+
+    async def on_http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error_response(RouteNotFoundError("no such endpoint"))
+        if exc.status_code == 405:
+            allow = tuple((exc.headers or {}).get("Allow", "GET").split(", "))
+            return error_response(MethodNotAllowedError("method not allowed here", allow=allow))
+        err = PackserveError(exc.detail if isinstance(exc.detail, str) else "request failed")
+        err.http_status = exc.status_code
+        err.code = "http_error"
+        return error_response(err)
+
+    async def on_crash(_: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return Response(INTERNAL_ERROR_BODY, status_code=500, media_type="application/json")
+
+    app.add_exception_handler(PackserveError, on_packserve)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_crash)
+
+
+def create_app(
+    settings: ServeSettings | None = None, *, registry: ModelRegistry | None = None
+) -> PackserveApp:
+    """Build the app. Bundles are *discovered* here (a missing or malformed bundle raises
+    now, with the CLI exit code); they are verified, loaded and warmed in the lifespan."""
+    settings = settings or ServeSettings()
+    executor = ThreadPoolExecutor(
+        max_workers=settings.resolved_inference_threads(), thread_name_prefix="packserve-infer"
+    )
+    metrics = Metrics()
+    if registry is None:
+        registry = ModelRegistry(
+            executor=executor,
+            runtime_options=RuntimeOptions(intra_op_threads=settings.resolved_intra_op_threads()),
+            max_batch=settings.max_batch,
+            inline_max_s=settings.inline_max_ms / 1000.0,
+            default_model=settings.default_model,
+            require_all=settings.require_all_models,
+        )
+    registry.observer = metrics.observe_inference
+    registry.on_state.append(metrics.set_model_state)
+    if settings.model_path is not None:
+        registry.add_path(settings.model_path)
+    state = ServerState()
+    app = PackserveApp(
+        title="packserve",
+        version=__version__,
+        description="Prediction API over packserve bundles.",
+        lifespan=lambda _app: lifespan_context(registry, state, executor),
+    )
+    app.setup_packserve(settings, registry, state, metrics)
+    for make_router in ROUTERS:
+        app.include_router(make_router())
+    install_error_handlers(app)
+    return app
+
+
+__all__ = ["OPEN_PATHS", "OPEN_PREFIXES", "ROUTERS", "PackserveApp", "create_app", "install_error_handlers"]

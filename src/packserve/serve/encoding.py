@@ -1,0 +1,77 @@
+"""Prediction -> response JSON bytes, straight to orjson (no response-model objects).
+
+Shapes (the OpenAPI schemas in :mod:`packserve.serve.schemas` describe exactly these):
+classification ``{"prediction", "probability", "probabilities", "model_version"}``,
+regression ``{"prediction", "model_version"}``, batch ``{"predictions", "batch_size",
+"model_version"}``. Labels keep their type: ints stay ints, strings stay strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from packserve.bundle import Manifest
+from packserve.runtime.prediction import Prediction
+
+
+class ResponseEncoder:
+    """Compiled once per model version."""
+
+    def __init__(self, manifest: Manifest, version: str) -> None:
+        self.version = version
+        self.classifier = manifest.is_classifier
+        classes = list(manifest.outputs.classes or [])
+        self.keys = [str(c) for c in classes]
+        self.index = {c: i for i, c in enumerate(classes)}
+        self._classes = np.asarray(classes) if classes else None
+
+    def _label_probability(self, pred: Prediction) -> tuple[list[Any], list[float], list[list[float]]]:
+        assert pred.labels is not None and pred.probabilities is not None
+        labels = pred.labels
+        probs = pred.probabilities
+        if self._classes is not None and labels.shape[0]:
+            hit = labels[:, None] == self._classes[None, :]
+            idx = hit.argmax(axis=1)
+            chosen = probs[np.arange(len(idx)), idx]
+            # A label outside the manifest classes (should not happen): report the top probability.
+            missing = ~hit.any(axis=1)
+            if missing.any():
+                chosen = np.where(missing, probs.max(axis=1), chosen)
+        else:  # pragma: no cover - classifiers always list classes
+            chosen = probs.max(axis=1)
+        return labels.tolist(), chosen.tolist(), probs.tolist()
+
+    def single(self, pred: Prediction) -> bytes:
+        if self.classifier:
+            labels, chosen, rows = self._label_probability(pred)
+            return orjson.dumps(
+                {
+                    "prediction": labels[0],
+                    "probability": chosen[0],
+                    "probabilities": dict(zip(self.keys, rows[0], strict=True)),
+                    "model_version": self.version,
+                }
+            )
+        assert pred.values is not None
+        return orjson.dumps({"prediction": pred.values[0].tolist(), "model_version": self.version})
+
+    def batch(self, pred: Prediction) -> bytes:
+        if self.classifier:
+            labels, chosen, rows = self._label_probability(pred)
+            keys = self.keys
+            predictions: list[dict[str, Any]] = [
+                {"prediction": label, "probability": p, "probabilities": dict(zip(keys, row, strict=True))}
+                for label, p, row in zip(labels, chosen, rows, strict=True)
+            ]
+        else:
+            assert pred.values is not None
+            predictions = [{"prediction": v} for v in pred.values.tolist()]
+        return orjson.dumps(
+            {"predictions": predictions, "batch_size": len(predictions), "model_version": self.version}
+        )
+
+
+__all__ = ["ResponseEncoder"]

@@ -1,0 +1,171 @@
+"""Raw ASGI helpers and the ONE mapping from exceptions to HTTP responses.
+
+:func:`error_parts` is the only place a :class:`PackserveError` becomes a status, headers and
+a JSON body; the fast prediction routes call it directly and FastAPI's exception handlers
+(installed by ``create_app``, used by every other router, V2 included) go through
+:func:`error_response`. Bodies come from ``to_dict()`` only: never a traceback or a path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from packserve.errors import (
+    BadRequestError,
+    MethodNotAllowedError,
+    OverloadedError,
+    PackserveError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+
+log = logging.getLogger("packserve.serve")
+
+Headers = list[tuple[bytes, bytes]]
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+INTERNAL_ERROR_BODY = orjson.dumps({"error": "internal_error", "message": "internal server error"})
+
+
+class ClientDisconnect(Exception):
+    """The client went away before its body was read; nothing is sent back."""
+
+
+def error_parts(exc: PackserveError) -> tuple[int, bytes, Headers]:
+    """Status, body and headers for an error: the single exception -> HTTP mapping."""
+    status = exc.http_status
+    headers: Headers = list(JSON_HEADERS)
+    if isinstance(exc, OverloadedError):
+        headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
+    if isinstance(exc, MethodNotAllowedError):
+        headers.append((b"allow", ", ".join(exc.allow).encode()))
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if isinstance(exc, PayloadTooLargeError | BadRequestError):
+        # The rest of the body may still be on the wire: don't parse it as a next request.
+        headers.append((b"connection", b"close"))
+    if status >= 500 and exc.detail_for_logs:
+        log.error("%s: %s (%s)", exc.code, exc.message, exc.detail_for_logs)
+    return status, orjson.dumps(exc.to_dict()), headers
+
+
+def error_response(exc: PackserveError) -> Response:
+    status, body, headers = error_parts(exc)
+    resp = Response(content=body, status_code=status)
+    resp.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
+    return resp
+
+
+async def send_bytes(send: Send, status: int, body: bytes, headers: Headers = JSON_HEADERS) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, exc: PackserveError) -> int:
+    status, body, headers = error_parts(exc)
+    await send_bytes(send, status, body, headers)
+    return status
+
+
+def header_map(scope: Scope) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+def check_json(headers: dict[bytes, bytes]) -> None:
+    """415 unless the body is declared as JSON (``application/json`` or ``+json``)."""
+    ctype = headers.get(b"content-type")
+    if ctype is None:
+        raise UnsupportedMediaTypeError("send the body as Content-Type: application/json")
+    media = ctype.split(b";", 1)[0].strip().lower()
+    if media != b"application/json" and not media.endswith(b"+json"):
+        raise UnsupportedMediaTypeError("send the body as Content-Type: application/json")
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """Read a body, refusing with 413 as soon as it is known to exceed ``limit``.
+
+    A declared Content-Length over the limit is refused before a byte of it is read; a
+    chunked body is refused as soon as the bytes received pass the limit.
+    """
+    declared = headers.get(b"content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise BadRequestError("invalid Content-Length header") from None
+        if length > limit:
+            raise PayloadTooLargeError(f"body of {length} bytes exceeds the limit of {limit} bytes")
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def limited_receive(receive: Receive, limit: int) -> Receive:
+    """Wrap ``receive`` for routes that read the body themselves (FastAPI, V2): 413 past limit."""
+    seen = 0
+
+    async def wrapped() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
+        return message
+
+    return wrapped
+
+
+def api_key_ok(headers: dict[bytes, bytes], key: bytes) -> bool:
+    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, compared in constant time."""
+    auth = headers.get(b"authorization")
+    if auth is not None and auth[:7].lower() == b"bearer " and hmac.compare_digest(auth[7:].strip(), key):
+        return True
+    given = headers.get(b"x-api-key")
+    return given is not None and hmac.compare_digest(given, key)
+
+
+__all__ = [
+    "INTERNAL_ERROR_BODY",
+    "JSON_HEADERS",
+    "ClientDisconnect",
+    "Headers",
+    "api_key_ok",
+    "check_json",
+    "error_parts",
+    "error_response",
+    "header_map",
+    "limited_receive",
+    "read_body",
+    "send_bytes",
+    "send_error",
+]

@@ -1,0 +1,66 @@
+"""When may a model call run on the event loop?
+
+A hop to a worker thread (``run_in_executor``) costs tens of microseconds on a busy 2-core
+machine: more than the chapter model's whole ~8 µs ONNX Runtime call. So the rule is about
+*stalls*, not dogma: a call whose estimated cost is at most ``inline_max_ms`` (default
+0.25 ms) runs inline — the loop is never held longer than that — and everything else runs in
+a thread. The estimate ``fixed + per_row * rows`` is measured at warm-up and then tracked
+from every call (an exponentially weighted average), so a model that turns slow stops
+running inline after a few calls instead of freezing health checks.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+class CostModel:
+    """Estimated seconds of one ``predictor.run`` call for ``rows`` rows."""
+
+    def __init__(self, inline_max_s: float, *, alpha: float = 0.2) -> None:
+        self.inline_max_s = inline_max_s
+        self.alpha = alpha
+        self.fixed_s = float("inf")  # unknown until calibrated: never inline
+        self.per_row_s = 0.0
+
+    def estimate(self, rows: int) -> float:
+        return self.fixed_s + self.per_row_s * rows
+
+    def inline(self, rows: int) -> bool:
+        return self.fixed_s + self.per_row_s * rows <= self.inline_max_s
+
+    def calibrate(self, timed_run: Callable[[int], float], *, big: int = 32) -> None:
+        """Measure 1-row and ``big``-row calls. ``timed_run(n)`` runs n rows, returns seconds.
+
+        A model already slower than the bound at one row is not measured further: it will
+        never run inline, whatever the batch size.
+        """
+        one = statistics.median(timed_run(1) for _ in range(5))
+        if self.inline_max_s <= 0 or one > self.inline_max_s:
+            self.fixed_s, self.per_row_s = one, 0.0
+            return
+        many = statistics.median(timed_run(big) for _ in range(3))
+        self.per_row_s = max(0.0, (many - one) / (big - 1))
+        self.fixed_s = max(0.0, one - self.per_row_s)
+
+    def observe(self, rows: int, seconds: float) -> None:
+        """Fold one measured call into the estimate."""
+        if self.fixed_s == float("inf"):
+            self.fixed_s = seconds
+            return
+        a = self.alpha
+        if rows <= 2:
+            self.fixed_s += a * (max(0.0, seconds - self.per_row_s * rows) - self.fixed_s)
+        else:
+            self.per_row_s += a * (max(0.0, (seconds - self.fixed_s) / rows) - self.per_row_s)
+
+
+def timer(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+__all__ = ["CostModel", "timer"]

@@ -1,0 +1,97 @@
+"""The prediction endpoints, served at the ASGI level.
+
+``/predict``, ``/predict/batch``, ``/models/{name}[/versions/{version}]/predict[/batch]``
+skip FastAPI's per-request machinery (dependency solving, a Pydantic object per instance,
+``jsonable_encoder``): the body is read with a size cap, parsed by orjson, validated
+vectorised by the model's :class:`RequestDecoder` and answered with orjson bytes. Their
+OpenAPI description is still exact: :mod:`packserve.serve.schemas` builds it per model.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import Receive, Scope, Send
+
+from packserve.errors import MethodNotAllowedError, PackserveError
+from packserve.serve.http import (
+    INTERNAL_ERROR_BODY,
+    JSON_HEADERS,
+    ClientDisconnect,
+    check_json,
+    header_map,
+    read_body,
+    send_bytes,
+    send_error,
+)
+from packserve.serve.registry import ModelRegistry
+from packserve.serve.validation import parse_json
+
+log = logging.getLogger("packserve.serve")
+
+Match = tuple[str, str | None, str | None, bool]
+"""(route template, model name or None = default, version or None = newest, batch?)"""
+
+_DEFAULT: dict[str, Match] = {
+    "/predict": ("/predict", None, None, False),
+    "/predict/batch": ("/predict/batch", None, None, True),
+}
+
+
+def match(path: str) -> Match | None:
+    """Recognise a prediction path without regexes (it runs on every request)."""
+    hit = _DEFAULT.get(path)
+    if hit is not None or not path.startswith("/models/"):
+        return hit
+    parts = path[8:].split("/")
+    n = len(parts)
+    if n == 2 and parts[1] == "predict" and parts[0]:
+        return ("/models/{name}/predict", parts[0], None, False)
+    if n == 3 and parts[1] == "predict" and parts[2] == "batch" and parts[0]:
+        return ("/models/{name}/predict/batch", parts[0], None, True)
+    if n >= 4 and parts[1] == "versions" and parts[0] and parts[2] and parts[3] == "predict":
+        if n == 4:
+            return ("/models/{name}/versions/{version}/predict", parts[0], parts[2], False)
+        if n == 5 and parts[4] == "batch":
+            return ("/models/{name}/versions/{version}/predict/batch", parts[0], parts[2], True)
+    return None
+
+
+class PredictEndpoint:
+    """One object serves every prediction path; returns the status it sent (for metrics)."""
+
+    def __init__(self, registry: ModelRegistry, *, max_body_bytes: int) -> None:
+        self.registry = registry
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, hit: Match) -> int:
+        _, name, version, batch = hit
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
+            handle = self.registry.resolve(name, version)
+            headers = header_map(scope)
+            check_json(headers)
+            body = await read_body(receive, headers, self.max_body_bytes)
+            obj = parse_json(body)
+            decoder, encoder = handle.decoder, handle.encoder
+            assert decoder is not None and encoder is not None
+            if batch:
+                feeds = decoder.decode_batch(obj)
+                out = encoder.batch(await handle.infer(feeds))
+            else:
+                feeds = decoder.decode_single(obj)
+                out = encoder.single(await handle.infer(feeds))
+        except PackserveError as exc:
+            return await send_error(send, exc)
+        except ClientDisconnect:
+            return 499
+        except Exception:
+            log.exception("unhandled error in %s", scope["path"])
+            await send_bytes(send, 500, INTERNAL_ERROR_BODY)
+            return 500
+        await send_bytes(send, 200, out, JSON_HEADERS)
+        return 200
+
+
+__all__ = ["Match", "PredictEndpoint", "match"]

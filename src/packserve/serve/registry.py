@@ -1,0 +1,378 @@
+"""Which models are served, in which state, and the one place inference happens.
+
+A :class:`ModelRegistry` holds, per model name, one or more versions (:class:`ModelHandle`).
+Every prediction — HTTP route, V2 route, batcher — goes through :meth:`ModelHandle.infer`,
+and :meth:`ModelHandle.compute` is the only caller of ``predictor.run``: the batcher plugs
+in by setting ``handle.batcher`` (anything with ``await submit(feeds, deadline=...)``), and
+it computes merged batches through ``handle.compute`` as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from packserve.bundle import MANIFEST_NAME, Manifest, read_manifest
+from packserve.errors import (
+    BundleError,
+    ConfigError,
+    DeadlineExceededError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    PackserveError,
+)
+from packserve.runtime import Feeds, Prediction, Predictor, RuntimeOptions, feeds_rows, load
+from packserve.serve.encoding import ResponseEncoder
+from packserve.serve.offload import CostModel
+from packserve.serve.validation import RequestDecoder
+
+log = logging.getLogger("packserve.serve")
+
+
+class ModelState(enum.StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADED = "unloaded"
+
+
+class Submitter(Protocol):
+    """What a batcher offers ``ModelHandle.infer`` (see ``serve/batching.py``)."""
+
+    async def submit(self, feeds: Feeds, *, deadline: float | None = None) -> Prediction: ...
+
+
+InferenceObserver = Callable[["ModelHandle", int, float, bool], None]
+"""``(handle, rows, seconds, inline)`` after every computed batch (metrics)."""
+
+
+@dataclass(eq=False)
+class ModelHandle:
+    """One version of one model: its bundle, state, predictor and codecs."""
+
+    name: str
+    version: str
+    path: Path
+    manifest: Manifest | None
+    max_batch: int = 1000
+    state: ModelState = ModelState.LOADING
+    error: str | None = None
+    predictor: Predictor | None = None
+    in_flight: int = 0
+    batcher: Submitter | None = None
+    cost: CostModel = field(default_factory=lambda: CostModel(0.00025))
+    executor: Executor | None = None
+    observer: InferenceObserver | None = None
+    decoder: RequestDecoder | None = None
+    encoder: ResponseEncoder | None = None
+    load_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.manifest is not None:
+            self.decoder = RequestDecoder(self.manifest, max_batch=self.max_batch)
+            self.encoder = ResponseEncoder(self.manifest, self.version)
+
+    @property
+    def ready(self) -> bool:
+        return self.state is ModelState.READY
+
+    def describe(self) -> dict[str, Any]:
+        m = self.manifest
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "state": self.state.value}
+        if m is not None:
+            out.update(task=m.task, features=m.feature_names, framework=m.framework)
+            if m.outputs.classes is not None:
+                out["classes"] = m.outputs.classes
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+    # --- loading ----------------------------------------------------------------------
+
+    def load_sync(self, options: RuntimeOptions) -> None:
+        """Verify (sha256), open, warm up and time the model. Runs in a thread."""
+        t0 = time.perf_counter()
+        try:
+            predictor = load(self.path, options)
+            predictor.warmup()
+            self.cost.calibrate(_timed_runner(predictor))
+        except PackserveError as exc:
+            self.state, self.error = ModelState.FAILED, exc.message
+            log.error("model %s/%s failed to load: %s %s", self.name, self.version, exc.message,
+                      exc.detail_for_logs or "")
+            return
+        except Exception as exc:  # a runtime error while warming up: report, don't crash
+            self.state, self.error = ModelState.FAILED, "the model failed its warm-up prediction"
+            log.exception("model %s/%s failed to warm up: %r", self.name, self.version, exc)
+            return
+        self.predictor = predictor
+        self.load_seconds = time.perf_counter() - t0
+        self.state = ModelState.READY
+        log.info(
+            "model %s/%s ready in %.2fs (one-row call %.1f us, %s)",
+            self.name, self.version, self.load_seconds, self.cost.estimate(1) * 1e6,
+            "inline" if self.cost.inline(1) else "in a thread",
+        )
+
+    # --- inference --------------------------------------------------------------------
+
+    async def infer(self, feeds: Feeds, *, deadline: float | None = None) -> Prediction:
+        """The single entry point for predictions (routes, V2, anything else)."""
+        if self.state is not ModelState.READY:
+            raise ModelNotReadyError(f"model {self.name!r} version {self.version!r} is {self.state.value}")
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceededError("the request's deadline passed before it was computed")
+        self.in_flight += 1
+        try:
+            if self.batcher is not None:
+                return await self.batcher.submit(feeds, deadline=deadline)
+            return await self.compute(feeds)
+        finally:
+            self.in_flight -= 1
+
+    async def compute(self, feeds: Feeds) -> Prediction:
+        """Run ``predictor.run`` inline if measured cheap, else in the inference executor."""
+        rows = feeds_rows(feeds)
+        if self.cost.inline(rows):
+            return self._run(feeds, rows, True)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._run, feeds, rows, False)
+
+    def _run(self, feeds: Feeds, rows: int, inline: bool) -> Prediction:
+        predictor = self.predictor
+        if predictor is None:
+            raise ModelNotReadyError(f"model {self.name!r} version {self.version!r} is not loaded")
+        t0 = time.perf_counter()
+        pred = predictor.run(feeds)
+        dt = time.perf_counter() - t0
+        self.cost.observe(rows, dt)
+        if self.observer is not None:
+            self.observer(self, rows, dt, inline)
+        return pred
+
+    def close(self) -> None:
+        if self.predictor is not None:
+            self.predictor.close()
+            self.predictor = None
+        self.state = ModelState.UNLOADED
+
+
+def _timed_runner(predictor: Predictor) -> Callable[[int], float]:
+    m = predictor.manifest
+    row = m.examples[0] if m.examples else ["" if f.dtype == "string" else 0.0 for f in m.features]
+
+    def run(n: int) -> float:
+        feeds = predictor.to_feeds([row] * n)
+        t0 = time.perf_counter()
+        predictor.run(feeds)
+        return time.perf_counter() - t0
+
+    return run
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Order versions numerically where they are numbers: 1.10.0 > 1.9.0."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-+_]", version))
+
+
+@dataclass(frozen=True)
+class Discovered:
+    name: str
+    version: str
+    path: Path
+    manifest: Manifest | None
+    error: str | None = None
+
+
+def discover(path: Path) -> tuple[list[Discovered], bool]:
+    """Find bundles: ``path`` itself, or ``path/<name>/<version>/``. Returns (found, single)."""
+    if not path.exists():
+        raise ConfigError(f"model path {path.name!r} does not exist")
+    if (path / MANIFEST_NAME).is_file():
+        m = read_manifest(path)  # a single bad bundle is fatal: raise with the reason
+        return [Discovered(m.name, m.version, path, m)], True
+    if not path.is_dir():
+        raise ConfigError(f"model path {path.name!r} is neither a bundle nor a repository folder")
+    found: list[Discovered] = []
+    for name_dir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for ver_dir in sorted(p for p in name_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not (ver_dir / MANIFEST_NAME).is_file():
+                continue
+            try:
+                m = read_manifest(ver_dir)
+            except BundleError as exc:
+                found.append(Discovered(name_dir.name, ver_dir.name, ver_dir, None, exc.message))
+                continue
+            found.append(Discovered(name_dir.name, ver_dir.name, ver_dir, m))
+    if not found:
+        raise BundleError(
+            f"no bundles in {path.name!r}: expected a bundle or REPO/<name>/<version>/{MANIFEST_NAME}"
+        )
+    return found, False
+
+
+class ModelRegistry:
+    """Model name -> versions. ``generation`` changes whenever the set of models changes."""
+
+    def __init__(
+        self,
+        *,
+        executor: Executor | None = None,
+        runtime_options: RuntimeOptions | None = None,
+        max_batch: int = 1000,
+        inline_max_s: float = 0.00025,
+        default_model: str | None = None,
+        require_all: bool = True,
+    ) -> None:
+        self._models: dict[str, dict[str, ModelHandle]] = {}
+        self.executor = executor
+        self.runtime_options = runtime_options or RuntimeOptions()
+        self.max_batch = max_batch
+        self.inline_max_s = inline_max_s
+        self.default_model = default_model
+        self.require_all = require_all
+        self.single = False
+        self.generation = 0
+        self.observer: InferenceObserver | None = None
+        self.on_state: list[Callable[[ModelHandle], None]] = []
+
+    # --- building ---------------------------------------------------------------------
+
+    def new_handle(self, name: str, version: str, path: Path, manifest: Manifest | None) -> ModelHandle:
+        return ModelHandle(
+            name=name, version=version, path=path, manifest=manifest, max_batch=self.max_batch,
+            cost=CostModel(self.inline_max_s), executor=self.executor, observer=self.observer,
+        )
+
+    def add_path(self, path: Path) -> list[ModelHandle]:
+        found, single = discover(path)
+        self.single = single
+        handles = []
+        for d in found:
+            h = self.new_handle(d.name, d.version, d.path, d.manifest)
+            if d.error is not None:
+                h.state, h.error = ModelState.FAILED, d.error
+            self.add(h)
+            handles.append(h)
+        if self.default_model is not None and self.default_model not in self._models:
+            raise ConfigError(f"default model {self.default_model!r} is not among the served models")
+        return handles
+
+    def add(self, handle: ModelHandle) -> None:
+        self._models.setdefault(handle.name, {})[handle.version] = handle
+        self.generation += 1
+        self.notify(handle)
+
+    def remove(self, name: str, version: str) -> ModelHandle:
+        handle = self.get(name, version)
+        del self._models[name][version]
+        if not self._models[name]:
+            del self._models[name]
+        self.generation += 1
+        return handle
+
+    def notify(self, handle: ModelHandle) -> None:
+        for fn in self.on_state:
+            fn(handle)
+
+    async def load(self, handle: ModelHandle) -> None:
+        if handle.state is not ModelState.LOADING:
+            return
+        await asyncio.to_thread(handle.load_sync, self.runtime_options)
+        self.generation += 1
+        self.notify(handle)
+
+    async def load_all(self) -> None:
+        """Load sequentially: on a small machine parallel loads only slow each other down."""
+        for handle in list(self.handles()):
+            await self.load(handle)
+
+    # --- lookup -----------------------------------------------------------------------
+
+    def handles(self) -> Iterator[ModelHandle]:
+        for versions in self._models.values():
+            yield from versions.values()
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[ModelHandle]:
+        if name not in self._models:
+            raise ModelNotFoundError(f"no model named {name!r}")
+        return sorted(self._models[name].values(), key=lambda h: version_key(h.version))
+
+    def get(self, name: str, version: str | None = None) -> ModelHandle:
+        """A handle in any state; ``version=None`` = newest ready version (else newest)."""
+        versions = self._models.get(name)
+        if not versions:
+            raise ModelNotFoundError(f"no model named {name!r}")
+        if version is None:
+            ordered = self.versions(name)
+            ready = [h for h in ordered if h.ready]
+            return (ready or ordered)[-1]
+        handle = versions.get(version)
+        if handle is None:
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
+        return handle
+
+    def default_name(self) -> str:
+        if self.default_model is not None:
+            return self.default_model
+        if len(self._models) == 1:
+            return next(iter(self._models))
+        raise ModelNotFoundError(
+            "several models are served and none is the default: use /models/{name}/predict "
+            "or set default_model"
+        )
+
+    def resolve(self, name: str | None, version: str | None = None) -> ModelHandle:
+        """A *ready* handle for a request, or 404 / 503 saying why not."""
+        handle = self.get(self.default_name() if name is None else name, version)
+        if handle.state is not ModelState.READY:
+            raise ModelNotReadyError(
+                f"model {handle.name!r} version {handle.version!r} is {handle.state.value}"
+            )
+        return handle
+
+    # --- readiness --------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        states = [h.state for h in self.handles()]
+        loading = ModelState.LOADING in states
+        n_ready = states.count(ModelState.READY)
+        ok = not loading and (n_ready == len(states) if self.require_all else n_ready > 0)
+        detail = {
+            "models": [
+                {"name": h.name, "version": h.version, "state": h.state.value}
+                | ({"error": h.error} if h.error else {})
+                for h in self.handles()
+            ]
+        }
+        return ok and bool(states), detail
+
+    def failed(self) -> list[ModelHandle]:
+        return [h for h in self.handles() if h.state is ModelState.FAILED]
+
+    def close(self) -> None:
+        for h in self.handles():
+            h.close()
+
+
+__all__ = [
+    "Discovered",
+    "InferenceObserver",
+    "ModelHandle",
+    "ModelRegistry",
+    "ModelState",
+    "Submitter",
+    "discover",
+    "version_key",
+]

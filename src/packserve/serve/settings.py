@@ -1,0 +1,110 @@
+"""The server's one configuration class.
+
+Every field is settable as an environment variable (``PACKSERVE_<FIELD>``) and mirrored by a
+``packserve serve`` flag of the same name (``--max-batch``...). Other layers (batching, V2)
+add their fields here rather than inventing a second config object.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from packserve.errors import ConfigError
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (affinity-aware, unlike ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ServeSettings(BaseSettings):
+    """Configuration of ``packserve serve`` / :func:`packserve.serve.create_app`."""
+
+    model_config = SettingsConfigDict(env_prefix="PACKSERVE_", extra="forbid")
+
+    # --- what to serve and where -------------------------------------------------------
+    model_path: Path | None = Field(
+        default=None,
+        description="one bundle directory, or a repository folder REPO/<name>/<version>/",
+    )
+    default_model: str | None = Field(
+        default=None, description="model answering /predict (default: the only model)"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(default=False, description="one JSON line per request on stderr")
+
+    # --- request limits ------------------------------------------------------------------
+    max_batch: int = Field(default=1000, ge=1, description="most instances in one batch request")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="larger bodies get 413 while being read"
+    )
+
+    # --- inference -------------------------------------------------------------------------
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="ONNX Runtime intra-op threads; 0 = cpus // workers - 1, min 1"
+    )
+    inference_threads: int = Field(
+        default=0, ge=0, description="threads running off-loop inference; 0 = cpus // workers"
+    )
+    inline_max_ms: float = Field(
+        default=0.25,
+        ge=0.0,
+        description=(
+            "calls whose measured cost is below this run on the event loop (a thread hop costs "
+            "more than a tiny model's call); anything slower always runs in a thread. 0 = never"
+        ),
+    )
+    require_all_models: bool = Field(
+        default=True,
+        description="readiness needs every model of a repository (else: >= 1 ready, none loading)",
+    )
+
+    # --- lifecycle -------------------------------------------------------------------------
+    shutdown_grace_s: float = Field(
+        default=2.0, ge=0.0, description="after SIGTERM: readiness 503, new requests 503, still listening"
+    )
+    drain_timeout_s: float = Field(
+        default=30.0, gt=0.0, description="most time to finish accepted requests after the grace"
+    )
+
+    # --- auth --------------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        default=None, description="when set, prediction/model endpoints need it (Bearer or X-API-Key)"
+    )
+    metrics_auth: bool = Field(default=False, description="also require the API key for /metrics")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeSettings:
+        if self.api_key is not None and not self.api_key.get_secret_value():
+            self.api_key = None
+        return self
+
+    def resolved_intra_op_threads(self) -> int:
+        """Leave one core to the event loop; never oversubscribe with several workers."""
+        if self.intra_op_threads:
+            return self.intra_op_threads
+        return max(1, cpu_count() // self.workers - 1)
+
+    def resolved_inference_threads(self) -> int:
+        if self.inference_threads:
+            return self.inference_threads
+        return max(1, cpu_count() // self.workers)
+
+    def require_model_path(self) -> Path:
+        if self.model_path is None:
+            raise ConfigError("no model path: pass PATH or set PACKSERVE_MODEL_PATH")
+        return self.model_path
+
+
+__all__ = ["ServeSettings", "cpu_count"]
