@@ -9,6 +9,7 @@ bound recorded with the reason — never a silently loosened default.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,23 @@ class NativeOutput:
     labels: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     values: np.ndarray | None = None
+
+
+def labels_are_argmax(native: NativeOutput, classes: list[Any]) -> bool:
+    """Whether the native labels are ``classes[argmax(probabilities)]`` on every sample row.
+
+    When they are, a bundle derives labels from its probabilities (ties go to the first
+    class, as in scikit-learn and the boosters) instead of trusting the graph's label
+    tensor, whose tie-breaking differs (ONNX tree ensembles pick the last of tied classes).
+    """
+    if native.labels is None or native.probabilities is None:
+        return False
+    probs = np.asarray(native.probabilities)
+    if probs.ndim != 2 or probs.shape[1] != len(classes):
+        return False
+    derived = np.asarray(classes, dtype=object)[np.argmax(probs, axis=1)]
+    nl = np.asarray(native.labels).reshape(-1)
+    return bool(np.all(nl.astype(str) == derived.astype(str)))
 
 
 def compare(

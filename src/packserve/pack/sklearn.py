@@ -134,7 +134,7 @@ def _check_model(model: Any) -> None:
     if is_classifier(model) and not hasattr(model, "predict_proba"):
         raise UnsupportedModelError(
             f"{type(final_estimator(model)).__name__} has no predict_proba, which packserve "
-            "needs for classifiers (for SVC, fit with probability=True)"
+            "needs for classifiers (for SVC: probability=True, or wrap it in CalibratedClassifierCV)"
         )
 
 
@@ -251,22 +251,38 @@ def _convert(
     return onx, workarounds
 
 
-def _output_spec(onx: Any, model: Any) -> OutputSpec:
+# Estimators whose predict() is not the argmax of predict_proba (SVC's label comes from its
+# decision function, its probabilities from a separate Platt calibration).
+LABEL_NOT_ARGMAX = ("SVC", "NuSVC")
+
+
+def _output_spec(onx: Any, model: Any, native: parity.NativeOutput) -> OutputSpec:
     names = [o.name for o in onx.graph.output]
     for o in onx.graph.output:
         if not o.type.HasField("tensor_type"):
             raise PackError(f"converter emitted a non-tensor output {o.name!r} (ZipMap left on?)")
     if is_classifier(model):
         classes = [c.item() if hasattr(c, "item") else c for c in np.asarray(model.classes_)]
+        graph_label = type(final_estimator(model)).__name__ in LABEL_NOT_ARGMAX or not (
+            parity.labels_are_argmax(native, classes)
+        )
         return OutputSpec(
             task="binary" if len(classes) == 2 else "multiclass",
             postprocess="probabilities",
-            label_output=names[0],
+            label_output=names[0] if graph_label else None,
             probability_output=names[1],
             classes=classes,
             names=names,
         )
     return OutputSpec(task="regression", postprocess="identity", value_output=names[0], names=names)
+
+
+def _label_rule(outputs: OutputSpec) -> str:
+    if outputs.task == "regression":
+        return "n/a"
+    if outputs.label_output:
+        return f"graph output {outputs.label_output!r} (native labels are not argmax of probabilities)"
+    return "argmax of probabilities, ties to the first class (as the native model)"
 
 
 def _attempts(model: Any, fam: str, double: bool | None) -> list[bool]:
@@ -321,7 +337,7 @@ def pack_model(
             types, specs = _initial_types(st, use_double, named)
             onx, workarounds = _convert(convertible, types, opset, classifier)
             (staging / "model.onnx").write_bytes(onx.SerializeToString())
-            outputs = _output_spec(onx, model)
+            outputs = _output_spec(onx, model, native)
         except BaseException:
             import shutil
 
@@ -354,6 +370,7 @@ def pack_model(
                 "target_opset": opset,
                 "zipmap": False,
                 "workarounds": workarounds,
+                "labels": _label_rule(outputs),
             },
             notes=notes,
             failure_hint=None if use_double else FLOAT32_HINT,
