@@ -13,6 +13,7 @@ from packserve.bundle import Manifest, read_manifest, verify_bundle
 from packserve.errors import PackserveError
 from packserve.pack import PackResult, pack
 from packserve.runtime import Prediction, Predictor, RuntimeOptions, load
+from packserve.scan import ScanReport, scan
 
 __version__ = "0.1.0"
 
@@ -23,9 +24,11 @@ __all__ = [
     "Prediction",
     "Predictor",
     "RuntimeOptions",
+    "ScanReport",
     "__version__",
     "load",
     "pack",
     "read_manifest",
+    "scan",
     "verify_bundle",
 ]

@@ -1,0 +1,291 @@
+"""Scan a path: sniff each file's content, walk every pickle it holds, judge every global.
+
+Containers are recognised by their bytes, never by extension. Every pickle stream goes through
+:mod:`packserve.scan.opcodes`; every global through :mod:`packserve.scan.policy`. Anything the
+scanner cannot make sense of is a finding or an error, never silently clean.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from packserve.scan import formats, hooks
+from packserve.scan.opcodes import GlobalRef, WalkResult, walk
+from packserve.scan.policy import judge
+from packserve.scan.report import Finding, ScanError, ScanReport, Severity
+from packserve.scan.stream import Reader, ScanLimitError, Source, bytes_reader
+
+MAX_DEPTH = 4  # containers inside containers
+MAX_PICKLES = 1000  # pickles in a row in one stream
+DEFAULT_MAX_DECOMPRESSED = 8 << 30
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Where we are: the file, the member path inside containers, nesting depth."""
+
+    file: str
+    member: str | None = None
+    depth: int = 0
+    torchscript: bool = False
+
+    def child(self, name: str, **kw: Any) -> Ctx:
+        member = f"{self.member}/{name}" if self.member else name
+        return replace(self, member=member, depth=self.depth + 1, **kw)
+
+
+@dataclass
+class StorageInfo:
+    """A torch storage a pickle declares through a persistent id."""
+
+    key: str
+    type_name: str
+    numel: int | None
+
+
+class Scanner:
+    """One scan: accumulates a :class:`ScanReport`."""
+
+    def __init__(self, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, verify_crc: bool = True):
+        self.report = ScanReport()
+        self.max_decompressed = max_decompressed
+        self.verify_crc = verify_crc
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def finding(
+        self,
+        ctx: Ctx,
+        severity: Severity,
+        rule: str,
+        reason: str,
+        *,
+        offset: int | None = None,
+        module: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.report.findings.append(
+            Finding(ctx.file, ctx.member, offset, module, name, severity, reason, rule)
+        )
+
+    def error(self, ctx: Ctx, reason: str) -> None:
+        self.report.errors.append(ScanError(ctx.file, ctx.member, reason))
+
+    # --- entry points ----------------------------------------------------------------------
+
+    def scan_path(self, path: str | os.PathLike[str]) -> ScanReport:
+        p = Path(path)
+        if p.is_dir():
+            entries = sorted(p.rglob("*"))
+            if not entries:
+                self.report.files[str(p)] = "empty directory"
+            for child in entries:
+                if child.is_dir():
+                    continue
+                self.scan_file(child)
+        else:
+            self.scan_file(p)
+        return self.report
+
+    def scan_file(self, path: Path) -> None:
+        ctx = Ctx(str(path))
+        if path.is_symlink() and not path.exists():
+            self.error(ctx, "broken symbolic link")
+            return
+        if path.exists() and not path.is_file():
+            self.error(ctx, "not a regular file")
+            return
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                self.report.bytes_scanned += size
+                self.scan_stream(f, ctx, 0, size, seekable_file=True)
+        except FileNotFoundError:
+            self.error(ctx, "no such file")
+        except PermissionError:
+            self.error(ctx, "permission denied")
+        except IsADirectoryError:
+            self.error(ctx, "is a directory")
+        except ScanLimitError as exc:
+            self.error(ctx, str(exc))
+        except OSError as exc:
+            self.error(ctx, f"cannot read: {exc.strerror or type(exc).__name__}")
+
+    # --- dispatch by content ---------------------------------------------------------------
+
+    def scan_stream(
+        self,
+        f: Source,
+        ctx: Ctx,
+        start: int,
+        length: int | None,
+        *,
+        seekable_file: bool = False,
+        limit: int | None = None,
+    ) -> None:
+        """Sniff ``length`` bytes of ``f`` from ``start`` and scan them as what they are."""
+        if ctx.depth > MAX_DEPTH:
+            self.finding(ctx, Severity.MEDIUM, "nesting", "containers nested too deeply to verify")
+            return
+        r = Reader(f, start, length, limit=limit)
+        head = r.peek(512)
+        kind = formats.sniff(head)
+        label = kind
+        if ctx.member is None:
+            self.report.files[ctx.file] = label
+        if kind == "empty":
+            return
+        if kind == "zip":
+            if seekable_file:
+                from packserve.scan.zipscan import scan_zip
+
+                scan_zip(self, f, ctx, start, length)
+            else:
+                self.finding(ctx, Severity.MEDIUM, "unverifiable", "zip inside a compressed stream")
+            return
+        if kind == "npy":
+            formats.scan_npy(self, r, ctx)
+            return
+        if kind == "tar":
+            formats.scan_tar(self, f, r, ctx, start, length, seekable_file)
+            return
+        if kind in formats.COMPRESSED:
+            formats.scan_compressed(self, kind, r, ctx)
+            return
+        if kind in formats.UNVERIFIABLE:
+            self.finding(
+                ctx,
+                Severity.MEDIUM,
+                "unverifiable",
+                f"{formats.UNVERIFIABLE[kind]}: contents cannot be verified",
+            )
+            return
+        self.scan_pickles(r, ctx)
+        if seekable_file and ctx.member is None and formats.has_zip_directory(f, start, length):
+            from packserve.scan.zipscan import scan_zip
+
+            self.finding(
+                ctx,
+                Severity.HIGH,
+                "polyglot",
+                "file is both a pickle/data stream and a zip archive (loaders disagree)",
+            )
+            scan_zip(self, f, ctx, start, length, polyglot=True)
+
+    # --- pickles ---------------------------------------------------------------------------
+
+    def scan_pickles(self, r: Reader, ctx: Ctx, *, must_be_pickle: bool = False) -> list[StorageInfo]:
+        """Walk every pickle in a row from the reader's position; returns declared storages."""
+        first = self.walk_one(r, ctx, must_be_pickle=must_be_pickle)
+        if first is None:
+            if ctx.member is None:
+                self.report.files[ctx.file] = "data (not a pickle)"
+            return []
+        storages = self.storages(first)
+        if not first.ok or r.at_end():
+            return storages
+        if first.value == hooks.TORCH_LEGACY_MAGIC:
+            if ctx.member is None:
+                self.report.files[ctx.file] = "torch legacy"
+            return hooks.scan_torch_legacy(self, r, ctx)
+        self.finding(
+            ctx,
+            Severity.MEDIUM,
+            "data-after-stop",
+            "data after STOP (a second loader or reader may interpret it)",
+            offset=first.end,
+        )
+        count = 1
+        while not r.at_end() and count < MAX_PICKLES:
+            res = self.walk_one(r, ctx)
+            count += 1
+            if res is None or not res.ok:
+                break
+            storages.extend(self.storages(res))
+        return storages
+
+    def walk_one(self, r: Reader, ctx: Ctx, *, must_be_pickle: bool = False) -> WalkResult | None:
+        """Walk and judge one pickle; ``None`` if the bytes are not a pickle at all."""
+        res = walk(r, on_build=lambda w, obj: hooks.joblib_hook(self, w, obj, ctx))
+        if not res.ok and not res.looks_like_pickle and not must_be_pickle:
+            return None
+        self.judge(res, ctx)
+        return res
+
+    def judge(self, res: WalkResult, ctx: Ctx) -> None:
+        seen: set[tuple[str, str]] = set()
+        for g in res.globals:
+            verdict = judge(g.module, g.name, torchscript=ctx.torchscript)
+            if verdict is None or (g.module, g.name) in seen:
+                continue
+            seen.add((g.module, g.name))
+            self.finding(
+                ctx,
+                verdict.severity,
+                verdict.rule,
+                f"{g.opcode} {g.module}.{g.name}: {verdict.reason}",
+                offset=g.offset,
+                module=g.module,
+                name=g.name,
+            )
+        for i in res.issues:
+            self.finding(ctx, i.severity, i.rule, i.reason, offset=i.offset, module=i.module, name=i.name)
+        for pid in res.persids:
+            if _storage_pid(pid) is None:
+                self.finding(
+                    ctx,
+                    Severity.MEDIUM,
+                    "persistent-id",
+                    "persistent id that is not a torch storage: the loader decides what it is",
+                    offset=res.start,
+                )
+        for off, data in res.nested:
+            self.scan_nested(data, ctx.child(f"@{off}"))
+
+    def scan_nested(self, data: bytes, ctx: Ctx) -> None:
+        """A byte string inside a pickle that is itself a pickle: judge it too."""
+        if ctx.depth > MAX_DEPTH:
+            self.finding(ctx, Severity.MEDIUM, "nesting", "pickles nested too deeply to verify")
+            return
+        res = walk(bytes_reader(data))
+        if not res.ok:
+            return  # looked like a pickle by its first byte only; a real loader would fail too
+        if res.globals or res.issues:
+            self.judge(res, ctx)
+
+    def storages(self, res: WalkResult) -> list[StorageInfo]:
+        out = []
+        for pid in res.persids:
+            info = _storage_pid(pid)
+            if info is not None:
+                out.append(info)
+        return out
+
+
+def _storage_pid(pid: Any) -> StorageInfo | None:
+    """``('storage', <torch XStorage>, key, location, numel[, view])`` -> info."""
+    if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+        return None
+    stype, key, numel = pid[1], pid[2], pid[4]
+    if not isinstance(key, str) or not isinstance(stype, GlobalRef):
+        return None
+    if isinstance(stype, GlobalRef) and judge(stype.module, stype.name) is not None:
+        return None  # the storage type is itself judged as a global
+    return StorageInfo(key, stype.name, numel if isinstance(numel, int) else None)
+
+
+def scan(
+    path: str | os.PathLike[str],
+    *,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+    verify_crc: bool = True,
+) -> ScanReport:
+    """Scan a file or a directory (every file, whatever its extension)."""
+    scanner = Scanner(max_decompressed=max_decompressed, verify_crc=verify_crc)
+    return scanner.scan_path(path)
+
+
+__all__ = ["Ctx", "Scanner", "StorageInfo", "scan"]

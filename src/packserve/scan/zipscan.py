@@ -1,0 +1,246 @@
+"""Zip archives (torch >= 1.6 checkpoints, TorchScript archives, ``.npz``, anything zipped).
+
+Every member is sniffed and scanned by content, whatever its name. Members a scanned pickle
+declares as torch storages are raw tensor bytes that torch never unpickles: they are skipped
+(CRC-checked only), so a multi-GB checkpoint is scanned in flat memory. Zip-level anomalies
+that make different readers see different content are findings.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import struct
+import zipfile
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from packserve.scan.report import Severity
+from packserve.scan.stream import CHUNK, Reader, ScanLimitError, Source
+
+if TYPE_CHECKING:
+    from packserve.scan.scanner import Ctx, Scanner
+
+SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
+class Slice(io.RawIOBase):
+    """A seekable window ``[start, start+length)`` of a seekable file."""
+
+    def __init__(self, f: Source, start: int, length: int) -> None:
+        self.f, self.start, self.length, self.p = f, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.p, io.SEEK_END: self.length}[whence]
+        self.p = max(0, base + offset)
+        return self.p
+
+    def tell(self) -> int:
+        return self.p
+
+    def readinto(self, b: Any) -> int:
+        n = max(0, min(len(b), self.length - self.p))
+        if n == 0:
+            return 0
+        self.f.seek(self.start + self.p)
+        data = self.f.read(n)
+        b[: len(data)] = data
+        self.p += len(data)
+        return len(data)
+
+
+def _odd_name(name: str) -> str | None:
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        return "control character in member name"
+    if name.startswith("/") or "\\" in name or (len(name) > 1 and name[1] == ":"):
+        return "absolute or Windows-style member path"
+    if ".." in name.split("/"):
+        return "'..' in member path"
+    return None
+
+
+def _local_header(f: Source, base: int, info: zipfile.ZipInfo) -> tuple[int, str | None] | str:
+    """(data offset, anomaly) from the member's local header, or a fatal anomaly string."""
+    f.seek(base + info.header_offset)
+    hdr = f.read(30)
+    if len(hdr) < 30 or hdr[:4] != b"PK\x03\x04":
+        return "local header missing or damaged"
+    flags, method = struct.unpack("<HH", hdr[6:10])
+    nlen, xlen = struct.unpack("<HH", hdr[26:30])
+    raw = f.read(nlen)
+    name = raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+    anomaly = None
+    if name != info.orig_filename:
+        anomaly = f"local header names {name!r}, central directory names {info.orig_filename!r}"
+    elif method != info.compress_type:
+        anomaly = "local and central headers disagree on the compression method"
+    elif (flags & 1) != (info.flag_bits & 1):
+        anomaly = "local and central headers disagree on encryption"
+    return info.header_offset + 30 + nlen + xlen, anomaly
+
+
+def scan_zip(
+    scanner: Scanner,
+    f: Source,
+    ctx: Ctx,
+    start: int,
+    length: int | None,
+    *,
+    polyglot: bool = False,
+) -> None:
+    if ctx.member is None and not polyglot:
+        scanner.report.files[ctx.file] = "zip"
+    src: Any = f if (start == 0 and length is None) else Slice(f, start, length or 0)
+    try:
+        zf = zipfile.ZipFile(src)
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        scanner.finding(ctx, Severity.HIGH, "corrupt-zip", f"corrupt zip archive: {exc}")
+        return
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names):
+        scanner.finding(
+            ctx, Severity.HIGH, "zip-anomaly", "duplicate member names (readers pick different ones)"
+        )
+    if infos and min(i.header_offset for i in infos) > 0 and not polyglot:
+        scanner.finding(ctx, Severity.MEDIUM, "zip-anomaly", "data before the first zip member")
+    torchscript = any("/code/" in n or n.startswith("code/") for n in names) and any(
+        posixpath.basename(n) == "constants.pkl" for n in names
+    )
+    members: list[tuple[zipfile.ZipInfo, int, Ctx]] = []
+    for info in infos:
+        mctx = ctx.child(info.filename, torchscript=torchscript)
+        odd = _odd_name(info.filename)
+        if odd:
+            scanner.finding(mctx, Severity.MEDIUM, "zip-anomaly", odd)
+        if info.is_dir():
+            continue
+        if info.flag_bits & 1:
+            scanner.finding(mctx, Severity.HIGH, "zip-encrypted", "encrypted member: cannot verify")
+            continue
+        if info.compress_type not in SUPPORTED_METHODS:
+            scanner.finding(
+                mctx,
+                Severity.MEDIUM,
+                "unverifiable",
+                f"unsupported compression method {info.compress_type}",
+            )
+            continue
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            scanner.finding(mctx, Severity.HIGH, "zip-anomaly", "stored member with two sizes")
+            continue
+        local = _local_header(src, 0, info)
+        if isinstance(local, str):
+            scanner.finding(mctx, Severity.HIGH, "zip-anomaly", local)
+            continue
+        data_offset, anomaly = local
+        if anomaly:
+            scanner.finding(mctx, Severity.HIGH, "zip-anomaly", anomaly)
+        members.append((info, data_offset, mctx))
+
+    # Pickles first (by name or by their PROTO byte), so the storages they declare are known.
+    def is_pickle_first(info: zipfile.ZipInfo) -> bool:
+        return info.filename.endswith((".pkl", ".pickle"))
+
+    storage_members: set[str] = set()
+    ordered = sorted(members, key=lambda m: not is_pickle_first(m[0]))
+    for info, data_offset, mctx in ordered:
+        if info.filename in storage_members:
+            _check_crc(scanner, zf, src, info, data_offset, mctx, storage=True)
+            continue
+        storages = _scan_member(scanner, zf, src, info, data_offset, mctx)
+        folder = posixpath.dirname(info.filename)
+        for s in storages:
+            for sub in ("data", "constants", ".data"):
+                storage_members.add(posixpath.join(folder, sub, s.key))
+        _check_crc(scanner, zf, src, info, data_offset, mctx, storage=False)
+
+
+def _scan_member(
+    scanner: Scanner,
+    zf: zipfile.ZipFile,
+    src: Any,
+    info: zipfile.ZipInfo,
+    data_offset: int,
+    mctx: Ctx,
+) -> list[Any]:
+    """Scan one member by content; returns the torch storages its pickle declares."""
+    before = len(scanner.report.findings)
+    if info.compress_type == zipfile.ZIP_STORED:
+        r = Reader(src, data_offset, info.file_size)
+        kind_is_pickle = _is_plain(r)
+        if kind_is_pickle:
+            return scanner.scan_pickles(r, mctx)
+        scanner.scan_stream(src, mctx, data_offset, info.file_size, seekable_file=True)
+        return []
+    try:
+        with zf.open(info) as stream:
+            r = Reader(stream, 0, info.file_size, limit=scanner.max_decompressed)
+            if _is_plain(r):
+                return scanner.scan_pickles(r, mctx)
+            scanner.scan_stream(stream, mctx, 0, info.file_size, limit=scanner.max_decompressed)
+    except ScanLimitError as exc:
+        scanner.error(mctx, str(exc))
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+        if len(scanner.report.findings) == before:
+            scanner.finding(mctx, Severity.HIGH, "corrupt-zip", f"member cannot be decompressed: {exc}")
+    return []
+
+
+def _is_plain(r: Reader) -> bool:
+    from packserve.scan.formats import sniff
+
+    return sniff(r.peek(512)) == "pickle"
+
+
+def _check_crc(
+    scanner: Scanner,
+    zf: zipfile.ZipFile,
+    src: Any,
+    info: zipfile.ZipInfo,
+    data_offset: int,
+    mctx: Ctx,
+    *,
+    storage: bool,
+) -> None:
+    """Read the member in chunks and compare its CRC (flat memory; off for storages if asked)."""
+    if storage and not scanner.verify_crc:
+        return
+    crc = 0
+    total = 0
+    try:
+        if info.compress_type == zipfile.ZIP_STORED:
+            src.seek(data_offset)
+            left = info.file_size
+            while left > 0:
+                chunk = src.read(min(CHUNK * 8, left))
+                if not chunk:
+                    break
+                crc = zlib.crc32(chunk, crc)
+                total += len(chunk)
+                left -= len(chunk)
+        else:
+            with zf.open(info) as stream:
+                stream._expected_crc = None  # type: ignore[attr-defined]  # we compare ourselves
+                while chunk := stream.read(CHUNK * 8):
+                    crc = zlib.crc32(chunk, crc)
+                    total += len(chunk)
+                    if total > scanner.max_decompressed:
+                        scanner.error(mctx, "member exceeds the decompression size cap")
+                        return
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+        scanner.finding(mctx, Severity.HIGH, "corrupt-zip", f"member cannot be read: {exc}")
+        return
+    if total != info.file_size:
+        scanner.finding(mctx, Severity.HIGH, "zip-anomaly", "member size differs from its header")
+    elif crc != info.CRC:
+        scanner.finding(mctx, Severity.HIGH, "zip-crc", "CRC mismatch (readers disagree)")
+
+
+__all__ = ["Slice", "scan_zip"]
