@@ -266,3 +266,25 @@ def test_tensor_sample_and_feature_names(tmp_path: Path) -> None:
     got = packserve.load(res.path).predict([dict(zip(names, range(15), strict=True))])
     assert got.labels.shape == (1,)
     json.dumps(res.manifest.model_dump())  # manifest stays JSON-clean
+
+
+def test_tracer_warnings_are_captured_not_printed(torch_sample, tmp_path, capfd) -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        res = packserve.pack(seeded(SumBranch, 2), tmp_path / "w", sample=torch_sample,
+                             format="torchscript", task="regression")
+    out, err = capfd.readouterr()
+    assert "TracerWarning" not in err + out and "Converting a tensor" not in err + out
+    assert not [w for w in escaped if w.category.__name__ == "TracerWarning"]
+    assert any("Converting a tensor to a Python boolean" in w
+               for w in res.manifest.export["tracer_warnings"])
+
+
+def test_readonly_feeds_are_accepted(fraud_ts_bundle) -> None:
+    pred = packserve.load(fraud_ts_bundle, intra_op_threads=0)
+    feeds = pred.to_feeds(rows(3))
+    for v in feeds.values():
+        v.setflags(write=False)
+    assert len(pred.run(feeds)) == 3

@@ -89,7 +89,10 @@ class TorchScriptPredictor(Predictor):
 
     def _run_raw(self, feeds: Feeds) -> dict[str, np.ndarray]:
         torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(feeds[self._input]))
+        arr = np.ascontiguousarray(feeds[self._input])
+        if not arr.flags.writeable:  # e.g. decoded from a request body; torch wants writable
+            arr = arr.copy()
+        x = torch.from_numpy(arr)
         with torch.inference_mode():
             out = self.module(x)
         if not isinstance(out, torch.Tensor):
