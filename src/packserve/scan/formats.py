@@ -165,7 +165,7 @@ def scan_compressed(scanner: Scanner, kind: str, r: Reader, ctx: Ctx) -> None:
         stream = open_decompressed(kind, r)
         scanner.scan_stream(stream, ctx.child(f"[{kind}]"), 0, None, limit=scanner.max_decompressed)
         # Consume the rest so that corruption at the end is seen too (bounded by the cap).
-        inner = Reader(stream, 0, None, limit=scanner.max_decompressed)
+        inner = Reader(stream, 0, None, limit=scanner.max_decompressed, seekable=False)
         inner.skip(1 << 62)
     except ScanLimitError as exc:
         scanner.error(ctx, f"{kind}: {exc}")

@@ -125,12 +125,13 @@ class Scanner:
         *,
         seekable_file: bool = False,
         limit: int | None = None,
+        reader: Reader | None = None,
     ) -> None:
         """Sniff ``length`` bytes of ``f`` from ``start`` and scan them as what they are."""
         if ctx.depth > MAX_DEPTH:
             self.finding(ctx, Severity.MEDIUM, "nesting", "containers nested too deeply to verify")
             return
-        r = Reader(f, start, length, limit=limit)
+        r = reader or Reader(f, start, length, limit=limit, seekable=seekable_file)
         head = r.peek(512)
         kind = formats.sniff(head)
         label = kind

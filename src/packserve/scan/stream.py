@@ -42,12 +42,16 @@ class Reader:
         length: int | None = None,
         *,
         limit: int | None = None,
+        seekable: bool | None = None,
     ) -> None:
+        """``seekable=False`` for decompressors: their ``seek`` re-reads from the start."""
         self.f = f
-        try:
-            self.seekable = bool(f.seekable())
-        except (AttributeError, OSError, ValueError):
-            self.seekable = False
+        if seekable is None:
+            try:
+                seekable = bool(f.seekable())
+            except (AttributeError, OSError, ValueError):
+                seekable = False
+        self.seekable = seekable
         if self.seekable:
             f.seek(start)
         self.start = start

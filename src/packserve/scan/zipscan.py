@@ -181,10 +181,10 @@ def _scan_member(
         return []
     try:
         with zf.open(info) as stream:
-            r = Reader(stream, 0, info.file_size, limit=scanner.max_decompressed)
+            r = Reader(stream, 0, info.file_size, limit=scanner.max_decompressed, seekable=False)
             if _is_plain(r):
                 return scanner.scan_pickles(r, mctx)
-            scanner.scan_stream(stream, mctx, 0, info.file_size, limit=scanner.max_decompressed)
+            scanner.scan_stream(stream, mctx, 0, info.file_size, reader=r)
     except ScanLimitError as exc:
         scanner.error(mctx, str(exc))
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
