@@ -150,7 +150,7 @@ def gen_numpy() -> set[Pair]:
         np.dtype([("a", "<f4"), ("b", "O")]),
         np.random.RandomState(0),
         rng,
-        np.ma.masked_array([1, 2], mask=[0, 1]),
+        np.ma.masked_array([1, 2], mask=[False, True]),
         np.datetime64("2024-01-01"),
         np.array([True]),
         np.zeros((2, 2), order="F"),
@@ -250,7 +250,7 @@ def gen_lightgbm() -> set[Pair]:
 
     pairs = classes_in(lsk, lsk.LGBMModel) | {("lightgbm.basic", "Booster")}
     X, y = np.random.RandomState(0).rand(60, 3), np.arange(60) % 2
-    kw = {"n_estimators": 2, "verbose": -1, "min_child_samples": 2}
+    kw: dict[str, Any] = {"n_estimators": 2, "verbose": -1, "min_child_samples": 2}
     pairs |= observed(lightgbm.LGBMClassifier(**kw).fit(X, y), lightgbm.LGBMRegressor(**kw).fit(X, X[:, 0]))
     return pairs
 
@@ -269,7 +269,7 @@ def gen_catboost() -> set[Pair]:
         )
     }
     X, y = np.random.RandomState(0).rand(30, 3), np.arange(30) % 2
-    kw = {"iterations": 2, "verbose": False, "allow_writing_files": False}
+    kw: dict[str, Any] = {"iterations": 2, "verbose": False, "allow_writing_files": False}
     pairs |= observed(catboost.CatBoostClassifier(**kw).fit(X, y))
     return pairs
 
