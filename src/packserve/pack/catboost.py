@@ -202,9 +202,13 @@ def pack_model(
                 raise PackError(
                     f"CatBoost's ONNX classes {onnx_classes} differ from the model's {classes}"
                 )
+            # Labels from argmax (ties to the first class, like CatBoost's predict) unless the
+            # native labels say otherwise; the graph's label tensor breaks ties differently.
+            use_graph_label = not parity.labels_are_argmax(native, classes)
             outputs = OutputSpec(
                 task="binary" if len(classes) == 2 else "multiclass",
-                postprocess="probabilities", label_output=label_out,
+                postprocess="probabilities",
+                label_output=label_out if use_graph_label else None,
                 probability_output=proba_out, classes=classes,
                 names=[o.name for o in onx.graph.output],
             )

@@ -238,8 +238,8 @@ def _convert(
         try:
             onx = convert_sklearn(model, initial_types=types, target_opset=opset, options=options)
         except (MissingConverter, MissingShapeCalculator) as exc:
-            found = re.search(r"type '?<?class '([\w.]+)'", str(exc))
-            what = found.group(1) if found else type(model).__name__
+            found = re.search(r"type '?<?class '([^']+)'", str(exc))
+            what = found.group(1).rsplit(".", 1)[-1] if found else type(model).__name__
             raise UnsupportedModelError(
                 f"skl2onnx has no converter for {what}; supported: {SUPPORTED}"
             ) from exc
