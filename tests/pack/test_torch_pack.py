@@ -288,3 +288,14 @@ def test_readonly_feeds_are_accepted(fraud_ts_bundle) -> None:
     for v in feeds.values():
         v.setflags(write=False)
     assert len(pred.run(feeds)) == 3
+
+
+def test_torchscript_archive_carries_no_sample_rows_or_host_paths(fraud_ts_bundle) -> None:
+    import zipfile
+
+    art = fraud_ts_bundle / "model.pt"
+    names = zipfile.ZipFile(art).namelist()
+    assert not [n for n in names if n.endswith((".debug_pkl", "traced_inputs.pkl"))]
+    blob = b"".join(zipfile.ZipFile(art).read(n) for n in names)
+    assert b"site-packages" not in blob and b"/tests/pack/" not in blob
+    assert packserve.read_manifest(fraud_ts_bundle).export["archive_members_dropped"] > 0

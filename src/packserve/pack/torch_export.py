@@ -15,6 +15,7 @@ import os
 import re
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,27 @@ def export_onnx(
     return Exported(ONNX_ARTIFACT, "dynamo", seconds, cap, info)
 
 
+def minimize_archive(path: Path) -> int:
+    """Drop members ``torch.jit.load`` does not need and that leak the packing host's data.
+
+    ``*.debug_pkl`` are pickles of source ranges: the model's Python source text and absolute
+    file paths (of the user's code and of the site-packages tree). ``traced_inputs.pkl``
+    holds the trace's example inputs, i.e. sample rows. Fewer pickles also means less for
+    the load-time scanner to vouch for. Returns how many members were dropped.
+    """
+    with zipfile.ZipFile(path) as src:
+        infos = src.infolist()
+        keep = [i for i in infos if not i.filename.endswith((".debug_pkl", "/traced_inputs.pkl"))]
+        if len(keep) == len(infos):
+            return 0
+        tmp = path.with_name(path.name + ".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
+            for info in keep:
+                dst.writestr(info, src.read(info.filename))
+    tmp.replace(path)
+    return len(infos) - len(keep)
+
+
 def export_torchscript(model: Any, example: Any, staging: Path, method: str) -> Exported:
     """``torch.jit.trace`` or ``torch.jit.script`` the (eval-mode) model and save it."""
     torch = require_torch()
@@ -199,10 +221,14 @@ def export_torchscript(model: Any, example: Any, staging: Path, method: str) -> 
             if method == "trace":
                 # check_trace would re-run and print its own diff; packserve's fidelity
                 # check compares on many more inputs than the one example.
-                module = torch.jit.trace(model, (example,), check_trace=False)
+                # _store_inputs=False: otherwise the archive embeds the example (= the
+                # caller's sample rows) in traced_inputs.pkl.
+                module = torch.jit.trace(model, (example,), check_trace=False,
+                                         _store_inputs=False)
             else:
                 module = torch.jit.script(model)
             module.save(str(staging / TORCHSCRIPT_ARTIFACT))
+            dropped = minimize_archive(staging / TORCHSCRIPT_ARTIFACT)
         except Exception as exc:
             advice = (
                 " (scripting compiles the Python source: every forward() must use "
@@ -221,6 +247,7 @@ def export_torchscript(model: Any, example: Any, staging: Path, method: str) -> 
         "exporter": f"torch.jit.{method}",
         "tracer_warnings": [f"{w['where']}: {w['message']}" for w in tracer],
         "deprecation": TORCHSCRIPT_DEPRECATION.format(v=torch.__version__.split("+")[0]),
+        "archive_members_dropped": dropped,
     }
     return Exported(TORCHSCRIPT_ARTIFACT, method, seconds, cap, info)
 
