@@ -202,3 +202,40 @@ def test_string_categories_round_trip(categorical_pipeline, tmp_path) -> None:
         p.predict([{"age": 50, "income": 40000.0, "city": 3, "plan": "pro"}])
     with pytest.raises(InputError):
         p.predict([{"age": 50, "income": 40000.0, "city": "rome"}])
+
+
+def test_xgboost_fitted_on_a_dataframe_keeps_its_feature_names(tmp_path) -> None:
+    """onnxmltools only parses f<i> split names; the packer converts a name-free copy."""
+    import pandas as pd
+    from xgboost import XGBRegressor
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(300, 3)), columns=["price", "rooms", "area"])
+    y = 100 + 3 * df.price - df.rooms
+    model = XGBRegressor(n_estimators=20, max_depth=3, n_jobs=1).fit(df[:200], y[:200])
+    res = packserve.pack(model, tmp_path / "x", sample=df[200:])
+    assert res.manifest.feature_names == ["price", "rooms", "area"]
+    assert [t.name for t in res.manifest.inputs] == ["input"]  # numeric frame: one tensor
+    p = packserve.load(res.path)
+    got = p.predict(df[200:][["area", "price", "rooms"]]).values  # columns matched by name
+    assert np.abs(got - model.predict(df[200:])).max() <= 1e-5 * np.abs(y).mean()
+
+
+def test_numeric_column_transformer_uses_named_inputs(tmp_path) -> None:
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "unused"])
+    model = Pipeline([
+        ("prep", ColumnTransformer([("num", StandardScaler(), ["b", "a"])])),
+        ("clf", LogisticRegression()),
+    ]).fit(df, (df.a + df.b > 0).astype(int))
+    res = packserve.pack(model, tmp_path / "ct", sample=df[:50])
+    assert [(t.name, t.shape) for t in res.manifest.inputs] == [
+        ("a", [None, 1]), ("b", [None, 1]), ("unused", [None, 1])]
+    pred = packserve.load(res.path).predict(df)
+    assert np.abs(pred.probabilities - model.predict_proba(df)).max() <= 1e-5
