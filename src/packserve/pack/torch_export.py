@@ -153,7 +153,10 @@ def export_onnx(
     """
     torch = require_torch()
     require_onnxscript()
-    import onnx_ir
+    try:
+        from onnx_ir.traversal import RecursiveGraphIterator
+    except ImportError:  # older onnxscript bundles the IR as onnxscript.ir
+        from onnxscript.ir.traversal import RecursiveGraphIterator  # type: ignore[no-redef]
 
     use_external = external_data if external_data is not None else (
         _param_bytes(model) >= EXTERNAL_DATA_BYTES
@@ -183,7 +186,7 @@ def export_onnx(
                 detail_for_logs=_ANSI.sub("", str(exc)),
             ) from exc
         # Node metadata holds stack traces with the packing host's absolute paths: drop it.
-        for node in onnx_ir.traversal.RecursiveGraphIterator(program.model.graph):
+        for node in RecursiveGraphIterator(program.model.graph):
             node.metadata_props.clear()
         program.save(str(staging / ONNX_ARTIFACT), external_data=use_external)
     seconds = time.perf_counter() - t0
