@@ -226,6 +226,14 @@ class MethodNotAllowedError(PackserveError):
         self.allow = allow
 
 
+class ModelLoadError(PackserveError):
+    """A load request failed (bad version bundle, nothing to load); what served keeps serving."""
+
+    exit_code = 5
+    http_status = 400
+    code = "model_load_failed"
+
+
 class InferenceError(PackserveError):
     """The runtime failed while computing a batch. The message never includes internals."""
 

@@ -367,6 +367,13 @@ def test_malformed_binary_bytes_are_400(mixed, raw: bytes, fragment: str) -> Non
         v2.parse_infer_request(head + x + raw, mixed.manifest, header_length=len(head))
 
 
+def test_rows_over_the_limit_are_refused_before_decoding(fraud) -> None:
+    body = _json_req([[0.5] * 15] * 3, shape=(3, 15))
+    assert v2.parse_infer_request(body, fraud.manifest, max_rows=3).rows == 3
+    with pytest.raises(BadRequestError, match="3 rows exceed this server's limit of 2"):
+        v2.parse_infer_request(body, fraud.manifest, max_rows=2)
+
+
 def test_inputs_must_agree_on_batch_and_all_be_present(mixed) -> None:
     base = {"name": "x", "datatype": "FP32", "shape": [2, 1], "data": [0.1, 0.2]}
     city = {"name": "city", "datatype": "BYTES", "shape": [1, 1], "data": ["Oslo"]}

@@ -41,6 +41,7 @@ from packserve.serve.http import (
     api_key_ok,
     error_response,
     header_map,
+    is_v2_path,
     limited_receive,
     send_error,
 )
@@ -53,13 +54,21 @@ from packserve.serve.schemas import SECURITY_SCHEMES, prediction_openapi
 from packserve.serve.settings import ServeSettings
 
 log = logging.getLogger("packserve.serve")
+INTERNAL_ERROR_BODY_V2 = orjson.dumps({"error": "internal server error"})
 access_log = logging.getLogger("packserve.access")
 
 #: Routers every app includes. Other layers (V2...) append theirs here.
+def _v2_router() -> APIRouter:
+    from packserve.serve.v2_routes import v2_router
+
+    return v2_router
+
+
 ROUTERS: list[Callable[[], APIRouter]] = [
     lambda: health_router,
     lambda: models_router,
     lambda: metrics_router,
+    _v2_router,
 ]
 
 #: Paths that never need the API key and are answered while draining.
@@ -133,14 +142,17 @@ class PackserveApp(FastAPI):
         try:
             hit = match(path)
             if state.draining and not (self.is_open(path) or path == "/metrics"):
-                await send_error(tracked, ShuttingDownError("the server is shutting down", retry_after_s=1))
+                await send_error(tracked, ShuttingDownError("the server is shutting down", retry_after_s=1),
+                                 v2=is_v2_path(path))
                 route = hit[0] if hit is not None else route
             elif (
                 self._key is not None
                 and self.needs_key(path)
                 and not api_key_ok(header_map(scope), self._key)
             ):
-                await send_error(tracked, UnauthorizedError("missing or invalid API key"))
+                await send_error(
+                    tracked, UnauthorizedError("missing or invalid API key"), v2=is_v2_path(path)
+                )
                 route = hit[0] if hit is not None else route
             elif hit is not None:
                 route = hit[0]
@@ -152,7 +164,8 @@ class PackserveApp(FastAPI):
                     declared = header_map(scope).get(b"content-length")
                     if declared is not None and declared.isdigit() and int(declared) > self._limit:
                         await send_error(tracked, PayloadTooLargeError(
-                            f"body of {int(declared)} bytes exceeds the limit of {self._limit} bytes"))
+                            f"body of {int(declared)} bytes exceeds the limit of {self._limit} bytes"),
+                            v2=is_v2_path(path))
                         return
                     receive = limited_receive(receive, self._limit)
                 await super().__call__(scope, receive, tracked)
@@ -205,35 +218,39 @@ class PackserveApp(FastAPI):
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every error of every router through :func:`error_response` (one mapping)."""
+    """Route every error of every router through :func:`error_response` (one mapping);
+    ``/v2`` paths get the protocol's body shape from that same mapping."""
 
-    async def on_packserve(_: Request, exc: Exception) -> Response:
+    async def on_packserve(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PackserveError)
-        return error_response(exc)
+        return error_response(exc, v2=is_v2_path(request.url.path))
 
-    async def on_validation(_: Request, exc: Exception) -> Response:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         first = errors[0] if errors else {}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         # Never echo the input (it may hold NaN, huge strings...): message + location only.
-        return error_response(InputError(str(first.get("msg", "invalid request")), where=loc))
+        v2 = is_v2_path(request.url.path)
+        return error_response(InputError(str(first.get("msg", "invalid request")), where=loc), v2=v2)
 
-    async def on_http(_: Request, exc: Exception) -> Response:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        v2 = is_v2_path(request.url.path)
         if exc.status_code == 404:
-            return error_response(RouteNotFoundError("no such endpoint"))
+            return error_response(RouteNotFoundError("no such endpoint"), v2=v2)
         if exc.status_code == 405:
             allow = tuple((exc.headers or {}).get("Allow", "GET").split(", "))
-            return error_response(MethodNotAllowedError("method not allowed here", allow=allow))
+            return error_response(MethodNotAllowedError("method not allowed here", allow=allow), v2=v2)
         err = PackserveError(exc.detail if isinstance(exc.detail, str) else "request failed")
         err.http_status = exc.status_code
         err.code = "http_error"
-        return error_response(err)
+        return error_response(err, v2=v2)
 
-    async def on_crash(_: Request, exc: Exception) -> Response:
+    async def on_crash(request: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
-        return Response(INTERNAL_ERROR_BODY, status_code=500, media_type="application/json")
+        body = INTERNAL_ERROR_BODY_V2 if is_v2_path(request.url.path) else INTERNAL_ERROR_BODY
+        return Response(body, status_code=500, media_type="application/json")
 
     app.add_exception_handler(PackserveError, on_packserve)
     app.add_exception_handler(RequestValidationError, on_validation)
@@ -275,6 +292,12 @@ def create_app(
     for make_router in ROUTERS:
         app.include_router(make_router())
     install_error_handlers(app)
+    if settings.repository_poll_s > 0:
+        from packserve.serve.v2_routes import repository_for
+
+        repo = repository_for(app)
+        state.after_load.append(lambda: repo.start_polling(settings.repository_poll_s))
+        state.on_shutdown.append(repo.stop)
     return app
 
 

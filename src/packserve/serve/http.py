@@ -36,8 +36,24 @@ class ClientDisconnect(Exception):
     """The client went away before its body was read; nothing is sent back."""
 
 
-def error_parts(exc: PackserveError) -> tuple[int, bytes, Headers]:
-    """Status, body and headers for an error: the single exception -> HTTP mapping."""
+def is_v2_path(path: str) -> bool:
+    """Open Inference Protocol paths answer errors in the protocol's shape."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_body(exc: PackserveError, *, v2: bool = False) -> dict[str, Any]:
+    """``to_dict()``, or for V2 paths the protocol's ``{"error": "<message>"}`` (same text)."""
+    if not v2:
+        return exc.to_dict()
+    where = getattr(exc, "where", None)
+    return {"error": f"{exc.message} ({where})" if where else exc.message}
+
+
+def error_parts(exc: PackserveError, *, v2: bool = False) -> tuple[int, bytes, Headers]:
+    """Status, body and headers for an error: the single exception -> HTTP mapping.
+
+    ``v2`` (a ``/v2`` path) changes only the body's shape, never the status or headers.
+    """
     status = exc.http_status
     headers: Headers = list(JSON_HEADERS)
     if isinstance(exc, OverloadedError):
@@ -51,11 +67,11 @@ def error_parts(exc: PackserveError) -> tuple[int, bytes, Headers]:
         headers.append((b"connection", b"close"))
     if status >= 500 and exc.detail_for_logs:
         log.error("%s: %s (%s)", exc.code, exc.message, exc.detail_for_logs)
-    return status, orjson.dumps(exc.to_dict()), headers
+    return status, orjson.dumps(error_body(exc, v2=v2)), headers
 
 
-def error_response(exc: PackserveError) -> Response:
-    status, body, headers = error_parts(exc)
+def error_response(exc: PackserveError, *, v2: bool = False) -> Response:
+    status, body, headers = error_parts(exc, v2=v2)
     resp = Response(content=body, status_code=status)
     resp.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
     return resp
@@ -72,8 +88,8 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: Headers = JS
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, exc: PackserveError) -> int:
-    status, body, headers = error_parts(exc)
+async def send_error(send: Send, exc: PackserveError, *, v2: bool = False) -> int:
+    status, body, headers = error_parts(exc, v2=v2)
     await send_bytes(send, status, body, headers)
     return status
 
@@ -161,9 +177,11 @@ __all__ = [
     "Headers",
     "api_key_ok",
     "check_json",
+    "error_body",
     "error_parts",
     "error_response",
     "header_map",
+    "is_v2_path",
     "limited_receive",
     "read_body",
     "send_bytes",

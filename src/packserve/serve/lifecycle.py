@@ -19,7 +19,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +44,10 @@ class ServerState:
     fatal: PackserveError | None = None
     on_fatal: Callable[[PackserveError], None] | None = None
     load_task: asyncio.Task[None] | None = None
+    #: run on the loop once startup loading finished (e.g. the repository poller)
+    after_load: list[Callable[[], None]] = field(default_factory=list)
+    #: awaited at shutdown, before the registry closes
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 async def load_models(registry: ModelRegistry, state: ServerState) -> None:
@@ -52,6 +56,8 @@ async def load_models(registry: ModelRegistry, state: ServerState) -> None:
         await registry.load_all()
     finally:
         state.loading_done = True
+    for hook in state.after_load:
+        hook()
     failed = registry.failed()
     if registry.single and failed:
         exc = BundleError(f"model {failed[0].name!r} failed to load: {failed[0].error}")
@@ -72,6 +78,9 @@ async def lifespan_context(
             state.load_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await state.load_task
+        for stop in state.on_shutdown:
+            with contextlib.suppress(Exception):
+                await stop()
         registry.close()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)

@@ -78,6 +78,17 @@ class ServeSettings(BaseSettings):
         default=30.0, gt=0.0, description="most time to finish accepted requests after the grace"
     )
 
+    # --- V2 repository extension and hot reload -------------------------------------------
+    repository_api: bool = Field(
+        default=False,
+        description="enable POST /v2/repository/{index,models/NAME/load,models/NAME/unload} "
+        "(requires an API key)",
+    )
+    repository_poll_s: float = Field(
+        default=0.0, ge=0.0,
+        description="poll a repository folder every N seconds and hot-load new versions; 0 = off",
+    )
+
     # --- auth --------------------------------------------------------------------------------
     api_key: SecretStr | None = Field(
         default=None, description="when set, prediction/model endpoints need it (Bearer or X-API-Key)"
@@ -88,6 +99,8 @@ class ServeSettings(BaseSettings):
     def _check(self) -> ServeSettings:
         if self.api_key is not None and not self.api_key.get_secret_value():
             self.api_key = None
+        if self.repository_api and self.api_key is None:
+            raise ValueError("repository_api needs an API key (--api-key / PACKSERVE_API_KEY)")
         return self
 
     def resolved_intra_op_threads(self) -> int:

@@ -370,7 +370,7 @@ def _bytes_elements(raw: memoryview, count: int, where: str) -> np.ndarray:
 
 
 def _check_against_spec(
-    name: str, datatype: str, shape: tuple[int, ...], spec: TensorSpec
+    name: str, datatype: str, shape: tuple[int, ...], spec: TensorSpec, max_rows: int | None
 ) -> None:
     where = f"input {name!r}"
     expected = _FROM_MANIFEST[spec.dtype]
@@ -381,10 +381,12 @@ def _check_against_spec(
         raise _bad(f"{where}: shape {list(shape)} does not match the model's {list(want)}")
     if not shape or shape[0] == 0:
         raise _bad(f"{where}: no rows given (batch dimension is 0)")
+    if max_rows is not None and shape[0] > max_rows:
+        raise _bad(f"{where}: {shape[0]} rows exceed this server's limit of {max_rows} per request")
 
 
 def _parse_inputs(
-    doc: Mapping[str, Any], binary: memoryview, manifest: Manifest
+    doc: Mapping[str, Any], binary: memoryview, manifest: Manifest, max_rows: int | None
 ) -> tuple[Feeds, int]:
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -409,7 +411,7 @@ def _parse_inputs(
             raise _bad(f"{where}: unknown datatype {str(datatype)[:20]!r}")
         assert isinstance(datatype, str)
         shape = _shape_of(item, where)
-        _check_against_spec(name, datatype, shape, spec)
+        _check_against_spec(name, datatype, shape, spec, max_rows)
         params = _params(item, where)
         if "shared_memory_region" in params:
             raise _bad(f"{where}: the shared-memory extension is not supported")
@@ -472,12 +474,17 @@ def _parse_outputs(
 
 
 def parse_infer_request(
-    body: bytes, manifest: Manifest, *, header_length: str | int | None = None
+    body: bytes,
+    manifest: Manifest,
+    *,
+    header_length: str | int | None = None,
+    max_rows: int | None = None,
 ) -> InferRequest:
     """Validate a V2 infer request body against ``manifest``; return feeds ready to run.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` header (``None`` when absent:
-    the whole body is JSON). Raises :class:`BadRequestError` for anything malformed.
+    the whole body is JSON); ``max_rows`` caps the batch dimension (``/predict``'s
+    ``max_batch``). Raises :class:`BadRequestError` for anything malformed.
     """
     header, binary = _split_body(body, header_length)
     doc = _load_json(header)
@@ -495,7 +502,7 @@ def parse_infer_request(
         timeout_s = t / 1e6
     binary_default = _bool_param(params, "binary_data_output", "request", False)
     outputs = _parse_outputs(doc, manifest, binary_default)
-    feeds, rows = _parse_inputs(doc, binary, manifest)
+    feeds, rows = _parse_inputs(doc, binary, manifest, max_rows)
     return InferRequest(
         feeds=feeds, rows=rows, outputs=outputs, id=req_id, timeout_s=timeout_s, parameters=params
     )

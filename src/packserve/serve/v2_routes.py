@@ -1,0 +1,247 @@
+"""Open Inference Protocol (KServe / Triton "V2") REST endpoints.
+
+Health, server and model metadata, readiness and inference follow the protocol; inference
+validates with :mod:`packserve.serve.v2` and computes through ``ModelHandle.infer``, the
+same entry point (and so the same batcher, metrics and limits) as ``/predict``. Errors are
+raised as :class:`~packserve.errors.PackserveError` and mapped by the app's single handler,
+which answers ``/v2`` paths in the protocol's ``{"error": "..."}`` shape.
+
+Health answers follow the protocol text and Triton: ``200`` for true, ``400`` for false (a
+4xx "indicates false"); an unknown model is ``404``. The repository extension
+(``/v2/repository/...``) exists only when ``repository_api`` is enabled, which requires an
+API key (checked by the app's gateway like every other non-health path).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from packserve import __version__
+from packserve.errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    RouteNotFoundError,
+    UnsupportedMediaTypeError,
+)
+from packserve.serve import v2
+from packserve.serve.registry import ModelHandle, ModelRegistry
+from packserve.serve.repository import ModelRepository
+
+__all__ = ["repository_for", "v2_router"]
+
+v2_router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
+
+
+def _json(body: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+
+
+def _registry(request: Request) -> ModelRegistry:
+    reg: ModelRegistry = request.app.state.registry
+    return reg
+
+
+def repository_for(app: Any) -> ModelRepository:
+    """The app's :class:`ModelRepository` (one per app, created on first use)."""
+    repo: ModelRepository | None = getattr(app.state, "v2_repository", None)
+    if repo is None:
+        settings = app.state.settings
+        metrics = getattr(app.state, "metrics", None)
+        repo = ModelRepository(
+            app.state.registry,
+            settings.model_path,
+            drain_timeout_s=settings.drain_timeout_s,
+            metrics_registry=None if metrics is None else metrics.registry,
+        )
+        app.state.v2_repository = repo
+    return repo
+
+
+def _repository_api(request: Request) -> bool:
+    return bool(getattr(request.app.state.settings, "repository_api", False))
+
+
+# --- health and metadata ---------------------------------------------------------------------
+
+
+@v2_router.get("", summary="Server metadata: name, version, protocol extensions")
+async def server_metadata(request: Request) -> Response:
+    extensions = list(v2.PROTOCOL_EXTENSIONS)
+    if _repository_api(request):
+        extensions.append("model_repository")
+    return _json(v2.server_metadata(__version__, extensions))
+
+
+@v2_router.get("/health/live", summary="Liveness: 200 while the process runs")
+async def health_live() -> Response:
+    return _json({"live": True})
+
+
+@v2_router.get("/health/ready", summary="Readiness: 200 when ready, 400 (protocol: 4xx = false) when not")
+async def health_ready(request: Request) -> Response:
+    from packserve.serve.routes import readiness
+
+    ok, _, _ = readiness(_registry(request), request.app.state.serving)
+    return _json({"ready": ok}, 200 if ok else 400)
+
+
+def _versions(registry: ModelRegistry, name: str) -> list[str]:
+    return [h.version for h in registry.versions(name) if h.ready]
+
+
+@v2_router.get("/models/{name}", summary="Model metadata (the version that serves by default)")
+async def model_metadata(name: str, request: Request) -> Response:
+    return _metadata(_registry(request), name, None)
+
+
+@v2_router.get("/models/{name}/versions/{version}", summary="Model metadata of one version")
+async def model_version_metadata(name: str, version: str, request: Request) -> Response:
+    return _metadata(_registry(request), name, version)
+
+
+def _metadata(registry: ModelRegistry, name: str, version: str | None) -> Response:
+    handle = registry.resolve(name, version)
+    assert handle.manifest is not None
+    return _json(v2.model_metadata(handle.manifest, name=handle.name, versions=_versions(registry, name)))
+
+
+@v2_router.get("/models/{name}/ready", summary="Model readiness: 200 / 400; 404 for an unknown model")
+async def model_ready(name: str, request: Request) -> Response:
+    return _ready(_registry(request), name, None)
+
+
+@v2_router.get("/models/{name}/versions/{version}/ready", summary="Readiness of one model version")
+async def model_version_ready(name: str, version: str, request: Request) -> Response:
+    return _ready(_registry(request), name, version)
+
+
+def _ready(registry: ModelRegistry, name: str, version: str | None) -> Response:
+    handle = registry.get(name, version)
+    return _json({"name": name, "ready": handle.ready}, 200 if handle.ready else 400)
+
+
+# --- inference -------------------------------------------------------------------------------
+
+
+def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip | deflate`` (tritonclient's request compression),
+    refusing a body that inflates past the size limit (a decompression bomb)."""
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return body
+    enc = encoding.strip().lower()
+    if enc not in ("gzip", "deflate"):
+        raise UnsupportedMediaTypeError(f"unsupported Content-Encoding {enc[:20]!r} (gzip, deflate)")
+    d = zlib.decompressobj(wbits=31 if enc == "gzip" else 15)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error:
+        raise BadRequestError(f"body is not valid {enc} data") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise PayloadTooLargeError(f"decompressed body exceeds the limit of {limit} bytes")
+    if not d.eof:
+        raise BadRequestError(f"body is truncated {enc} data")
+    return out
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    registry = _registry(request)
+    handle = registry.resolve(name, version)
+    # Hold the handle from routing on: an unload waits for this request, which finishes on
+    # the version it was routed to even if a newer one is swapped in meanwhile.
+    handle.in_flight += 1
+    try:
+        return await _infer_on(request, handle)
+    finally:
+        handle.in_flight -= 1
+
+
+async def _infer_on(request: Request, handle: ModelHandle) -> Response:
+    assert handle.manifest is not None
+    headers = request.headers
+    body = await request.body()
+    body = _decompress(body, headers.get("content-encoding"), request.app.state.settings.max_body_bytes)
+    req = v2.parse_infer_request(
+        body, handle.manifest, header_length=headers.get(v2.HEADER_LENGTH), max_rows=handle.max_batch
+    )
+    deadline = None if req.timeout_s is None else time.monotonic() + req.timeout_s
+    prediction = await handle.infer(req.feeds, deadline=deadline)
+    enc = v2.encode_infer_response(
+        prediction, handle.manifest, req, model_name=handle.name, model_version=handle.version
+    )
+    return Response(enc.body, media_type=enc.media_type, headers=enc.headers)
+
+
+@v2_router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor extension)")
+async def infer(name: str, request: Request) -> Response:
+    return await _infer(request, name, None)
+
+
+@v2_router.post("/models/{name}/versions/{version}/infer", summary="Inference on one model version")
+async def infer_version(name: str, version: str, request: Request) -> Response:
+    return await _infer(request, name, version)
+
+
+# --- repository extension --------------------------------------------------------------------
+
+
+async def _optional_json(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequestError("request body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise BadRequestError("request body must be a JSON object")
+    return doc
+
+
+def _repository(request: Request) -> ModelRepository:
+    if not _repository_api(request):
+        raise RouteNotFoundError(
+            "the model repository extension is disabled (enable it with --repository-api; "
+            "it requires an API key)"
+        )
+    return repository_for(request.app)
+
+
+@v2_router.post("/repository/index", summary="Every model version in the repository and its state")
+async def repository_index(request: Request) -> Response:
+    repo = _repository(request)
+    doc = await _optional_json(request)
+    ready = doc.get("ready", False)
+    if not isinstance(ready, bool):
+        raise BadRequestError("'ready' must be true or false")
+    return _json([e.to_dict() for e in repo.index(ready_only=ready)])
+
+
+@v2_router.post("/repository/models/{name}/load", summary="Load new versions beside the serving one")
+async def repository_load(name: str, request: Request) -> Response:
+    repo = _repository(request)
+    doc = await _optional_json(request)
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequestError("'parameters' must be an object")
+    overrides = sorted(k for k in params if k == "config" or k.startswith("file:"))
+    if overrides:
+        raise BadRequestError(f"load overrides {overrides} are not supported: bundles are immutable")
+    report = await repo.load(name)
+    return _json({"name": name, "loaded": report.loaded, "serving": report.serving})
+
+
+@v2_router.post(
+    "/repository/models/{name}/unload", summary="Unload every version once in-flight work is done"
+)
+async def repository_unload(name: str, request: Request) -> Response:
+    repo = _repository(request)
+    await _optional_json(request)
+    versions = await repo.unload(name)
+    return _json({"name": name, "unloaded": versions})
+
