@@ -2,9 +2,10 @@
 
 The format is detected from the file's content (its first bytes), not trusted from its
 extension. Supported: XGBoost ``.json`` / ``.ubj``, LightGBM text ``.txt``, CatBoost
-``.cbm``. Pickle-based files (``.pkl``, ``.pickle``, ``.joblib``, torch ``.pt`` zips) are
-refused *before* any byte is unpickled: loading a pickle runs arbitrary code. The scan layer
-adds its safe-migration branch in :func:`load_model_file` (see ``PICKLE``).
+``.cbm``. Pickle-based files (``.pkl``, ``.pickle``, ``.joblib``) go through the scan layer's
+safe migration (:func:`packserve.scan.loader.load_pickle_file`): scanned without executing
+anything, refused on any finding, then unpickled with the allowlist enforced. Torch ``.pt``
+zips are refused.
 
 Samples for the CLI come from ``.csv`` (optional header row) or ``.npy`` (loaded with
 ``allow_pickle=False``).
@@ -128,12 +129,12 @@ def load_model_file(path: str | os.PathLike[str]) -> Any:
         raise PackError(f"model file {p.name!r} does not exist")
     fmt = detect_format(p)
     if fmt == PICKLE:
-        raise UnsupportedModelError(
-            f"{p.name!r} is a pickle-based file: loading a pickle runs arbitrary code, so "
-            f"`packserve pack` does not load it. Re-save the model in a native format "
-            f"({NATIVE_FORMATS}) — or migrate it with packserve's scanner, which inspects "
-            "pickles without executing them"
-        )
+        # Safe migration (scan layer): the file is scanned without executing it and refused on
+        # any finding (UnsafeFileError) or scan failure; only then is it unpickled, with the
+        # same allowlist enforced in find_class. Torch zips are refused there (not a model).
+        from packserve.scan.loader import load_pickle_file
+
+        return load_pickle_file(p)
     if fmt == ONNX:
         raise UnsupportedModelError(
             f"{p.name!r} is already ONNX; `pack` takes the native model ({NATIVE_FORMATS})"

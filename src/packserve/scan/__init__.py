@@ -15,7 +15,7 @@ import os
 from packserve.errors import ScanFailedError, UnsafeFileError
 from packserve.scan.policy import is_allowed, judge
 from packserve.scan.report import Finding, ScanError, ScanReport, Severity
-from packserve.scan.scanner import DEFAULT_MAX_DECOMPRESSED, scan
+from packserve.scan.scanner import DEFAULT_MAX_DECOMPRESSED, scan, scan_bytes
 
 
 def ensure_safe(
@@ -52,4 +52,5 @@ __all__ = [
     "is_allowed",
     "judge",
     "scan",
+    "scan_bytes",
 ]

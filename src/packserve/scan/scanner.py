@@ -7,6 +7,7 @@ scanner cannot make sense of is a finding or an error, never silently clean.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -289,4 +290,17 @@ def scan(
     return scanner.scan_path(path)
 
 
-__all__ = ["Ctx", "Scanner", "StorageInfo", "scan"]
+def scan_bytes(
+    data: bytes, name: str = "<bytes>", *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED
+) -> ScanReport:
+    """Scan an in-memory file (the restricted loader scans exactly the bytes it loads)."""
+    scanner = Scanner(max_decompressed=max_decompressed)
+    scanner.report.bytes_scanned = len(data)
+    try:
+        scanner.scan_stream(io.BytesIO(data), Ctx(name), 0, len(data), seekable_file=True)
+    except ScanLimitError as exc:
+        scanner.error(Ctx(name), str(exc))
+    return scanner.report
+
+
+__all__ = ["Ctx", "Scanner", "StorageInfo", "scan", "scan_bytes"]
