@@ -53,7 +53,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def _restricted_numpy_unpickler() -> type[Any]:
-    from joblib.numpy_pickle import NumpyUnpickler
+    from joblib.numpy_pickle import NumpyUnpickler  # type: ignore[import-untyped]
 
     class RestrictedNumpyUnpickler(NumpyUnpickler):  # type: ignore[misc]
         """joblib's unpickler (array bytes between opcodes) with the allowlist gate."""
