@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from torch_models import (  # noqa: E402
     AlwaysDropout,
     BatchNormNet,
+    CondBranch,
     FraudDetector,
     NormBranch,
     Regressor,
@@ -189,6 +190,17 @@ def test_onnx_refuses_data_dependent_branch(cls, torch_sample: np.ndarray, tmp_p
     assert not (tmp_path / "o").exists()
 
 
+def test_onnx_exports_torch_cond_branch_faithfully(torch_sample: np.ndarray, tmp_path: Path) -> None:
+    """The same control flow written with torch.cond becomes an ONNX `If`: both branches."""
+    model = seeded(CondBranch, 1)
+    res = packserve.pack(model, tmp_path / "c", sample=torch_sample, task="regression")
+    graph = [c for c in res.manifest.parity.checks if c["check"] == "no_training_nodes"][0]
+    assert "If" in graph["ops"]
+    pred = packserve.load(res.path)
+    for x in (np.abs(rows(7)), -np.abs(rows(7)), rows(1), rows(64)):
+        np.testing.assert_allclose(pred.predict(x).values, eager(model, x).reshape(-1), atol=1e-5)
+
+
 def test_nondeterministic_model_is_refused(torch_sample: np.ndarray, tmp_path: Path) -> None:
     with pytest.raises(PackError, match="not deterministic"):
         packserve.pack(seeded(AlwaysDropout), tmp_path / "d", sample=torch_sample,
@@ -299,3 +311,23 @@ def test_torchscript_archive_carries_no_sample_rows_or_host_paths(fraud_ts_bundl
     blob = b"".join(zipfile.ZipFile(art).read(n) for n in names)
     assert b"site-packages" not in blob and b"/tests/pack/" not in blob
     assert packserve.read_manifest(fraud_ts_bundle).export["archive_members_dropped"] > 0
+
+
+def test_probes_the_eager_model_rejects_are_skipped_and_named(torch_sample, tmp_path) -> None:
+    from packserve.pack.torch_fidelity import eager_on_probes, make_probes
+
+    class RangeChecked(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(15, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool((x.abs() > 8.0).any()):
+                raise ValueError("feature out of range")
+            return self.lin(x)
+
+    model = RangeChecked().eval()
+    out, skipped = eager_on_probes(model, make_probes(torch_sample), np.float32)
+    assert "sample" in out and "batch_1" in out
+    assert any(s.startswith("scaled_x10") for s in skipped)
+    assert not any(s.startswith("sample") for s in skipped)

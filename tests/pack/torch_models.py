@@ -108,3 +108,17 @@ def seeded(cls: type[nn.Module], seed: int = 0, **kwargs: int) -> nn.Module:
     """Untrained but reproducible weights (enough to test export fidelity)."""
     torch.manual_seed(seed)
     return cls(**kwargs)
+
+
+class CondBranch(nn.Module):
+    """SumBranch rewritten with torch.cond: both branches are captured (ONNX `If`)."""
+
+    def __init__(self, n_features: int = 15) -> None:
+        super().__init__()
+        self.pos = nn.Linear(n_features, 1)
+        self.neg = nn.Linear(n_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cond(
+            x.sum() > 0, lambda t: self.pos(t), lambda t: -3.0 * self.neg(t) + 1.0, (x,)
+        )

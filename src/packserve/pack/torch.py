@@ -197,7 +197,11 @@ def pack_model(
             eager_sample, final_layer(model, x_sample[:2]),
             task=task, output=output, classes=classes, threshold=threshold,
         )
-        eager = {p.name: fid.run_eager(model, p.x, dtype) for p in probes}
+        eager, skipped = fid.eager_on_probes(model, probes, dtype)
+        if skipped:
+            probes = [p for p in probes if p.name in eager]
+            notes.append("fidelity probes skipped because the eager model itself failed on "
+                         "them: " + "; ".join(skipped))
         if was_training:
             notes.insert(0, "model was in training mode: exported in eval mode (Dropout off, "
                             "BatchNorm uses running statistics); the caller's mode was restored")

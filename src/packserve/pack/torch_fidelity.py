@@ -84,6 +84,23 @@ def run_eager(model: Any, x: np.ndarray, dtype: Any) -> np.ndarray:
     return as_array(out, type(model).__name__)
 
 
+def eager_on_probes(model: Any, probes: list[Probe], dtype: Any) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Eager outputs per probe; a probe the eager model rejects (e.g. a range check in
+    forward) is skipped and named, except the sample, which must work."""
+    out: dict[str, np.ndarray] = {}
+    skipped: list[str] = []
+    for p in probes:
+        try:
+            out[p.name] = run_eager(model, p.x, dtype)
+        except PackError:
+            raise
+        except Exception as exc:
+            if p.name == "sample":
+                raise
+            skipped.append(f"{p.name} ({type(exc).__name__})")
+    return out, skipped
+
+
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     """max |a - b|, treating NaN==NaN and equal infinities as agreement; shape mismatch = inf."""
     a = np.asarray(a, dtype=np.float64)
@@ -247,6 +264,7 @@ __all__ = [
     "check_determinism",
     "compare_probes",
     "describe",
+    "eager_on_probes",
     "failed",
     "make_probes",
     "max_abs_diff",
