@@ -145,6 +145,38 @@ def inspect_cmd(
 
 # [scan]
 
+
+@command("scan")
+def scan_cmd(
+    paths: list[Path] = typer.Argument(..., help="Files or directories (every file is scanned "
+                                       "by content, whatever its extension)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON report on stdout."),
+    sarif: bool = typer.Option(False, "--sarif", help="SARIF 2.1.0 report on stdout."),
+) -> None:
+    """Statically scan pickle/joblib/torch/npy files; never executes them.
+
+    Exit code: 0 clean, 1 findings, 2 could not scan (never 0 for anything unknown or broken).
+    """
+    import json
+
+    from packserve.errors import ConfigError
+    from packserve.scan import ScanReport, scan
+    from packserve.scan.render import render_table, to_json, to_sarif
+
+    if json_out and sarif:
+        raise ConfigError("--json and --sarif are mutually exclusive")
+    report = ScanReport()
+    for path in paths:
+        report.merge(scan(path))
+    if json_out:
+        typer.echo(json.dumps(to_json(report), indent=2))
+    elif sarif:
+        typer.echo(json.dumps(to_sarif(report, version=__version__), indent=2))
+    else:
+        render_table(report, out)
+    raise typer.Exit(report.exit_code)
+
+
 # [serve]
 
 
@@ -223,6 +255,16 @@ command("serve")(serve)
 # [deploy]
 
 # [demo]
+
+
+@demo_app.command("attack")
+def demo_attack() -> None:
+    """The chapter's pickle __reduce__ attack, safely: it runs, scan flags it, packserve refuses."""
+    from packserve.scan.demo import run_attack_demo
+
+    result = run_attack_demo(lambda line: out.print(line, highlight=False, soft_wrap=True))
+    out.print("[green]demo passed[/]" if result.ok else "[bold red]demo FAILED[/]")
+    raise typer.Exit(0 if result.ok else 1)
 
 
 def main() -> None:

@@ -1,0 +1,104 @@
+"""Scan reports for people (a table) and machines (JSON, SARIF 2.1.0 for code-scanning UIs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from packserve.scan.report import ScanReport, Severity
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning"}
+_STYLE = {Severity.CRITICAL: "bold red", Severity.HIGH: "red", Severity.MEDIUM: "yellow"}
+
+
+def to_json(report: ScanReport) -> dict[str, Any]:
+    return report.to_dict()
+
+
+def to_sarif(report: ScanReport, *, version: str) -> dict[str, Any]:
+    """One run, one result per finding; scan errors are tool notifications (not clean)."""
+    rules = sorted({f.rule for f in report.findings})
+    results = []
+    for f in report.findings:
+        location: dict[str, Any] = {"artifactLocation": {"uri": f.file}}
+        if f.offset is not None and f.member is None:
+            location["region"] = {"byteOffset": f.offset}
+        results.append(
+            {
+                "ruleId": f.rule,
+                "level": _LEVEL[f.severity],
+                "message": {"text": f.reason},
+                "locations": [{"physicalLocation": location}],
+                "properties": {
+                    "severity": f.severity.value,
+                    "member": f.member,
+                    "offset": f.offset,
+                    "global": f.global_name,
+                },
+            }
+        )
+    notifications = [
+        {
+            "level": "error",
+            "message": {"text": e.reason},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": e.file}}}],
+        }
+        for e in report.errors
+    ]
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "packserve-scan",
+                        "version": version,
+                        "informationUri": "https://github.com/packserve/packserve",
+                        "rules": [{"id": r, "shortDescription": {"text": r}} for r in rules],
+                    }
+                },
+                "invocations": [
+                    {
+                        "executionSuccessful": not report.errors,
+                        "exitCode": report.exit_code,
+                        "toolExecutionNotifications": notifications,
+                    }
+                ],
+                "results": results,
+            }
+        ],
+    }
+
+
+def render_table(report: ScanReport, console: Any) -> None:
+    """A readable table of findings, then errors, then a one-line verdict."""
+    from rich.table import Table
+
+    if report.findings:
+        table = Table(title="findings", show_lines=False)
+        for col in ("severity", "file", "member", "offset", "global", "reason"):
+            table.add_column(col, overflow="fold")
+        for f in report.findings:
+            table.add_row(
+                f"[{_STYLE[f.severity]}]{f.severity.value}[/]",
+                f.file,
+                f.member or "",
+                "" if f.offset is None else str(f.offset),
+                f.global_name or "",
+                f.reason,
+            )
+        console.print(table)
+    if report.errors:
+        table = Table(title="could not scan")
+        table.add_column("file", overflow="fold")
+        table.add_column("member", overflow="fold")
+        table.add_column("reason", overflow="fold")
+        for e in report.errors:
+            table.add_row(e.file, e.member or "", e.reason)
+        console.print(table)
+    verdict = {0: "[green]clean[/]", 1: "[bold red]UNSAFE[/]", 2: "[yellow]NOT VERIFIED[/]"}
+    console.print(f"{verdict[report.exit_code]}: {report.summary()}", highlight=False)
+
+
+__all__ = ["render_table", "to_json", "to_sarif"]
