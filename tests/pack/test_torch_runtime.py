@@ -211,6 +211,22 @@ def test_training_nodes_detected_in_a_raw_training_export(tmp_path: Path) -> Non
     found = training_nodes(onnx.load(str(tmp_path / "train.onnx")))
     assert len(found) == 2 and all(f.startswith("Dropout") for f in found)
 
+    # Why the graph is inspected: ORT's optimizer drops these nodes, so with optimizations
+    # on the wrong model *looks* deterministic; only the unoptimized graph shows dropout.
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).normal(size=(4, 15)).astype(np.float32)
+    spread = {}
+    for level in ("ORT_DISABLE_ALL", "ORT_ENABLE_ALL"):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        sess = ort.InferenceSession(str(tmp_path / "train.onnx"), so,
+                                    providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        runs = [sess.run(None, {name: x})[0] for _ in range(3)]
+        spread[level] = max(float(np.abs(r - runs[0]).max()) for r in runs)
+    assert spread["ORT_DISABLE_ALL"] > 0 and spread["ORT_ENABLE_ALL"] == 0
+
 
 def test_inspect_rows(fraud_ts_bundle: Path, branch_ts_bundle: Path, fraud_onnx_bundle: Path) -> None:
     from packserve.pack.torch_info import torch_inspect_rows
