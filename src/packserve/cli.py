@@ -75,8 +75,9 @@ from pathlib import Path  # noqa: E402 - section-local import, light
 
 @command("pack")
 def pack_cmd(
-    src: Path = typer.Argument(..., help="Native model file: XGBoost .json/.ubj, LightGBM .txt, "
-                               "CatBoost .cbm (pickles are refused)."),
+    src: Path = typer.Argument(..., help="Model file: XGBoost .json/.ubj, LightGBM .txt, "
+                               "CatBoost .cbm; pickle/joblib only via the scanner's safe "
+                               "migration."),
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Bundle directory to create."),
     sample: Path = typer.Option(..., "--sample", "-s", help="Sample rows (.csv with optional "
                                 "header, or .npy): signature inference + parity check."),
