@@ -129,7 +129,8 @@ def test_csv_sample_with_and_without_header(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "content, match",
-    [("a,b\n1,x\n", "non-numeric value 'x'"), ("a,b\n1,2,3\n", "3 columns, not 2"), ("", "empty")],
+    [("1,2\n1,x\n", "non-numeric value 'x' in column 1; a sample with string"),
+     ("a,b\n1,2,3\n", "3 columns, not 2"), ("", "empty"), ("a,b\n", "no rows")],
 )
 def test_bad_csv_sample(tmp_path, content: str, match: str) -> None:
     p = tmp_path / "s.csv"
@@ -169,3 +170,29 @@ def test_align_sample_reorders_by_model_names(tmp_path) -> None:
     assert np.array_equal(table, df.to_numpy())
     with pytest.raises(SampleError, match="missing \\['gamma'\\]"):
         files.align_sample(files.SampleFile(table[:, :2], ["alpha", "beta"]), model)
+
+
+def test_csv_with_string_columns_packs_a_column_transformer(tmp_path) -> None:
+    """A pipeline with string categories, packed from the CLI's CSV path (DataFrame)."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"size": rng.normal(size=120), "color": rng.choice(["red", "blue"], 120)})
+    model = Pipeline([
+        ("prep", ColumnTransformer([("num", "passthrough", ["size"]),
+                                    ("cat", OneHotEncoder(), ["color"])])),
+        ("clf", LogisticRegression()),
+    ]).fit(df, (df["size"] > 0) ^ (df.color == "red"))
+    csv_path = tmp_path / "s.csv"
+    df[["color", "size"]].to_csv(csv_path, index=False)  # other column order than fitted
+    sample = files.load_sample_file(csv_path)
+    assert sample.string_columns == (0,)
+    frame, names = files.align_sample(sample, model)
+    res = packserve.pack(model, tmp_path / "b", sample=frame, feature_names=names)
+    assert [f.dtype for f in res.manifest.features] == ["float32", "string"]
+    pred = packserve.load(res.path).predict(df)
+    assert np.abs(pred.probabilities - model.predict_proba(df)).max() <= 1e-5

@@ -160,8 +160,9 @@ def load_model_file(path: str | os.PathLike[str]) -> Any:
 
 @dataclass(frozen=True)
 class SampleFile:
-    table: np.ndarray  # (n, k) float64
+    table: np.ndarray  # (n, k): float64, or object when some columns hold strings
     header: list[str] | None
+    string_columns: tuple[int, ...] = ()
 
 
 def _is_number(cell: str) -> bool:
@@ -207,11 +208,25 @@ def load_sample_file(path: str | os.PathLike[str]) -> SampleFile:
     for i, row in enumerate(rows):
         if len(row) != width:
             raise SampleError(f"sample {p.name!r} row {i + 1} has {len(row)} columns, not {width}")
-        bad = [c for c in row if not _is_number(c)]
-        if bad:
-            raise SampleError(f"sample {p.name!r} row {i + 1} has a non-numeric value {bad[0]!r}")
-    table = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
-    return SampleFile(table=table, header=header)
+    if not rows:
+        raise SampleError(f"sample {p.name!r} has a header but no rows")
+    # A column is numeric when every cell parses as a number; otherwise it is a string
+    # (categorical) column, which needs a header naming it.
+    strings = tuple(j for j in range(width) if not all(_is_number(r[j]) for r in rows))
+    if strings and header is None:
+        j = strings[0]
+        bad = next(r[j] for r in rows if not _is_number(r[j]))
+        raise SampleError(
+            f"sample {p.name!r} has a non-numeric value {bad!r} in column {j}; a sample with "
+            "string (categorical) columns needs a header row naming its columns"
+        )
+    if not strings:
+        return SampleFile(np.asarray(rows, dtype=np.float64).reshape(len(rows), width), header)
+    table = np.empty((len(rows), width), dtype=object)
+    for j in range(width):
+        col = [r[j] for r in rows]
+        table[:, j] = col if j in strings else [float(c) for c in col]
+    return SampleFile(table=table, header=header, string_columns=strings)
 
 
 def model_feature_names(model: Any) -> list[str] | None:
@@ -230,8 +245,24 @@ def model_feature_names(model: Any) -> list[str] | None:
     return out
 
 
-def align_sample(sample: SampleFile, model: Any) -> tuple[np.ndarray, list[str] | None]:
-    """Order a sample's columns like the model's features; name any mismatch."""
+def align_sample(sample: SampleFile, model: Any) -> tuple[Any, list[str] | None]:
+    """Order a sample's columns like the model's features; name any mismatch.
+
+    A sample with string columns becomes a pandas DataFrame (what a ColumnTransformer
+    pipeline is fitted on); ``pack`` matches its columns to the model's by name.
+    """
+    if sample.string_columns:
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise MissingDependencyError("pandas", "sklearn") from exc
+        assert sample.header is not None
+        frame = pd.DataFrame(
+            {n: sample.table[:, j] if j in sample.string_columns
+             else sample.table[:, j].astype(np.float64)
+             for j, n in enumerate(sample.header)}
+        )
+        return frame, None
     names = model_feature_names(model)
     if sample.header is None:
         return sample.table, names
