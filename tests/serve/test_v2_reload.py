@@ -1,0 +1,241 @@
+"""Versions and hot reload under load, against a real server: the repository extension."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from helpers.models import make_slow_bundle
+from helpers.server import running_server
+
+KEY = "reload-key"
+AUTH = {"X-API-Key": KEY}
+ENV = {"PACKSERVE_API_KEY": KEY}
+ROW = [0.25] * 15
+
+
+def _place(src: Path, dest: Path, *, corrupt: bool = False) -> None:
+    """Put a version directory in place atomically (stage hidden, then rename)."""
+    staging = dest.parent / f".{dest.name}.staging"
+    shutil.copytree(src, staging)
+    if corrupt:
+        with (staging / "model.onnx").open("r+b") as fh:
+            fh.seek(100)
+            fh.write(b"\x00\x01\x02\x03")  # same size, wrong sha256
+    staging.rename(dest)
+
+
+@dataclass
+class Sample:
+    sent: float
+    received: float
+    status: int
+    version: str | None
+
+
+class LoadGenerator:
+    """``threads`` clients sending V2 requests back to back until stopped (bounded)."""
+
+    def __init__(self, url: str, threads: int = 3, limit_s: float = 60.0) -> None:
+        self.url, self.limit_s = url, limit_s
+        self.samples: list[Sample] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self.body = json.dumps({"inputs": [
+            {"name": "input", "datatype": "FP32", "shape": [1, 15], "data": ROW}]}).encode()
+
+    def __enter__(self) -> LoadGenerator:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.samples)
+
+    def wait_for(self, n: int, timeout: float = 20.0) -> None:
+        start = self.count()
+        end = time.monotonic() + timeout
+        while self.count() < start + n and time.monotonic() < end:
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.limit_s
+        with httpx.Client(headers=AUTH, timeout=20) as c:
+            while not self._stop.is_set() and time.monotonic() < end:
+                t0 = time.monotonic()
+                try:
+                    r = c.post(f"{self.url}/v2/models/fraud/infer", content=self.body)
+                except httpx.HTTPError as exc:
+                    with self._lock:
+                        self.errors.append(repr(exc))
+                    continue
+                t1 = time.monotonic()
+                version = r.json().get("model_version") if r.status_code == 200 else None
+                with self._lock:
+                    self.samples.append(Sample(t0, t1, r.status_code, version))
+                    if r.status_code != 200:
+                        self.errors.append(f"{r.status_code} {r.text[:200]}")
+
+
+def test_hot_reload_under_load(tmp_path: Path, chapter_bundle: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "fraud").mkdir(parents=True)
+    _place(chapter_bundle, repo / "fraud" / "1")
+    with running_server(repo, "--repository-api", env=ENV) as srv, httpx.Client(
+        base_url=srv.url, headers=AUTH, timeout=60
+    ) as c:
+        with LoadGenerator(srv.url) as gen:
+            gen.wait_for(50)
+            _place(chapter_bundle, repo / "fraud" / "2")
+            r = c.post("/v2/repository/models/fraud/load")
+            assert r.status_code == 200, r.text
+            assert r.json() == {"name": "fraud", "loaded": ["2"], "serving": "2"}
+            gen.wait_for(50)
+            _place(chapter_bundle, repo / "fraud" / "3", corrupt=True)
+            r = c.post("/v2/repository/models/fraud/load")
+            assert r.status_code == 400
+            err = r.json()["error"]
+            assert "version 3" in err and "sha256" in err and "version 2 keeps serving" in err
+            gen.wait_for(50)
+
+        assert not gen.errors, gen.errors[:5]
+        samples = gen.samples
+        assert all(s.status == 200 for s in samples)
+        v1 = [s for s in samples if s.version == "1"]
+        v2 = [s for s in samples if s.version == "2"]
+        assert len(v1) >= 50 and len(v2) >= 100 and len(v1) + len(v2) == len(samples)
+        # One switch point: once any client has seen version 2, no later request got version 1.
+        assert max(s.sent for s in v1) < min(s.received for s in v2)
+
+        index = c.post("/v2/repository/index").json()
+        assert [(e["name"], e["version"], e["state"]) for e in index] == [
+            ("fraud", "1", "READY"), ("fraud", "2", "READY"), ("fraud", "3", "UNAVAILABLE")]
+        assert "sha256" in index[2]["reason"]
+        assert c.post("/v2/repository/index", json={"ready": True}).json()[-1]["version"] == "2"
+        assert c.get("/v2/models/fraud").json()["versions"] == ["1", "2"]
+        metrics = c.get("/metrics").text
+        assert 'packserve_model_state{model="fraud",state="failed",version="3"} 1.0' in metrics
+        assert 'packserve_model_loads_total{model="fraud",result="failed"} 1.0' in metrics
+        assert 'packserve_model_loads_total{model="fraud",result="loaded"} 1.0' in metrics
+        assert c.get("/v2/health/ready").status_code == 200  # a failed hot load is not an outage
+
+        # the corrupt version is fixed on disk: an explicit load retries it
+        shutil.rmtree(repo / "fraud" / "3")
+        _place(chapter_bundle, repo / "fraud" / "3")
+        r = c.post("/v2/repository/models/fraud/load")
+        assert r.status_code == 200 and r.json()["serving"] == "3", r.text
+        assert c.post("/v2/models/fraud/infer", content=gen.body).json()["model_version"] == "3"
+
+
+def _wait_in_flight(c: httpx.Client, n: int, timeout: float = 20.0) -> None:
+    """Until the server has ``n`` requests in flight besides the metrics request asking."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for line in c.get("/metrics").text.splitlines():
+            if line.startswith("packserve_requests_in_flight ") and float(line.split()[1]) >= n + 1:
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"{n} requests never were in flight at once")
+
+
+def test_unload_waits_for_in_flight_work(tmp_path: Path, chapter_bundle: Path) -> None:
+    repo = tmp_path / "repo"
+    make_slow_bundle(repo / "slow" / "1")
+    (repo / "fraud").mkdir()
+    _place(chapter_bundle, repo / "fraud" / "1")
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [48, 4],
+                                   "data": [0.1] * 192}]}).encode()
+    results: list[httpx.Response] = []
+
+    with running_server(repo, "--repository-api", env=ENV) as srv, httpx.Client(
+        base_url=srv.url, headers=AUTH, timeout=60
+    ) as c:
+        assert c.post("/v2/models/slow/infer", content=body).status_code == 200
+
+        def send() -> None:
+            with httpx.Client(base_url=srv.url, headers=AUTH, timeout=60) as cc:
+                results.append(cc.post("/v2/models/slow/infer", content=body))
+
+        senders = [threading.Thread(target=send) for _ in range(3)]
+        for t in senders:
+            t.start()
+        _wait_in_flight(c, 3)
+        r = c.post("/v2/repository/models/slow/unload")
+        for t in senders:
+            t.join(timeout=60)
+        assert r.status_code == 200 and r.json() == {"name": "slow", "unloaded": ["1"]}
+        assert [x.status_code for x in results] == [200, 200, 200], [x.text for x in results]
+        assert c.post("/v2/models/slow/infer", content=body).status_code == 404
+        assert c.get("/v2/models/slow/ready").status_code == 404
+        # the other model is untouched; reloading brings the unloaded one back
+        assert c.get("/v2/models/fraud/ready").status_code == 200
+        assert c.post("/v2/repository/models/slow/load").json()["serving"] == "1"
+        assert c.post("/v2/models/slow/infer", content=body).status_code == 200
+
+
+def test_poller_loads_new_versions(tmp_path: Path, chapter_bundle: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "fraud").mkdir(parents=True)
+    _place(chapter_bundle, repo / "fraud" / "1")
+    with running_server(repo, "--repository-poll-s", "0.1") as srv:
+        _place(chapter_bundle, repo / "fraud" / "2", corrupt=True)
+        _place(chapter_bundle, repo / "fraud" / "10")
+        end = time.monotonic() + 20
+        versions: list[str] = []
+        while time.monotonic() < end:
+            versions = httpx.get(f"{srv.url}/v2/models/fraud").json()["versions"]
+            if "10" in versions:
+                break
+            time.sleep(0.05)
+        assert versions == ["1", "10"]
+        body = json.dumps({"inputs": [
+            {"name": "input", "datatype": "FP32", "shape": [1, 15], "data": ROW}]}).encode()
+        r = httpx.post(f"{srv.url}/v2/models/fraud/infer", content=body)
+        assert r.json()["model_version"] == "10"  # numeric order: 10 > 2 > 1
+        # the repository API is off here: only polling changes versions
+        assert httpx.post(f"{srv.url}/v2/repository/index").status_code == 404
+
+
+def test_repository_api_needs_an_api_key(chapter_bundle: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PACKSERVE_API_KEY"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "packserve", "serve", str(chapter_bundle), "--repository-api"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert proc.returncode == 2  # ConfigError, before anything listens
+    assert "API key" in proc.stderr + proc.stdout
+
+
+def test_repository_calls_need_the_key(tmp_path: Path, chapter_bundle: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "fraud").mkdir(parents=True)
+    _place(chapter_bundle, repo / "fraud" / "1")
+    with running_server(repo, "--repository-api", env=ENV) as srv:
+        for path in ("/v2/repository/index", "/v2/repository/models/fraud/load",
+                     "/v2/repository/models/fraud/unload"):
+            r = httpx.post(f"{srv.url}{path}")
+            assert r.status_code == 401 and list(r.json()) == ["error"]
+        assert httpx.get(f"{srv.url}/v2", headers=AUTH).json()["extensions"] == [
+            "binary_tensor_data", "model_repository"]
+        r = httpx.post(f"{srv.url}/v2/repository/models/ghost/load", headers=AUTH)
+        assert r.status_code == 404 and "ghost" in r.json()["error"]
+        r = httpx.post(f"{srv.url}/v2/repository/models/fraud/load", headers=AUTH,
+                       json={"parameters": {"config": "{}"}})
+        assert r.status_code == 400 and "not supported" in r.json()["error"]
