@@ -75,7 +75,8 @@ from pathlib import Path  # noqa: E402 - section-local import, light
 
 @command("pack")
 def pack_cmd(
-    src: Path = typer.Argument(..., help="Model file: XGBoost .json/.ubj, LightGBM .txt, "
+    src: Path = typer.Argument(..., metavar="SRC", help="Model file: XGBoost .json/.ubj, "
+                               "LightGBM .txt, "
                                "CatBoost .cbm; pickle/joblib only via the scanner's safe "
                                "migration."),
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Bundle directory to create."),

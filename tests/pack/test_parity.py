@@ -80,3 +80,18 @@ def test_catboost_string_classes(tmp_path) -> None:
     assert res.manifest.outputs.classes == ["high", "low", "mid"]
     pred = packserve.load(res.path).predict(xte)
     assert pred.labels.tolist() == model.predict(xte).reshape(-1).tolist()
+
+
+@pytest.mark.parametrize("key", ["catboost-binary", "lightgbm-booster-multiclass", "sklearn-hgb-binary"])
+def test_tampered_artifact_is_refused(zoo: Zoo, key: str, tmp_path) -> None:
+    import shutil
+
+    from packserve.errors import IntegrityError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(zoo.bundle(key), bad)
+    data = bytearray((bad / "model.onnx").read_bytes())
+    data[len(data) // 3] ^= 0x01
+    (bad / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256"):
+        packserve.load(bad)
