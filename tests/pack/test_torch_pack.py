@@ -331,3 +331,12 @@ def test_probes_the_eager_model_rejects_are_skipped_and_named(torch_sample, tmp_
     assert "sample" in out and "batch_1" in out
     assert any(s.startswith("scaled_x10") for s in skipped)
     assert not any(s.startswith("sample") for s in skipped)
+
+
+def test_existing_output_is_refused_without_force(fraud_onnx_bundle) -> None:
+    from packserve.errors import OutputExistsError
+
+    before = (fraud_onnx_bundle / "packserve.json").read_bytes()
+    with pytest.raises(OutputExistsError):
+        packserve.pack(seeded(FraudDetector), fraud_onnx_bundle, sample=rows(5))
+    assert (fraud_onnx_bundle / "packserve.json").read_bytes() == before

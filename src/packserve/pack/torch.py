@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from packserve.bundle import Label, OutputSpec, TensorSpec, prepare_output_dir
-from packserve.errors import ConfigError, PackError, ParityError, SampleError
+from packserve.errors import ConfigError, OutputExistsError, PackError, ParityError, SampleError
 from packserve.pack import parity
 from packserve.pack import torch_fidelity as fid
 from packserve.pack.build import Export, PackResult, draft_manifest, finish, open_staged
@@ -174,6 +174,10 @@ def pack_model(
         )
     if not isinstance(model, torch.nn.Module):
         raise PackError(f"{type(model).__name__} is not a torch.nn.Module")
+    if Path(out_dir).exists() and not force:  # refuse before seconds of export work
+        raise OutputExistsError(
+            f"output directory {Path(out_dir).name!r} already exists (use --force / force=True)"
+        )
     st = _sample(sample, feature_names)
     dtype, dtype_name = _input_dtype(model)
     x_sample = torch.from_numpy(np.ascontiguousarray(st.table, dtype=dtype))
