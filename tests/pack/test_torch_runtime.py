@@ -252,3 +252,25 @@ def test_cli_inspect_shows_torch_rows(branch_ts_bundle: Path) -> None:
     for text in ("torch.jit.script", "requested method='auto'", "deprecated", "fidelity",
                  "passed", "TRAINING mode", "TracerWarning"):
         assert text in res.output, text
+
+
+@pytest.mark.timeout(120)
+def test_torchscript_bundle_served_over_http(fraud_ts_bundle: Path, fraud_torch) -> None:
+    """End to end: a real `packserve serve` process answers from the TorchScript bundle."""
+    import httpx
+
+    from helpers.server import running_server
+
+    x = np.random.default_rng(9).normal(size=(3, 15))
+    was = fraud_torch.training
+    fraud_torch.eval()
+    with torch.no_grad():
+        ref = fraud_torch(torch.tensor(x, dtype=torch.float32)).numpy().reshape(-1)
+    fraud_torch.train(was)
+    with running_server(fraud_ts_bundle) as srv:
+        for i, row in enumerate(x.tolist()):
+            r = httpx.post(f"{srv.url}/predict", json={"features": row}, timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.json()["probabilities"]["1"] == pytest.approx(ref[i], abs=1e-6)
+        bad = httpx.post(f"{srv.url}/predict", json={"features": [1.0] * 14}, timeout=30)
+        assert bad.status_code == 422 and "Traceback" not in bad.text
