@@ -289,6 +289,11 @@ def create_app(
         lifespan=lambda _app: lifespan_context(registry, state, executor),
     )
     app.setup_packserve(settings, registry, state, metrics)
+    if settings.batching or settings.model_batching:
+        from packserve.serve.batch_wiring import install_batching
+
+        app.state.batchers = batchers = install_batching(registry, settings, metrics.registry)
+        state.on_drain.append(batchers.drain_all)
     for make_router in ROUTERS:
         app.include_router(make_router())
     install_error_handlers(app)

@@ -98,7 +98,8 @@ class Batcher:
     with the concatenated feeds; at most ``concurrency`` batches are in flight at once.
     ``inline(rows)``, when given, replaces the ``inline_max_ms`` rule (the serve layer passes
     its own calibrated cost model, so batched and unbatched calls follow one rule).
-    ``deadline`` values are absolute :func:`time.monotonic` timestamps.
+    ``deadline`` values are absolute :func:`time.monotonic` timestamps; ``timeout_ms`` > 0
+    gives every submission without one a deadline that far from its submission.
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class Batcher:
         max_batch_size: int = 64,
         max_wait_ms: float = 2.0,
         max_queue: int = 256,
+        timeout_ms: float = 0.0,
         concurrency: int = 1,
         inline_max_ms: float = 0.0,
         inline: Callable[[int], bool] | None = None,
@@ -120,6 +122,7 @@ class Batcher:
         self._run = run
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
+        self.timeout_s = max(timeout_ms, 0.0) / 1000.0
         self.concurrency = concurrency
         self.name = name
         self.inline_max_s = max(inline_max_ms, 0.0) / 1000.0
@@ -213,6 +216,8 @@ class Batcher:
         if loop is None:
             raise RuntimeError("Batcher.start() was not called")
         now = time.monotonic()
+        if deadline is None and self.timeout_s > 0:
+            deadline = now + self.timeout_s
         if self._draining:
             self._reject("draining")
             raise OverloadedError("the server is shutting down", retry_after_s=1.0)

@@ -44,6 +44,8 @@ class ServerState:
     fatal: PackserveError | None = None
     on_fatal: Callable[[PackserveError], None] | None = None
     load_task: asyncio.Task[None] | None = None
+    #: called with ``drain_timeout_s`` when a drain starts (the batchers drain their queues)
+    on_drain: list[Callable[[float], None]] = field(default_factory=list)
     #: run on the loop once startup loading finished (e.g. the repository poller)
     after_load: list[Callable[[], None]] = field(default_factory=list)
     #: awaited at shutdown, before the registry closes
@@ -132,6 +134,8 @@ class PackserveServer(uvicorn.Server):
     async def drain(self) -> None:
         state, settings = self.state, self.settings
         state.draining = True
+        for hook in state.on_drain:
+            hook(settings.drain_timeout_s)
         await asyncio.sleep(settings.shutdown_grace_s)
         for server in self.servers:  # stop accepting; established connections stay open
             server.close()

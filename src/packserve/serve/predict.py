@@ -14,6 +14,7 @@ import logging
 from starlette.types import Receive, Scope, Send
 
 from packserve.errors import MethodNotAllowedError, PackserveError
+from packserve.serve.batch_wiring import infer_until_disconnect
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
     JSON_HEADERS,
@@ -78,10 +79,10 @@ class PredictEndpoint:
             assert decoder is not None and encoder is not None
             if batch:
                 feeds = decoder.decode_batch(obj)
-                out = encoder.batch(await handle.infer(feeds))
+                out = encoder.batch(await infer_until_disconnect(handle, feeds, receive))
             else:
                 feeds = decoder.decode_single(obj)
-                out = encoder.single(await handle.infer(feeds))
+                out = encoder.single(await infer_until_disconnect(handle, feeds, receive))
         except PackserveError as exc:
             return await send_error(send, exc)
         except ClientDisconnect:

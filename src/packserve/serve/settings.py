@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from packserve.errors import ConfigError
@@ -23,6 +23,18 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+class BatchingOverride(BaseModel):
+    """Per-model batching settings (``model_batching``); unset fields inherit the global ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batching: bool | None = None
+    max_batch_size: int | None = Field(default=None, ge=1)
+    max_wait_ms: float | None = Field(default=None, ge=0.0)
+    max_queue: int | None = Field(default=None, ge=1)
+    timeout_ms: float | None = Field(default=None, ge=0.0)
 
 
 class ServeSettings(BaseSettings):
@@ -69,6 +81,44 @@ class ServeSettings(BaseSettings):
         default=True,
         description="readiness needs every model of a repository (else: >= 1 ready, none loading)",
     )
+
+    # --- dynamic batching (serve/batching.py) --------------------------------------------
+    batching: bool = Field(
+        default=False,
+        description="merge concurrent requests to a model into shared model calls (no idle delay)",
+    )
+    max_batch_size: int = Field(
+        default=64, ge=1,
+        description="most rows in one merged call; a larger /predict/batch request runs alone, unsplit",
+    )
+    max_wait_ms: float = Field(
+        default=2.0, ge=0.0,
+        description="most time a request is held back for company (only when measured call cost says it pays)",
+    )
+    max_queue: int = Field(
+        default=256, ge=1, description="requests queued per model; beyond it: 503 + Retry-After at once"
+    )
+    timeout_ms: float = Field(
+        default=0.0, ge=0.0,
+        description="a batched request still queued after this gets 504 and is not computed; 0 = no limit",
+    )
+    model_batching: dict[str, BatchingOverride] = Field(
+        default={},
+        description='per-model overrides, JSON: {"fraud": {"max_wait_ms": 0, "max_queue": 64}}',
+    )
+
+    @field_validator("model_batching", mode="before")
+    @classmethod
+    def _overrides_from_json(cls, value: object) -> object:
+        """The CLI flag and the env var carry JSON text."""
+        if isinstance(value, str):
+            import json
+
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"not valid JSON ({exc})") from None
+        return value
 
     # --- lifecycle -------------------------------------------------------------------------
     shutdown_grace_s: float = Field(
