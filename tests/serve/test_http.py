@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from helpers.server import running_server
 from helpers.models import example
+from helpers.server import running_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -316,7 +316,8 @@ def test_openapi_is_valid_with_exact_per_model_schemas(repo, chapter_bundle: Pat
     schemas = doc["components"]["schemas"]
     op = doc["paths"]["/models/fraud/versions/1.0.0/predict"]["post"]
     ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-    assert op["requestBody"]["content"]["application/json"]["example"] == {"features": example(chapter_bundle)}
+    content = op["requestBody"]["content"]["application/json"]
+    assert content["example"] == {"features": example(chapter_bundle)}
     variants = schemas[ref]["properties"]["features"]["anyOf"]
     array = next(v for v in variants if v.get("type") == "array")
     assert array["minItems"] == array["maxItems"] == 15 and array["items"]["type"] == "number"
@@ -364,7 +365,8 @@ def test_api_key(chapter_bundle: Path) -> None:
     with running_server(chapter_bundle, env={"PACKSERVE_API_KEY": "s3cret-key"}) as srv:
         body = {"features": ROW}
         r = post(f"{srv.url}/predict", body)
-        assert assert_clean_error(r, 401) == {"error": "unauthorized", "message": "missing or invalid API key"}
+        body401 = assert_clean_error(r, 401)
+        assert body401 == {"error": "unauthorized", "message": "missing or invalid API key"}
         assert r.headers["www-authenticate"] == "Bearer"
         assert_clean_error(httpx.post(f"{srv.url}/predict", json=body,
                                       headers={"authorization": "Bearer wrong"}), 401)

@@ -185,7 +185,8 @@ def test_sigterm_drains_without_losing_requests(slow_model: Path) -> None:
     assert in_flight >= 2, "the load did not keep requests in flight"
     assert lost == [], lost[:5]
     late = [t for c in clients for t in c.refused_late]
-    print("statuses", {s: statuses.count(s) for s in set(statuses)}, "late", len(late), "after", sum(c.ok_after_term for c in clients), "inflight", in_flight)
+    print("statuses", {s: statuses.count(s) for s in set(statuses)}, "late", len(late),
+          "answered after SIGTERM", sum(c.ok_after_term for c in clients), "in flight", in_flight)
     assert all(t >= 0.5 for t in late), late  # only after the grace period, when listening stops
     assert set(statuses) <= {200, 503}
     assert statuses.count(200) > 16

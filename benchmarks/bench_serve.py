@@ -1,0 +1,224 @@
+"""Throughput / latency / memory of ``packserve serve`` against two baselines, in one run.
+
+Servers, all on the same uvicorn (uvloop + httptools, one process, no access log), serving the
+chapter's XGBoost model (100 trees, depth 6, 15 features) packed as one bundle:
+
+  (a) packserve    ``packserve serve BUNDLE``
+  (b) reference    the chapter's FastAPI service (``serve_apps/reference_app.py``)
+  (c) bare ASGI    reads the body, returns a fixed JSON (``serve_apps/bare_asgi.py``)
+
+Load: ``wrk`` (installed with ``apt-get install -y wrk`` if missing) with a Lua script for
+the POST body, at 1, 16 and 64 connections on ``/predict`` (one row) and at 64 connections
+on ``/predict/batch`` with 20 instances. Servers are pinned to CPU 0 and wrk to CPU 1 when
+the machine has two or more CPUs, and measurements of the three servers are interleaved so
+that noise from other processes hits them alike. Prints req/s, p50/p99, peak RSS (VmHWM)
+and the ratios the issue sets as targets:
+
+  /predict @64: packserve >= 0.6x bare ASGI (~6x reference), p99 <= 5 ms
+  /predict/batch (20) @64: packserve >= 6x reference;  peak RSS <= 1.1x reference
+
+Usage: python benchmarks/bench_serve.py [--duration 5] [--connections 1,16,64] [--no-pin]
+This is a measurement, not a test: it never fails on a missed target, it reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%s]==]
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, \\"p99_us\\": %%d, " ..
+    "\\"errors\\": %%d, \\"non2xx\\": %%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk not found: apt-get install -y wrk", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, capture_output=True)
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is required (apt-get install -y wrk)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build_bundle(workdir: Path) -> tuple[Path, list[list[float]]]:
+    from sklearn.datasets import make_classification
+    from xgboost import XGBClassifier
+
+    import packserve
+
+    x, y = make_classification(n_samples=5000, n_features=15, n_informative=10, random_state=42)
+    model = XGBClassifier(n_estimators=100, max_depth=6, learning_rate=0.1, random_state=42,
+                          eval_metric="logloss", n_jobs=1).fit(x, y)
+    res = packserve.pack(model, workdir / "fraud", sample=x[:200], name="fraud")
+    return res.path, x[4000:4020].tolist()
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    ready_path: str
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def start(name: str, cmd: list[str], env: dict[str, str], ready_path: str, pin: str | None) -> Server:
+    port = free_port()
+    cmd = [c.replace("{port}", str(port)) for c in cmd]
+    if pin is not None:
+        cmd = ["taskset", "-c", pin, *cmd]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    srv = Server(name, proc, f"http://127.0.0.1:{port}", ready_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{name} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            if httpx.get(srv.url + ready_path, timeout=2).status_code == 200:
+                return srv
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"{name} did not become ready")
+
+
+def run_wrk(wrk: str, url: str, body: str, conns: int, duration: float, pin: str | None,
+            tmp: Path) -> dict[str, float]:
+    script = tmp / f"post-{abs(hash(body))}.lua"
+    script.write_text(LUA % body)
+    cmd = [wrk, "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script), url]
+    if pin is not None:
+        cmd = ["taskset", "-c", pin, *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result:\n{out}")
+    r = json.loads(line[7:])
+    return {
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "errors": r["errors"] + r["non2xx"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--connections", default="1,16,64")
+    ap.add_argument("--no-pin", action="store_true")
+    args = ap.parse_args()
+    conns = [int(c) for c in args.connections.split(",")]
+    wrk = ensure_wrk()
+    cpus = len(os.sched_getaffinity(0))
+    pin_srv, pin_wrk = (None, None) if args.no_pin or cpus < 2 else ("0", "1")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    servers: list[Server] = []
+    try:
+        bundle, rows = build_bundle(tmp)
+        single = json.dumps({"features": rows[0]})
+        batch = json.dumps({"instances": [{"features": r} for r in rows[:20]]})
+        py = sys.executable
+        uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop",
+              "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+        servers = [
+            start("packserve", [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
+                                "--log-level", "warning"], {}, "/health/ready", pin_srv),
+            start("reference", [*uv, "benchmarks.serve_apps.reference_app:app"],
+                  {"REFERENCE_MODEL": str(bundle / "model.onnx")}, "/health", pin_srv),
+            start("bare-asgi", [*uv, "benchmarks.serve_apps.bare_asgi:app"], {}, "/", pin_srv),
+        ]
+        for s in servers:  # every server answers both shapes correctly before it is measured
+            for path, body in (("/predict", single), ("/predict/batch", batch)):
+                r = httpx.post(s.url + path, content=body, headers={"content-type": "application/json"})
+                assert r.status_code == 200, (s.name, path, r.status_code, r.text[:200])
+        print(f"cpus={cpus} pinning={'server cpu0 / wrk cpu1' if pin_srv else 'off'} "
+              f"duration={args.duration}s", flush=True)
+        for s in servers:  # warm-up
+            run_wrk(wrk, s.url + "/predict", single, 16, 1.0, pin_wrk, tmp)
+
+        results: dict[tuple[str, str, int], dict[str, float]] = {}
+        plan = [("/predict", single, c) for c in conns] + [("/predict/batch", batch, 64)]
+        for path, body, c in plan:
+            for s in servers:
+                res = run_wrk(wrk, s.url + path, body, c, args.duration, pin_wrk, tmp)
+                results[(s.name, path, c)] = res
+                print(f"  {s.name:<10} {path:<15} c={c:<3} {res['rps']:>9.0f} req/s  "
+                      f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
+                      f"errors {int(res['errors'])}", flush=True)
+        rss = {s.name: s.peak_rss_mib() for s in servers}
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print("\n| server | endpoint | conns | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, path, c), r in results.items():
+        print(f"| {name} | {path} | {c} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+              f"| {int(r['errors'])} |")
+    print("\npeak RSS (VmHWM): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()))
+    print("\nratios (same run):")
+    for c in conns:
+        a, b, z = (results[(n, "/predict", c)]["rps"] for n in ("packserve", "reference", "bare-asgi"))
+        print(f"  /predict c={c:<3} packserve/bare {a / z:.2f}x   packserve/reference {a / b:.2f}x   "
+              f"reference/bare {b / z:.2f}x")
+    if 64 in conns:
+        a64, z64 = results[("packserve", "/predict", 64)], results[("bare-asgi", "/predict", 64)]
+        print(f"  target /predict@64 >= 0.6x bare: {a64['rps'] / z64['rps']:.2f}x  "
+              f"p99 {a64['p99_ms']:.2f} ms (target <= 5 ms)")
+    ab, bb = results[("packserve", "/predict/batch", 64)], results[("reference", "/predict/batch", 64)]
+    print(f"  target /predict/batch(20)@64 >= 6x reference: {ab['rps'] / bb['rps']:.2f}x")
+    print(f"  target peak RSS <= 1.1x reference: {rss['packserve'] / rss['reference']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
