@@ -153,3 +153,17 @@ def test_unknown_option_is_refused(zoo: Zoo, tmp_path) -> None:
     case = zoo.case("catboost-binary")
     with pytest.raises(PackError, match="unknown option"):
         packserve.pack(case.model, tmp_path / "b", sample=case.sample, target_opset=12)
+
+
+def test_dataframe_sample_is_matched_to_model_names_by_name(zoo: Zoo, tmp_path) -> None:
+    """CatBoost and LightGBM Boosters know their names too: columns are reordered, not refused."""
+    import pandas as pd
+    from catboost import CatBoostRegressor
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(200, 3)), columns=["price", "rooms", "area"])
+    model = CatBoostRegressor(iterations=10, verbose=0, thread_count=1).fit(df, 100 + df.price)
+    res = packserve.pack(model, tmp_path / "cb", sample=df[["area", "price", "rooms"]])
+    assert res.manifest.feature_names == ["price", "rooms", "area"] and res.manifest.parity.passed
+    with pytest.raises(SampleError, match=r"lacks column\(s\) \['area'\]"):
+        packserve.pack(model, tmp_path / "cb2", sample=df[["price", "rooms"]].assign(x=1.0))

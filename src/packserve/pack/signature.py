@@ -53,7 +53,7 @@ def sample_table(
         raise SampleError("pack needs a sample (array or DataFrame with at least one row)")
     frame = None
     if _is_dataframe(sample):
-        sample = _match_model_columns(sample, model)
+        sample = _match_model_columns(sample, model, feature_names)
         frame = sample
         names = [str(c) for c in sample.columns]
         kinds = []
@@ -81,8 +81,6 @@ def sample_table(
         if not names:
             names = [f"f{i}" for i in range(table.shape[1])]
         kinds = ["float32"] * table.shape[1]
-    if feature_names is not None and frame is not None and list(feature_names) != names:
-        raise SampleError("feature_names disagree with the DataFrame's columns")
     if table.shape[0] < 1:
         raise SampleError("sample has no rows; give at least one (more rows = stronger parity check)")
     if len(names) != table.shape[1]:
@@ -102,9 +100,12 @@ def sample_table(
     return SampleTable(features=features, table=table, frame=frame)
 
 
-def _match_model_columns(frame: Any, model: Any) -> Any:
-    """Put a DataFrame's columns in the order the model was fitted with; name any mismatch."""
+def _match_model_columns(frame: Any, model: Any, feature_names: Sequence[str] | None) -> Any:
+    """Put a DataFrame's columns in the order the model was fitted with (its
+    ``feature_names_in_``, else the given ``feature_names``); name any mismatch."""
     fin = getattr(model, "feature_names_in_", None)
+    if fin is None:
+        fin = feature_names
     if fin is None:
         return frame
     expected = [str(c) for c in fin]
@@ -120,9 +121,10 @@ def _match_model_columns(frame: Any, model: Any) -> Any:
         if extra:
             parts.append(f"has unexpected column(s) {extra[:5]}")
         raise SampleError(
-            f"sample DataFrame {' and '.join(parts)}; the model was fitted on {expected[:10]}"
+            f"sample DataFrame {' and '.join(parts)}; the model's features are {expected[:10]}"
         )
-    return frame[list(fin)]
+    by_name = {str(c): c for c in frame.columns}
+    return frame[[by_name[n] for n in expected]]
 
 
 def model_width(model: Any) -> int | None:
