@@ -340,3 +340,25 @@ def test_existing_output_is_refused_without_force(fraud_onnx_bundle) -> None:
     with pytest.raises(OutputExistsError):
         packserve.pack(seeded(FraudDetector), fraud_onnx_bundle, sample=rows(5))
     assert (fraud_onnx_bundle / "packserve.json").read_bytes() == before
+
+
+def test_onnx_fidelity_failure_refuses_with_advice(fraud_onnx_bundle, fraud_torch, torch_sample,
+                                                   tmp_path) -> None:
+    """A tolerance below the measured ONNX-vs-eager |Δ| must refuse, naming the probes."""
+    worst = packserve.read_manifest(fraud_onnx_bundle).export["fidelity"]["max_abs_diff"]
+    assert 0 < worst <= 1e-6
+    with pytest.raises(ParityError) as exc:
+        packserve.pack(fraud_torch, tmp_path / "o", sample=torch_sample,
+                       fidelity_atol=worst / 2, fidelity_rtol=0.0)
+    assert "ONNX export is not faithful" in exc.value.message and "max |Δ|" in exc.value.message
+    assert not (tmp_path / "o").exists() and fraud_torch.training
+
+
+def test_allow_parity_failure_records_the_unfaithful_trace(torch_sample, tmp_path) -> None:
+    res = packserve.pack(seeded(SumBranch, 1), tmp_path / "u", sample=torch_sample,
+                         format="torchscript", method="trace", task="regression",
+                         allow_parity_failure=True)
+    m = res.manifest
+    assert m.parity.passed is False and m.export["fidelity"]["passed"] is False
+    assert any(n.startswith("FIDELITY FAILED") for n in m.notes)
+    assert [c for c in m.parity.checks if c["check"] == "fidelity" and not c["passed"]]

@@ -107,6 +107,7 @@ def _native(raw: np.ndarray, spec: OutputSpec, manifest_like: Any) -> parity.Nat
 def _artifact_checks(
     exp: Export, st: SampleTable, staging: Path, probes: list[fid.Probe],
     eager: dict[str, np.ndarray], dtype: Any, *, name: str, version: str,
+    atol: float = fid.ATOL, rtol: float = fid.RTOL,
 ) -> list[dict[str, Any]]:
     """Load the staged artifact with the real runtime and compare it on every probe.
 
@@ -128,7 +129,7 @@ def _artifact_checks(
             return np.asarray(raw[OUTPUT_NAME])
 
         try:
-            checks += fid.compare_probes(eager, run, probes, label)
+            checks += fid.compare_probes(eager, run, probes, label, atol=atol, rtol=rtol)
         finally:
             predictor.close()
     return checks
@@ -161,8 +162,14 @@ def pack_model(
     threshold: float = 0.5,
     opset_version: int | None = None,
     external_data: bool | None = None,
+    fidelity_atol: float = fid.ATOL,
+    fidelity_rtol: float = fid.RTOL,
 ) -> PackResult:
-    """Export ``model`` (a ``torch.nn.Module``) and write the bundle only if it is faithful."""
+    """Export ``model`` (a ``torch.nn.Module``) and write the bundle only if it is faithful.
+
+    Fidelity passes on a probe when max |artifact - eager| <= ``fidelity_atol`` +
+    ``fidelity_rtol`` x max |eager| (raw outputs, before any sigmoid/softmax).
+    """
     torch = require_torch()
     if format not in FORMATS:
         raise ConfigError(f"format must be one of {list(FORMATS)}, got {format!r}")
@@ -212,7 +219,7 @@ def pack_model(
         base = _BaseExport(
             model=model, st=st, spec=spec, notes=notes, dtype=dtype, dtype_name=dtype_name,
             was_training=was_training, requested=method, name=name, version=version,
-            allow_parity_failure=allow_parity_failure,
+            allow_parity_failure=allow_parity_failure, atol=fidelity_atol, rtol=fidelity_rtol,
         )
         checks0 = [determinism]
         if format == "onnx":
@@ -237,8 +244,9 @@ class _BaseExport:
 
     def __init__(self, *, model: Any, st: SampleTable, spec: OutputSpec, notes: list[str],
                  dtype: Any, dtype_name: str, was_training: bool, requested: str, name: str,
-                 version: str, allow_parity_failure: bool) -> None:
+                 version: str, allow_parity_failure: bool, atol: float, rtol: float) -> None:
         self.allow_parity_failure = allow_parity_failure
+        self.atol, self.rtol = atol, rtol
         self.tracer_warnings: list[str] = []
         self.model, self.st, self.spec, self.notes = model, st, spec, notes
         self.dtype, self.dtype_name = dtype, dtype_name
@@ -301,7 +309,8 @@ def _pack_onnx(
         step(f"checking fidelity on {len(probes)} probes")
         t0 = time.perf_counter()
         checks = [graph, *_artifact_checks(exp, base.st, staging, probes, eager, base.dtype,
-                                           name=base.name, version=base.version)]
+                                           name=base.name, version=base.version,
+                                           atol=base.atol, rtol=base.rtol)]
         exp.export["fidelity_seconds"] = round(time.perf_counter() - t0, 4)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -347,7 +356,8 @@ def _pack_torchscript(
             step(f"checking fidelity on {len(probes)} probes")
             t0 = time.perf_counter()
             checks = _artifact_checks(exp, base.st, staging, probes, eager, base.dtype,
-                                      name=base.name, version=base.version)
+                                      name=base.name, version=base.version,
+                                      atol=base.atol, rtol=base.rtol)
             exp.export["fidelity_seconds"] = round(time.perf_counter() - t0, 4)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
