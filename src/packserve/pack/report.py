@@ -43,6 +43,15 @@ def _inputs_table(m: Manifest) -> Table:
     return t
 
 
+def _outputs_line(m: Manifest) -> str:
+    out = m.outputs
+    if out.task == "regression":
+        return f"values from {out.value_output!r}"
+    labels = (f"graph output {out.label_output!r}" if out.label_output
+              else "argmax of probabilities")
+    return f"probabilities from {out.probability_output!r} ({out.postprocess}); labels: {labels}"
+
+
 def summary(m: Manifest, *, integrity: str | None = None) -> Group:
     """Everything an operator checks before serving a bundle, on one screen."""
     head = Table.grid(padding=(0, 2))
@@ -61,8 +70,7 @@ def summary(m: Manifest, *, integrity: str | None = None) -> Group:
         ("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in sorted(m.opsets.items())) or "-"),
         ("converters", ", ".join(f"{k} {v}" for k, v in sorted(m.converters.items())) or "-"),
         ("precision", str(m.export.get("input_precision", "-"))),
-        ("outputs", f"{out.postprocess}; label={out.label_output} "
-                    f"probabilities={out.probability_output} value={out.value_output}"),
+        ("outputs", _outputs_line(m)),
         ("parity", parity_line(m.parity)),
         ("created", m.created_at),
     ]
