@@ -362,3 +362,15 @@ def test_allow_parity_failure_records_the_unfaithful_trace(torch_sample, tmp_pat
     assert m.parity.passed is False and m.export["fidelity"]["passed"] is False
     assert any(n.startswith("FIDELITY FAILED") for n in m.notes)
     assert [c for c in m.parity.checks if c["check"] == "fidelity" and not c["passed"]]
+
+
+def test_float64_model_gets_float64_input(torch_sample, tmp_path) -> None:
+    model = seeded(Regressor).double()
+    res = packserve.pack(model, tmp_path / "d", sample=torch_sample, format="torchscript",
+                         task="regression")
+    assert res.manifest.inputs[0].dtype == "float64"
+    assert res.manifest.export["input_precision"] == "float64"
+    x = rows(7)
+    with torch.no_grad():
+        ref = model.eval()(torch.tensor(x)).numpy().reshape(-1)
+    np.testing.assert_array_equal(packserve.load(res.path).predict(x).values, ref)
