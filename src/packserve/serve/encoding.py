@@ -46,12 +46,15 @@ class ResponseEncoder:
 
     def single(self, pred: Prediction) -> bytes:
         if self.classifier:
-            labels, chosen, rows = self._label_probability(pred)
+            assert pred.labels is not None and pred.probabilities is not None
+            label = pred.labels[0].item()
+            row = pred.probabilities[0].tolist()
+            i = self.index.get(label)
             return orjson.dumps(
                 {
-                    "prediction": labels[0],
-                    "probability": chosen[0],
-                    "probabilities": dict(zip(self.keys, rows[0], strict=True)),
+                    "prediction": label,
+                    "probability": row[i] if i is not None else max(row),
+                    "probabilities": dict(zip(self.keys, row, strict=True)),
                     "model_version": self.version,
                 }
             )

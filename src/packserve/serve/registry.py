@@ -241,6 +241,8 @@ class ModelRegistry:
         self.require_all = require_all
         self.single = False
         self.generation = 0
+        self._resolved: dict[tuple[str | None, str | None], ModelHandle] = {}
+        self._resolved_gen = -1
         self.observer: InferenceObserver | None = None
         self.on_state: list[Callable[[ModelHandle], None]] = []
 
@@ -268,7 +270,6 @@ class ModelRegistry:
 
     def add(self, handle: ModelHandle) -> None:
         self._models.setdefault(handle.name, {})[handle.version] = handle
-        self.generation += 1
         self.notify(handle)
 
     def remove(self, name: str, version: str) -> ModelHandle:
@@ -280,6 +281,8 @@ class ModelRegistry:
         return handle
 
     def notify(self, handle: ModelHandle) -> None:
+        """A handle changed state: listeners (metrics, batchers) hear it; caches are dropped."""
+        self.generation += 1
         for fn in self.on_state:
             fn(handle)
 
@@ -287,7 +290,6 @@ class ModelRegistry:
         if handle.state is not ModelState.LOADING:
             return
         await asyncio.to_thread(handle.load_sync, self.runtime_options)
-        self.generation += 1
         self.notify(handle)
 
     async def load_all(self) -> None:
@@ -334,12 +336,24 @@ class ModelRegistry:
         )
 
     def resolve(self, name: str | None, version: str | None = None) -> ModelHandle:
-        """A *ready* handle for a request, or 404 / 503 saying why not."""
+        """A *ready* handle for a request, or 404 / 503 saying why not.
+
+        Cached per (name, version) until ``generation`` changes: the hot path pays one dict
+        lookup instead of sorting versions on every request.
+        """
+        if self._resolved_gen == self.generation:
+            hit = self._resolved.get((name, version))
+            if hit is not None and hit.state is ModelState.READY:
+                return hit
+        else:
+            self._resolved.clear()
+            self._resolved_gen = self.generation
         handle = self.get(self.default_name() if name is None else name, version)
         if handle.state is not ModelState.READY:
             raise ModelNotReadyError(
                 f"model {handle.name!r} version {handle.version!r} is {handle.state.value}"
             )
+        self._resolved[(name, version)] = handle
         return handle
 
     # --- readiness --------------------------------------------------------------------
