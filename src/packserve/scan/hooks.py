@@ -15,14 +15,16 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from packserve.scan.opcodes import DictV, GlobalRef, Malformed, Obj, Walker
+from packserve.scan.policy import judge, plausible_module
 from packserve.scan.report import Severity
-from packserve.scan.stream import Reader
+from packserve.scan.stream import Reader, bytes_reader
 
 if TYPE_CHECKING:
     from packserve.scan.scanner import Ctx, Scanner, StorageInfo
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+PLAIN_VIEW_BYTES = 1 << 16  # how much array data is also read as opcodes (plain-pickle view)
 
 STORAGE_ELEMENT_SIZE = {
     "DoubleStorage": 8,
@@ -106,8 +108,39 @@ def joblib_hook(scanner: Scanner, w: Walker, obj: Obj, ctx: Ctx) -> None:
     for x in shape:
         count *= x
     nbytes = count * itemsize
-    if w.r.skip(nbytes) < nbytes:
+    head = w.r.read(min(nbytes, PLAIN_VIEW_BYTES))
+    if len(head) < min(nbytes, PLAIN_VIEW_BYTES) or w.r.skip(nbytes - len(head)) < nbytes - len(head):
         raise Malformed("joblib array data truncated", "truncated")
+    _plain_view(scanner, w, head, ctx)
+
+
+def _plain_view(scanner: Scanner, w: Walker, head: bytes, ctx: Ctx) -> None:
+    """What plain ``pickle.load`` (not joblib) would do: read the array bytes as opcodes.
+
+    A file can be a joblib file for joblib and a different pickle for everyone else. The
+    plain view continues with a copy of the current stack and memo; any global it can reach
+    that the policy refuses is a finding.
+    """
+    side = Walker(bytes_reader(head))
+    side.stack = list(w.stack)
+    side.metastack = [list(m) for m in w.metastack]
+    side.memo = dict(w.memo)
+    res = side.walk()
+    for g in res.globals:
+        if not plausible_module(g.module):
+            continue
+        verdict = judge(g.module, g.name)
+        if verdict is not None:
+            scanner.finding(
+                ctx,
+                verdict.severity,
+                "joblib-polyglot",
+                f"joblib array bytes read as opcodes by a plain unpickler name "
+                f"{g.module}.{g.name}: {verdict.reason}",
+                offset=w.r.pos,
+                module=g.module,
+                name=g.name,
+            )
 
 
 def scan_torch_legacy(scanner: Scanner, r: Reader, ctx: Ctx) -> list[StorageInfo]:
@@ -162,6 +195,10 @@ def scan_torch_legacy(scanner: Scanner, r: Reader, ctx: Ctx) -> list[StorageInfo
             "legacy torch file: data after the last storage record",
             offset=r.pos,
         )
+        for _ in range(100):  # whatever follows is judged too, if it is a pickle
+            res = scanner.walk_one(r, ctx)
+            if res is None or not res.ok or r.at_end():
+                break
     return storages
 
 

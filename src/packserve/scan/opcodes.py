@@ -311,11 +311,12 @@ def _stop(w: Walker) -> bool:
 @op(b"\x80")
 def _proto(w: Walker) -> None:
     proto = w.need(1)[0]
+    if w.result.protocol is None:
+        w.result.protocol = proto  # it claims to be a pickle: judged as one from here on
     if proto > 5:
         raise Malformed(f"unsupported pickle protocol {proto}", "protocol")
-    if w.result.protocol is not None or w.op_offset != w.result.start:
+    if w.op_offset != w.result.start:
         w.issue(Severity.MEDIUM, "protocol", "PROTO opcode not at the start of the stream")
-    w.result.protocol = proto
 
 
 @op(b"\x95")
@@ -701,15 +702,33 @@ def _memoize(w: Walker) -> None:
 # --- globals and calls ----------------------------------------------------------------------
 
 
-def _global_text(w: Walker) -> tuple[str, str]:
-    module = w.line().decode("utf-8")
-    name = w.line().decode("utf-8")
+def _partial_line(w: Walker) -> tuple[bytes, bool]:
+    """A text argument; at the end of the data, what real unpicklers use instead.
+
+    Both CPython unpicklers take an unterminated last line and drop its last byte: the global
+    they then import is judged too (importing a module runs its top-level code).
+    """
+    data = w.r.readline(MAX_LINE)
+    if data is not None:
+        return data[:-1], False
+    rest = w.r.read(MAX_LINE)
+    return rest[:-1], True
+
+
+def _global_text(w: Walker, opcode: str) -> tuple[str, str]:
+    raw_module, cut = _partial_line(w)
+    raw_name, cut2 = (b"", True) if cut else _partial_line(w)
+    module = raw_module.decode("utf-8")
+    name = raw_name.decode("utf-8")
+    if cut or cut2:
+        w.add_global(module, name, opcode)
+        raise Malformed("truncated: missing newline after a text argument", "truncated")
     return module, name
 
 
 @op(b"c")
 def _global(w: Walker) -> None:
-    module, name = _global_text(w)
+    module, name = _global_text(w, "GLOBAL")
     w.push(w.add_global(module, name, "GLOBAL"))
 
 
@@ -782,7 +801,7 @@ def _newobj_ex(w: Walker) -> None:
 
 @op(b"i")
 def _inst(w: Walker) -> None:
-    module, name = _global_text(w)
+    module, name = _global_text(w, "INST")
     g = w.add_global(module, name, "INST")
     w.push(Obj(g, tuple(w.pop_mark()), w.op_offset))
 

@@ -114,6 +114,8 @@ class Scanner:
             self.error(ctx, str(exc))
         except OSError as exc:
             self.error(ctx, f"cannot read: {exc.strerror or type(exc).__name__}")
+        except Exception as exc:  # fail closed: a parser bug must never read as "clean"
+            self.error(ctx, f"scanner could not parse this file ({type(exc).__name__})")
 
     # --- dispatch by content ---------------------------------------------------------------
 
@@ -300,6 +302,8 @@ def scan_bytes(
         scanner.scan_stream(io.BytesIO(data), Ctx(name), 0, len(data), seekable_file=True)
     except ScanLimitError as exc:
         scanner.error(Ctx(name), str(exc))
+    except Exception as exc:  # fail closed, as in scan_file
+        scanner.error(Ctx(name), f"scanner could not parse this data ({type(exc).__name__})")
     return scanner.report
 
 

@@ -9,6 +9,7 @@ that make different readers see different content are findings.
 from __future__ import annotations
 
 import io
+import lzma
 import posixpath
 import struct
 import zipfile
@@ -187,7 +188,7 @@ def _scan_member(
             scanner.scan_stream(stream, mctx, 0, info.file_size, reader=r)
     except ScanLimitError as exc:
         scanner.error(mctx, str(exc))
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
         if len(scanner.report.findings) == before:
             scanner.finding(mctx, Severity.HIGH, "corrupt-zip", f"member cannot be decompressed: {exc}")
     return []
@@ -234,7 +235,7 @@ def _check_crc(
                     if total > scanner.max_decompressed:
                         scanner.error(mctx, "member exceeds the decompression size cap")
                         return
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
         scanner.finding(mctx, Severity.HIGH, "corrupt-zip", f"member cannot be read: {exc}")
         return
     if total != info.file_size:
