@@ -1,0 +1,222 @@
+"""In-process unit checks: routing table, JSON parsing, validation vs schema, offloading, ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import packserve
+from packserve.errors import BadRequestError, InputError
+from packserve.runtime import Predictor
+from packserve.serve.offload import CostModel
+from packserve.serve.predict import match
+from packserve.serve.registry import ModelHandle
+from packserve.serve.schemas import model_schemas
+from packserve.serve.settings import ServeSettings
+from packserve.serve.validation import RequestDecoder, parse_json
+
+
+def test_match_table() -> None:
+    assert match("/predict") == ("/predict", None, None, False)
+    assert match("/predict/batch") == ("/predict/batch", None, None, True)
+    assert match("/models/a/predict") == ("/models/{name}/predict", "a", None, False)
+    assert match("/models/a/predict/batch") == ("/models/{name}/predict/batch", "a", None, True)
+    assert match("/models/a/versions/2/predict") == (
+        "/models/{name}/versions/{version}/predict", "a", "2", False)
+    assert match("/models/a/versions/2/predict/batch")[3] is True
+    for miss in ("/models", "/models/a", "/models//predict", "/models/a/versions/2", "/predictx",
+                 "/models/a/predict/batch/x", "/models/a/versions//predict", "/health"):
+        assert match(miss) is None, miss
+
+
+@pytest.mark.parametrize("body, exc", [
+    (b"", BadRequestError), (b"{", BadRequestError), (b'{"a": NaN}', InputError),
+    (b'{"a": -Infinity}', InputError), (b'{"a": 1e999}', InputError), (b'["\\udc00"]', InputError),
+])
+def test_parse_json_errors(body: bytes, exc: type) -> None:
+    with pytest.raises(exc):
+        parse_json(body)
+
+
+def test_settings_env_prefix_and_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("PACKSERVE_MAX_BATCH", "7")
+    monkeypatch.setenv("PACKSERVE_API_KEY", "k")
+    s = ServeSettings()
+    assert s.max_batch == 7 and s.api_key is not None and s.api_key.get_secret_value() == "k"
+    out = subprocess.run([sys.executable, "-m", "packserve", "serve", "--help"], capture_output=True,
+                         text=True, env={"COLUMNS": "200", "PATH": ""}, check=True).stdout
+    for name in ServeSettings.model_fields:
+        if name != "model_path":
+            assert "--" + name.replace("_", "-") in out, name
+
+
+# --- validation agrees with the published schema ---------------------------------------------
+
+VALUES = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.integers(min_value=-(2**31), max_value=2**31),
+    st.text(max_size=5),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(row=st.lists(VALUES, min_size=2, max_size=4), by_name=st.booleans())
+def test_decoder_accepts_exactly_what_the_schema_accepts(credit_bundle: Path, row, by_name) -> None:
+    manifest = packserve.load(credit_bundle).manifest
+    names = manifest.feature_names
+    features = dict(zip(names, row, strict=False)) if by_name else row
+    body = orjson.dumps({"features": features})
+    schema_ok = True
+    try:
+        model_schemas(manifest, "credit", 10)["request"].model_validate_json(body, strict=True)
+    except Exception:
+        schema_ok = False
+    decoder_ok = True
+    try:
+        RequestDecoder(manifest, max_batch=10).decode_single(parse_json(body))
+    except InputError:
+        decoder_ok = False
+    assert decoder_ok == schema_ok, (features, decoder_ok, schema_ok)
+
+
+def test_decoder_feeds_match_runtime(chapter_bundle: Path, chapter_data) -> None:
+    p = packserve.load(chapter_bundle)
+    rows = chapter_data.x_test[:5]
+    dec = RequestDecoder(p.manifest, max_batch=10)
+    feeds = dec.decode_batch({"instances": [{"features": r} for r in rows.tolist()]})
+    ref = p.to_feeds(rows)
+    assert feeds.keys() == ref.keys()
+    for k in feeds:
+        assert feeds[k].dtype == ref[k].dtype and np.array_equal(feeds[k], ref[k])
+
+
+# --- offloading ----------------------------------------------------------------------------------
+
+
+def test_cost_model_rules() -> None:
+    cm = CostModel(0.001)
+    assert not cm.inline(1)  # uncalibrated: never inline
+    cm.calibrate(lambda n: 0.00001 + 0.000001 * n)
+    assert cm.inline(1) and cm.inline(100) and not cm.inline(10_000)
+    slow = CostModel(0.001)
+    slow.calibrate(lambda n: 0.01)
+    assert not slow.inline(1)
+    never = CostModel(0.0)
+    never.calibrate(lambda n: 1e-9)
+    assert not never.inline(1)
+
+
+class Sleepy(Predictor):
+    """Wraps a real predictor and sleeps in every call: a slow model, for the loop tests."""
+
+    def __init__(self, inner: Predictor, delay: float) -> None:
+        super().__init__(inner.manifest)
+        self.inner, self.delay = inner, delay
+
+    def _run_raw(self, feeds):  # type: ignore[no-untyped-def]
+        if self.delay:
+            time.sleep(self.delay)
+        return self.inner._run_raw(feeds)
+
+
+def _handle(bundle: Path, delay: float) -> ModelHandle:
+    from concurrent.futures import ThreadPoolExecutor
+
+    inner = packserve.load(bundle)
+    h = ModelHandle("fraud", "1", bundle, inner.manifest, cost=CostModel(0.00025),
+                    executor=ThreadPoolExecutor(4))
+    h.predictor = Sleepy(inner, delay)
+    from packserve.serve.registry import ModelState, _timed_runner
+
+    h.cost.calibrate(_timed_runner(h.predictor))
+    h.state = ModelState.READY
+    return h
+
+
+async def _max_loop_gap(work) -> float:  # type: ignore[no-untyped-def]
+    gaps: list[float] = []
+    stop = False
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not stop:
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    t = asyncio.create_task(ticker())
+    await work
+    stop = True
+    await t
+    return max(gaps)
+
+
+def test_slow_model_runs_off_the_loop(chapter_bundle: Path) -> None:
+    h = _handle(chapter_bundle, 0.05)
+    assert not h.cost.inline(1)
+    feeds = h.decoder.decode_single({"features": [0.1] * 15})  # type: ignore[union-attr]
+
+    async def main() -> float:
+        return await _max_loop_gap(asyncio.gather(*(h.infer(feeds) for _ in range(4))))
+
+    assert asyncio.run(main()) < 0.03
+
+
+def test_model_turning_slow_leaves_the_loop(chapter_bundle: Path) -> None:
+    h = _handle(chapter_bundle, 0.0)
+    assert h.cost.inline(1)  # the chapter model: a few microseconds, inline
+    feeds = h.decoder.decode_single({"features": [0.1] * 15})  # type: ignore[union-attr]
+    h.predictor.delay = 0.02  # type: ignore[union-attr]
+
+    async def main() -> int:
+        for i in range(20):
+            await h.infer(feeds)
+            if not h.cost.inline(1):
+                return i + 1
+        return -1
+
+    calls = asyncio.run(main())
+    assert 1 <= calls <= 5
+
+
+# --- in-process ASGI -------------------------------------------------------------------------------
+
+
+def test_asgi_readiness_before_load_and_metrics_auth(chapter_bundle: Path) -> None:
+    from packserve.serve import create_app
+
+    app = create_app(ServeSettings(model_path=chapter_bundle, api_key="k", metrics_auth=True))
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.get("/health/ready")
+            assert r.status_code == 503 and r.json()["status"] == "loading"
+            h = await c.get("/health")
+            assert h.status_code == 503 and h.json() == {
+                "status": "loading", "model_loaded": False, "model_version": "1.0.0"}
+            r = await c.post("/predict", json={"features": [0.0] * 15}, headers={"x-api-key": "k"})
+            assert r.status_code == 503 and r.json()["error"] == "model_not_ready"
+            await app.registry.load_all()
+            assert (await c.get("/health/ready")).status_code == 200
+            assert (await c.get("/metrics")).status_code == 401
+            assert (await c.get("/metrics", headers={"authorization": "Bearer k"})).status_code == 200
+            r = await c.post("/predict", json={"features": [0.0] * 15}, headers={"x-api-key": "k"})
+            assert r.status_code == 200
+
+    asyncio.run(main())
