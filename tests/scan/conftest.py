@@ -49,17 +49,19 @@ def legit_dir(tmp_path_factory: pytest.TempPathFactory, legit_models) -> Path:  
         joblib.dump(legit_models[name], d / f"{name}.joblib")
         for comp in ("zlib", "gzip", "bz2", "xz", "lzma"):
             joblib.dump(legit_models[name], d / f"{name}_{comp}.joblib", compress=(comp, 3))
-    joblib.dump({"arr": np.arange(1000.0), "obj": np.array([1, "a"], dtype=object)},
-                d / "arrays.joblib")
+    joblib.dump({"arr": np.arange(1000.0), "obj": np.array([1, "a"], dtype=object)}, d / "arrays.joblib")
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.BatchNorm1d(8),
-                              torch.nn.Linear(8, 2))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)
+    )
     net.eval()
     torch.save(net.state_dict(), d / "state_dict.pt")
     torch.save(net.state_dict(), d / "state_dict_legacy.pt", _use_new_zipfile_serialization=False)
-    torch.save({"model": net.state_dict(), "epoch": 3, "lr": 0.1,
-                "half": torch.zeros(3, dtype=torch.float16)}, d / "checkpoint.pth")
+    torch.save(
+        {"model": net.state_dict(), "epoch": 3, "lr": 0.1, "half": torch.zeros(3, dtype=torch.float16)},
+        d / "checkpoint.pth",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.script(net).save(str(d / "scripted.pt"))

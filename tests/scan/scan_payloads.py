@@ -85,9 +85,7 @@ def zip_bytes(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_STORED
 
 
 def torch_zip(data_pkl: bytes, extra: list[tuple[str, bytes]] | None = None) -> bytes:
-    return zip_bytes(
-        [("archive/data.pkl", data_pkl), ("archive/version", b"3\n"), *(extra or [])]
-    )
+    return zip_bytes([("archive/data.pkl", data_pkl), ("archive/version", b"3\n"), *(extra or [])])
 
 
 def legacy_torch(main: bytes, *, sys_info: bytes | None = None, tail: bytes = b"") -> bytes:
@@ -162,9 +160,9 @@ def raw(name: str, data: bytes | Callable[[], bytes], *rules: str, fname: str = 
 
 def _ts_injected(d: Path, which: str) -> bytes:
     """A real TorchScript archive with one pickle member replaced by an evil one."""
-    import torch
-
     import warnings
+
+    import torch
 
     src = d / "ts_src.pt"
     with warnings.catch_warnings():
@@ -175,10 +173,9 @@ def _ts_injected(d: Path, which: str) -> bytes:
         for info in zin.infolist():
             body = zin.read(info.filename)
             if info.filename.endswith(which):
-                if which == "data.pkl":  # keep it a valid pickle, add one global in the middle
-                    body = body[:2] + G("builtins", "eval") + b"0" + body[2:]
-                else:
-                    body = EVIL
+                # data.pkl stays a valid pickle with one global added; others become EVIL
+                injected = body[:2] + G("builtins", "eval") + b"0" + body[2:]
+                body = injected if which == "data.pkl" else EVIL
             zout.writestr(info, body)
     src.unlink()
     return out.getvalue()
@@ -224,7 +221,17 @@ def _joblib_lying_shape() -> bytes:
 
 def _stack_global_non_str() -> bytes:
     # STACK_GLOBAL whose module operand is computed (str(b'os')) rather than a string literal.
-    return P4 + call(G("builtins", "str"), "os") + SU("system") + b"\x93" + MARK + U("true") + TUPLE + REDUCE + STOP
+    return (
+        P4
+        + call(G("builtins", "str"), "os")
+        + SU("system")
+        + b"\x93"
+        + MARK
+        + U("true")
+        + TUPLE
+        + REDUCE
+        + STOP
+    )
 
 
 PAYLOADS: list[Payload] = [
@@ -259,11 +266,28 @@ PAYLOADS: list[Payload] = [
     raw("marshal_loads", P2 + G("marshal", "loads") + MARK + BB(b"c") + TUPLE + REDUCE + STOP),
     raw("types_function", P2 + call(G("types", "FunctionType"), "x") + STOP),
     # getters and resolvers
-    raw("operator_attrgetter", P2 + call(G("_operator", "attrgetter"), "system") + MARK + G("os", "path") + TUPLE + REDUCE + STOP),
+    raw(
+        "operator_attrgetter",
+        P2 + call(G("_operator", "attrgetter"), "system") + MARK + G("os", "path") + TUPLE + REDUCE + STOP,
+    ),
     raw("operator_methodcaller", P2 + call(G("operator", "methodcaller"), "system", "true") + STOP),
-    raw("getattr_import_chain",
-        P2 + G("builtins", "getattr") + MARK + call(G("builtins", "__import__"), "os") + U("system") + TUPLE + REDUCE
-        + MARK + U("true") + TUPLE + REDUCE + STOP, "dangerous-global", "computed-call"),
+    raw(
+        "getattr_import_chain",
+        P2
+        + G("builtins", "getattr")
+        + MARK
+        + call(G("builtins", "__import__"), "os")
+        + U("system")
+        + TUPLE
+        + REDUCE
+        + MARK
+        + U("true")
+        + TUPLE
+        + REDUCE
+        + STOP,
+        "dangerous-global",
+        "computed-call",
+    ),
     raw("importlib_import_module", P2 + call(G("importlib", "import_module"), "os") + STOP),
     raw("pkgutil_resolve_name", P2 + call(G("pkgutil", "resolve_name"), "os:system") + STOP),
     raw("pydoc_locate", P2 + call(G("pydoc", "locate"), "os.system") + STOP),
@@ -274,22 +298,71 @@ PAYLOADS: list[Payload] = [
     raw("unknown_global", P2 + call(G("mymodule", "MyModel"), "x") + STOP, "unknown-global"),
     raw("invalid_module", P2 + call(G("os system", "x"), "y") + STOP, "invalid-global"),
     # memo tricks
-    raw("memo_fed_stack_global",
-        P4 + SU("os") + b"\x94" + b"0" + SU("system") + b"\x94" + b"0" + GET(0) + GET(1) + b"\x93"
-        + MARK + U("true") + TUPLE + REDUCE + STOP),
+    raw(
+        "memo_fed_stack_global",
+        P4
+        + SU("os")
+        + b"\x94"
+        + b"0"
+        + SU("system")
+        + b"\x94"
+        + b"0"
+        + GET(0)
+        + GET(1)
+        + b"\x93"
+        + MARK
+        + U("true")
+        + TUPLE
+        + REDUCE
+        + STOP,
+    ),
     raw("memo_never_stored", P4 + GET(7) + GET(8) + b"\x93" + STOP, "memo"),
     raw("stack_global_non_string", _stack_global_non_str, "stack-global-operand"),
     raw("proto0_strings_stack_global", b"S'os'\nS'system'\n\x93(S'true'\ntR."),
     # BUILD tricks
-    raw("build_setattr_on_class",
-        P2 + G("collections", "OrderedDict") + NONE + EMPTY_DICT + U("__reduce__") + G("os", "system") + b"s"
-        + b"\x86" + BUILD + STOP),
-    raw("build_dunder_on_instance",
-        P2 + G("collections", "OrderedDict") + EMPTY_TUPLE + REDUCE + EMPTY_DICT + U("__class__")
-        + G("collections", "OrderedDict") + b"s" + BUILD + STOP, "build-dunder"),
-    raw("build_setstate_slot",
-        P2 + G("collections", "OrderedDict") + EMPTY_TUPLE + REDUCE + NONE + EMPTY_DICT + U("__setstate__")
-        + NONE + b"s" + b"\x86" + BUILD + STOP, "build-dunder"),
+    raw(
+        "build_setattr_on_class",
+        P2
+        + G("collections", "OrderedDict")
+        + NONE
+        + EMPTY_DICT
+        + U("__reduce__")
+        + G("os", "system")
+        + b"s"
+        + b"\x86"
+        + BUILD
+        + STOP,
+    ),
+    raw(
+        "build_dunder_on_instance",
+        P2
+        + G("collections", "OrderedDict")
+        + EMPTY_TUPLE
+        + REDUCE
+        + EMPTY_DICT
+        + U("__class__")
+        + G("collections", "OrderedDict")
+        + b"s"
+        + BUILD
+        + STOP,
+        "build-dunder",
+    ),
+    raw(
+        "build_setstate_slot",
+        P2
+        + G("collections", "OrderedDict")
+        + EMPTY_TUPLE
+        + REDUCE
+        + NONE
+        + EMPTY_DICT
+        + U("__setstate__")
+        + NONE
+        + b"s"
+        + b"\x86"
+        + BUILD
+        + STOP,
+        "build-dunder",
+    ),
     # truncation, garbage, unknown opcodes, trailing data
     raw("truncated_after_reduce", P2 + call(G("os", "system"), "true") + b"\xff\xfe garbage"),
     raw("truncated_benign_prefix", BENIGN[: len(BENIGN) // 2], "truncated", "malformed", "frame"),
@@ -310,8 +383,14 @@ PAYLOADS: list[Payload] = [
     raw("nested_pickle_bytes_only", P4 + BB(EVIL) + STOP),
     # joblib
     raw("joblib_raw_evil", lambda: joblib_bytes({"a": np.arange(3.0), "x": Evil()})),
-    *[raw(f"joblib_{c}_evil", (lambda c=c: joblib_bytes({"x": Evil()}, compress=(c, 3))),
-          fname=f"m_{c}.joblib") for c in ("zlib", "gzip", "bz2", "xz", "lzma")],
+    *[
+        raw(
+            f"joblib_{c}_evil",
+            (lambda c=c: joblib_bytes({"x": Evil()}, compress=(c, 3))),
+            fname=f"m_{c}.joblib",
+        )
+        for c in ("zlib", "gzip", "bz2", "xz", "lzma")
+    ],
     raw("joblib_object_array_evil", lambda: joblib_bytes({"a": np.array([Evil()], dtype=object)})),
     raw("joblib_truncated_array", _joblib_lying_shape, "truncated"),
     raw("gzip_plain_evil", lambda: gzip.compress(EVIL)),
@@ -327,9 +406,11 @@ PAYLOADS: list[Payload] = [
     raw("zip_evil_deflated", lambda: zip_bytes([("archive/data.pkl", EVIL)], zipfile.ZIP_DEFLATED)),
     raw("zip_odd_name_dotdot", lambda: zip_bytes([("../../evil.pkl", BENIGN)]), "zip-anomaly"),
     raw("zip_odd_name_control", lambda: zip_bytes([("archive/data.pkl\x01", BENIGN)]), "zip-anomaly"),
-    raw("zip_local_central_mismatch",
+    raw(
+        "zip_local_central_mismatch",
         lambda: patch_zip_local_name(torch_zip(BENIGN), b"archive/data.pkl", b"archive/data.pk_"),
-        "zip-anomaly"),
+        "zip-anomaly",
+    ),
     raw("zip_crc_error", _crc_broken, "zip-crc"),
     raw("zip_encrypted_flag", _encrypted, "zip-encrypted"),
     raw("zip_duplicate_names", _duplicate, "zip-anomaly"),

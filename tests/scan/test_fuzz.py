@@ -7,6 +7,7 @@ returns an inert stub) must only ever ask for globals the policy allows.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import time
@@ -62,10 +63,8 @@ def requested_globals(data: bytes) -> set[tuple[str, str]]:
         return Recording
 
     for base in (pickle.Unpickler, pickle._Unpickler):  # type: ignore[attr-defined]
-        try:
+        with contextlib.suppress(Exception):  # malformed input is expected
             make(base)(io.BytesIO(data)).load()
-        except Exception:  # noqa: BLE001 - malformed input is expected
-            pass
     return seen
 
 

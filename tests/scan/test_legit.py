@@ -36,9 +36,19 @@ def test_ensure_safe_returns_the_report(legit_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["rf_p2.pkl", "pipeline_p5.pkl", "xgb_p4.pkl", "lgb_p5.pkl", "rf.joblib",
-             "pipeline_zlib.joblib", "pipeline_gzip.joblib", "rf_xz.joblib", "rf_lzma.joblib",
-             "pipeline_bz2.joblib"],
+    "name",
+    [
+        "rf_p2.pkl",
+        "pipeline_p5.pkl",
+        "xgb_p4.pkl",
+        "lgb_p5.pkl",
+        "rf.joblib",
+        "pipeline_zlib.joblib",
+        "pipeline_gzip.joblib",
+        "rf_xz.joblib",
+        "rf_lzma.joblib",
+        "pipeline_bz2.joblib",
+    ],
 )
 def test_restricted_loader_round_trips(legit_dir: Path, legit_models, xy, name: str) -> None:  # type: ignore[no-untyped-def]
     x, _ = xy
@@ -60,8 +70,12 @@ def test_loader_and_scanner_agree_on_every_allowlisted_global() -> None:
     from packserve.scan.policy import allowlist, judge
 
     u = RestrictedUnpickler(__import__("io").BytesIO(b"."))
-    for module, name in [("os", "system"), ("builtins", "eval"), ("mymod", "X"),
-                         ("collections", "OrderedDict.fromkeys")]:
+    for module, name in [
+        ("os", "system"),
+        ("builtins", "eval"),
+        ("mymod", "X"),
+        ("collections", "OrderedDict.fromkeys"),
+    ]:
         assert judge(module, name) is not None
         with pytest.raises(RefusedGlobalError):
             u.find_class(module, name)
@@ -73,7 +87,16 @@ def test_pickled_numpy_and_torch_tensors_in_plain_pickles_are_clean(tmp_path: Pa
     import torch
 
     p = tmp_path / "x.pkl"
-    p.write_bytes(pickle.dumps({"a": np.float32(1), "b": np.random.RandomState(0),
-                                "c": np.random.default_rng(0), "d": torch.float32,
-                                "e": np.dtype("M8[s]")}, protocol=4))
+    p.write_bytes(
+        pickle.dumps(
+            {
+                "a": np.float32(1),
+                "b": np.random.RandomState(0),
+                "c": np.random.default_rng(0),
+                "d": torch.float32,
+                "e": np.dtype("M8[s]"),
+            },
+            protocol=4,
+        )
+    )
     assert scan(p).clean, scan(p).to_dict()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from scan_payloads import EVIL, G, GET, P2, P4, SG, SU, STOP, U, call
+from scan_payloads import EVIL, GET, P2, P4, SG, STOP, SU, G, U, call
 
 from packserve.scan import Severity, scan_bytes
 from packserve.scan.opcodes import walk
@@ -19,9 +19,7 @@ def globals_of(data: bytes) -> list[tuple[str, str]]:
 def test_global_offsets_and_names() -> None:
     res = walk(bytes_reader(EVIL))
     assert res.ok and res.protocol == 2
-    assert [(g.module, g.name, g.offset, g.opcode) for g in res.globals] == [
-        ("os", "system", 2, "GLOBAL")
-    ]
+    assert [(g.module, g.name, g.offset, g.opcode) for g in res.globals] == [("os", "system", 2, "GLOBAL")]
     report = scan_bytes(EVIL, "evil.pkl")
     (f,) = [f for f in report.findings if f.rule == "dangerous-global"]
     assert (f.file, f.member, f.offset, f.global_name) == ("evil.pkl", None, 2, "os.system")
@@ -52,8 +50,14 @@ def test_aliases_and_compat_names() -> None:
     assert normalize("posix", "system") == ("os", "system")
     assert normalize("_operator", "attrgetter") == ("operator", "attrgetter")
     assert normalize("copy_reg", "_reconstructor") == ("copyreg", "_reconstructor")
-    for mod, name in [("nt", "system"), ("__builtin__", "getattr"), ("_pickle", "loads"),
-                      ("os.path", "join"), ("subprocess", "run"), ("urllib.request", "urlopen")]:
+    for mod, name in [
+        ("nt", "system"),
+        ("__builtin__", "getattr"),
+        ("_pickle", "loads"),
+        ("os.path", "join"),
+        ("subprocess", "run"),
+        ("urllib.request", "urlopen"),
+    ]:
         v = judge(mod, name)
         assert v is not None and v.severity is Severity.CRITICAL, (mod, name)
 
@@ -92,7 +96,7 @@ def test_big_payloads_are_skipped_not_read() -> None:
 
 
 def test_not_a_pickle_is_data_not_a_finding() -> None:
-    for text in (b"hello world\n", b"class Foo(Module):\n  pass\n", b"{\"a\": 1}", b"3\n"):
+    for text in (b"hello world\n", b"class Foo(Module):\n  pass\n", b'{"a": 1}', b"3\n"):
         report = scan_bytes(text, "t")
         assert report.clean, (text, report.to_dict())
         assert report.files["t"] == "data (not a pickle)"
