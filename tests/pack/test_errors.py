@@ -167,3 +167,33 @@ def test_dataframe_sample_is_matched_to_model_names_by_name(zoo: Zoo, tmp_path) 
     assert res.manifest.feature_names == ["price", "rooms", "area"] and res.manifest.parity.passed
     with pytest.raises(SampleError, match=r"lacks column\(s\) \['area'\]"):
         packserve.pack(model, tmp_path / "cb2", sample=df[["price", "rooms"]].assign(x=1.0))
+
+
+def test_hist_gradient_boosting_with_native_categories_is_refused(tmp_path) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=200), rng.integers(0, 5, 200)]).astype(float)
+    model = HistGradientBoostingClassifier(max_iter=5, categorical_features=[1]).fit(
+        x, (x[:, 1] % 2 == 0).astype(int))
+    with pytest.raises(UnsupportedModelError, match="categorical_features"):
+        packserve.pack(model, tmp_path / "b", sample=x[:20])
+
+
+def test_artifact_that_does_not_load_is_a_pack_error(zoo: Zoo, tmp_path, monkeypatch) -> None:
+    """A converter that writes a graph ONNX Runtime refuses: a PackError, nothing written."""
+    from packserve.pack import sklearn as skl
+
+    real = skl._convert
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        onx, workarounds = real(*args, **kwargs)
+        onx.graph.node[0].op_type = "NoSuchOp"
+        return onx, workarounds
+
+    monkeypatch.setattr(skl, "_convert", broken)
+    case = zoo.case("sklearn-rf-multiclass")
+    with pytest.raises(PackError, match="does not load in ONNX Runtime") as info:
+        packserve.pack(case.model, tmp_path / "b", sample=case.sample)
+    assert str(tmp_path) not in info.value.message
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".*packserve-tmp"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from packserve.bundle import Manifest, OutputSpec, ParityReport, TensorSpec, write_bundle
-from packserve.errors import ParityError
+from packserve.errors import BundleError, PackError, ParityError
 from packserve.pack import parity
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable
@@ -107,7 +107,14 @@ def finish(
     manifest = draft_manifest(exp, sample, name=name, version=version)
     try:
         step("checking parity")
-        predictor = open_staged(staging, manifest, intra_op_threads=0)
+        try:
+            predictor = open_staged(staging, manifest, intra_op_threads=0)
+        except BundleError as exc:
+            reason = (exc.detail_for_logs or exc.message).replace(str(staging), "<bundle>")
+            raise PackError(
+                f"the exported {exp.model_type.rsplit('.', 1)[-1]} graph does not load in ONNX "
+                f"Runtime (a converter bug or an unsupported model option): {reason[:400]}"
+            ) from exc
         exported = predictor.predict(sample.table)
         predictor.close()
         report = parity.compare(

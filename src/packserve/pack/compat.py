@@ -48,20 +48,40 @@ def hist_gradient_boosting_fix() -> Iterator[str]:
             tree_ensemble.add_node = original
 
 
-def contains_hist_gradient_boosting(model: Any) -> bool:
-    """True if ``model`` is, or a Pipeline/ColumnTransformer step is, a HistGradientBoosting*."""
+def _hist_gradient_boosting_parts(model: Any) -> list[Any]:
+    """Every HistGradientBoosting* in ``model`` (itself, Pipeline/ColumnTransformer steps)."""
+    found: list[Any] = []
     seen: list[Any] = [model]
     while seen:
         m = seen.pop()
         if type(m).__name__.startswith("HistGradientBoosting"):
-            return True
+            found.append(m)
         for attr in ("steps", "transformers_"):
             for item in getattr(m, attr, None) or []:
                 seen.append(item[1])
-        final = getattr(m, "estimator", None)
-        if final is not None:
-            seen.append(final)
+        inner = getattr(m, "estimator", None)
+        if inner is not None:
+            seen.append(inner)
+    return found
+
+
+def contains_hist_gradient_boosting(model: Any) -> bool:
+    return bool(_hist_gradient_boosting_parts(model))
+
+
+def native_categorical_hist_gradient_boosting(model: Any) -> bool:
+    """skl2onnx has no categorical-split support: such a model converts to a graph ONNX
+    Runtime refuses to load (checked with skl2onnx 1.20), so it is refused up front."""
+    for m in _hist_gradient_boosting_parts(model):
+        mask = getattr(m, "is_categorical_", None)
+        if mask is not None and bool(mask.any()):
+            return True
     return False
 
 
-__all__ = ["HIST_GB_BOOL_ATTRIBUTE", "contains_hist_gradient_boosting", "hist_gradient_boosting_fix"]
+__all__ = [
+    "HIST_GB_BOOL_ATTRIBUTE",
+    "contains_hist_gradient_boosting",
+    "hist_gradient_boosting_fix",
+    "native_categorical_hist_gradient_boosting",
+]

@@ -131,6 +131,12 @@ def _check_model(model: Any) -> None:
         raise PackError(f"{type(model).__name__} is not fitted; fit it before packing") from exc
     except TypeError:  # not an estimator check_is_fitted understands; conversion will tell
         pass
+    if compat.native_categorical_hist_gradient_boosting(model):
+        raise UnsupportedModelError(
+            "skl2onnx cannot convert HistGradientBoosting with categorical_features (native "
+            "categorical splits); encode those columns in the pipeline (e.g. OneHotEncoder or "
+            "OrdinalEncoder in a ColumnTransformer) instead"
+        )
     if is_classifier(model) and not hasattr(model, "predict_proba"):
         raise UnsupportedModelError(
             f"{type(final_estimator(model)).__name__} has no predict_proba, which packserve "
