@@ -102,6 +102,13 @@ def test_decoder_feeds_match_runtime(chapter_bundle: Path, chapter_data) -> None
     assert feeds.keys() == ref.keys()
     for k in feeds:
         assert feeds[k].dtype == ref[k].dtype and np.array_equal(feeds[k], ref[k])
+    for i, row in enumerate(rows.tolist()):  # the single-row fast path gives the same tensors
+        one = dec.decode_single({"features": row})
+        assert all(np.array_equal(one[k], ref[k][i : i + 1]) and one[k].dtype == ref[k].dtype
+                   for k in ref)
+    with pytest.raises(InputError) as info:
+        dec.decode_single({"features": [0.0] * 14 + [-1e39]})
+    assert info.value.where == "feature 'f14'"
 
 
 # --- offloading ----------------------------------------------------------------------------------
