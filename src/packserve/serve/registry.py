@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import logging
 import re
 import time
@@ -293,9 +294,16 @@ class ModelRegistry:
         self.notify(handle)
 
     async def load_all(self) -> None:
-        """Load sequentially: on a small machine parallel loads only slow each other down."""
+        """Load sequentially: on a small machine parallel loads only slow each other down.
+
+        Afterwards the startup heap (framework, schemas, sessions) is frozen out of the
+        garbage collector's reach, so the occasional full collection under load scans only
+        request garbage: a measurable cut of p99 latency on the hot path.
+        """
         for handle in list(self.handles()):
             await self.load(handle)
+        gc.collect()
+        gc.freeze()
 
     # --- lookup -----------------------------------------------------------------------
 
