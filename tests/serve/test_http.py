@@ -362,7 +362,7 @@ def test_metrics(single) -> None:
 
 
 def test_api_key(chapter_bundle: Path) -> None:
-    with running_server(chapter_bundle, env={"PACKSERVE_API_KEY": "s3cret-key"}) as srv:
+    with running_server(chapter_bundle, "--access-log", env={"PACKSERVE_API_KEY": "s3cret-key"}) as srv:
         body = {"features": ROW}
         r = post(f"{srv.url}/predict", body)
         body401 = assert_clean_error(r, 401)
@@ -382,3 +382,6 @@ def test_api_key(chapter_bundle: Path) -> None:
         doc = httpx.get(f"{srv.url}/openapi.json").json()
         assert "bearerAuth" in doc["components"]["securitySchemes"]
         assert doc["paths"]["/predict"]["post"]["security"]
+        lines = [json.loads(ln) for ln in srv.output().splitlines() if ln.startswith('{"ts"')]
+        assert {"route": "/predict", "status": 401, "method": "POST"}.items() <= lines[0].items()
+        assert "s3cret" not in srv.output()
