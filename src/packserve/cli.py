@@ -237,11 +237,13 @@ def serve(**flags: Any) -> None:
         loc = ".".join(str(x) for x in first.get("loc", ())) or "settings"
         raise ConfigError(f"--{loc.replace('_', '-')}: {first.get('msg', exc)}") from None
     settings.require_model_path()
-    if settings.workers > 1:
-        raise ConfigError(
-            "--workers > 1 is not supported yet: per-process metrics and drain need the "
-            "multi-worker support of issue #9; run one process per core behind a load balancer"
-        )
+    if settings.workers > 1:  # a supervisor + N single-process servers on one socket (#9)
+        from packserve.serve.workers import run_workers
+
+        code = run_workers(settings)
+        if code:
+            raise typer.Exit(code)
+        return
     from packserve.serve.lifecycle import run
 
     code = run(settings)

@@ -172,8 +172,16 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("packserve.access").propagate = False
 
 
-def run(settings: ServeSettings) -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain)."""
+def run(
+    settings: ServeSettings,
+    *,
+    sockets: list[Any] | None = None,
+    server_class: type[PackserveServer] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain).
+
+    ``sockets``/``server_class``: a worker of ``--workers N`` (:mod:`packserve.serve.workers`)
+    serves on the supervisor's already-bound socket with a subclass of the server."""
     from packserve.serve.app import create_app
 
     _configure_logging(settings.log_level)
@@ -190,8 +198,8 @@ def run(settings: ServeSettings) -> int:
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
         server_header=False,
     )
-    server = PackserveServer(config, settings, app.state.serving)
-    server.run()
+    server = (server_class or PackserveServer)(config, settings, app.state.serving)
+    server.run(sockets=sockets)
     if app.state.serving.fatal is not None and server.exit_code == 0:
         server.exit_code = app.state.serving.fatal.exit_code
     return server.exit_code

@@ -8,6 +8,7 @@ label children are cached so the hot path pays one dict lookup, not ``.labels()`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -60,10 +61,13 @@ class Metrics:
         )
         self.model_state = Gauge(
             "packserve_model_state", "1 for the model version's current state",
-            ["model", "version", "state"], registry=r,
+            ["model", "version", "state"], registry=r, multiprocess_mode="liveall",
         )
-        self.in_flight = Gauge("packserve_requests_in_flight", "requests being handled", registry=r)
-        self.draining = Gauge("packserve_draining", "1 after SIGTERM", registry=r)
+        # multiprocess_mode: how ``--workers N`` combines the workers' values (serve/workers.py)
+        self.in_flight = Gauge("packserve_requests_in_flight", "requests being handled", registry=r,
+                               multiprocess_mode="livesum")
+        self.draining = Gauge("packserve_draining", "1 after SIGTERM", registry=r,
+                              multiprocess_mode="livemax")
         self._req: dict[tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
         self._inf: dict[tuple[str, str, bool], tuple[Callable[[float], None], Callable[[float], None]]] = {}
 
@@ -96,6 +100,10 @@ class Metrics:
             )
 
     def render(self) -> bytes:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # --workers N: the whole server's numbers
+            from packserve.serve.workers import render_all_workers
+
+            return render_all_workers(self)
         return generate_latest(self.registry)
 
 

@@ -1,0 +1,384 @@
+"""``packserve serve --workers N``: one supervisor, N single-process servers on one socket.
+
+Why a supervisor and not uvicorn's ``workers=``: every worker must keep packserve's own drain
+(readiness 503 at once, grace, every accepted request answered, exit 0) and ``/metrics`` must
+count the whole server, not whichever worker the kernel handed the scrape to.
+
+* The supervisor binds the listening socket once and starts N workers
+  (:func:`worker_main`) that inherit it; each runs the unchanged
+  single-process server (:func:`packserve.serve.lifecycle.run`) on that socket, so the kernel
+  spreads connections over them. The supervisor imports no web stack and loads no model.
+* SIGTERM/SIGINT: forwarded as SIGTERM to every worker (each drains by the usual rules), the
+  supervisor closes its copy of the socket (listening stops once the last worker stops) and
+  exits 0 when every worker exited 0. A second SIGINT is forwarded as SIGINT (force exit).
+* A worker that dies on its own (OOM kill, segfault, SIGKILL) is replaced; a worker that exits
+  with a packserve exit code (bad bundle: 5, config: 2) stops the whole server with that code.
+* Metrics: prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a fresh folder
+  per run): counters and histograms are summed over all workers, dead ones included;
+  ``packserve_requests_in_flight`` is the live workers' sum, ``packserve_draining`` their max,
+  ``packserve_model_state`` one series per live worker (``pid`` label); the process metrics
+  (memory, CPU, fds) are the sums over the supervisor and its live workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from packserve.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from packserve.serve.lifecycle import PackserveServer
+    from packserve.serve.metrics import Metrics
+
+log = logging.getLogger("packserve.serve")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: replacements allowed within RESTART_WINDOW_S before the supervisor gives up (crash loop)
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+_POLL_S = 0.05
+_WORKER_CMD = (
+    "import sys; from packserve.serve.workers import worker_main; sys.exit(worker_main(sys.argv[1:]))"
+)
+
+
+# --- supervisor ------------------------------------------------------------------------------
+
+
+def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """Bind and listen once; the workers inherit the file descriptor."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        from packserve.errors import ConfigError
+
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def settings_payload(settings: ServeSettings) -> bytes:
+    """All fields as JSON (secrets in clear: this goes through a pipe to our own child)."""
+    data = settings.model_dump(mode="json")
+    data["api_key"] = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return json.dumps(data).encode()
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    """Starts, watches, replaces and stops the workers (see the module docstring)."""
+
+    def __init__(self, settings: ServeSettings, sock: socket.socket, metrics_dir: Path) -> None:
+        self.settings, self.sock, self.metrics_dir = settings, sock, metrics_dir
+        self.workers: dict[int, _Worker] = {}
+        self.exit_codes: dict[int, int] = {}
+        self.stopping = False
+        self.forced = False
+        self.exit_code = 0
+        self._restarts: list[float] = []
+        self._payload = settings_payload(settings)
+        self._stop_deadline = 0.0
+
+    # signals only set flags; the loop acts on them
+    def _on_signal(self, sig: int, _frame: FrameType | None) -> None:
+        if not self.stopping:
+            log.info("supervisor: received %s: draining %d worker(s)", signal.Signals(sig).name,
+                     len(self.workers))
+            self.stopping = True
+        elif sig == signal.SIGINT:
+            self.forced = True
+
+    def spawn(self, index: int) -> None:
+        env = {**os.environ, MULTIPROC_ENV: str(self.metrics_dir)}
+        cmd = [sys.executable, "-c", _WORKER_CMD, str(self.sock.fileno()), str(index)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, pass_fds=(self.sock.fileno(),))
+        assert proc.stdin is not None
+        proc.stdin.write(self._payload)
+        proc.stdin.close()
+        self.workers[index] = _Worker(index, proc)
+
+    def _signal_all(self, sig: int) -> None:
+        for w in self.workers.values():
+            if w.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(sig)
+
+    def _begin_stop(self) -> None:
+        self._signal_all(signal.SIGTERM)
+        # nobody may accept on our copy of the socket once the workers stop listening
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        s = self.settings
+        self._stop_deadline = time.monotonic() + s.shutdown_grace_s + s.drain_timeout_s + 10.0
+
+    def _reap(self) -> None:
+        from prometheus_client import multiprocess
+
+        for index, w in list(self.workers.items()):
+            code = w.proc.poll()
+            if code is None:
+                continue
+            del self.workers[index]
+            multiprocess.mark_process_dead(w.proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
+            if self.stopping:
+                self.exit_codes[index] = code
+                if code != 0:
+                    log.warning("supervisor: worker %d exited with %d while stopping", index, code)
+                continue
+            if code > 0:  # a packserve exit code (bad bundle: 5, config: 2...): not transient
+                log.error("supervisor: worker %d exited with code %d: stopping", index, code)
+                self.exit_code = code
+                self.stopping = True
+                continue
+            now = time.monotonic()
+            self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S]
+            if len(self._restarts) >= MAX_RESTARTS:
+                log.error("supervisor: %d worker restarts in %.0fs: giving up", MAX_RESTARTS,
+                          RESTART_WINDOW_S)
+                self.exit_code = 1
+                self.stopping = True
+                continue
+            self._restarts.append(now)
+            log.warning("supervisor: worker %d (pid %d) died (%d): starting a new one", index,
+                        w.proc.pid, code)
+            self.spawn(index)
+
+    def run(self) -> int:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for i in range(self.settings.workers):
+                self.spawn(i)
+            stop_sent = forced_sent = False
+            while self.workers:
+                if self.stopping and not stop_sent:
+                    stop_sent = True
+                    self._begin_stop()
+                if self.forced and not forced_sent:
+                    forced_sent = True
+                    self._signal_all(signal.SIGINT)
+                if stop_sent and time.monotonic() > self._stop_deadline:
+                    log.error("supervisor: workers still running after the drain timeout: killing")
+                    self._signal_all(signal.SIGKILL)
+                    self._stop_deadline = float("inf")
+                self._reap()
+                time.sleep(_POLL_S)
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            with contextlib.suppress(OSError):
+                self.sock.close()
+        if self.exit_code:
+            return self.exit_code
+        bad = [c for c in self.exit_codes.values() if c != 0]
+        return (bad[0] if bad[0] > 0 else 1) if bad else 0
+
+
+@contextlib.contextmanager
+def metrics_folder() -> Iterator[Path]:
+    """A clean multiprocess folder: the user's (``PROMETHEUS_MULTIPROC_DIR``, wiped of old
+    ``*.db`` files: stale pids would add up) or a temporary one removed afterwards."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):
+            old.unlink()
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="packserve-metrics-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_workers(settings: ServeSettings) -> int:
+    """Serve with ``settings.workers`` processes until SIGTERM/SIGINT; the exit code."""
+    from packserve.serve.lifecycle import _configure_logging
+
+    _configure_logging(settings.log_level)
+    settings.require_model_path()
+    sock = bind_socket(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    log.info("supervisor (pid %d): %d workers on http://%s:%d", os.getpid(), settings.workers,
+             shown, port)
+    with metrics_folder() as folder:
+        return Supervisor(settings, sock, folder).run()
+
+
+# --- worker ----------------------------------------------------------------------------------
+
+
+def _worker_server_class() -> type[PackserveServer]:
+    from packserve.serve.lifecycle import PackserveServer
+
+    class WorkerServer(PackserveServer):
+        """The single-process server with three duties of a worker:
+
+        * it takes connections from the shared socket only once its models are loaded (a
+          single server listens at once and says 503 on readiness; a worker still loading would
+          instead answer 503 to requests its ready siblings could serve, e.g. while replacing a
+          dead worker) — until then the kernel gives connections to the other workers, or
+          keeps them in the backlog;
+        * every tick (0.1 s) it publishes its gauges to the shared metrics folder;
+        * it drains if the supervisor vanished (a SIGKILLed supervisor leaves no orphans)."""
+
+        parent = os.getppid()
+        orphaned = False
+        servers: list[Any] = []  # read by a drain that starts before listening
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            state, original = self.state, self.lifespan.startup
+
+            async def startup_then_load() -> None:
+                await original()
+                while not (state.loading_done or state.draining or self.should_exit):
+                    await asyncio.sleep(0.02)
+
+            self.lifespan.startup = startup_then_load  # type: ignore[method-assign]
+            await super().startup(sockets)
+
+        async def on_tick(self, counter: int) -> bool:
+            metrics = getattr(self.config.app, "metrics", None)
+            if metrics is not None:
+                publish_gauges(metrics)
+            if not self.orphaned and os.getppid() != self.parent:
+                self.orphaned = True
+                log.error("worker %d: supervisor gone: draining", os.getpid())
+                os.kill(os.getpid(), signal.SIGTERM)
+            return await super().on_tick(counter)
+
+    return WorkerServer
+
+
+def worker_main(argv: list[str]) -> int:
+    """Entry of one worker (args: FD INDEX; the settings as JSON on stdin)."""
+    from packserve.errors import PackserveError
+    from packserve.serve.lifecycle import run
+
+    fd, _index = int(argv[0]), int(argv[1])
+    settings = ServeSettings(**json.loads(sys.stdin.buffer.read()))
+    sock = socket.socket(fileno=fd)
+    try:
+        return run(settings, sockets=[sock], server_class=_worker_server_class())
+    except PackserveError as exc:  # as the CLI does: the message and the exit code, no traceback
+        sys.stderr.write(f"error: {exc.message}\n")
+        return exc.exit_code
+
+
+# --- metrics of the whole server ---------------------------------------------------------
+
+
+def publish_gauges(metrics: Metrics) -> None:
+    """Write this process's function-backed gauges into its multiprocess file (prometheus_client
+    only aggregates values that were ``set``, never ``set_function`` callbacks)."""
+    for gauge in (metrics.in_flight, metrics.draining):
+        for family in gauge.collect():
+            for sample in family.samples:
+                gauge.set(sample.value)
+
+
+def _server_processes() -> list[Any]:
+    """The supervisor (our parent) and all its children; just us when run on our own."""
+    import psutil
+
+    me = psutil.Process()
+    parent = me.parent()
+    if parent is None or parent.pid == 1:
+        return [me]
+    try:
+        children = parent.children()
+    except psutil.Error:
+        return [me]
+    return [parent, *children]
+
+
+class ServerProcessCollector:
+    """``process_*`` metrics summed over the supervisor and its workers."""
+
+    def collect(self) -> Iterable[Any]:
+        import psutil
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        rss = vms = cpu = fds = 0.0
+        live = 0
+        start = None
+        for i, p in enumerate(_server_processes()):
+            try:
+                with p.oneshot():
+                    mem, times = p.memory_info(), p.cpu_times()
+                    rss += mem.rss
+                    vms += mem.vms
+                    cpu += times.user + times.system
+                    fds += p.num_fds()
+                    if i == 0:
+                        start = p.create_time()
+                    else:
+                        live += 1
+            except psutil.Error:
+                continue
+        yield GaugeMetricFamily("process_resident_memory_bytes",
+                                "resident memory of the supervisor and all workers", value=rss)
+        yield GaugeMetricFamily("process_virtual_memory_bytes",
+                                "virtual memory of the supervisor and all workers", value=vms)
+        yield CounterMetricFamily("process_cpu_seconds_total",
+                                  "CPU seconds of the supervisor and the live workers", value=cpu)
+        yield GaugeMetricFamily("process_open_fds", "open fds of the supervisor and all workers",
+                                value=fds)
+        if start is not None:
+            yield GaugeMetricFamily("process_start_time_seconds",
+                                    "start of the supervisor (unix time)", value=start)
+        yield GaugeMetricFamily("packserve_workers", "live worker processes", value=live)
+
+
+def render_all_workers(metrics: Metrics) -> bytes:
+    """The exposition of the whole server, from the shared multiprocess folder."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    publish_gauges(metrics)  # this worker's values are exact at scrape time
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(ServerProcessCollector())  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+__all__ = [
+    "MULTIPROC_ENV",
+    "ServerProcessCollector",
+    "Supervisor",
+    "bind_socket",
+    "publish_gauges",
+    "render_all_workers",
+    "run_workers",
+    "worker_main",
+]
+
