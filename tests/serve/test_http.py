@@ -383,5 +383,7 @@ def test_api_key(chapter_bundle: Path) -> None:
         assert "bearerAuth" in doc["components"]["securitySchemes"]
         assert doc["paths"]["/predict"]["post"]["security"]
         lines = [json.loads(ln) for ln in srv.output().splitlines() if ln.startswith('{"ts"')]
-        assert {"route": "/predict", "status": 401, "method": "POST"}.items() <= lines[0].items()
+        first = next(ln for ln in lines if ln["path"] == "/predict")
+        assert {"route": "/predict", "status": 401, "method": "POST"}.items() <= first.items()
+        assert any(ln["route"] == "/health/ready" and ln["status"] == 200 for ln in lines)
         assert "s3cret" not in srv.output()
