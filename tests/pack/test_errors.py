@@ -197,3 +197,11 @@ def test_artifact_that_does_not_load_is_a_pack_error(zoo: Zoo, tmp_path, monkeyp
         packserve.pack(case.model, tmp_path / "b", sample=case.sample)
     assert str(tmp_path) not in info.value.message
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".*packserve-tmp"))
+
+
+def test_clusterer_is_not_packed_as_a_regressor(tmp_path) -> None:
+    from sklearn.cluster import KMeans
+
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    with pytest.raises(UnsupportedModelError, match="neither a classifier nor a regressor"):
+        packserve.pack(KMeans(n_clusters=2, n_init=1).fit(x), tmp_path / "b", sample=x[:5])

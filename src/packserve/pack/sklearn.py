@@ -131,6 +131,13 @@ def _check_model(model: Any) -> None:
         raise PackError(f"{type(model).__name__} is not fitted; fit it before packing") from exc
     except TypeError:  # not an estimator check_is_fitted understands; conversion will tell
         pass
+    from sklearn.base import is_regressor
+
+    if not is_classifier(model) and not is_regressor(model):
+        raise UnsupportedModelError(
+            f"{type(final_estimator(model)).__name__} is neither a classifier nor a regressor; "
+            "packserve packs predictive models (classification, regression)"
+        )
     if compat.native_categorical_hist_gradient_boosting(model):
         raise UnsupportedModelError(
             "skl2onnx cannot convert HistGradientBoosting with categorical_features (native "
