@@ -95,3 +95,13 @@ def test_tampered_artifact_is_refused(zoo: Zoo, key: str, tmp_path) -> None:
     (bad / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="sha256"):
         packserve.load(bad)
+
+
+def test_pack_announces_its_phases(zoo: Zoo, tmp_path) -> None:
+    from packserve.pack.progress import reporting
+
+    seen: list[str] = []
+    case = zoo.case("xgboost-binary")
+    with reporting(seen.append):
+        packserve.pack(case.model, tmp_path / "b", sample=case.sample)
+    assert seen == ["converting", "checking parity", "writing bundle"]

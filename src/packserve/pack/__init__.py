@@ -49,8 +49,11 @@ def pack(
 
     If parity fails, nothing is written and :class:`~packserve.errors.ParityError` says by
     how much; ``allow_parity_failure=True`` writes the bundle with the failure recorded.
-    Framework-specific ``options`` (e.g. ``target_opset``; for torch ``format``, ``method``,
-    ``task``, ``output``, ``classes``) are passed to the family's packer.
+    Framework-specific ``options`` are passed to the family's packer: scikit-learn /
+    XGBoost / LightGBM estimators take ``target_opset`` (dict) and ``double`` (force float64
+    or float32 inputs instead of "float32, then float64 if that fails parity"); torch takes
+    ``format``, ``method``, ``task``, ``output``, ``classes``. Phases are announced through
+    :func:`packserve.pack.progress.reporting` (the CLI's progress display uses it).
     """
     fam = framework_of(model)
     common: dict[str, Any] = {
