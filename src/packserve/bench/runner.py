@@ -1,0 +1,390 @@
+"""``run_bench``, ``find_max`` and ``soak``: load phases plus the server's resources, judged.
+
+This is the library API the CLI and the demo call. It talks HTTP only (never imports the
+server): the signature comes from the server's model metadata or from a bundle manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packserve.bench.client import Target
+from packserve.bench.histogram import Summary
+from packserve.bench.inputs import (
+    Signature,
+    apply_v2_dtypes,
+    build_bodies,
+    parse_model_metadata,
+)
+from packserve.bench.loadgen import Health, LoadSpec, Mode, PhaseResult, phase_health
+from packserve.bench.procs import run_distributed
+from packserve.bench.resources import MIB, ResourceSampler, ResourceSeries
+from packserve.errors import ConfigError
+
+DEFAULT_CONCURRENCY = 8
+LEAK_MIN_MIB = 2.0
+LEAK_MIN_FRACTION = 0.05
+
+
+@dataclass
+class BenchResult:
+    """One measured load phase: what was asked, what the server did, and caveats."""
+
+    url: str
+    model: str | None
+    path: str
+    signature_source: str
+    batch_size: int
+    phase: PhaseResult
+    health: Health
+    resources: ResourceSeries
+    notes: list[str] = field(default_factory=list)
+    soak: bool = False
+
+    @property
+    def mode(self) -> str:
+        return self.phase.mode
+
+    @property
+    def throughput(self) -> float:
+        """Successful responses per second over the whole run (including the drain)."""
+        return self.phase.ok / self.phase.wall_s if self.phase.wall_s > 0 else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.throughput * self.batch_size
+
+    @property
+    def error_rate(self) -> float:
+        done = self.phase.ok + self.phase.error_count
+        return self.phase.error_count / done if done else 0.0
+
+    @property
+    def latency(self) -> Summary:
+        return self.phase.latency.summary()
+
+    @property
+    def generator_limited(self) -> bool:
+        return not self.health.ok
+
+    def memory_growth(self) -> dict[str, float] | None:
+        g = self.resources.growth()
+        if g is None:
+            return None
+        g = dict(g)
+        g["bytes_per_request"] = g["growth_mib"] * MIB / max(self.phase.ok, 1)
+        return g
+
+    def leak_suspected(self) -> bool | None:
+        """Soak only: memory still growing after warm-up by more than max(2 MiB, 5%)."""
+        g = self.resources.growth()
+        if not self.soak or g is None:
+            return None
+        limit = max(LEAK_MIN_MIB, LEAK_MIN_FRACTION * g["first_third_mib"])
+        return g["growth_mib"] > limit and g["slope_mib_per_min"] > 0
+
+    def timeline(self) -> list[dict[str, float]]:
+        b = self.phase.bucket_s
+        rows = []
+        for i, h in enumerate(self.phase.timeline):
+            rows.append({"t": (i + 1) * b, "ok_per_s": h.count / b,
+                         "errors_per_s": self.phase.timeline_errors[i] / b,
+                         "p50_ms": h.value_at(50) / 1000.0, "p99_ms": h.value_at(99) / 1000.0})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.phase
+        return {
+            "url": self.url, "model": self.model, "path": self.path,
+            "signature_source": self.signature_source, "mode": p.mode,
+            "offered_rate": p.offered_rate if p.mode == "open" else None,
+            "concurrency": p.concurrency if p.mode == "closed" else None,
+            "batch_size": self.batch_size, "duration_s": p.duration_s, "wall_s": p.wall_s,
+            "sent": p.sent, "ok": p.ok, "throughput_rps": self.throughput,
+            "rows_per_s": self.rows_per_s, "error_rate": self.error_rate,
+            "errors": dict(sorted(p.errors.items())), "latency": self.latency.to_dict(),
+            "latency_curve": [{"percentile": q, "ms": v}
+                              for q, v in p.latency.percentile_curve()],
+            "generator": {**self.health.to_dict(), "processes": p.processes,
+                          "connections_opened": p.connections_opened,
+                          "connection_cap_hit": p.connection_cap_hit},
+            "resources": self.resources.to_dict(), "memory_growth": self.memory_growth(),
+            "leak_suspected": self.leak_suspected(), "timeline": self.timeline(),
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class FindMaxResult:
+    """The rate ramp: every step, the best sustainable one and why the ramp stopped."""
+
+    steps: list[BenchResult]
+    passed: list[bool]
+    reasons: list[str]
+    probe: BenchResult | None
+    slo_p99_ms: float | None
+    max_error_rate: float
+    stop_reason: str
+    generator_limited: bool
+
+    @property
+    def best(self) -> BenchResult | None:
+        ok = [s for s, p in zip(self.steps, self.passed, strict=True) if p]
+        return max(ok, key=lambda s: s.throughput) if ok else None
+
+    @property
+    def max_throughput(self) -> float:
+        b = self.best
+        return b.throughput if b is not None else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "max_throughput_rps": self.max_throughput,
+            "max_offered_rate": best.phase.offered_rate if best else None,
+            "slo_p99_ms": self.slo_p99_ms, "max_error_rate": self.max_error_rate,
+            "stop_reason": self.stop_reason, "generator_limited": self.generator_limited,
+            "probe": self.probe.to_dict() if self.probe else None,
+            "steps": [{**s.to_dict(), "passed": p, "verdict": r}
+                      for s, p, r in zip(self.steps, self.passed, self.reasons, strict=True)],
+        }
+
+
+ProgressFactory = Callable[[str, float], contextlib.AbstractContextManager[Any]]
+
+
+def resolve_signature(url: str, *, model: str | None = None,
+                      bundle: str | Path | None = None) -> Signature:
+    """The model's signature from a bundle manifest, else from the server's metadata."""
+    if bundle is not None:
+        from_bundle = Signature.from_bundle(bundle)
+        if model is not None:
+            from_bundle.model = model
+        return from_bundle
+    import httpx
+
+    base = Target.parse(url).base_url
+    tried: list[str] = []
+    sig: Signature | None = None
+    for path in (["/models"] + ([f"/models/{model}"] if model else [])):
+        try:
+            r = httpx.get(base + path, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise ConfigError(f"cannot reach {base}: {type(exc).__name__}") from None
+        tried.append(f"GET {path} -> {r.status_code}")
+        if r.status_code != 200:
+            continue
+        try:
+            sig = parse_model_metadata(r.json(), model)
+            break
+        except ConfigError:
+            if path != "/models" or model is None:
+                raise
+        except ValueError:
+            continue
+    if sig is None:
+        raise ConfigError("could not read the model's signature from the server "
+                          f"({'; '.join(tried)}); pass --bundle")
+    if not sig.dtypes_known and sig.model:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            r = httpx.get(f"{base}/v2/models/{sig.model}", timeout=10.0)
+            if r.status_code == 200 and apply_v2_dtypes(sig, r.json()):
+                sig.source += f" + dtypes from /v2/models/{sig.model}"
+    if not sig.examples:
+        sig.source += " (no example rows: synthetic values; --bundle gives realistic rows)"
+    return sig
+
+
+def predict_path(model: str | None, batch_size: int) -> str:
+    base = f"/models/{model}/predict" if model else "/predict"
+    return base + ("/batch" if batch_size > 1 else "")
+
+
+def _sampler(url: str, pid: int | None, interval_s: float) -> ResourceSampler:
+    if pid is not None:
+        return ResourceSampler(pid=pid, interval_s=interval_s)
+    return ResourceSampler(metrics_url=Target.parse(url).base_url + "/metrics",
+                           interval_s=interval_s)
+
+
+@contextlib.contextmanager
+def _no_progress(title: str, duration: float) -> Iterator[None]:
+    yield None
+
+
+def run_bench(
+    url: str,
+    *,
+    model: str | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    duration: float = 10.0,
+    batch_size: int = 1,
+    bundle: str | Path | None = None,
+    signature: Signature | None = None,
+    pid: int | None = None,
+    processes: int = 1,
+    timeout: float = 10.0,
+    max_connections: int = 512,
+    sample_interval: float | None = None,
+    soak: bool = False,
+    seed: int = 0,
+    progress: ProgressFactory | None = None,
+) -> BenchResult:
+    """Load ``url`` for ``duration`` seconds, open loop at ``rate`` or closed at ``concurrency``.
+
+    Latency in open loop is measured from each request's *scheduled* send time. Without
+    either, a closed loop at concurrency 8 is used.
+    """
+    if rate is not None and concurrency is not None:
+        raise ConfigError("give --rate (open loop) or --concurrency (closed loop), not both")
+    if rate is not None and rate <= 0:
+        raise ConfigError("--rate must be positive")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if duration <= 0:
+        raise ConfigError("--duration must be positive")
+    if processes < 1:
+        raise ConfigError("--processes must be at least 1")
+    target = Target.parse(url)
+    sig = signature or resolve_signature(url, model=model, bundle=bundle)
+    name = model if model is not None else None
+    path = predict_path(name, batch_size)
+    bodies = build_bodies(sig, batch_size=batch_size, seed=seed)
+    requests = tuple(target.request("POST", path, b) for b in bodies)
+    mode: Mode = "open" if rate is not None else "closed"
+    spec = LoadSpec(target.base_url, requests, mode, float(duration), rate=rate or 0.0,
+                    concurrency=concurrency or (0 if rate else DEFAULT_CONCURRENCY),
+                    timeout_s=timeout, max_connections=max_connections,
+                    bucket_s=1.0 if duration >= 5 else 0.25)
+    interval = sample_interval or (max(0.25, duration / 240) if soak else 0.5)
+    sampler = _sampler(url, pid, interval)
+    title = (f"{'soak' if soak else 'bench'} {target.base_url}{path} "
+             + (f"@ {rate:g} req/s" if rate else f"x{spec.concurrency} concurrent"))
+    factory = progress or _no_progress
+    with factory(title, duration) as sink:
+        sampler.start()
+        try:
+            phase = run_distributed(spec, processes, sink)
+        finally:
+            series = sampler.stop()
+    result = BenchResult(target.base_url, name, path, sig.source, batch_size, phase,
+                         phase_health(phase), series, soak=soak)
+    _annotate(result)
+    return result
+
+
+def _annotate(r: BenchResult) -> None:
+    p = r.phase
+    if not r.health.ok:
+        r.notes.append(
+            "the load generator could not keep up (" + "; ".join(r.health.reasons) + "): these "
+            "numbers are a lower bound on the server, not its limit; use --processes N or a "
+            "bigger client machine"
+        )
+    if p.connection_cap_hit:
+        r.notes.append(f"all {p.connections_opened} connections were busy at times: requests "
+                       "queued in the client (counted in latency, as an open system would)")
+    if p.mode == "open" and r.throughput < 0.9 * p.offered_rate and r.health.ok:
+        r.notes.append(f"the server completed {r.throughput:.0f} req/s of {p.offered_rate:g} "
+                       "offered: it is overloaded at this rate (latency includes the queue)")
+    if r.resources.note:
+        r.notes.append(r.resources.note)
+    leak = r.leak_suspected()
+    g = r.memory_growth()
+    if leak and g is not None:
+        r.notes.append(f"memory leak suspected: RSS grew {g['growth_mib']:.1f} MiB after warm-up "
+                       f"({g['slope_mib_per_min']:.1f} MiB/min, ~{g['bytes_per_request']:.0f} "
+                       "bytes per request)")
+
+
+def soak(url: str, duration: float, **kwargs: Any) -> BenchResult:
+    """Sustained load with memory sampled over time; flags a leak (see ``leak_suspected``)."""
+    return run_bench(url, duration=duration, soak=True, **kwargs)
+
+
+def find_max(
+    url: str,
+    *,
+    slo_p99_ms: float | None = None,
+    max_error_rate: float = 0.01,
+    step_duration: float = 5.0,
+    start_rate: float | None = None,
+    probe_concurrency: int = 16,
+    max_steps: int = 14,
+    model: str | None = None,
+    bundle: str | Path | None = None,
+    signature: Signature | None = None,
+    progress: ProgressFactory | None = None,
+    **kwargs: Any,
+) -> FindMaxResult:
+    """Ramp the open-loop rate until errors, the p99 SLO, or falling behind the offered rate.
+
+    Steps are fractions of a capacity estimate (a short closed-loop probe at
+    ``probe_concurrency``, or ``start_rate``): 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0,
+    then x1.25 each. A step passes when the error rate is within ``max_error_rate``, p99 is
+    within the SLO, the server completed at least 90% of the offered rate, and the generator
+    kept up. The ramp stops at the first failing step.
+    """
+    sig = signature or resolve_signature(url, model=model, bundle=bundle)
+    common = dict(model=model, signature=sig, progress=progress, **kwargs)
+    probe: BenchResult | None = None
+    if start_rate is None:
+        probe = run_bench(url, concurrency=probe_concurrency,
+                          duration=max(1.0, min(3.0, step_duration / 2)), **common)
+        start_rate = max(probe.throughput, 1.0)
+    fractions = [0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0]
+    rates = [round(start_rate * f, 1) for f in fractions]
+    steps: list[BenchResult] = []
+    passed: list[bool] = []
+    reasons: list[str] = []
+    stop_reason = f"every step up to {max_steps} passed (raise --rate to ramp further)"
+    generator_limited = False
+    for i in range(max_steps):
+        rate = rates[i] if i < len(rates) else round(rates[-1] * 1.25 ** (i - len(rates) + 1), 1)
+        r = run_bench(url, rate=rate, duration=step_duration, **common)
+        if r.generator_limited:  # a noisy neighbour, or the real limit: try once more
+            time.sleep(0.5)
+            r = run_bench(url, rate=rate, duration=step_duration, **common)
+        ok, why = _judge(r, slo_p99_ms, max_error_rate)
+        steps.append(r)
+        passed.append(ok)
+        reasons.append(why)
+        if not ok:
+            generator_limited = r.generator_limited
+            detail = ("; ".join(r.health.reasons) + "; the server's limit is at least the "
+                      "best sustained step") if generator_limited else why
+            stop_reason = f"at {rate:g} req/s offered: {detail}"
+            break
+        time.sleep(0.2)  # let the server drain between steps
+    return FindMaxResult(steps, passed, reasons, probe, slo_p99_ms, max_error_rate,
+                         stop_reason, generator_limited)
+
+
+def _judge(r: BenchResult, slo_p99_ms: float | None, max_error_rate: float) -> tuple[bool, str]:
+    if r.generator_limited:
+        return False, "generator could not keep up"
+    if r.error_rate > max_error_rate:
+        return False, f"errors {r.error_rate:.1%} > {max_error_rate:.1%}"
+    p99 = r.latency.percentiles_ms.get("p99", 0.0)
+    if slo_p99_ms is not None and p99 > slo_p99_ms:
+        return False, f"p99 {p99:.1f} ms > SLO {slo_p99_ms:g} ms"
+    if r.throughput < 0.9 * r.phase.offered_rate:
+        return False, "completed < 90% of offered (queue growing)"
+    return True, "sustained"
+
+
+__all__ = [
+    "BenchResult",
+    "FindMaxResult",
+    "find_max",
+    "predict_path",
+    "resolve_signature",
+    "run_bench",
+    "soak",
+]
