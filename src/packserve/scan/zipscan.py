@@ -50,10 +50,24 @@ class Slice(io.RawIOBase):
         if n == 0:
             return 0
         self.f.seek(self.start + self.p)
-        data = self.f.read(n)
-        b[: len(data)] = data
-        self.p += len(data)
-        return len(data)
+        got = self.f.readinto(memoryview(b)[:n])  # type: ignore[attr-defined]
+        self.p += got or 0
+        return got or 0
+
+
+def _size(f: Source) -> int:
+    pos = f.tell()
+    end = f.seek(0, io.SEEK_END)
+    f.seek(pos)
+    return end
+
+
+def _raw(src: Any, offset: int) -> tuple[Any, int]:
+    """The underlying file and absolute offset (reads bypass :class:`Slice`'s copies)."""
+    while isinstance(src, Slice):
+        offset += src.start
+        src = src.f
+    return src, offset
 
 
 def _odd_name(name: str) -> str | None:
@@ -97,7 +111,8 @@ def scan_zip(
 ) -> None:
     if ctx.member is None and not polyglot:
         scanner.report.files[ctx.file] = "zip"
-    src: Any = f if (start == 0 and length is None) else Slice(f, start, length or 0)
+    whole = start == 0 and (length is None or length == _size(f))
+    src: Any = f if whole else Slice(f, start, length or 0)
     try:
         zf = zipfile.ZipFile(src)
         infos = zf.infolist()
@@ -217,10 +232,11 @@ def _check_crc(
     total = 0
     try:
         if info.compress_type == zipfile.ZIP_STORED:
-            src.seek(data_offset)
+            raw, offset = _raw(src, data_offset)
+            raw.seek(offset)
             left = info.file_size
             while left > 0:
-                chunk = src.read(min(CHUNK * 8, left))
+                chunk = raw.read(min(CHUNK * 8, left))
                 if not chunk:
                     break
                 crc = zlib.crc32(chunk, crc)
