@@ -1,0 +1,179 @@
+"""The README's end-to-end demo: train -> pack -> scan -> serve -> predict -> bench.
+
+Everything runs for real on a built-in example (the chapter's XGBoost model on
+``make_classification``): the server is a real ``packserve serve`` subprocess on a free
+127.0.0.1 port, predictions go over HTTP, and the short bench uses packserve's own load
+generator. Like the CLI, this module only wires the layers together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from packserve.errors import PackserveError
+
+
+class _Malicious:
+    """The chapter's attack: unpickling this calls ``os.system`` (we only ever *write* it)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, ("echo 'You have been compromised'",))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _train() -> tuple[Any, np.ndarray, np.ndarray, float, float]:
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import train_test_split
+    from xgboost import XGBClassifier
+
+    x, y = make_classification(n_samples=5000, n_features=15, n_informative=10, random_state=42)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=42)
+    t = time.perf_counter()
+    model = XGBClassifier(
+        n_estimators=100, max_depth=6, learning_rate=0.1, random_state=42, eval_metric="logloss"
+    ).fit(xtr, ytr)
+    train_s = time.perf_counter() - t
+    acc = float((model.predict(xte) == yte).mean())
+    return model, xte, yte, acc, train_s
+
+
+@contextlib.contextmanager
+def _server(bundle: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    import httpx
+
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "packserve", "serve", str(bundle), "--port", str(port),
+             "--log-level", "warning"],
+            stdout=fh, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise PackserveError(f"the demo server exited early (log: {log})")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise PackserveError(f"the demo server was not ready after 60 s (log: {log})")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_demo(workdir: Path | None = None, *, bench_seconds: float = 3.0,
+             console: Console | None = None) -> int:
+    """Run the whole demo, printing a report. Returns the process exit code (0 = all good)."""
+    import httpx
+
+    import packserve
+    from packserve.bench import render_table, run_bench
+    from packserve.scan import scan
+
+    con = console or Console()
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="packserve-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    ok = True
+
+    con.rule("[bold]1. train[/] the chapter's XGBoost model")
+    model, xte, _yte, acc, train_s = _train()
+    con.print(f"XGBClassifier(100 trees, depth 6) on make_classification(5000 x 15): "
+              f"test accuracy {acc:.4f}, trained in {train_s:.2f} s")
+
+    con.rule("[bold]2. scan[/] legacy pickle files without loading them")
+    legacy = root / "legacy_model.pkl"
+    legacy.write_bytes(pickle.dumps(model))  # what a colleague would send
+    attack = root / "model_from_the_internet.pkl"
+    attack.write_bytes(pickle.dumps(_Malicious()))
+    table = Table("file", "verdict", "findings", "first finding")
+    for path in (legacy, attack):
+        rep = scan(path)
+        first = rep.findings[0].reason if rep.findings else ""
+        table.add_row(path.name, "clean" if rep.clean else "[red]REFUSED[/]", str(len(rep.findings)), first)
+        ok &= rep.clean == (path is legacy)
+    con.print(table)
+
+    con.rule("[bold]3. pack[/] to ONNX with measured parity")
+    t = time.perf_counter()
+    res = packserve.pack(model, root / "bundle", sample=xte, name="fraud", force=True)
+    pack_s = time.perf_counter() - t
+    p = res.manifest.parity
+    con.print(f"bundle: {res.path}  ({res.manifest.files['model.onnx'].size / 1024:.0f} KiB, "
+              f"opsets {res.manifest.opsets}, packed in {pack_s:.2f} s)")
+    con.print(f"parity on {p.rows} held-out rows: label agreement {p.label_agreement:.2%}, "
+              f"max |Δprobability| {p.max_abs_diff_probability:.2e} (tolerance {p.tolerance:g}) "
+              f"-> {'[green]PASS[/]' if p.passed else '[red]FAIL[/]'}")
+    ok &= p.passed
+
+    con.rule("[bold]4. serve[/] the bundle over HTTP (a real packserve server)")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with _server(res.path, port, root / "server.log") as proc:
+        con.print(f"serving at {url}  (pid {proc.pid}; docs at {url}/docs)")
+
+        con.rule("[bold]5. predict[/] over HTTP, compared with the native model")
+        rows = xte[:5]
+        native = model.predict_proba(rows)[:, 1]
+        single = httpx.post(f"{url}/predict", json={"features": rows[0].tolist()}).json()
+        batch = httpx.post(
+            f"{url}/predict/batch", json={"instances": [{"features": r.tolist()} for r in rows]}
+        ).json()
+        pt = Table("row", "prediction", "P(class 1) served", "P(class 1) native", "|Δ|")
+        for i, pred in enumerate(batch["predictions"]):
+            served = pred["probabilities"]["1"]
+            pt.add_row(str(i), str(pred["prediction"]), f"{served:.6f}", f"{native[i]:.6f}",
+                       f"{abs(served - native[i]):.1e}")
+            ok &= abs(served - native[i]) <= 1e-5
+        con.print(f"POST /predict -> {single}")
+        con.print(pt)
+        bad = httpx.post(f"{url}/predict", json={"features": [1.0] * 14})
+        con.print(f"a bad request (14 features) -> HTTP {bad.status_code}: {bad.json()}")
+        ok &= bad.status_code == 422
+
+        con.rule(f"[bold]6. bench[/] {bench_seconds:g} s closed loop, 8 connections, /predict")
+        result = run_bench(
+            url, concurrency=8, duration=bench_seconds, pid=proc.pid, bundle=res.path
+        )
+        con.print(render_table(result))
+        ok &= result.phase.error_count == 0
+
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=40)
+    con.rule("[bold]7. shutdown[/]")
+    con.print(f"SIGTERM -> server drained and exited with code {code}")
+    ok &= code == 0
+    con.print(f"\nworking directory: {root}" + ("" if workdir else " (temporary)"))
+    con.print("[bold green]demo OK[/]" if ok else "[bold red]demo found a problem (see above)[/]")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(run_demo())
