@@ -111,6 +111,23 @@ def test_decoder_feeds_match_runtime(chapter_bundle: Path, chapter_data) -> None
     assert info.value.where == "feature 'f14'"
 
 
+@pytest.mark.parametrize("fixture", ["chapter_bundle", "iris_string_bundle", "credit_bundle"])
+def test_small_and_large_batch_encodings_agree(fixture: str, request: pytest.FixtureRequest) -> None:
+    from packserve.serve.encoding import ResponseEncoder
+
+    bundle = request.getfixturevalue(fixture)
+    p = packserve.load(bundle)
+    rows = p.manifest.examples * 100
+    pred = p.predict(rows)
+    enc = ResponseEncoder(p.manifest, "v")
+    large = orjson.loads(enc.batch(pred))["predictions"]
+    small = orjson.loads(enc.batch(pred.slice(0, 30)))["predictions"]
+    assert large[:30] == small
+    single = orjson.loads(enc.single(pred.slice(0, 1)))
+    assert {k: single[k] for k in small[0]} == small[0] and single["model_version"] == "v"
+    assert type(small[0]["prediction"]) is type(p.manifest.outputs.classes[0])
+
+
 # --- offloading ----------------------------------------------------------------------------------
 
 

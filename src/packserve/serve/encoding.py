@@ -63,18 +63,44 @@ class ResponseEncoder:
 
     def batch(self, pred: Prediction) -> bytes:
         if self.classifier:
-            labels, chosen, rows = self._label_probability(pred)
-            keys = self.keys
-            predictions: list[dict[str, Any]] = [
-                {"prediction": label, "probability": p, "probabilities": dict(zip(keys, row, strict=True))}
-                for label, p, row in zip(labels, chosen, rows, strict=True)
-            ]
+            assert pred.labels is not None and pred.probabilities is not None
+            if len(pred.labels) > 64:  # large batches: vectorised label -> probability
+                labels, chosen, rows = self._label_probability(pred)
+                keys = self.keys
+                predictions: list[dict[str, Any]] = [
+                    {"prediction": label, "probability": p,
+                     "probabilities": dict(zip(keys, row, strict=True))}
+                    for label, p, row in zip(labels, chosen, rows, strict=True)
+                ]
+            else:  # small batches: plain dict lookups beat numpy's per-call overhead
+                predictions = self._small_batch(pred.labels.tolist(), pred.probabilities.tolist())
         else:
             assert pred.values is not None
             predictions = [{"prediction": v} for v in pred.values.tolist()]
         return orjson.dumps(
             {"predictions": predictions, "batch_size": len(predictions), "model_version": self.version}
         )
+
+    def _small_batch(self, labels: list[Any], rows: list[list[float]]) -> list[dict[str, Any]]:
+        index, keys = self.index, self.keys
+        if len(keys) == 2:
+            k0, k1 = keys
+            return [
+                {
+                    "prediction": label,
+                    "probability": row[index[label]] if label in index else max(row),
+                    "probabilities": {k0: row[0], k1: row[1]},
+                }
+                for label, row in zip(labels, rows, strict=True)
+            ]
+        return [
+            {
+                "prediction": label,
+                "probability": row[index[label]] if label in index else max(row),
+                "probabilities": dict(zip(keys, row, strict=True)),
+            }
+            for label, row in zip(labels, rows, strict=True)
+        ]
 
 
 __all__ = ["ResponseEncoder"]
