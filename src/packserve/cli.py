@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 import typer
@@ -70,7 +71,6 @@ app.add_typer(demo_app, name="demo")
 
 # [pack / inspect]
 
-from pathlib import Path  # noqa: E402 - section-local import, light
 
 
 @command("pack")
@@ -256,9 +256,206 @@ command("serve")(serve)
 
 # [bench / locustfile]
 
+
+@command("bench")
+def bench(
+    url: str = typer.Argument(..., help="Server base URL, e.g. http://127.0.0.1:8000"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model name (/models/NAME/predict)"),
+    rate: float | None = typer.Option(
+        None, "--rate", "-r", help="Open loop: requests/s (latency from scheduled send time)"),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", "-c", help="Closed loop: concurrent requests (default 8)"),
+    duration: str | None = typer.Option(
+        None, "--duration", "-d", help="Run length (30s; per step with --find-max: 5s)"),
+    batch_size: int = typer.Option(
+        1, "--batch-size", "-b", help="Rows per request (>1 uses /predict/batch)"),
+    bundle: Path | None = typer.Option(
+        None, "--bundle", help="Read the signature and example rows from this bundle"),
+    pid: int | None = typer.Option(
+        None, "--pid", help="Sample server memory/CPU of this pid (+children) via psutil"),
+    processes: int = typer.Option(
+        1, "--processes", help="Generator processes (when one cannot drive the server)"),
+    timeout: str = typer.Option("10s", "--timeout", help="Per-request timeout"),
+    max_connections: int = typer.Option(
+        512, "--max-connections", help="Open loop: connection pool cap"),
+    find_max_: bool = typer.Option(
+        False, "--find-max", help="Ramp the rate to the max sustainable throughput"),
+    slo_p99: float | None = typer.Option(None, "--slo-p99", help="--find-max: p99 limit in ms"),
+    max_error_rate: float = typer.Option(
+        0.01, "--max-error-rate", help="--find-max: error-rate limit (0.01 = 1%)"),
+    soak_: str | None = typer.Option(
+        None, "--soak", help="Sustained load for DURATION; memory growth, leak flag"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON, not a table"),
+    report: Path | None = typer.Option(
+        None, "--report", help="Write a self-contained HTML report with plots"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated inputs"),
+) -> None:
+    """Load-test a running server: latency percentiles, max throughput, memory under load."""
+    from packserve.bench import (
+        find_max,
+        live_progress,
+        render_find_max,
+        render_table,
+        run_bench,
+        to_json,
+        write_html,
+    )
+    from packserve.bench import soak as run_soak
+    from packserve.bench.runner import parse_duration
+    from packserve.errors import ConfigError
+
+    if find_max_ and soak_ is not None:
+        raise ConfigError("--find-max and --soak are separate runs; pick one")
+    common: dict[str, Any] = dict(
+        model=model, batch_size=batch_size, bundle=bundle, pid=pid, processes=processes,
+        timeout=parse_duration(timeout), max_connections=max_connections, seed=seed,
+        progress=live_progress(err),
+    )
+    result: Any
+    if find_max_:
+        if concurrency is not None:
+            raise ConfigError("--find-max ramps an open-loop rate; --concurrency does not apply")
+        result = find_max(url, slo_p99_ms=slo_p99, max_error_rate=max_error_rate,
+                          step_duration=parse_duration(duration or "5s"), start_rate=rate,
+                          **common)
+        table = render_find_max(result)
+    elif soak_ is not None:
+        result = run_soak(url, parse_duration(soak_), rate=rate, concurrency=concurrency, **common)
+        table = render_table(result)
+    else:
+        result = run_bench(url, rate=rate, concurrency=concurrency,
+                           duration=parse_duration(duration or "30s"), **common)
+        table = render_table(result)
+    if report is not None:
+        write_html(result, report, title=f"packserve bench {url}")
+        err.print(f"report written to {report}", highlight=False)
+    if as_json:
+        typer.echo(to_json(result))
+    else:
+        out.print(table)
+
+
+@command("locustfile")
+def locustfile(
+    bundle_or_url: str = typer.Argument(..., help="A bundle directory or a server URL"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model name (/models/NAME/predict)"),
+    batch_size: int = typer.Option(20, "--batch-size", "-b", help="Rows per batch request"),
+) -> None:
+    """Write a locust scenario for the model to stdout (predict : batch : health = 3:1:1)."""
+    from packserve.bench import locustfile_for
+
+    typer.echo(locustfile_for(bundle_or_url, model=model, batch_size=batch_size), nl=False)
+
+
 # [deploy]
 
+deploy_app = typer.Typer(
+    help="Run or describe deployments of the one server: Ray Serve, KServe manifests, a Docker image.",
+    no_args_is_help=True,
+)
+app.add_typer(deploy_app, name="deploy")
+
+
+def _deploy_command(name: str) -> Callable[[F], F]:
+    """``deploy_app.command`` with the same PackserveError -> message + exit code mapping."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **k: Any) -> Any:
+            try:
+                return fn(*a, **k)
+            except PackserveError as exc:
+                err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+                raise typer.Exit(exc.exit_code) from None
+
+        deploy_app.command(name)(wrapper)
+        return fn
+
+    return deco
+
+
+@_deploy_command("kserve")
+def deploy_kserve(
+    path: Path = typer.Argument(..., help="a bundle or a repository folder REPO/<name>/<version>/"),
+    image: str = typer.Option(..., "--image", help="the packserve image (see `deploy docker`)"),
+    out_dir: Path = typer.Option(Path("kserve"), "--out", help="folder for the YAML files"),
+    name: Optional[str] = typer.Option(None, help="InferenceService name (default: the model's)"),  # noqa: UP045
+    storage_uri: Optional[str] = typer.Option(  # noqa: UP045
+        None, help="where KServe fetches the bundle from (default: a placeholder to edit)"),
+    cpu: str = typer.Option("1", help="CPU request"),
+    memory: str = typer.Option("1Gi", help="memory request"),
+    memory_limit: str = typer.Option("2Gi", help="memory limit"),
+    min_replicas: int = typer.Option(1, min=0),
+    max_replicas: int = typer.Option(3, min=1),
+) -> None:
+    """Write a KServe ServingRuntime (V2 protocol, port 8080, /mnt/models) and an InferenceService."""
+    from packserve.deploy.kserve import write_kserve
+    from packserve.deploy.target import inspect_target
+
+    paths = write_kserve(inspect_target(path), out_dir, image=image, name=name, storage_uri=storage_uri,
+                         cpu=cpu, memory=memory, memory_limit=memory_limit,
+                         min_replicas=min_replicas, max_replicas=max_replicas)
+    for p in paths:
+        out.print(f"wrote {p}", highlight=False)
+
+
+@_deploy_command("docker")
+def deploy_docker(
+    path: Path = typer.Argument(..., help="a bundle or a repository folder REPO/<name>/<version>/"),
+    out_dir: Path = typer.Option(Path("packserve-image"), "--out", help="the build context to write"),
+    wheel: Optional[Path] = typer.Option(  # noqa: UP045
+        None, help="a packserve wheel to install (default: packserve==VERSION from the index)"),
+    python: str = typer.Option("3.11", help="python:<version>-slim base image"),
+    force: bool = typer.Option(False, "--force", help="replace a non-empty --out folder"),
+) -> None:
+    """Write a Docker build context: Dockerfile, .dockerignore and a copy of the models."""
+    from packserve.deploy.docker import write_docker
+    from packserve.deploy.target import inspect_target
+
+    write_docker(inspect_target(path), out_dir, python=python, wheel=wheel, force=force)
+    out.print(f"wrote {out_dir}/Dockerfile, .dockerignore, model/ — build: docker build -t IMAGE {out_dir}",
+              highlight=False)
+
+
+@_deploy_command("ray")
+def deploy_ray(
+    path: Path = typer.Argument(..., help="a bundle or a repository folder REPO/<name>/<version>/"),
+    replicas: int = typer.Option(1, min=1, help="replicas (each runs create_app with its own batcher)"),
+    address: Optional[str] = typer.Option(  # noqa: UP045
+        None, help="join this Ray cluster (default: start a local head on this machine)"),
+    host: str = typer.Option("127.0.0.1", help="Ray Serve HTTP proxy host"),
+    port: int = typer.Option(8000, min=0, max=65535, help="Ray Serve HTTP proxy port"),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs of a local head (default: all)"),  # noqa: UP045
+    replica_cpus: float = typer.Option(1.0, min=0.0, help="CPUs reserved per replica"),
+    max_ongoing_requests: int = typer.Option(64, min=1, help="concurrent requests per replica"),
+    max_queued_requests: int = typer.Option(
+        256, min=-1, help="requests waiting for a replica before 503 (-1 = unbounded)"),
+) -> None:
+    """Serve with Ray Serve replicas until SIGTERM/SIGINT (other settings: PACKSERVE_* env)."""
+    from packserve.deploy.ray import RayOptions, run_ray
+
+    code = run_ray(path, RayOptions(
+        replicas=replicas, address=address, host=host, port=port, num_cpus=num_cpus,
+        replica_cpus=replica_cpus, max_ongoing_requests=max_ongoing_requests,
+        max_queued_requests=max_queued_requests))
+    if code:
+        raise typer.Exit(code)
+
+
 # [demo]
+
+
+@demo_app.command("run")
+def demo_run(
+    workdir: Path | None = typer.Option(None, help="keep the demo's files here (default: a temp dir)"),
+    bench_seconds: float = typer.Option(3.0, min=0.5, help="length of the closing bench"),
+) -> None:
+    """Train the chapter's model, then pack -> scan -> serve -> predict -> bench, as a report."""
+    from packserve.demo import run_demo
+
+    raise typer.Exit(run_demo(workdir, bench_seconds=bench_seconds, console=out))
 
 
 @demo_app.command("attack")

@@ -200,6 +200,27 @@ def resolve_signature(url: str, *, model: str | None = None,
     return sig
 
 
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"30s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or a bare number of seconds."""
+    t = text.strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if t.endswith(unit) and t[: -len(unit)].strip():
+            num = t[: -len(unit)].strip()
+            break
+    else:
+        unit, num = "s", t
+    try:
+        value = float(num) * _UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 30s, 500ms, 2m)") from None
+    if value <= 0:
+        raise ConfigError(f"duration must be positive: {text!r}")
+    return value
+
+
 def predict_path(model: str | None, batch_size: int) -> str:
     base = f"/models/{model}/predict" if model else "/predict"
     return base + ("/batch" if batch_size > 1 else "")
@@ -383,6 +404,7 @@ __all__ = [
     "BenchResult",
     "FindMaxResult",
     "find_max",
+    "parse_duration",
     "predict_path",
     "resolve_signature",
     "run_bench",

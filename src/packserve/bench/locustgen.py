@@ -1,0 +1,128 @@
+"""Write a locust scenario for a model, for teams that already run locust.
+
+The scenario is the chapter's (single predict, batch predict, health; weights 3:1:1; users
+wait 0.1-0.5 s), but its rows come from the model's signature like ``packserve bench``'s:
+example rows resampled and jittered, strings drawn from the values seen. The file is
+standalone: it needs locust, not packserve.
+"""
+
+from __future__ import annotations
+
+import math
+import pprint
+from pathlib import Path
+from typing import Any
+
+from packserve.bench.inputs import Signature
+from packserve.bench.runner import predict_path, resolve_signature
+
+_TEMPLATE = '''"""Locust scenario for model {model_label}, written by `packserve locustfile`.
+
+Run headless:  locust -f {filename} --headless -u 10 -r 2 -t 60s --host {host_hint}
+Or with the web UI:  locust -f {filename} --host {host_hint}
+Note: locust's users are a closed loop (each waits for its answer); `packserve bench --rate R`
+measures open-loop latency at a fixed arrival rate, which is what production traffic does.
+"""
+
+import random
+
+from locust import HttpUser, between, task
+
+SIGNATURE = {signature}
+PREDICT_PATH = {predict!r}
+BATCH_PATH = {batch!r}
+HEALTH_PATH = "/health/ready"
+BATCH_SIZE = {batch_size}
+JITTER = 0.25
+
+
+def _spread(j):
+    col = [r[j] for r in SIGNATURE["examples"]
+           if isinstance(r[j], (int, float)) and not isinstance(r[j], bool)]
+    if len(col) < 2:
+        return abs(col[0]) if col and col[0] else 1.0
+    mean = sum(col) / len(col)
+    return (sum((v - mean) ** 2 for v in col) / len(col)) ** 0.5 or 1.0
+
+
+FEATURES = SIGNATURE["features"]
+SPREAD = [_spread(j) for j in range(len(FEATURES))]
+CHOICES = [sorted({{str(r[j]) for r in SIGNATURE["examples"]}}) for j in range(len(FEATURES))]
+
+
+def make_row():
+    """One realistic row: a jittered example (or N(0, 1) without examples)."""
+    base = random.choice(SIGNATURE["examples"]) if SIGNATURE["examples"] else None
+    row = []
+    for j, feat in enumerate(FEATURES):
+        seen = base[j] if base is not None else None
+        dtype = feat["dtype"]
+        numeric = isinstance(seen, (int, float)) and not isinstance(seen, bool)
+        if dtype in ("float32", "float64"):
+            mean = seen if numeric else 0.0
+            row.append(round(mean + random.gauss(0.0, JITTER * SPREAD[j] if numeric else 1.0), 5))
+        elif dtype in ("int64", "int32"):
+            row.append(round(seen + random.gauss(0.0, JITTER * SPREAD[j])) if numeric
+                       else random.randint(0, 10))
+        elif dtype == "bool":
+            row.append(random.random() < 0.5 if seen is None else bool(seen))
+        else:
+            row.append(random.choice(CHOICES[j]) if CHOICES[j] else "v%d" % random.randint(0, 9))
+    return row
+
+
+class InferenceUser(HttpUser):
+    """Simulates clients of the model: 3 single predictions : 1 batch : 1 health check."""
+
+{host_line}    wait_time = between(0.1, 0.5)
+
+    @task(3)
+    def single_predict(self):
+        self.client.post(PREDICT_PATH, json={{"features": make_row()}}, name="predict")
+
+    @task(1)
+    def batch_predict(self):
+        instances = [{{"features": make_row()}} for _ in range(BATCH_SIZE)]
+        self.client.post(BATCH_PATH, json={{"instances": instances}}, name="predict/batch")
+
+    @task(1)
+    def health_check(self):
+        self.client.get(HEALTH_PATH, name="health")
+'''
+
+
+def _literal(v: Any) -> Any:
+    """A value that is a valid Python literal (NaN/inf cannot be written as one)."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def render_locustfile(signature: Signature, *, model: str | None = None,
+                      host: str | None = None, batch_size: int = 20,
+                      filename: str = "locustfile.py") -> str:
+    """The locustfile's source; ``model`` selects ``/models/{model}/...`` paths."""
+    sig = {"model": signature.model,
+           "features": [{"name": f.name, "dtype": f.dtype} for f in signature.features],
+           "examples": [[_literal(v) for v in row] for row in signature.examples]}
+    host_line = f"    host = {host!r}\n" if host else ""
+    return _TEMPLATE.format(
+        model_label=repr(model or signature.model or "default"), filename=filename,
+        host_hint=host or "http://127.0.0.1:8000",
+        signature=pprint.pformat(sig, width=96, compact=True, sort_dicts=False),
+        predict=predict_path(model, 1), batch=predict_path(model, 2), batch_size=batch_size,
+        host_line=host_line,
+    )
+
+
+def locustfile_for(bundle_or_url: str, *, model: str | None = None,
+                   batch_size: int = 20) -> str:
+    """A locustfile from a bundle directory or from a running server's metadata."""
+    path = Path(bundle_or_url)
+    if path.is_dir():
+        sig = resolve_signature("http://unused", bundle=path)
+        return render_locustfile(sig, model=model, batch_size=batch_size)
+    sig = resolve_signature(bundle_or_url, model=model)
+    return render_locustfile(sig, model=model, host=bundle_or_url.rstrip("/"),
+                             batch_size=batch_size)
+
+
+__all__ = ["locustfile_for", "render_locustfile"]
