@@ -160,8 +160,9 @@ def test_unload_waits_for_in_flight_work(tmp_path: Path, chapter_bundle: Path) -
     make_slow_bundle(repo / "slow" / "1")
     (repo / "fraud").mkdir()
     _place(chapter_bundle, repo / "fraud" / "1")
-    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [48, 4],
-                                   "data": [0.1] * 192}]}).encode()
+    # 256 rows of the slow model: ~0.3 s per request on one core, so three overlap surely
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [256, 4],
+                                   "data": [0.1] * 1024}]}).encode()
     results: list[httpx.Response] = []
 
     with running_server(repo, "--repository-api", env=ENV) as srv, httpx.Client(

@@ -38,6 +38,7 @@ from packserve.errors import (
 from packserve.runtime import RuntimeOptions
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
+    INTERNAL_ERROR_BODY_V2,
     api_key_ok,
     error_response,
     header_map,
@@ -52,23 +53,17 @@ from packserve.serve.registry import ModelRegistry
 from packserve.serve.routes import health_router, metrics_router, models_router
 from packserve.serve.schemas import SECURITY_SCHEMES, prediction_openapi
 from packserve.serve.settings import ServeSettings
+from packserve.serve.v2_routes import InferEndpoint, match_infer, v2_router
 
 log = logging.getLogger("packserve.serve")
-INTERNAL_ERROR_BODY_V2 = orjson.dumps({"error": "internal server error"})
 access_log = logging.getLogger("packserve.access")
 
 #: Routers every app includes. Other layers (V2...) append theirs here.
-def _v2_router() -> APIRouter:
-    from packserve.serve.v2_routes import v2_router
-
-    return v2_router
-
-
 ROUTERS: list[Callable[[], APIRouter]] = [
     lambda: health_router,
     lambda: models_router,
     lambda: metrics_router,
-    _v2_router,
+    lambda: v2_router,
 ]
 
 #: Paths that never need the API key and are answered while draining.
@@ -94,6 +89,7 @@ class PackserveApp(FastAPI):
         key = settings.api_key
         self._key = key.get_secret_value().encode() if key is not None else None
         self._predict = PredictEndpoint(registry, max_body_bytes=settings.max_body_bytes)
+        self._v2_infer = InferEndpoint(registry, max_body_bytes=settings.max_body_bytes)
         self._limit = settings.max_body_bytes
         self._access = settings.access_log
         self._openapi_gen = -1
@@ -158,6 +154,10 @@ class PackserveApp(FastAPI):
                 route = hit[0]
                 returned = await self._predict(scope, receive, tracked, hit)
                 if returned == 499:
+                    status = 499
+            elif (v2_hit := match_infer(path)) is not None:
+                route = v2_hit[0]
+                if await self._v2_infer(scope, receive, tracked, v2_hit) == 499:
                     status = 499
             else:
                 if scope["method"] in _BODY_METHODS:

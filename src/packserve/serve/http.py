@@ -30,6 +30,7 @@ log = logging.getLogger("packserve.serve")
 Headers = list[tuple[bytes, bytes]]
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 INTERNAL_ERROR_BODY = orjson.dumps({"error": "internal_error", "message": "internal server error"})
+INTERNAL_ERROR_BODY_V2 = orjson.dumps({"error": "internal server error"})
 
 
 class ClientDisconnect(Exception):
@@ -172,6 +173,7 @@ def api_key_ok(headers: dict[bytes, bytes], key: bytes) -> bool:
 
 __all__ = [
     "INTERNAL_ERROR_BODY",
+    "INTERNAL_ERROR_BODY_V2",
     "JSON_HEADERS",
     "ClientDisconnect",
     "Headers",

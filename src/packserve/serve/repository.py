@@ -241,9 +241,8 @@ class ModelRepository:
         if handle.in_flight > 0:
             log.warning("model %s version %s closed with %d requests still in flight (drain timeout)",
                         handle.name, handle.version, handle.in_flight)
-        drain = getattr(handle.batcher, "drain", None)
-        if drain is not None:
-            await drain(max(0.0, deadline - time.monotonic()))
+        # in_flight counts requests queued in the handle's batcher too, so it is empty now;
+        # the UNLOADED notification detaches and closes it (serve/batch_wiring.py).
         handle.close()
         self.registry.notify(handle)
         log.info("model %s version %s unloaded", handle.name, handle.version)

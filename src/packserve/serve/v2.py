@@ -193,6 +193,36 @@ def server_metadata(version: str, extensions: Sequence[str] = PROTOCOL_EXTENSION
 
 
 @dataclass(frozen=True, slots=True)
+class _Plan:
+    """What parsing and encoding need from a manifest, computed once per manifest."""
+
+    inputs: dict[str, tuple[TensorSpec, str, tuple[int, ...]]]  # name -> (spec, datatype, shape)
+    order: tuple[str, ...]
+    outputs: dict[str, TensorMeta]
+    all_outputs: dict[bool, tuple[RequestedOutput, ...]]
+
+
+_PLANS: dict[int, tuple[Manifest, _Plan]] = {}
+
+
+def _plan(manifest: Manifest) -> _Plan:
+    hit = _PLANS.get(id(manifest))
+    if hit is not None and hit[0] is manifest:
+        return hit[1]
+    outs = {t.name: t for t in output_metadata(manifest)}
+    plan = _Plan(
+        inputs={s.name: (s, _FROM_MANIFEST[s.dtype], _v2_shape(s)) for s in manifest.inputs},
+        order=tuple(s.name for s in manifest.inputs),
+        outputs=outs,
+        all_outputs={b: tuple(RequestedOutput(n, b) for n in outs) for b in (False, True)},
+    )
+    if len(_PLANS) >= 256:  # loaded manifests are few; never let hot reloads grow this
+        _PLANS.clear()
+    _PLANS[id(manifest)] = (manifest, plan)
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
 class RequestedOutput:
     name: str
     binary: bool
@@ -210,13 +240,14 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def _split_body(body: bytes, header_length: str | int | None) -> tuple[bytes, memoryview]:
+def _split_body(body: bytes, header_length: str | bytes | int | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
     try:
         n = int(header_length)
     except (TypeError, ValueError):
-        raise _bad(f"{HEADER_LENGTH} must be an integer, got {str(header_length)[:40]!r}") from None
+        shown = header_length.decode("latin-1") if isinstance(header_length, bytes) else str(header_length)
+        raise _bad(f"{HEADER_LENGTH} must be an integer, got {shown[:40]!r}") from None
     if n < 0 or n > len(body):
         raise _bad(f"{HEADER_LENGTH} is {n} but the body has {len(body)} bytes")
     return body[:n], memoryview(body)[n:]
@@ -308,16 +339,21 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> 
 
 
 def _finite(wide: np.ndarray, datatype: str, where: str) -> np.ndarray:
-    """Refuse NaN/Inf (also values that only overflow when narrowed to FP32)."""
-    if not np.isfinite(wide).all():
-        raise _bad(f"{where}: NaN or infinite value at element {_first_bad(wide)}")
+    """Refuse NaN/Inf (also values that only overflow when narrowed to FP32).
+
+    One ``isfinite`` pass on the final array covers all three (NaN and Inf survive the
+    narrowing, an overflow becomes Inf); the wide array is consulted only to say which."""
     if datatype == "FP64":
-        return wide
-    with np.errstate(over="ignore"):
-        narrow = wide.astype(np.float32)
-    if not np.isfinite(narrow).all():
-        raise _bad(f"{where}: value overflows FP32 at element {_first_bad(narrow)}")
-    return narrow
+        out = wide
+    else:
+        with np.errstate(over="ignore"):
+            out = wide.astype(np.float32)
+    if not np.isfinite(out).all():
+        i = _first_bad(out)
+        if np.isfinite(wide.reshape(-1)[i]):
+            raise _bad(f"{where}: value overflows FP32 at element {i}")
+        raise _bad(f"{where}: NaN or infinite value at element {i}")
+    return out
 
 
 def _first_bad(arr: np.ndarray) -> int:
@@ -370,13 +406,11 @@ def _bytes_elements(raw: memoryview, count: int, where: str) -> np.ndarray:
 
 
 def _check_against_spec(
-    name: str, datatype: str, shape: tuple[int, ...], spec: TensorSpec, max_rows: int | None
+    where: str, datatype: str, shape: tuple[int, ...], expected: str, want: tuple[int, ...],
+    max_rows: int | None,
 ) -> None:
-    where = f"input {name!r}"
-    expected = _FROM_MANIFEST[spec.dtype]
     if datatype != expected:
         raise _bad(f"{where}: datatype is {datatype}, the model takes {expected}")
-    want = _v2_shape(spec)
     if len(shape) != len(want) or any(w != -1 and w != s for s, w in zip(shape, want, strict=True)):
         raise _bad(f"{where}: shape {list(shape)} does not match the model's {list(want)}")
     if not shape or shape[0] == 0:
@@ -386,12 +420,12 @@ def _check_against_spec(
 
 
 def _parse_inputs(
-    doc: Mapping[str, Any], binary: memoryview, manifest: Manifest, max_rows: int | None
+    doc: Mapping[str, Any], binary: memoryview, plan: _Plan, max_rows: int | None
 ) -> tuple[Feeds, int]:
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise _bad("'inputs' must be a non-empty list of tensors")
-    specs = {s.name: s for s in manifest.inputs}
+    specs = plan.inputs
     feeds: Feeds = {}
     offset = 0
     for i, item in enumerate(raw_inputs):
@@ -401,8 +435,8 @@ def _parse_inputs(
         if not isinstance(name, str):
             raise _bad(f"inputs[{i}]: 'name' must be a string")
         where = f"input {name!r}"
-        spec = specs.get(name)
-        if spec is None:
+        known = specs.get(name)
+        if known is None:
             raise _bad(f"unknown input {name!r}; the model takes {sorted(specs)}")
         if name in feeds:
             raise _bad(f"{where} is given twice")
@@ -411,7 +445,7 @@ def _parse_inputs(
             raise _bad(f"{where}: unknown datatype {str(datatype)[:20]!r}")
         assert isinstance(datatype, str)
         shape = _shape_of(item, where)
-        _check_against_spec(name, datatype, shape, spec, max_rows)
+        _check_against_spec(where, datatype, shape, known[1], known[2], max_rows)
         params = _params(item, where)
         if "shared_memory_region" in params:
             raise _bad(f"{where}: the shared-memory extension is not supported")
@@ -442,16 +476,16 @@ def _parse_inputs(
     if len(rows) != 1:
         raise _bad(f"inputs disagree on the batch size: {sorted(rows)}")
     # Feed in the artifact's order (what concat_feeds and the runtime expect).
-    return {s.name: feeds[s.name] for s in manifest.inputs}, rows.pop()
+    return {n: feeds[n] for n in plan.order}, rows.pop()
 
 
 def _parse_outputs(
-    doc: Mapping[str, Any], manifest: Manifest, binary_default: bool
+    doc: Mapping[str, Any], plan: _Plan, binary_default: bool
 ) -> list[RequestedOutput]:
-    known = [t.name for t in output_metadata(manifest)]
+    known = list(plan.outputs)
     raw = doc.get("outputs")
     if raw is None:
-        return [RequestedOutput(n, binary_default) for n in known]
+        return list(plan.all_outputs[binary_default])
     if not isinstance(raw, list):
         raise _bad("'outputs' must be a list")
     out: list[RequestedOutput] = []
@@ -470,14 +504,14 @@ def _parse_outputs(
             raise _bad(f"output {name!r}: the shared-memory extension is not supported")
         binary = _bool_param(params, "binary_data", f"output {name!r}", binary_default)
         out.append(RequestedOutput(name, binary))
-    return out or [RequestedOutput(n, binary_default) for n in known]
+    return out or list(plan.all_outputs[binary_default])
 
 
 def parse_infer_request(
     body: bytes,
     manifest: Manifest,
     *,
-    header_length: str | int | None = None,
+    header_length: str | bytes | int | None = None,
     max_rows: int | None = None,
 ) -> InferRequest:
     """Validate a V2 infer request body against ``manifest``; return feeds ready to run.
@@ -501,8 +535,9 @@ def parse_infer_request(
             raise _bad("parameter 'timeout' must be a positive integer (microseconds)")
         timeout_s = t / 1e6
     binary_default = _bool_param(params, "binary_data_output", "request", False)
-    outputs = _parse_outputs(doc, manifest, binary_default)
-    feeds, rows = _parse_inputs(doc, binary, manifest, max_rows)
+    plan = _plan(manifest)
+    outputs = _parse_outputs(doc, plan, binary_default)
+    feeds, rows = _parse_inputs(doc, binary, plan, max_rows)
     return InferRequest(
         feeds=feeds, rows=rows, outputs=outputs, id=req_id, timeout_s=timeout_s, parameters=params
     )
@@ -517,8 +552,7 @@ def prediction_tensors(prediction: Prediction, manifest: Manifest) -> dict[str, 
         assert prediction.values is not None
         return {"value": ("FP64", np.ascontiguousarray(prediction.values, dtype=np.float64))}
     assert prediction.labels is not None and prediction.probabilities is not None
-    meta = {t.name: t for t in output_metadata(manifest)}
-    datatype = meta["label"].datatype
+    datatype = _plan(manifest).outputs["label"].datatype
     labels = prediction.labels
     if datatype == "BYTES":
         labels = np.asarray([str(v) for v in labels.tolist()], dtype=object)

@@ -14,26 +14,42 @@ API key (checked by the app's gateway like every other non-health path).
 
 from __future__ import annotations
 
+import logging
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from packserve import __version__
 from packserve.errors import (
     BadRequestError,
+    MethodNotAllowedError,
+    PackserveError,
     PayloadTooLargeError,
     RouteNotFoundError,
     UnsupportedMediaTypeError,
 )
 from packserve.serve import v2
+from packserve.serve.http import (
+    INTERNAL_ERROR_BODY_V2,
+    ClientDisconnect,
+    Headers,
+    header_map,
+    read_body,
+    send_bytes,
+    send_error,
+)
 from packserve.serve.registry import ModelHandle, ModelRegistry
 from packserve.serve.repository import ModelRepository
 
-__all__ = ["repository_for", "v2_router"]
+__all__ = ["InferEndpoint", "InferMatch", "infer_body", "match_infer", "repository_for", "v2_router"]
+
+log = logging.getLogger("packserve.serve")
 
 v2_router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 
@@ -149,30 +165,103 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    registry = _registry(request)
-    handle = registry.resolve(name, version)
-    # Hold the handle from routing on: an unload waits for this request, which finishes on
-    # the version it was routed to even if a newer one is swapped in meanwhile.
+async def infer_body(
+    handle: ModelHandle,
+    read: Callable[[], Awaitable[bytes]],
+    *,
+    header_length: str | bytes | None,
+    content_encoding: str | bytes | None,
+    limit: int,
+) -> v2.EncodedResponse:
+    """The one V2 inference path: read, decode, validate, ``handle.infer``, encode.
+
+    The handle is held (``in_flight``) from routing on, body reading included: an unload
+    waits for this request, and it finishes on the version it was routed to even if a newer
+    version is swapped in meanwhile.
+    """
+    assert handle.manifest is not None
     handle.in_flight += 1
     try:
-        return await _infer_on(request, handle)
+        if isinstance(content_encoding, bytes):
+            content_encoding = content_encoding.decode("latin-1")
+        body = _decompress(await read(), content_encoding, limit)
+        req = v2.parse_infer_request(
+            body, handle.manifest, header_length=header_length, max_rows=handle.max_batch
+        )
+        deadline = None if req.timeout_s is None else time.monotonic() + req.timeout_s
+        prediction = await handle.infer(req.feeds, deadline=deadline)
     finally:
         handle.in_flight -= 1
-
-
-async def _infer_on(request: Request, handle: ModelHandle) -> Response:
-    assert handle.manifest is not None
-    headers = request.headers
-    body = await request.body()
-    body = _decompress(body, headers.get("content-encoding"), request.app.state.settings.max_body_bytes)
-    req = v2.parse_infer_request(
-        body, handle.manifest, header_length=headers.get(v2.HEADER_LENGTH), max_rows=handle.max_batch
-    )
-    deadline = None if req.timeout_s is None else time.monotonic() + req.timeout_s
-    prediction = await handle.infer(req.feeds, deadline=deadline)
-    enc = v2.encode_infer_response(
+    return v2.encode_infer_response(
         prediction, handle.manifest, req, model_name=handle.name, model_version=handle.version
+    )
+
+
+InferMatch = tuple[str, str, str | None]
+"""(route template, model name, version or None = the newest ready one)"""
+
+
+def match_infer(path: str) -> InferMatch | None:
+    """Recognise a V2 inference path without regexes (it runs on every request)."""
+    if not path.startswith("/v2/models/"):
+        return None
+    parts = path[11:].split("/")
+    n = len(parts)
+    if n == 2 and parts[1] == "infer" and parts[0]:
+        return ("/v2/models/{name}/infer", parts[0], None)
+    if n == 4 and parts[1] == "versions" and parts[3] == "infer" and parts[0] and parts[2]:
+        return ("/v2/models/{name}/versions/{version}/infer", parts[0], parts[2])
+    return None
+
+
+class InferEndpoint:
+    """V2 inference at the ASGI level, like ``/predict`` (no per-request FastAPI machinery:
+    it costs more than validating and running a small model). Returns the status it sent."""
+
+    def __init__(self, registry: ModelRegistry, *, max_body_bytes: int) -> None:
+        self.registry = registry
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, hit: InferMatch) -> int:
+        _, name, version = hit
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
+            handle = self.registry.resolve(name, version)
+            headers = header_map(scope)
+            enc = await infer_body(
+                handle,
+                lambda: read_body(receive, headers, self.max_body_bytes),
+                header_length=headers.get(b"inference-header-content-length"),
+                content_encoding=headers.get(b"content-encoding"),
+                limit=self.max_body_bytes,
+            )
+        except PackserveError as exc:
+            return await send_error(send, exc, v2=True)
+        except ClientDisconnect:
+            return 499
+        except Exception:
+            log.exception("unhandled error in %s", scope["path"])
+            await send_bytes(send, 500, INTERNAL_ERROR_BODY_V2)
+            return 500
+        raw: Headers = [(b"content-type", enc.media_type.encode())]
+        raw.extend((k.lower().encode(), v.encode()) for k, v in enc.headers.items())
+        await send_bytes(send, 200, enc.body, raw)
+        return 200
+
+
+# The app's gateway serves these paths with InferEndpoint; the FastAPI routes below describe
+# them in OpenAPI and serve them when the app is mounted without the gateway.
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    handle = _registry(request).resolve(name, version)
+    enc = await infer_body(
+        handle,
+        request.body,
+        header_length=request.headers.get(v2.HEADER_LENGTH),
+        content_encoding=request.headers.get("content-encoding"),
+        limit=request.app.state.settings.max_body_bytes,
     )
     return Response(enc.body, media_type=enc.media_type, headers=enc.headers)
 
