@@ -21,7 +21,7 @@ from packserve.scan.stream import Reader
 
 SMALL_BYTES = 1 << 20  # byte strings longer than this are skipped, not read
 MAX_LINE = 1 << 16
-MAX_STACK = 1 << 22  # values, not bytes: bounds memory on hostile streams
+MAX_VALUES = 1 << 24  # values built, not bytes: bounds memory on hostile streams
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,13 @@ class Walker:
         self.result.issues.append(Issue(self.op_offset, severity, rule, reason, **kw))
 
     def need(self, n: int) -> bytes:
-        data = self.r.read(n)
+        r = self.r
+        i = r.i
+        j = i + n
+        if j <= len(r.buf):  # fast path: already buffered
+            r.i = j
+            return r.buf[i:j]
+        data = r.read(n)
         if len(data) < n:
             raise Malformed("truncated: the stream ends inside an opcode argument", "truncated")
         return data
@@ -176,7 +182,7 @@ class Walker:
 
     def push(self, v: Any) -> None:
         self.values += 1
-        if len(self.stack) > MAX_STACK or self.values > MAX_STACK * 4:
+        if self.values > MAX_VALUES:
             raise Malformed("stream builds an unreasonable number of values", "resource-limit")
         self.stack.append(v)
 
@@ -201,6 +207,8 @@ class Walker:
         """Read a length-prefixed payload, or skip it if it is big."""
         if n < 0:
             raise Malformed("negative length")
+        if n <= 4096:
+            return self.need(n)
         rem = self.r.remaining()
         if rem is not None and n > rem:
             raise Malformed("truncated: a length runs past the end of the data", "truncated")
@@ -242,9 +250,18 @@ class Walker:
     def walk(self) -> WalkResult:
         res = self.result
         table = _DISPATCH
+        r = self.r
         try:
             while True:
-                self.op_offset = self.r.pos
+                i = r.i
+                buf = r.buf
+                if i < len(buf):  # fast path: the opcode byte is buffered
+                    self.op_offset = r.base + i
+                    code = buf[i]
+                    r.i = i + 1
+                else:
+                    self.op_offset = r.pos
+                    code = r.read_byte()
                 if self.frame_end is not None:
                     if self.op_offset == self.frame_end:
                         self.frame_end = None
@@ -255,7 +272,6 @@ class Walker:
                             "an opcode straddles a FRAME boundary (unpicklers disagree)",
                         )
                         self.frame_end = None
-                code = self.r.read_byte()
                 if code < 0:
                     raise Malformed("truncated: the stream ends before STOP", "truncated")
                 self.code = code
