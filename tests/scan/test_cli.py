@@ -97,3 +97,15 @@ def test_library_never_unpickles_outside_the_restricted_loader() -> None:
             offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert offenders == []
     assert allowed == 2  # the detector is not vacuous: it sees the loader's two marked calls
+
+
+def test_directory_walk_follows_links_once_and_sees_hidden_files(tmp_path: Path) -> None:
+    from packserve.scan import scan
+
+    d = tmp_path / "models"
+    (d / ".hidden").mkdir(parents=True)
+    (d / ".hidden" / "weights.bin").write_bytes(EVIL)
+    (d / "loop").symlink_to(d)  # a loop must not hang the scan
+    report = scan(d)
+    assert report.exit_code == 1
+    assert any(f.file.endswith("weights.bin") for f in report.findings)

@@ -79,16 +79,24 @@ class Scanner:
 
     def scan_path(self, path: str | os.PathLike[str]) -> ScanReport:
         p = Path(path)
-        if p.is_dir():
-            entries = sorted(p.rglob("*"))
-            if not entries:
-                self.report.files[str(p)] = "empty directory"
-            for child in entries:
-                if child.is_dir():
-                    continue
-                self.scan_file(child)
-        else:
+        if not p.is_dir():
             self.scan_file(p)
+            return self.report
+        seen: set[str] = set()
+        count = 0
+        # Every file, whatever its name; symlinked directories are followed once (no loops).
+        for root, dirs, names in os.walk(p, followlinks=True):
+            real = os.path.realpath(root)
+            if real in seen:
+                dirs[:] = []
+                continue
+            seen.add(real)
+            dirs.sort()
+            for name in sorted(names):
+                self.scan_file(Path(root) / name)
+                count += 1
+        if count == 0:
+            self.report.files[str(p)] = "empty directory"
         return self.report
 
     def scan_file(self, path: Path) -> None:
