@@ -4,10 +4,11 @@ Run as ``python slowserver.py PORT SERVICE_MS CAP``. A raw ASGI app under uvicor
 
 * ``POST /predict`` (also ``/models/{name}/predict``, ``/predict/batch``): at most CAP requests
   are served at a time (asyncio.Semaphore), each takes SERVICE_MS -> capacity CAP/SERVICE_MS;
-* ``POST /error/predict``: every 5th request gets a 503;
-* ``POST /reset/predict``: every 5th request's connection is reset (TCP RST, SO_LINGER 0);
-* ``POST /stall/predict``: no cap, SERVICE_MS each, but during the first 200 ms of every
-  second of wall time requests are held until the window ends (a GC-pause-like stall);
+* ``POST /models/error/predict``: every 5th request gets a 503;
+* ``POST /models/reset/predict``: every 5th request's connection is reset (TCP RST);
+* ``POST /models/stall/predict``: no cap, SERVICE_MS each, but during the first 200 ms of
+  every second of wall time requests are held until the window ends (a GC-pause-like stall);
+* ``POST /models/leak/predict``: like ``/predict`` but keeps 64 KiB per request forever;
 * ``GET /fixed``: a fixed JSON body at once (the generator-ceiling target);
 * ``GET /stats`` and ``POST /stats/clear``: what the server did, to check client counts;
 * ``GET /metrics``: process RSS and CPU in Prometheus text; ``GET /health/ready``;
@@ -37,6 +38,7 @@ sem: asyncio.Semaphore | None = None
 stats: dict[str, int] = {}
 counters: dict[str, int] = {}
 bodies: list[Any] = []
+leaked: list[bytes] = []
 PROC = psutil.Process()
 
 MODELS = {
@@ -122,12 +124,15 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await _send(send, 400, {"error": "bad_request"})
         return
     del bodies[:-200]
-    if path.startswith("/error/"):
+    mode = path.split("/")[2] if path.startswith("/models/") else ""
+    if mode == "leak":
+        leaked.append(b"x" * (64 * 1024))  # written, so it is resident
+    if mode == "error":
         if _bump("error_seen") % 5 == 0:
             _bump("sent_503")
             await _send(send, 503, {"error": "overloaded"})
             return
-    elif path.startswith("/reset/"):
+    elif mode == "reset":
         if _bump("reset_seen") % 5 == 0:
             _bump("reset")
             transport = scope["extensions"]["transport"]
@@ -135,7 +140,7 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             transport.abort()
             return
-    elif path.startswith("/stall/"):
+    elif mode == "stall":
         phase = time.time() % 1.0
         if phase < STALL_S:
             _bump("stalled")

@@ -82,7 +82,7 @@ class Histogram:
         self.total += v
 
     def record_seconds(self, seconds: float) -> None:
-        self.record(int(seconds * 1_000_000))
+        self.record(round(seconds * 1_000_000))
 
     def merge(self, other: Histogram) -> None:
         if other.count == 0:

@@ -24,10 +24,10 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
     start = math.floor(lo / step) * step
-    ticks, v = [], start
-    while v <= hi + step * 0.001:
-        ticks.append(round(v, 10))
+    ticks, v = [round(start, 10)], start
+    while v < hi - step * 1e-6:  # the last tick is at or above the data's maximum
         v += step
+        ticks.append(round(v, 10))
     return ticks
 
 
