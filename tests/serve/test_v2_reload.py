@@ -240,3 +240,48 @@ def test_repository_calls_need_the_key(tmp_path: Path, chapter_bundle: Path) -> 
         r = httpx.post(f"{srv.url}/v2/repository/models/fraud/load", headers=AUTH,
                        json={"parameters": {"config": "{}"}})
         assert r.status_code == 400 and "not supported" in r.json()["error"]
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and line.split("}")[0][len(name) + 1:] == want:
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_v2_goes_through_the_batcher_also_after_a_hot_load(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_slow_bundle(repo / "slow" / "1")
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [16, 4],
+                                   "data": [0.1] * 64}]}).encode()
+
+    def burst(url: str, n: int = 6) -> list[int]:
+        codes: list[int] = []
+        barrier = threading.Barrier(n)
+
+        def send() -> None:
+            with httpx.Client(headers=AUTH, timeout=60) as cc:
+                barrier.wait()
+                codes.append(cc.post(f"{url}/v2/models/slow/infer", content=body).status_code)
+
+        threads = [threading.Thread(target=send) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        return codes
+
+    with running_server(repo, "--repository-api", "--batching", env=ENV) as srv, httpx.Client(
+        base_url=srv.url, headers=AUTH, timeout=60
+    ) as c:
+        assert burst(srv.url) == [200] * 6
+        m = c.get("/metrics").text
+        labels = {"model": "slow", "version": "1"}
+        assert _metric(m, "packserve_batch_size_requests_sum", **labels) == 6  # all via the batcher
+        assert _metric(m, "packserve_batch_size_requests_count", **labels) < 6  # some merged
+        make_slow_bundle(repo / "slow" / "2")
+        assert c.post("/v2/repository/models/slow/load").json()["serving"] == "2"
+        assert burst(srv.url) == [200] * 6
+        m = c.get("/metrics").text
+        assert _metric(m, "packserve_batch_size_requests_sum", model="slow", version="2") == 6

@@ -1,0 +1,201 @@
+"""V2 ``/infer`` throughput next to ``/predict``, measured in one run against one server.
+
+Starts a real ``packserve serve`` on the chapter model (XGBoost, 15 features; packed here),
+then drives the same row(s) through four request shapes with ``wrk`` (fixed connections, a
+few seconds each, same server process, same batcher):
+
+* ``predict``      ``POST /predict``            JSON ``{"features": [...]}`` (the baseline)
+* ``v2-json``      ``POST /v2/models/fraud/infer`` JSON tensors in and out
+* ``v2-binary``    the same with the binary tensor extension in and out (what
+                   ``tritonclient`` sends by default)
+* ``v2-json-64``   64 rows per request, JSON; next to ``predict-batch-64`` (``/predict/batch``)
+  when the rows/s of bulk requests matter more than requests/s.
+
+Prints requests/s, rows/s, latency percentiles and each ratio to the baseline measured in the
+same run. Timings on a shared 2-core machine are noisy: read the ratios, not the absolutes.
+
+    python benchmarks/bench_v2.py [--seconds 5] [--connections 8] [--batching] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LUA = """
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("BENCH_CTYPE")
+local hl = os.getenv("BENCH_HL")
+if hl ~= nil and hl ~= "" then wrk.headers["Inference-Header-Content-Length"] = hl end
+local bad = 0
+response = function(status, headers, body)
+  if status ~= 200 then bad = bad + 1 end
+end
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH non200=%d requests=%d errors=%d p50=%d p99=%d\\n", bad,
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pack_chapter(out: Path) -> Path:
+    from sklearn.datasets import make_classification
+    from xgboost import XGBClassifier
+
+    import packserve
+
+    x, y = make_classification(n_samples=5000, n_features=15, n_informative=10, random_state=42)
+    model = XGBClassifier(n_estimators=100, max_depth=6, learning_rate=0.1, random_state=42,
+                          n_jobs=1).fit(x, y)
+    return packserve.pack(model, out / "fraud", sample=x[:200], name="fraud").path
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with urlopen(f"{base}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("server did not become ready")
+
+
+def _bodies(rows: np.ndarray) -> dict[str, tuple[bytes, str, int | None]]:
+    import tritonclient.http as httpclient
+
+    x = rows.astype(np.float32)
+
+    def v2(binary: bool) -> tuple[bytes, str, int | None]:
+        t = httpclient.InferInput("input", list(x.shape), "FP32")
+        t.set_data_from_numpy(x, binary_data=binary)
+        outs = [httpclient.InferRequestedOutput(n, binary_data=binary)
+                for n in ("label", "probabilities")]
+        body, hl = httpclient.InferenceServerClient.generate_request_body([t], outputs=outs)
+        ctype = "application/octet-stream" if hl is not None else "application/json"
+        return body, ctype, hl
+
+    return {"v2": v2(False), "v2-binary": v2(True)}
+
+
+def _wrk(url: str, body: bytes, ctype: str, hl: int | None, seconds: float, conns: int,
+         tmp: Path) -> dict[str, float]:
+    bfile = tmp / "body.bin"
+    bfile.write_bytes(body)
+    script = tmp / "bench.lua"
+    script.write_text(LUA)
+    env = {**os.environ, "BENCH_BODY": str(bfile), "BENCH_CTYPE": ctype,
+           "BENCH_HL": "" if hl is None else str(hl)}
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "-s", str(script), url],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    m = re.search(r"BENCH non200=(\d+) requests=(\d+) errors=(\d+) p50=(\d+) p99=(\d+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m or not rps:
+        raise SystemExit(f"could not parse wrk output:\n{out}")
+    return {"rps": float(rps.group(1)), "non200": int(m.group(1)), "errors": int(m.group(3)),
+            "p50_ms": int(m.group(4)) / 1000, "p99_ms": int(m.group(5)) / 1000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--batching", action="store_true",
+                    help="serve with --batching (V2 and /predict share each model's batcher)")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("this benchmark needs wrk (apt-get install wrk)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-v2-"))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        bundle = _pack_chapter(tmp)
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "packserve", "serve", str(bundle), "--port", str(port),
+             "--log-level", "warning", *(["--batching"] if args.batching else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_ready(base, proc)
+        rng = np.random.default_rng(0)
+        one = rng.normal(size=(1, 15))
+        many = rng.normal(size=(64, 15))
+        cases: list[tuple[str, str, bytes, str, int | None, int]] = [
+            ("predict", "/predict", json.dumps({"features": one[0].tolist()}).encode(),
+             "application/json", None, 1),
+        ]
+        for name, (body, ctype, hl) in _bodies(one).items():
+            cases.append((f"{name}", "/v2/models/fraud/infer", body, ctype, hl, 1))
+        cases.append(("predict-batch-64", "/predict/batch",
+                      json.dumps({"instances": [{"features": r} for r in many.tolist()]}).encode(),
+                      "application/json", None, 64))
+        for name, (body, ctype, hl) in _bodies(many).items():
+            cases.append((f"{name}-64", "/v2/models/fraud/infer", body, ctype, hl, 64))
+
+        # one warm-up pass per shape (also checks each returns 200)
+        results: dict[str, dict[str, float]] = {}
+        for name, path, body, ctype, hl, _ in cases:
+            _wrk(base + path, body, ctype, hl, 1, 2, tmp)
+        for name, path, body, ctype, hl, rows in cases:
+            r = _wrk(base + path, body, ctype, hl, args.seconds, args.connections, tmp)
+            r["rows_per_s"] = r["rps"] * rows
+            results[name] = r
+
+        print(f"\nchapter model, {args.connections} connections, {args.seconds:.0f}s per case, "
+              f"batching {'on' if args.batching else 'off'}, {os.cpu_count()} CPUs (shared)\n")
+        print(f"{'case':<20}{'req/s':>10}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'non-200':>9}{'vs base':>9}")
+        for name, r in results.items():
+            base_name = "predict-batch-64" if name.endswith("-64") else "predict"
+            ratio = r["rps"] / results[base_name]["rps"]
+            r["ratio_vs_" + base_name] = ratio
+            print(f"{name:<20}{r['rps']:>10.0f}{r['rows_per_s']:>11.0f}{r['p50_ms']:>9.2f}"
+                  f"{r['p99_ms']:>9.2f}{int(r['non200'] + r['errors']):>9}{ratio:>9.2f}")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
