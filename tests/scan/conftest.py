@@ -58,8 +58,23 @@ def legit_dir(tmp_path_factory: pytest.TempPathFactory, legit_models) -> Path:  
     net.eval()
     torch.save(net.state_dict(), d / "state_dict.pt")
     torch.save(net.state_dict(), d / "state_dict_legacy.pt", _use_new_zipfile_serialization=False)
+    opt = torch.optim.Adam(net.parameters())
+    net.train()
+    net(torch.randn(4, 4)).sum().backward()
+    opt.step()
+    net.eval()
     torch.save(
-        {"model": net.state_dict(), "epoch": 3, "lr": 0.1, "half": torch.zeros(3, dtype=torch.float16)},
+        {
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "epoch": 3,
+            "lr": 0.1,
+            "half": torch.zeros(3, dtype=torch.float16),
+            "np": np.arange(3),
+            "size": torch.Size([2, 3]),
+            "device": torch.device("cpu"),
+            "q": torch.quantize_per_tensor(torch.rand(4), 0.1, 0, torch.quint8),
+        },
         d / "checkpoint.pth",
     )
     with warnings.catch_warnings():

@@ -283,7 +283,7 @@ def gen_torch() -> set[Pair]:
     pairs |= {("torch.storage", "UntypedStorage"), ("torch.storage", "TypedStorage")}
     for n in dir(torch):
         v = getattr(torch, n, None)
-        if isinstance(v, (torch.dtype, torch.layout, torch.memory_format)):
+        if isinstance(v, (torch.dtype, torch.layout, torch.memory_format, torch.qscheme)):
             pairs.add(("torch", n))
     pairs |= {
         ("torch", "Size"),
