@@ -58,6 +58,9 @@ def legit_dir(tmp_path_factory: pytest.TempPathFactory, legit_models) -> Path:  
     net.eval()
     torch.save(net.state_dict(), d / "state_dict.pt")
     torch.save(net.state_dict(), d / "state_dict_legacy.pt", _use_new_zipfile_serialization=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated, still saved by users
+        qtensor = torch.quantize_per_tensor(torch.rand(4), 0.1, 0, torch.quint8)
     opt = torch.optim.Adam(net.parameters())
     net.train()
     net(torch.randn(4, 4)).sum().backward()
@@ -73,7 +76,7 @@ def legit_dir(tmp_path_factory: pytest.TempPathFactory, legit_models) -> Path:  
             "np": np.arange(3),
             "size": torch.Size([2, 3]),
             "device": torch.device("cpu"),
-            "q": torch.quantize_per_tensor(torch.rand(4), 0.1, 0, torch.quint8),
+            "q": qtensor,
         },
         d / "checkpoint.pth",
     )
