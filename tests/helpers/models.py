@@ -20,8 +20,15 @@ def make_slow_bundle(out: Path, *, width: int = 1024, layers: int = 48, name: st
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from packserve.bundle import FeatureSpec, Manifest, OutputSpec, ParityReport, TensorSpec
-    from packserve.bundle import prepare_output_dir, write_bundle
+    from packserve.bundle import (
+        FeatureSpec,
+        Manifest,
+        OutputSpec,
+        ParityReport,
+        TensorSpec,
+        prepare_output_dir,
+        write_bundle,
+    )
 
     rng = np.random.default_rng(1)
     w_in = (rng.standard_normal((4, width)) / 2).astype(np.float32)

@@ -245,6 +245,14 @@ def test_wrong_content_type_is_415(repo, ctype) -> None:
     assert_clean_error(raw(f"{repo.url}/predict", json.dumps({"features": ROW}).encode(), ctype), 415)
 
 
+def test_compressed_body_is_415(repo) -> None:
+    import gzip
+
+    r = httpx.post(f"{repo.url}/predict", content=gzip.compress(json.dumps({"features": ROW}).encode()),
+                   headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert_clean_error(r, 415)
+
+
 def test_json_with_charset_is_fine(repo) -> None:
     r = raw(f"{repo.url}/predict", json.dumps({"features": ROW}).encode(), "application/json; charset=utf-8")
     assert r.status_code == 200

@@ -107,6 +107,9 @@ def check_json(headers: dict[bytes, bytes]) -> None:
     media = ctype.split(b";", 1)[0].strip().lower()
     if media != b"application/json" and not media.endswith(b"+json"):
         raise UnsupportedMediaTypeError("send the body as Content-Type: application/json")
+    encoding = headers.get(b"content-encoding")
+    if encoding is not None and encoding.strip().lower() != b"identity":
+        raise UnsupportedMediaTypeError("compressed bodies are not accepted on this endpoint")
 
 
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
