@@ -374,6 +374,17 @@ def test_rows_over_the_limit_are_refused_before_decoding(fraud) -> None:
         v2.parse_infer_request(body, fraud.manifest, max_rows=2)
 
 
+def test_huge_bytes_shape_is_refused_before_allocating(mixed) -> None:
+    raw = _bytes_tensor(b"Oslo")
+    head = orjson.dumps({"inputs": [
+        {"name": "city", "datatype": "BYTES", "shape": [10**9, 1],
+         "parameters": {"binary_data_size": len(raw)}},
+        {"name": "x", "datatype": "FP32", "shape": [10**9, 1], "data": [0.5]},
+    ]})
+    with pytest.raises(BadRequestError, match="too small for 1000000000 BYTES elements"):
+        v2.parse_infer_request(head + raw, mixed.manifest, header_length=len(head))
+
+
 def test_inputs_must_agree_on_batch_and_all_be_present(mixed) -> None:
     base = {"name": "x", "datatype": "FP32", "shape": [2, 1], "data": [0.1, 0.2]}
     city = {"name": "city", "datatype": "BYTES", "shape": [1, 1], "data": ["Oslo"]}

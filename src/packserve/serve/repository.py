@@ -18,7 +18,7 @@ module adds what changes the set of versions while traffic flows:
 * **poll** (``repository_poll_s`` > 0): new version directories (and new model folders) are
   loaded as they appear; a failed version is retried only when its manifest changes.
   Removing a directory does not unload (use the unload call): a half-deleted folder must not
-  take traffic down.
+  take traffic down. A model unloaded by the unload call stays unloaded until a load call.
 
 Bundles written by ``packserve pack`` appear atomically (staged in a hidden folder, then
 renamed), so the poller never sees half a bundle; a hand copy that is caught mid-way fails
@@ -97,7 +97,8 @@ class ModelRepository:
         self._locks: dict[str, asyncio.Lock] = {}
         # (name, version) -> (failed handle, manifest mtime when it was tried)
         self._failed: dict[tuple[str, str], tuple[ModelHandle, float]] = {}
-        self._unloading: set[tuple[str, str]] = set()
+        self._unloading: dict[tuple[str, str], ModelHandle] = {}  # routed no more, still busy
+        self._unloaded: set[str] = set()  # explicitly unloaded: the poller leaves them alone
         self._poller: asyncio.Task[None] | None = None
         self.loads = Counter(
             "packserve_model_loads", "model version loads after startup, by result",
@@ -140,10 +141,9 @@ class ModelRepository:
         for (name, version), (handle, _) in self._failed.items():
             entries[(name, version)] = IndexEntry(name, version, "UNAVAILABLE", handle.error or "failed")
         for h in self.registry.handles():
-            state = _INDEX_STATE[h.state]
-            if (h.name, h.version) in self._unloading:
-                state = "UNLOADING"
-            entries[(h.name, h.version)] = IndexEntry(h.name, h.version, state, h.error or "")
+            entries[(h.name, h.version)] = IndexEntry(h.name, h.version, _INDEX_STATE[h.state], h.error or "")
+        for (name, version), h in self._unloading.items():
+            entries[(name, version)] = IndexEntry(name, version, "UNLOADING", f"{h.in_flight} in flight")
         out = sorted(entries.values(), key=lambda e: (e.name, version_key(e.version)))
         return [e for e in out if e.state == "READY"] if ready_only else out
 
@@ -162,6 +162,7 @@ class ModelRepository:
             found = [d for d in discover(root)[0] if d.name == name] if (root / name).is_dir() else []
             if not found:
                 raise ModelNotFoundError(f"no model folder {name!r} with a bundle in the repository")
+            self._unloaded.discard(name)
             serving = {h.version: h for h in self._registry_versions(name)}
             loaded: list[str] = []
             failed: dict[str, str] = {}
@@ -222,16 +223,17 @@ class ModelRepository:
         async with self._lock(name):
             handles = self.registry.versions(name)  # 404 for an unknown model
             for h in handles:
-                self._unloading.add((h.name, h.version))
+                self._unloading[(h.name, h.version)] = h
             try:
                 for h in handles:
                     self.registry.remove(h.name, h.version)
                 await asyncio.gather(*(self._retire(h) for h in handles))
             finally:
                 for h in handles:
-                    self._unloading.discard((h.name, h.version))
+                    self._unloading.pop((h.name, h.version), None)
             for key in [k for k in self._failed if k[0] == name]:
                 del self._failed[key]
+            self._unloaded.add(name)
             return [h.version for h in handles]
 
     async def _retire(self, handle: ModelHandle) -> None:
@@ -272,7 +274,7 @@ class ModelRepository:
         names: set[str] = set()
         for d in found:
             key = (d.name, d.version)
-            if key in known or key in self._unloading:
+            if key in known or key in self._unloading or d.name in self._unloaded:
                 continue
             prev = self._failed.get(key)
             if prev is not None and prev[1] == _manifest_mtime(d.path):

@@ -385,6 +385,8 @@ def _from_binary(
 
 def _bytes_elements(raw: memoryview, count: int, where: str) -> np.ndarray:
     """Decode ``count`` length-prefixed UTF-8 strings that must fill ``raw`` exactly."""
+    if 4 * count > len(raw):  # every element has a 4-byte length: refuse before allocating
+        raise _bad(f"{where}: binary_data_size {len(raw)} is too small for {count} BYTES elements")
     out = np.empty(count, dtype=object)
     buf = raw.tobytes()
     pos = 0
