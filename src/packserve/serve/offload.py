@@ -37,7 +37,9 @@ class CostModel:
         A model already slower than the bound at one row is not measured further: it will
         never run inline, whatever the batch size.
         """
-        one = statistics.median(timed_run(1) for _ in range(5))
+        one = timed_run(1)
+        if one <= 10 * self.inline_max_s:  # clearly slow models: one call says enough
+            one = statistics.median([one, *(timed_run(1) for _ in range(4))])
         if self.inline_max_s <= 0 or one > self.inline_max_s:
             self.fixed_s, self.per_row_s = one, 0.0
             return
