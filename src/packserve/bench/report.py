@@ -61,8 +61,10 @@ def render_table(result: BenchResult) -> RenderableType:
         t.add_row("memory growth", f"{g['growth_mib']:+.1f} MiB after warm-up, "
                   f"{g['slope_mib_per_min']:+.2f} MiB/min: {verdict}")
     h = r.health
-    gen = (f"kept up (CPU {h.cpu_util:.0%}/process, schedule lag p99 "
-           f"{h.schedule_lag_p99_ms:.1f} ms)" if h.ok else "[bold red]COULD NOT KEEP UP[/]")
+    lag = (f", sends late by p50 {h.schedule_lag_p50_ms:.1f} / p99 {h.schedule_lag_p99_ms:.1f} ms"
+           if p.mode == "open" else f", loop lag p99 {h.loop_lag_p99_ms:.1f} ms")
+    gen = (f"kept up (CPU {h.cpu_util:.0%}/process{lag})" if h.ok
+           else "[bold red]COULD NOT KEEP UP[/]")
     t.add_row("generator", gen)
     if not r.notes:
         return t

@@ -304,10 +304,11 @@ def _annotate(r: BenchResult) -> None:
     p = r.phase
     if not r.health.ok:
         r.notes.append(
-            "the load generator could not keep up (" + "; ".join(r.health.reasons) + "): these "
-            "numbers are a lower bound on the server, not its limit; use --processes N or a "
-            "bigger client machine"
+            "the load generator could not keep up (" + "; ".join(r.health.reasons) + "): "
+            "throughput and latency may be the generator's limit, not the server's; use "
+            "--processes N, or run the generator on its own (quieter) machine"
         )
+    r.notes.extend(r.health.warnings)
     if p.connection_cap_hit:
         r.notes.append(f"all {p.connections_opened} connections were busy at times: requests "
                        "queued in the client (counted in latency, as an open system would)")
