@@ -160,9 +160,16 @@ def prediction_openapi(registry: ModelRegistry, *, secured: bool) -> tuple[dict[
     per_handle: dict[int, dict[str, str]] = {}
     paths: dict[str, Any] = {}
     handles = [h for h in registry.handles() if h.manifest is not None]
+    used: set[str] = set()
     for h in handles:
         assert h.manifest is not None
-        built = model_schemas(h.manifest, schema_prefix(h), registry.max_batch)
+        prefix = base = schema_prefix(h)
+        n = 1
+        while prefix in used:  # "1.0" and "1-0" sanitise alike: keep component names unique
+            n += 1
+            prefix = f"{base}_{n}"
+        used.add(prefix)
+        built = model_schemas(h.manifest, prefix, registry.max_batch)
         models.extend((m, "validation") for m in built.values())
         per_handle[id(h)] = {k: m.__name__ for k, m in built.items()}
 
