@@ -140,3 +140,96 @@ def test_mutated_real_files(data: bytes) -> None:
 def test_seeds_themselves() -> None:
     assert check(BENIGN).clean
     assert check(EVIL).exit_code == 1
+
+
+NAMES = [
+    ("os", "system"),
+    ("builtins", "eval"),
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("numpy", "dtype"),
+    ("mymod", "X"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("collections", "OrderedDict.fromkeys"),
+]
+
+
+@st.composite
+def opcode_streams(draw: st.DrawFn) -> bytes:
+    """Structured streams: plausible opcode sequences, so the stack and memo get exercised."""
+    import struct
+
+    out = bytearray()
+    if draw(st.booleans()):
+        out += b"\x80" + bytes([draw(st.integers(0, 5))])
+    for _ in range(draw(st.integers(1, 40))):
+        kind = draw(st.integers(0, 17))
+        mod, name = draw(st.sampled_from(NAMES))
+        if kind == 0:
+            out += b"c" + mod.encode() + b"\n" + name.encode() + b"\n"
+        elif kind == 1:
+            for s in (mod, name):
+                out += b"\x8c" + bytes([len(s)]) + s.encode()
+            out += b"\x93"
+        elif kind == 2:
+            out += b"i" + mod.encode() + b"\n" + name.encode() + b"\n"
+        elif kind == 3:
+            out += draw(st.sampled_from([b"q", b"h"])) + bytes([draw(st.integers(0, 4))])
+        elif kind == 4:
+            out += b"\x94"
+        elif kind == 5:
+            n = draw(st.integers(0, 64))
+            out += b"\x95" + struct.pack("<Q", n)
+        elif kind == 6:
+            s = draw(st.sampled_from([mod, name, "x"]))
+            out += b"\x8c" + bytes([len(s)]) + s.encode()
+        elif kind == 7:
+            out += b"B" + struct.pack("<I", len(EVIL)) + EVIL
+        elif kind == 8:
+            out += b"S'" + mod.encode() + b"'\n"
+        elif kind == 9:
+            out += b"g" + str(draw(st.integers(0, 4))).encode() + b"\n"
+        elif kind == 10:
+            out += b"p" + str(draw(st.integers(0, 4))).encode() + b"\n"
+        elif kind == 11:
+            out += bytes([draw(st.integers(0, 255))])
+        else:
+            out += draw(
+                st.sampled_from(
+                    [
+                        b"(",
+                        b"t",
+                        b")",
+                        b"]",
+                        b"}",
+                        b"R",
+                        b"\x81",
+                        b"b",
+                        b"o",
+                        b"a",
+                        b"e",
+                        b"s",
+                        b"u",
+                        b"N",
+                        b"K\x01",
+                        b"2",
+                        b"0",
+                        b"1",
+                        b"\x85",
+                        b"\x86",
+                        b"\x87",
+                        b"l",
+                        b"d",
+                        b".",
+                    ]
+                )
+            )
+    if draw(st.booleans()):
+        out += b"."
+    return bytes(out)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(opcode_streams())
+def test_structured_streams_never_fail_open(data: bytes) -> None:
+    check(data)

@@ -21,6 +21,7 @@ from packserve.scan.stream import Reader
 
 SMALL_BYTES = 1 << 20  # byte strings longer than this are skipped, not read
 MAX_LINE = 1 << 16
+PICKLE_LIKE_OPS = 256  # this many valid opcodes in a row: a pickle, whatever else it is
 MAX_VALUES = 1 << 24  # values built, not bytes: bounds memory on hostile streams
 
 
@@ -113,9 +114,9 @@ class WalkResult:
         """
         from packserve.scan.policy import plausible_module
 
-        if self.ok or self.protocol is not None:
+        if self.ok or self.protocol is not None or self.ops >= PICKLE_LIKE_OPS:
             return True
-        if any(i.rule in ("extension-code", "persistent-id") for i in self.issues):
+        if any(i.rule in ("extension-code", "resource-limit", "frame") for i in self.issues):
             return True
         return any(plausible_module(g.module) for g in self.globals)
 
@@ -342,8 +343,9 @@ def _frame(w: Walker) -> None:
         w.issue(Severity.HIGH, "frame", "FRAME opcode inside another frame")
     rem = w.r.remaining()
     if rem is not None and n > rem:
+        # pickle.py's unframer keeps going with the short frame (the C one stops): walk on.
         w.issue(Severity.HIGH, "frame", "FRAME length runs past the end of the data")
-        raise Malformed("truncated: FRAME length runs past the end of the data", "frame")
+        n = rem
     if (w.result.protocol or 0) < 4:
         w.issue(Severity.MEDIUM, "frame", "FRAME in a stream that did not declare protocol 4+")
     w.frame_end = w.r.pos + n
@@ -375,7 +377,21 @@ def _dup(w: Walker) -> None:
 
 @op(b"F")
 def _float(w: Walker) -> None:
-    w.push(float(w.line()))
+    data = w.line()
+    try:
+        w.push(float(data))
+    except ValueError:
+        _lenient(w, "FLOAT")
+
+
+def _lenient(w: Walker, what: str) -> None:
+    """An argument we cannot parse but some unpickler might: note it and keep walking.
+
+    Stopping early is the only way a walker can miss a global, so the walker only stops where
+    every CPython unpickler certainly stops.
+    """
+    w.issue(Severity.MEDIUM, "malformed", f"unparseable {what} argument")
+    w.push(Opaque("number"))
 
 
 @op(b"I")
@@ -386,7 +402,10 @@ def _int(w: Walker) -> None:
     elif data == b"01":
         w.push(True)
     else:
-        w.push(int(data, 0))
+        try:
+            w.push(int(data, 0))
+        except ValueError:
+            _lenient(w, "INT")
 
 
 @op(b"L")
@@ -394,7 +413,10 @@ def _long(w: Walker) -> None:
     data = w.line()
     if data.endswith(b"L"):
         data = data[:-1]
-    w.push(int(data, 0))
+    try:
+        w.push(int(data, 0))
+    except ValueError:
+        _lenient(w, "LONG")
 
 
 @op(b"J")
