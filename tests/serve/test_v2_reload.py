@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from helpers.models import make_slow_bundle
 from helpers.server import running_server
@@ -285,3 +286,35 @@ def test_v2_goes_through_the_batcher_also_after_a_hot_load(tmp_path: Path) -> No
         assert burst(srv.url) == [200] * 6
         m = c.get("/metrics").text
         assert _metric(m, "packserve_batch_size_requests_sum", model="slow", version="2") == 6
+
+
+def test_tritonclient_repository_calls(tmp_path: Path, chapter_bundle: Path) -> None:
+    import numpy as np
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    repo = tmp_path / "repo"
+    (repo / "fraud").mkdir(parents=True)
+    _place(chapter_bundle, repo / "fraud" / "1")
+    with running_server(repo, "--repository-api", env=ENV) as srv:
+        client = httpclient.InferenceServerClient(srv.url.removeprefix("http://"))
+        try:
+            assert client.get_model_repository_index(headers=dict(AUTH)) == [
+                {"name": "fraud", "version": "1", "state": "READY", "reason": ""}]
+            _place(chapter_bundle, repo / "fraud" / "2")
+            client.load_model("fraud", headers=dict(AUTH))
+            assert client.get_model_metadata("fraud", headers=dict(AUTH))["versions"] == ["1", "2"]
+            x = httpclient.InferInput("input", [1, 15], "FP32")
+            x.set_data_from_numpy(np.zeros((1, 15), np.float32))
+            assert client.infer("fraud", [x], headers=dict(AUTH)).get_response()["model_version"] == "2"
+            _place(chapter_bundle, repo / "fraud" / "3", corrupt=True)
+            with pytest.raises(InferenceServerException) as info:
+                client.load_model("fraud", headers=dict(AUTH))
+            assert info.value.status() == "400" and "version 2 keeps serving" in info.value.message()
+            client.unload_model("fraud", headers=dict(AUTH))
+            assert not client.is_model_ready("fraud", headers=dict(AUTH))
+            with pytest.raises(InferenceServerException) as info:
+                client.load_model("fraud", headers={})
+            assert info.value.status() == "401"
+        finally:
+            client.close()
