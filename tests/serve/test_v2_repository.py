@@ -132,3 +132,22 @@ def test_single_bundle_has_nothing_to_load(chapter_bundle: Path) -> None:
             await rep.load("fraud")
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"repository_api": True}, "needs an API key"),
+        ({"repository_api": True, "api_key": "k", "workers": 2}, "one worker"),
+        ({"repository_poll_s": -1.0}, "greater than or equal to 0"),
+    ],
+)
+def test_repository_settings_are_checked(kwargs: dict, fragment: str) -> None:
+    from pydantic import ValidationError
+
+    from packserve.serve.settings import ServeSettings
+
+    with pytest.raises(ValidationError, match=fragment):
+        ServeSettings(**kwargs)
+    ok = ServeSettings(repository_api=True, api_key="k", repository_poll_s=0.5)
+    assert ok.repository_api and ok.repository_poll_s == 0.5

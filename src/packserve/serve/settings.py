@@ -151,6 +151,11 @@ class ServeSettings(BaseSettings):
             self.api_key = None
         if self.repository_api and self.api_key is None:
             raise ValueError("repository_api needs an API key (--api-key / PACKSERVE_API_KEY)")
+        if self.repository_api and self.workers > 1:
+            # a load call would reach one worker only; every worker polls on its own
+            raise ValueError(
+                "repository_api works with one worker: with --workers > 1 use --repository-poll-s"
+            )
         return self
 
     def resolved_intra_op_threads(self) -> int:
