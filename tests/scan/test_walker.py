@@ -114,3 +114,16 @@ def test_computed_call_is_flagged() -> None:
     data = P2 + call(G("collections", "OrderedDict")) + U("x") + b"\x85" + b"R" + STOP
     rules = {f.rule for f in scan_bytes(data).findings}
     assert "computed-call" in rules
+
+
+def test_import_scan_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, packserve.scan, packserve.scan.loader, packserve.scan.render\n"
+        "heavy = ['torch', 'sklearn', 'joblib', 'pandas', 'xgboost', 'onnxruntime', 'rich.table']\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
