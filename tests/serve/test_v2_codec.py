@@ -429,3 +429,65 @@ def test_bytes_round_trip_any_unicode(mixed, words: list[str]) -> None:
         body, size = _body([_inp("x", xs, "FP32", binary), _inp("city", cities, "BYTES", binary)])
         feeds = v2.parse_infer_request(body, mixed.manifest, header_length=size).feeds
         assert feeds["city"].reshape(-1).tolist() == words
+
+
+# --- every manifest dtype through JSON and binary --------------------------------------------
+
+
+def _manifest(dtype: str, width: int = 3):
+    from packserve.bundle import FeatureSpec, Manifest, OutputSpec, ParityReport, TensorSpec
+
+    names = [f"f{i}" for i in range(width)]
+    return Manifest(
+        name="m", task="regression",
+        features=[FeatureSpec(name=n, dtype=dtype) for n in names],
+        inputs=[TensorSpec(name="t", dtype=dtype, shape=[None, width], features=names)],
+        outputs=OutputSpec(task="regression", postprocess="identity", value_output="y", names=["y"]),
+        framework="test", framework_version="0", model_type="test",
+        parity=ParityReport(rows=0, tolerance=0.0, passed=True),
+    )
+
+
+@pytest.mark.parametrize(
+    "dtype, datatype, arr",
+    [
+        ("float64", "FP64", np.array([[1e300, -2.5, 1 / 3]], np.float64)),
+        ("float32", "FP32", np.array([[3.4e38, -1.5, 0.1]], np.float32)),
+        ("int64", "INT64", np.array([[2**62, -(2**63), 7]], np.int64)),
+        ("int32", "INT32", np.array([[2**31 - 1, -(2**31), 0]], np.int32)),
+        ("bool", "BOOL", np.array([[True, False, True]], np.bool_)),
+    ],
+)
+@pytest.mark.parametrize("binary", [False, True])
+def test_every_numeric_dtype_round_trips(dtype: str, datatype: str, arr: np.ndarray, binary: bool) -> None:
+    m = _manifest(dtype)
+    assert v2.model_metadata(m)["inputs"] == [{"name": "t", "datatype": datatype, "shape": [-1, 3]}]
+    body, size = _body([_inp("t", arr, datatype, binary)])
+    got = v2.parse_infer_request(body, m, header_length=size).feeds["t"]
+    assert got.dtype == arr.dtype and np.array_equal(got, arr)
+
+
+@pytest.mark.parametrize(
+    "dtype, data, fragment",
+    [
+        ("int32", [2**31, 0, 0], "out of the INT32 range"),
+        ("int64", [2**63, 0, 0], "out of the INT64 range"),
+        ("int64", [1.0, 0, 0], "cannot hold float"),
+        ("bool", [1, 0, 1], "cannot hold int"),
+        ("float64", [True, 0.0, 1.0], "cannot hold bool"),
+    ],
+)
+def test_json_values_must_fit_the_datatype(dtype: str, data: list, fragment: str) -> None:
+    m = _manifest(dtype)
+    datatype = v2.input_metadata(m)[0].datatype
+    body = orjson.dumps({"inputs": [{"name": "t", "datatype": datatype, "shape": [1, 3], "data": data}]})
+    with pytest.raises(BadRequestError, match=fragment):
+        v2.parse_infer_request(body, m)
+
+
+def test_binary_bool_must_be_zero_or_one() -> None:
+    m = _manifest("bool")
+    head = orjson.dumps({"inputs": [{"name": "t", "datatype": "BOOL", "shape": [1, 3],
+                                     "parameters": {"binary_data_size": 3}}]})
+    with pytest.raises(BadRequestError, match="0 or 1"):
+        v2.parse_infer_request(head + b"\x01\x00\x02", m, header_length=len(head))
