@@ -73,3 +73,16 @@ def test_empty_and_benign_inputs(tmp_path: Path) -> None:
     empty_dir = tmp_path / "d"
     empty_dir.mkdir()
     assert scan(empty_dir).clean
+
+
+def test_zip_inside_streams_is_scanned() -> None:
+    gz = gzip.compress(torch_zip(EVIL))
+    assert "dangerous-global" in {f.rule for f in scan_bytes(gz).findings}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        body = torch_zip(EVIL)
+        info = tarfile.TarInfo("ckpt.pt")
+        info.size = len(body)
+        tf.addfile(info, io.BytesIO(body))
+    assert "dangerous-global" in {f.rule for f in scan_bytes(buf.getvalue()).findings}
+    assert scan_bytes(gzip.compress(torch_zip(BENIGN))).clean

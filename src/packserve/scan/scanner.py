@@ -22,6 +22,7 @@ from packserve.scan.stream import Reader, ScanLimitError, Source, bytes_reader
 MAX_DEPTH = 4  # containers inside containers
 MAX_PICKLES = 1000  # pickles in a row in one stream
 DEFAULT_MAX_DECOMPRESSED = 8 << 30
+ZIP_IN_STREAM_CAP = 512 << 20  # a zip inside a tar/compressed stream is buffered up to this
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,17 @@ class Scanner:
         if kind == "empty":
             return
         if kind == "zip":
-            if seekable_file:
-                from packserve.scan.zipscan import scan_zip
+            from packserve.scan.zipscan import scan_zip
 
+            if seekable_file:
                 scan_zip(self, f, ctx, start, length)
-            else:
-                self.finding(ctx, Severity.MEDIUM, "unverifiable", "zip inside a compressed stream")
+                return
+            # A zip inside a stream (tar member, compressed file): zip needs random access.
+            data = r.read(ZIP_IN_STREAM_CAP + 1)
+            if len(data) > ZIP_IN_STREAM_CAP:
+                self.error(ctx, "zip inside a stream is too large to verify in memory")
+                return
+            scan_zip(self, io.BytesIO(data), ctx, 0, None)
             return
         if kind == "npy":
             formats.scan_npy(self, r, ctx)
