@@ -46,6 +46,7 @@ from packserve.serve.http import (
 )
 from packserve.serve.registry import ModelHandle, ModelRegistry
 from packserve.serve.repository import ModelRepository
+from packserve.serve.routes import readiness
 
 __all__ = ["InferEndpoint", "InferMatch", "infer_body", "match_infer", "repository_for", "v2_router"]
 
@@ -101,8 +102,6 @@ async def health_live() -> Response:
 
 @v2_router.get("/health/ready", summary="Readiness: 200 when ready, 400 (protocol: 4xx = false) when not")
 async def health_ready(request: Request) -> Response:
-    from packserve.serve.routes import readiness
-
     ok, _, _ = readiness(_registry(request), request.app.state.serving)
     return _json({"ready": ok}, 200 if ok else 400)
 
