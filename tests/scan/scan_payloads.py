@@ -429,5 +429,6 @@ PAYLOADS: list[Payload] = [
     raw("npy_object_truncated", lambda: npy_object(EVIL[:-3]), "truncated", "dangerous-global"),
     raw("tar_evil_member", lambda: tar_bytes([("model/data.pkl", EVIL)])),
     raw("tar_gz_evil_member", lambda: tar_bytes([("x", EVIL)], mode="w:gz")),
+    raw("tar_header_polyglot", lambda: tar_bytes([("cos\nsystem\n(S'true'\ntR.", BENIGN)]), "polyglot"),
     raw("sevenzip_unverifiable", b"7z\xbc\xaf\x27\x1c\x00\x04" + b"\x00" * 32, "unverifiable"),
 ]

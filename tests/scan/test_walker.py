@@ -127,3 +127,10 @@ def test_import_scan_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_old_protocols_are_not_mistaken_for_compression() -> None:
+    for proto in range(6):
+        data = pickle.dumps([1, 2, {"a": (3,)}], protocol=proto)
+        report = scan_bytes(data, "x")
+        assert report.clean and report.files["x"] == "pickle", proto

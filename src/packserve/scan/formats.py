@@ -57,11 +57,20 @@ def sniff(head: bytes) -> str:
         return "joblib-zfile"
     if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
         return "zlib"
-    if head[:1] == b"\x5d" and len(head) >= 13 and head[1:5] != b"\x00\x00\x00\x00":
+    if head[:1] == b"\x5d" and len(head) >= 13 and _is_lzma_alone(head):
         return "lzma"
     if is_tar_header(head):
         return "tar"
     return "pickle"
+
+
+def _is_lzma_alone(head: bytes) -> bool:
+    """``]`` is also EMPTY_LIST: only call it lzma if a decoder accepts the header."""
+    try:
+        lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(head, max_length=64)
+    except lzma.LZMAError:
+        return False
+    return True
 
 
 def is_tar_header(head: bytes) -> bool:

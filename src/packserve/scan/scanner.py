@@ -15,7 +15,7 @@ from typing import Any
 
 from packserve.scan import formats, hooks
 from packserve.scan.opcodes import GlobalRef, WalkResult, walk
-from packserve.scan.policy import judge
+from packserve.scan.policy import judge, plausible_module
 from packserve.scan.report import Finding, ScanError, ScanReport, Severity
 from packserve.scan.stream import Reader, ScanLimitError, Source, bytes_reader
 
@@ -23,6 +23,7 @@ MAX_DEPTH = 4  # containers inside containers
 MAX_PICKLES = 1000  # pickles in a row in one stream
 DEFAULT_MAX_DECOMPRESSED = 8 << 30
 ZIP_IN_STREAM_CAP = 512 << 20  # a zip inside a tar/compressed stream is buffered up to this
+POLYGLOT_PROBE = 1 << 16  # leading bytes of a non-pickle container also walked as a pickle
 
 
 @dataclass(frozen=True)
@@ -146,11 +147,12 @@ class Scanner:
         r = reader or Reader(f, start, length, limit=limit, seekable=seekable_file)
         head = r.peek(512)
         kind = formats.sniff(head)
-        label = kind
         if ctx.member is None:
-            self.report.files[ctx.file] = label
+            self.report.files[ctx.file] = kind
         if kind == "empty":
             return
+        if kind != "pickle":
+            self.probe_polyglot(r.peek(POLYGLOT_PROBE), ctx, kind)
         if kind == "zip":
             from packserve.scan.zipscan import scan_zip
 
@@ -192,6 +194,25 @@ class Scanner:
                 "file is both a pickle/data stream and a zip archive (loaders disagree)",
             )
             scan_zip(self, f, ctx, start, length, polyglot=True)
+
+    def probe_polyglot(self, head: bytes, ctx: Ctx, kind: str) -> None:
+        """A container's first bytes read as pickle opcodes by ``pickle.load`` (a polyglot).
+
+        A tar header, for one, starts with a free-form name: it can hold a whole pickle. If the
+        bytes name any global the policy refuses, or form a complete pickle naming globals, it
+        is a finding, whatever the container holds.
+        """
+        res = walk(bytes_reader(head))
+        bad = [g for g in res.globals if plausible_module(g.module) and judge(g.module, g.name) is not None]
+        if bad or (res.ok and res.globals):
+            self.finding(
+                ctx,
+                Severity.HIGH,
+                "polyglot",
+                f"the {kind} header is also a pickle that names globals (loaders disagree)",
+                offset=0,
+            )
+            self.judge(res, ctx)
 
     # --- pickles ---------------------------------------------------------------------------
 

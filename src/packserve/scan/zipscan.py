@@ -162,12 +162,13 @@ def scan_zip(
 
     # Pickles first (by name or by their PROTO byte), so the storages they declare are known.
     def is_pickle_first(info: zipfile.ZipInfo) -> bool:
-        return info.filename.endswith((".pkl", ".pickle"))
+        return info.filename.endswith((".pkl", ".pickle", "_pkl"))
 
     storage_members: set[str] = set()
     ordered = sorted(members, key=lambda m: not is_pickle_first(m[0]))
     for info, data_offset, mctx in ordered:
-        if info.filename in storage_members:
+        # Raw tensor bytes torch never unpickles are skipped; a pickle-named member never is.
+        if info.filename in storage_members and not is_pickle_first(info):
             _check_crc(scanner, zf, src, info, data_offset, mctx, storage=True)
             continue
         storages = _scan_member(scanner, zf, src, info, data_offset, mctx)
