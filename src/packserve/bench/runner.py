@@ -29,6 +29,7 @@ from packserve.errors import ConfigError
 DEFAULT_CONCURRENCY = 8
 LEAK_MIN_MIB = 2.0
 LEAK_MIN_FRACTION = 0.05
+KEEP_UP = 0.95  # open loop: completing less than this share of the offered rate = overload
 
 
 @dataclass
@@ -312,7 +313,7 @@ def _annotate(r: BenchResult) -> None:
     if p.connection_cap_hit:
         r.notes.append(f"all {p.connections_opened} connections were busy at times: requests "
                        "queued in the client (counted in latency, as an open system would)")
-    if p.mode == "open" and r.throughput < 0.9 * p.offered_rate and r.health.ok:
+    if p.mode == "open" and r.throughput < KEEP_UP * p.offered_rate and r.health.ok:
         r.notes.append(f"the server completed {r.throughput:.0f} req/s of {p.offered_rate:g} "
                        "offered: it is overloaded at this rate (latency includes the queue)")
     if r.resources.note:
@@ -339,6 +340,7 @@ def find_max(
     start_rate: float | None = None,
     probe_concurrency: int = 16,
     max_steps: int = 14,
+    refine: int = 2,
     model: str | None = None,
     bundle: str | Path | None = None,
     signature: Signature | None = None,
@@ -349,9 +351,10 @@ def find_max(
 
     Steps are fractions of a capacity estimate (a short closed-loop probe at
     ``probe_concurrency``, or ``start_rate``): 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0,
-    then x1.25 each. A step passes when the error rate is within ``max_error_rate``, p99 is
-    within the SLO, the server completed at least 90% of the offered rate, and the generator
-    kept up. The ramp stops at the first failing step.
+    then x1.25 each; after the first failing step, ``refine`` more steps bisect between it and
+    the last sustained one. A step passes when the error rate is within ``max_error_rate``, p99 is
+    within the SLO, the server completed at least 95% of the offered rate, and the generator
+    kept up. Steps are returned in order of offered rate.
     """
     sig = signature or resolve_signature(url, model=model, bundle=bundle)
     common = dict(model=model, signature=sig, progress=progress, **kwargs)
@@ -367,8 +370,7 @@ def find_max(
     reasons: list[str] = []
     stop_reason = f"every step up to {max_steps} passed (raise --rate to ramp further)"
     generator_limited = False
-    for i in range(max_steps):
-        rate = rates[i] if i < len(rates) else round(rates[-1] * 1.25 ** (i - len(rates) + 1), 1)
+    def step(rate: float) -> tuple[BenchResult, bool, str]:
         r = run_bench(url, rate=rate, duration=step_duration, **common)
         if r.generator_limited:  # a noisy neighbour, or the real limit: try once more
             time.sleep(0.5)
@@ -377,13 +379,40 @@ def find_max(
         steps.append(r)
         passed.append(ok)
         reasons.append(why)
-        if not ok:
-            generator_limited = r.generator_limited
-            detail = ("; ".join(r.health.reasons) + "; the server's limit is at least the "
-                      "best sustained step") if generator_limited else why
-            stop_reason = f"at {rate:g} req/s offered: {detail}"
-            break
         time.sleep(0.2)  # let the server drain between steps
+        return r, ok, why
+
+    last_ok: float | None = None
+    for i in range(max_steps):
+        rate = rates[i] if i < len(rates) else round(rates[-1] * 1.25 ** (i - len(rates) + 1), 1)
+        r, ok, why = step(rate)
+        if ok:
+            last_ok = rate
+            continue
+        generator_limited = r.generator_limited
+        # bisect between the last sustained rate and this one (not past a generator limit)
+        fail_rate, fail_r, fail_why = rate, r, why
+        for _ in range(refine if last_ok is not None and not generator_limited else 0):
+            assert last_ok is not None
+            mid = round((last_ok + fail_rate) / 2, 1)
+            if fail_rate - last_ok < 0.04 * fail_rate:
+                break
+            r, ok, why = step(mid)
+            if ok:
+                last_ok = mid
+            else:
+                fail_rate, fail_r, fail_why = mid, r, why
+                generator_limited = r.generator_limited
+                if generator_limited:
+                    break
+        detail = ("; ".join(fail_r.health.reasons) + "; the server's limit is at least the "
+                  "best sustained step") if generator_limited else fail_why
+        stop_reason = f"at {fail_rate:g} req/s offered: {detail}"
+        break
+    order = sorted(range(len(steps)), key=lambda k: steps[k].phase.offered_rate)
+    steps = [steps[k] for k in order]
+    passed = [passed[k] for k in order]
+    reasons = [reasons[k] for k in order]
     return FindMaxResult(steps, passed, reasons, probe, slo_p99_ms, max_error_rate,
                          stop_reason, generator_limited)
 
@@ -396,8 +425,8 @@ def _judge(r: BenchResult, slo_p99_ms: float | None, max_error_rate: float) -> t
     p99 = r.latency.percentiles_ms.get("p99", 0.0)
     if slo_p99_ms is not None and p99 > slo_p99_ms:
         return False, f"p99 {p99:.1f} ms > SLO {slo_p99_ms:g} ms"
-    if r.throughput < 0.9 * r.phase.offered_rate:
-        return False, "completed < 90% of offered (queue growing)"
+    if r.throughput < KEEP_UP * r.phase.offered_rate:
+        return False, "completed < 95% of offered (queue growing)"
     return True, "sustained"
 
 
