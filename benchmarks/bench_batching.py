@@ -182,7 +182,7 @@ def _ms(text: str) -> float:
 def run_wrk(wrk: str, url: str, script: Path, conns: int, duration: float) -> WrkResult:
     threads = 1 if conns < 16 else 2
     out = subprocess.run(
-        [wrk, f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", str(script),
+        [wrk, f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script),
          f"{url}/predict"],
         check=True, capture_output=True, text=True,
     ).stdout
@@ -323,7 +323,7 @@ def main() -> None:
             for batching in (False, True):
                 server = Server(bundle, batching)
                 try:
-                    run_wrk(wrk, server.url, script, 16, 1.0)  # warm-up, not reported
+                    run_wrk(wrk, server.url, script, 16, 1)  # warm-up, not reported
                     for c in conns:
                         results[(batching, c)] = r = run_wrk(wrk, server.url, script, c, args.duration)
                         print(f"  batching={'on ' if batching else 'off'} c={c:<3} "

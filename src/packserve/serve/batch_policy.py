@@ -45,9 +45,15 @@ class CostModel:
     fixed_s: float = 0.0
     per_row_s: float = 0.0
     samples: int = 0
+    _split: bool = False
 
     def observe(self, rows: int, seconds: float) -> None:
         if rows <= 0 or not math.isfinite(seconds) or seconds < 0:
+            return
+        self.samples += 1
+        if self.samples == 1:
+            # A first call is cold (allocations, a thread starting): a guess, not a sample.
+            self.fixed_s, self.per_row_s = 0.0, seconds / rows
             return
         keep = 1.0 - self.alpha
         self._w = keep * self._w + self.alpha
@@ -55,21 +61,26 @@ class CostModel:
         self._c = keep * self._c + self.alpha * seconds
         self._nn = keep * self._nn + self.alpha * rows * rows
         self._nc = keep * self._nc + self.alpha * rows * seconds
-        self.samples += 1
         mean_n = self._n / self._w
         mean_c = self._c / self._w
         var_n = self._nn / self._w - mean_n * mean_n
-        # With (almost) one batch size seen, fixed and per-row cost cannot be told apart:
-        # keep the previous split rather than guess (the first guess is "no fixed cost").
-        if var_n <= 0.25:
-            if self.samples == 1 or (self.fixed_s == 0.0 and self.per_row_s == 0.0):
-                self.per_row_s = mean_c / max(mean_n, 1.0)
+        if var_n > 0.25:
+            cov = self._nc / self._w - mean_n * mean_c
+            per_row = max(cov / var_n, 0.0)
+            self.per_row_s = per_row
+            self.fixed_s = min(max(mean_c - per_row * mean_n, 0.0), mean_c)
+            self._split = True
             return
-        cov = self._nc / self._w - mean_n * mean_c
-        per_row = max(cov / var_n, 0.0)
-        fixed = mean_c - per_row * mean_n
-        self.per_row_s = per_row
-        self.fixed_s = min(max(fixed, 0.0), mean_c)
+        # (Almost) one batch size seen lately: fixed and per-row cost cannot be told apart.
+        # Keep the last known split, rescaled to the current cost; without one, the first
+        # guess is "no fixed cost" (which never makes the batcher wait).
+        predicted = self.fixed_s + self.per_row_s * mean_n
+        if self._split and predicted > 0:
+            scale = mean_c / predicted
+            self.fixed_s *= scale
+            self.per_row_s *= scale
+        else:
+            self.fixed_s, self.per_row_s = 0.0, mean_c / max(mean_n, 1.0)
 
     def estimate(self, rows: int) -> float:
         """Predicted seconds for one call on ``rows`` rows (0 before any measurement)."""

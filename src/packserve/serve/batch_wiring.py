@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from packserve.runtime import Feeds, Prediction, feeds_rows
 from packserve.serve.batch_metrics import BatchMetrics
-from packserve.serve.batching import Batcher
+from packserve.serve.batching import Batcher, ClientGone, client_probe
 from packserve.serve.http import ClientDisconnect
 from packserve.serve.registry import ModelHandle, ModelRegistry, ModelState
 from packserve.serve.settings import ServeSettings
@@ -92,6 +92,7 @@ class Batchers:
             # the handle's own runner: inference metrics and its cost model stay exact
             return handle._run(feeds, feeds_rows(feeds), threading.get_ident() == loop_thread)
 
+        observer = self.metrics.observer(handle.name, handle.version)
         batcher = Batcher(
             run,
             max_batch_size=cfg.max_batch_size,
@@ -99,10 +100,11 @@ class Batchers:
             max_queue=cfg.max_queue,
             timeout_ms=cfg.timeout_ms,
             inline=handle.cost.inline,
-            observer=self.metrics.observer(handle.name, handle.version),
+            observer=observer,
             name=f"{handle.name}-{handle.version}",
         )
         batcher.start()
+        observer.depth = lambda: batcher.queue_depth
         self.by_handle[handle] = batcher
         handle.batcher = batcher
         log.info(
@@ -149,34 +151,23 @@ def install_batching(
 async def infer_until_disconnect(
     handle: ModelHandle, feeds: Feeds, receive: Receive
 ) -> Prediction:
-    """``handle.infer(feeds)``; with a batcher, cancelled if the client disconnects meanwhile.
+    """``handle.infer(feeds)``, dropped from the batcher's queue if the client disconnects.
 
+    The probe travels in a context variable, so ``ModelHandle.infer`` keeps its signature;
+    the batcher only starts it for a request that stays queued (see ``WATCH_AFTER_S``).
     Raises :class:`~packserve.serve.http.ClientDisconnect` when the client went away.
     """
     if handle.batcher is None:
         return await handle.infer(feeds)
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-    done = False
 
-    def on_message(w: asyncio.Future[Any]) -> None:
-        nonlocal gone
-        if done or w.cancelled() or w.exception() is not None:
-            return
-        if w.result().get("type") == "http.disconnect":
-            gone = True
-            task.cancel()
+    async def probe() -> bool:
+        message = await receive()
+        return bool(message["type"] == "http.disconnect")
 
-    watcher = asyncio.ensure_future(receive())
-    watcher.add_done_callback(on_message)
+    token = client_probe.set(probe)
     try:
         return await handle.infer(feeds)
-    except asyncio.CancelledError:
-        if gone:
-            task.uncancel()
-            raise ClientDisconnect from None
-        raise
+    except ClientGone:
+        raise ClientDisconnect from None
     finally:
-        done = True
-        watcher.cancel()  # not awaited: the loop finishes it; no extra turn on the hot path
+        client_probe.reset(token)

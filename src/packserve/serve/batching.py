@@ -21,18 +21,26 @@ task to wake up, so an idle request pays no scheduling hop):
    oldest queued request (see ``batch_policy`` for the rule and its bound).
 5. The batch runs in an executor thread: concatenate feeds, call ``run``, slice the
    :class:`Prediction` back per request, all off the loop. Each caller's future gets exactly
-   its own rows, in order. One exception, off by default (``inline_max_ms`` = 0): a batch
-   whose *measured* cost estimate is below ``inline_max_ms`` runs on the loop, one loop turn
-   after it was queued (requests submitted in that turn join it). For a model that costs
-   ~10 µs a call, the thread hop (~100 µs on a busy 2-core host) would be the idle penalty;
-   the serve layer applies the same threshold to unbatched calls. Larger batches (load)
-   exceed the threshold and go to the thread, so merging under load is unaffected.
+   its own rows, in order. One exception, off by default: a batch whose *measured* cost is
+   below the inline bound (``inline_max_ms``, or the serve layer's ``inline(rows)`` rule,
+   the same one it applies to unbatched calls) runs on the loop. For a model that costs
+   ~10 µs a call, the thread hop (~100 µs on a busy 2-core host) would *be* the idle
+   penalty. An inline request that finds the model idle runs synchronously inside
+   ``submit`` when merging cannot pay: the call is cheaper than ``DEFER_MIN_S`` (a loop turn
+   and a task wake-up cost about as much), or the request arrived spaced out (the time since
+   the previous arrival or batch end is at least one call's measured cost). Otherwise it is
+   deferred by one loop turn, so that the requests submitted in that turn share the call.
+   Batches over the bound (load) go to the thread.
 
 Failure semantics: a request whose ``deadline`` passes while queued is removed by a timer
 and gets :class:`DeadlineExceededError` (never computed; once its batch has started it is
-allowed to finish). A caller that is cancelled (client gone) before its batch starts is
-dropped from the queue. A failing model call fails only its own batch; every caller in it
-gets its own :class:`InferenceError` without internals. ``drain`` refuses new work and
+allowed to finish). A caller that is cancelled before its batch starts is dropped from the
+queue. A submission may carry a disconnect *probe* (``probe=`` or the :data:`client_probe`
+context variable): once the request has been queued for ``WATCH_AFTER_S`` a single sweep
+timer starts the probe, and if the client has gone the request leaves the queue with
+:class:`ClientGone`. Requests that get their turn sooner never pay for a watcher task.
+A failing model call fails only its own batch; every caller in it gets its own
+:class:`InferenceError` without internals. ``drain`` refuses new work and
 completes queued work within a timeout; what cannot finish is failed explicitly with
 :class:`OverloadedError`, never dropped silently.
 """
@@ -42,53 +50,47 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import copy
 import functools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
-from packserve.errors import (
-    DeadlineExceededError,
-    InferenceError,
-    OverloadedError,
-    PackserveError,
-)
-from packserve.runtime.inputs import Feeds, concat_feeds, feeds_rows
+from packserve.errors import DeadlineExceededError, InferenceError, OverloadedError
+from packserve.runtime.inputs import Feeds, feeds_rows
 from packserve.runtime.prediction import Prediction
+from packserve.serve.batch_exec import Outcome, compute, fresh_error
 from packserve.serve.batch_observe import BatcherStats, BatchObserver, NullObserver
 from packserve.serve.batch_policy import CostModel, WaitPolicy
+from packserve.serve.batch_types import (
+    _DONE,
+    _QUEUED,
+    _RUNNING,
+    WATCH_AFTER_S,
+    ClientGone,
+    DrainReport,
+    Probe,
+    _Item,
+    client_probe,
+)
 
-__all__ = ["BatchObserver", "Batcher", "BatcherStats", "DrainReport", "NullObserver"]
+__all__ = [
+    "DEFER_MIN_S",
+    "WATCH_AFTER_S",
+    "BatchObserver",
+    "Batcher",
+    "BatcherStats",
+    "ClientGone",
+    "DrainReport",
+    "NullObserver",
+    "Probe",
+    "client_probe",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class DrainReport:
-    completed: bool  # everything queued before the drain finished in time
-    abandoned: int  # requests failed with OverloadedError because the timeout passed
-
-
-_QUEUED, _RUNNING, _DONE = 0, 1, 2
-
-
-@dataclass(eq=False, slots=True)
-class _Item:
-    feeds: Feeds
-    rows: int
-    future: asyncio.Future[Prediction]
-    enqueued: float
-    timer: asyncio.TimerHandle | None = None
-    state: int = _QUEUED
-
-
-@dataclass(slots=True)
-class _Outcome:
-    results: list[Prediction] = field(default_factory=list)
-    error: PackserveError | None = None
-    compute_s: float = 0.0
+#: An inline call cheaper than this is never deferred for company: a deferral costs a loop
+#: turn and a task wake-up per request (~10-20 µs here), more than such a merge can save.
+DEFER_MIN_S = 50e-6
 
 
 class Batcher:
@@ -139,9 +141,11 @@ class Batcher:
         self._live = 0  # queued, not expired/cancelled
         self._live_rows = 0
         self._in_flight = 0
+        self._last_done = -math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at = math.inf
+        self._sweep: asyncio.TimerHandle | None = None
         self._draining = False
         self._closed = False
         self._idle: asyncio.Event | None = None
@@ -152,8 +156,6 @@ class Batcher:
     def start(self) -> None:
         """Bind to the running event loop (call from the server's startup)."""
         self._loop = asyncio.get_running_loop()
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     @property
     def queue_depth(self) -> int:
@@ -176,8 +178,10 @@ class Batcher:
         self._draining = True
         if self._loop is None:
             return DrainReport(completed=True, abandoned=0)
-        assert self._idle is not None
         self._kick()  # a pending wait would only delay the drain
+        if self._idle is None:
+            self._idle = asyncio.Event()  # only a drain pays for idle tracking
+        self._check_idle()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=max(timeout, 0.0))
             return DrainReport(completed=True, abandoned=0)
@@ -194,15 +198,15 @@ class Batcher:
                     OverloadedError("the server shut down before this request could run")
                 )
                 abandoned += 1
-        self._publish_depth()
         return abandoned
 
     def close(self) -> None:
         """Fail whatever is still queued (explicitly), release the private executor."""
         self._closed = True
         self._draining = True
-        if self._wake is not None:
-            self._wake.cancel()
+        for handle in (self._wake, self._sweep):
+            if handle is not None:
+                handle.cancel()
         if self._loop is not None:
             self._abandon_queued()
         if self._own_executor:
@@ -210,7 +214,9 @@ class Batcher:
 
     # --- submission -------------------------------------------------------------------------
 
-    async def submit(self, feeds: Feeds, *, deadline: float | None = None) -> Prediction:
+    async def submit(
+        self, feeds: Feeds, *, deadline: float | None = None, probe: Probe | None = None
+    ) -> Prediction:
         """Compute ``feeds`` (validated) in some batch; return exactly its own rows."""
         loop = self._loop
         if loop is None:
@@ -234,17 +240,33 @@ class Batcher:
         item = _Item(feeds, feeds_rows(feeds), loop.create_future(), now)
         if deadline is not None:
             item.timer = loop.call_later(deadline - now, self._expire, item)
-        item.future.add_done_callback(functools.partial(self._on_caller_done, item))
         self._queue.append(item)
         self._live += 1
         self._live_rows += item.rows
-        assert self._idle is not None
-        self._idle.clear()
         self.stats.submitted += 1
+        prev = self.policy.last_arrival
         self.policy.arrived(now)
-        self._kick()
-        self._publish_depth()
-        return await item.future  # cancellation cancels item.future -> _on_caller_done
+        if self._live == 1 and self._in_flight == 0 and not self._inline_pending:
+            one = self.cost.estimate(1)
+            quiet = now - max(prev if prev is not None else -math.inf, self._last_done)
+            if (one < DEFER_MIN_S or quiet >= one) and self._inline_ok():
+                self._run_inline()  # idle model, merging cannot pay: compute now, on the loop
+            else:
+                self._kick()
+        else:
+            self._kick()
+        if item.state == _QUEUED:
+            item.probe = probe if probe is not None else client_probe.get()
+            if item.probe is not None and self._sweep is None:
+                self._sweep = loop.call_later(WATCH_AFTER_S, self._on_sweep)
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            if item.state == _QUEUED:  # the caller was cancelled before its turn
+                self._forget(item)
+                self.stats.cancelled += 1
+                self.observer.cancelled()
+            raise
 
     def _retry_after(self) -> float:
         est = self.policy.retry_after(self._live_rows) * max(1, self._in_flight)
@@ -254,20 +276,16 @@ class Batcher:
         self.stats.rejected += 1
         self.observer.rejected(reason)
 
-    def _publish_depth(self) -> None:
-        self.observer.queue_depth(self._live)
-
     def _forget(self, item: _Item) -> None:
         """Take a queued item out of the live counts (it stays in the deque, skipped)."""
         item.state = _DONE
+        item.settle()
         self._live -= 1
         self._live_rows -= item.rows
-        if item.timer is not None:
-            item.timer.cancel()
-            item.timer = None
         self._check_idle()
 
     def _expire(self, item: _Item) -> None:
+        item.timer = None
         if item.state != _QUEUED or item.future.done():
             return
         self._forget(item)
@@ -276,18 +294,40 @@ class Batcher:
         item.future.set_exception(
             DeadlineExceededError("the request's deadline passed while it was queued; not run")
         )
-        self._publish_depth()
-
-    def _on_caller_done(self, item: _Item, _fut: object = None) -> None:
-        if item.future.cancelled() and item.state == _QUEUED:
-            self._forget(item)
-            self.stats.cancelled += 1
-            self.observer.cancelled()
-            self._publish_depth()
 
     def _check_idle(self) -> None:
         if self._live == 0 and self._in_flight == 0 and self._idle is not None:
             self._idle.set()
+
+    # --- disconnect watching ----------------------------------------------------------------
+
+    def _on_sweep(self) -> None:
+        """Start the probes of requests queued for WATCH_AFTER_S; re-arm while any wait."""
+        self._sweep = None
+        assert self._loop is not None
+        now = time.monotonic()
+        pending = False
+        for item in self._queue:
+            if item.state != _QUEUED or item.probe is None or item.watcher is not None:
+                continue
+            if now - item.enqueued >= WATCH_AFTER_S * 0.9:
+                task = self._loop.create_task(item.probe())
+                task.add_done_callback(functools.partial(self._on_probe, item))
+                item.watcher = task
+            else:
+                pending = True
+        if pending and not self._closed:
+            self._sweep = self._loop.call_later(WATCH_AFTER_S, self._on_sweep)
+
+    def _on_probe(self, item: _Item, task: asyncio.Task[bool]) -> None:
+        if task.cancelled() or task.exception() is not None or not task.result():
+            return
+        item.watcher = None
+        if item.state == _QUEUED and not item.future.done():
+            self._forget(item)
+            self.stats.cancelled += 1
+            self.observer.cancelled()
+            item.future.set_exception(ClientGone("the client disconnected while queued"))
 
     # --- dispatch ---------------------------------------------------------------------------
 
@@ -307,12 +347,11 @@ class Batcher:
                     self._schedule_wake(until)
                     return
             if self._inline_ok():
-                # Run on the loop, one turn later: requests submitted in this loop turn
-                # join the batch. (No thread hop: for a tiny model it costs more than the call.)
+                # On the loop, one turn later: what is submitted in this turn joins the batch.
                 if not self._inline_pending:
                     self._inline_pending = True
                     assert self._loop is not None
-                    self._loop.call_soon(self._run_inline)
+                    self._loop.call_soon(self._deferred_inline)
                 return
             self._dispatch(self._take(now))
 
@@ -324,7 +363,7 @@ class Batcher:
             return False  # never before the first measured call: its cost is unknown
         return self.cost.estimate(rows) <= self.inline_max_s
 
-    def _run_inline(self) -> None:
+    def _deferred_inline(self) -> None:
         self._inline_pending = False
         while self._queue and self._queue[0].state != _QUEUED:
             self._queue.popleft()
@@ -333,10 +372,12 @@ class Batcher:
         if not self._inline_ok():
             self._kick()
             return
+        self._run_inline()
+
+    def _run_inline(self) -> None:
         batch = self._take(time.monotonic())
         self._in_flight += 1
-        outcome = _compute(self._run, [it.feeds for it in batch], [it.rows for it in batch])
-        self._complete(batch, outcome)
+        self._complete(batch, compute(self._run, [it.feeds for it in batch], [it.rows for it in batch]))
 
     def _schedule_wake(self, at: float) -> None:
         if self._wake is not None and self._wake_at <= at:
@@ -355,23 +396,23 @@ class Batcher:
     def _take(self, now: float) -> list[_Item]:
         batch: list[_Item] = []
         rows = 0
-        while self._queue:
-            item = self._queue[0]
+        queue = self._queue
+        while queue:
+            item = queue[0]
             if item.state != _QUEUED:
-                self._queue.popleft()
+                queue.popleft()
                 continue
             if batch and rows + item.rows > self.max_batch_size:
                 break
-            self._queue.popleft()
+            queue.popleft()
             item.state = _RUNNING
-            if item.timer is not None:
-                item.timer.cancel()
-                item.timer = None
-            self._live -= 1
-            self._live_rows -= item.rows
+            if item.timer is not None or item.watcher is not None:
+                item.settle()
             rows += item.rows
             batch.append(item)
             self.observer.queue_wait(now - item.enqueued)
+        self._live -= len(batch)
+        self._live_rows -= rows
         return batch
 
     def _dispatch(self, batch: list[_Item]) -> None:
@@ -381,96 +422,60 @@ class Batcher:
         sizes = [it.rows for it in batch]
         loop = self._loop
         try:
-            cf = self._executor.submit(_compute, self._run, parts, sizes)
+            cf = self._executor.submit(compute, self._run, parts, sizes)
         except RuntimeError as exc:  # executor already shut down
             cf = concurrent.futures.Future()
             cf.set_exception(exc)
         # Straight back to the loop from the worker thread: one wake-up per batch, without
         # the extra hop of wrapping the concurrent future in an asyncio one.
         cf.add_done_callback(lambda f: _call_back(loop, self._finish, batch, f))
-        self._publish_depth()
 
-    def _finish(self, batch: list[_Item], fut: concurrent.futures.Future[_Outcome]) -> None:
+    def _finish(self, batch: list[_Item], fut: concurrent.futures.Future[Outcome]) -> None:
         try:
             outcome = fut.result()
         except BaseException as exc:  # executor shut down, or cancelled at close
-            outcome = _Outcome(
+            outcome = Outcome(
                 error=InferenceError("the batch could not run", detail_for_logs=repr(exc))
             )
         self._complete(batch, outcome)
 
-    def _complete(self, batch: list[_Item], outcome: _Outcome) -> None:
+    def _complete(self, batch: list[_Item], outcome: Outcome) -> None:
         self._in_flight -= 1
-        rows = sum(it.rows for it in batch)
-        self.stats.batches += 1
-        self.stats.rows += rows
-        self.stats.max_batch_rows = max(self.stats.max_batch_rows, rows)
-        if outcome.error is None:
+        self._last_done = time.monotonic()
+        rows = 0
+        for item in batch:
+            rows += item.rows
+        stats = self.stats
+        stats.batches += 1
+        stats.rows += rows
+        if rows > stats.max_batch_rows:
+            stats.max_batch_rows = rows
+        error = outcome.error
+        if error is None:
             self.cost.observe(rows, outcome.compute_s)
             self.observer.batch(rows, len(batch), outcome.compute_s)
+            for item, result in zip(batch, outcome.results, strict=True):
+                item.state = _DONE
+                if not item.future.done():  # done: the caller left while its batch ran
+                    stats.completed += 1
+                    item.future.set_result(result)
         else:
-            self.stats.failed += len(batch)
+            stats.failed += len(batch)
             self.observer.failed(len(batch))
-        for i, item in enumerate(batch):
-            item.state = _DONE
-            if item.future.done():  # caller gone while its batch ran: result discarded
-                continue
-            if outcome.error is not None:
-                item.future.set_exception(_fresh(outcome.error))
-            else:
-                self.stats.completed += 1
-                item.future.set_result(outcome.results[i])
-        self._kick()
+            for item in batch:
+                item.state = _DONE
+                if not item.future.done():
+                    item.future.set_exception(fresh_error(error))
+        if self._queue:
+            self._kick()
         self._check_idle()
-        self._publish_depth()
 
 
 def _call_back(
     loop: asyncio.AbstractEventLoop,
-    fn: Callable[[list[_Item], concurrent.futures.Future[_Outcome]], None],
+    fn: Callable[[list[_Item], concurrent.futures.Future[Outcome]], None],
     batch: list[_Item],
-    fut: concurrent.futures.Future[_Outcome],
+    fut: concurrent.futures.Future[Outcome],
 ) -> None:
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
         loop.call_soon_threadsafe(fn, batch, fut)
-
-
-def _fresh(exc: PackserveError) -> PackserveError:
-    """A new exception object per caller: one instance raised in many tasks would collect
-    every task's traceback."""
-    try:
-        return copy.copy(exc)
-    except Exception:
-        return InferenceError(exc.message, detail_for_logs=exc.detail_for_logs)
-
-
-def _compute(
-    run: Callable[[Feeds], Prediction], parts: Sequence[Feeds], sizes: Sequence[int]
-) -> _Outcome:
-    """Executor side: merge, run, split. Errors become one InferenceError for the batch."""
-    t0 = time.perf_counter()
-    try:
-        merged = concat_feeds(parts)
-        pred = run(merged)
-        total = sum(sizes)
-        if len(pred) != total:
-            raise InferenceError(
-                "the model returned a wrong number of rows",
-                detail_for_logs=f"expected {total}, got {len(pred)}",
-            )
-        if len(parts) == 1:
-            results = [pred]
-        else:
-            results = []
-            start = 0
-            for n in sizes:
-                results.append(pred.slice(start, start + n))
-                start += n
-    except PackserveError as exc:
-        return _Outcome(error=exc, compute_s=time.perf_counter() - t0)
-    except Exception as exc:
-        err = InferenceError(
-            "the model failed to compute this batch", detail_for_logs=repr(exc)
-        )
-        return _Outcome(error=err, compute_s=time.perf_counter() - t0)
-    return _Outcome(results=results, compute_s=time.perf_counter() - t0)
