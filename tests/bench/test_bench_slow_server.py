@@ -123,3 +123,24 @@ def test_several_generator_processes_merge(slow_server: Slow) -> None:
     assert r.phase.offered_rate == pytest.approx(200)
     assert r.phase.sent == r.phase.ok == 300
     assert r.latency.percentiles_ms["p50"] >= SERVICE_MS
+
+
+def test_timeouts_are_counted_as_timeouts(slow_server: Slow) -> None:
+    r = run_bench(slow_server.url, model="toy", rate=50, duration=1.0, timeout=0.002)
+    assert r.phase.errors == {"timeout": 50} and r.phase.ok == 0
+    assert r.error_rate == 1.0
+
+
+def test_live_progress_renders(slow_server: Slow) -> None:
+    import io
+
+    from rich.console import Console
+
+    from packserve.bench import live_progress
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=160)
+    r = run_bench(slow_server.url, model="toy", rate=50, duration=1.0,
+                  progress=live_progress(console))
+    assert r.phase.ok == 50
+    assert "sent" in buf.getvalue() and "ok/s" in buf.getvalue()
