@@ -86,3 +86,11 @@ def test_zip_inside_streams_is_scanned() -> None:
         tf.addfile(info, io.BytesIO(body))
     assert "dangerous-global" in {f.rule for f in scan_bytes(buf.getvalue()).findings}
     assert scan_bytes(gzip.compress(torch_zip(BENIGN))).clean
+
+
+def test_value_bomb_is_a_scan_error_not_clean() -> None:
+    from packserve.scan.opcodes import MAX_VALUES
+
+    report = scan_bytes(b"\x80\x04" + b"N" * (MAX_VALUES + 10) + b".")
+    assert report.exit_code == 2
+    assert "too large to verify" in report.errors[0].reason

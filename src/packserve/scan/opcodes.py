@@ -22,7 +22,7 @@ from packserve.scan.stream import Reader
 SMALL_BYTES = 1 << 20  # byte strings longer than this are skipped, not read
 MAX_LINE = 1 << 16
 PICKLE_LIKE_OPS = 256  # this many valid opcodes in a row: a pickle, whatever else it is
-MAX_VALUES = 1 << 24  # values built, not bytes: bounds memory on hostile streams
+MAX_VALUES = 1 << 22  # values built, not bytes: bounds memory (~300 MB) on hostile streams
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,9 @@ class Scanner:
                 name=g.name,
             )
         for i in res.issues:
+            if i.rule == "resource-limit":  # not a verdict on the file: we could not finish
+                self.error(ctx, f"{i.reason} (offset {i.offset}): too large to verify")
+                continue
             self.finding(ctx, i.severity, i.rule, i.reason, offset=i.offset, module=i.module, name=i.name)
         for pid in res.persids:
             if _storage_pid(pid) is None:
