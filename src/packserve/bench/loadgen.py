@@ -192,12 +192,15 @@ async def run_phase(spec: LoadSpec, *, t0: float | None = None,
     # warm connections before the clock starts: connection setup is not what we measure
     n_warm = spec.concurrency if spec.mode == "closed" else min(spec.max_connections, 8)
     conns = [Connection(target) for _ in range(n_warm)]
-    for c in conns:
+
+    async def warm(c: Connection) -> None:
         try:
             await c.connect(spec.timeout_s)
             res.connections_opened += 1
         except RequestFailed:
-            c.close()  # counted when a request tries it
+            c.close()  # a dead server shows up as errors once requests are sent
+
+    await asyncio.gather(*(warm(c) for c in conns))
     if t0 is None:
         t0 = clock()
     else:
