@@ -406,3 +406,41 @@ def test_sigterm_on_a_real_process_loses_no_request(tmp_path):
     assert set(statuses) <= {200, 503}
     assert statuses.count(200) >= 1
     assert code == 0
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_per_model_overrides_apply_on_top_of_the_global_settings(monkeypatch):
+    from packserve.serve.batch_wiring import resolve_config
+
+    monkeypatch.setenv("PACKSERVE_MODEL_BATCHING", '{"fraud": {"batching": true, "max_wait_ms": 0}}')
+    s = ServeSettings(max_batch_size=32, max_queue=10)
+    fraud, iris = resolve_config(s, "fraud"), resolve_config(s, "iris")
+    assert fraud.enabled and fraud.max_wait_ms == 0 and fraud.max_batch_size == 32
+    assert not iris.enabled and iris.max_wait_ms == s.max_wait_ms and iris.max_queue == 10
+    with pytest.raises(ValueError):
+        ServeSettings(model_batching="{not json")
+    with pytest.raises(ValueError):
+        ServeSettings(model_batching='{"fraud": {"max_queue": 0}}')
+
+
+def test_batching_only_for_the_models_that_ask_for_it(repo_dir):
+    override = '{"fraud": {"batching": true}}'
+    with serving(repo_dir, batching=False, model_batching=override, default_model="fraud") as srv:
+        registry = srv.app.state.registry
+        batched = sorted((h.name, h.version) for h in registry.handles() if h.batcher is not None)
+        assert batched == [("fraud", "1.0.0"), ("fraud", "2.0.0")]
+        r = httpx.post(f"{srv.url}/models/iris/predict", json={"features": [5.1, 3.5, 1.4, 0.2]})
+        assert r.status_code == 200
+
+
+def test_cli_flags_reach_the_batcher(chapter_bundle, chapter_data):
+    with running_server(chapter_bundle, "--batching", "--max-batch-size", "8", "--max-queue", "5",
+                        "--max-wait-ms", "0", "--timeout-ms", "1500") as srv:
+        r = httpx.post(f"{srv.url}/predict", json={"features": list(chapter_data.x_test[0])})
+        assert r.status_code == 200
+        metrics = httpx.get(f"{srv.url}/metrics").text
+        assert 'packserve_batch_size_rows_count{model="fraud",version="1.0.0"} 1.0' in metrics
+        assert "model fraud/1.0.0: batching on (max_batch_size=8, max_wait_ms=0, max_queue=5, " \
+               "timeout_ms=1500)" in srv.output()
