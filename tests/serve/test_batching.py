@@ -378,6 +378,20 @@ def test_cost_model_recovers_fixed_and_per_row_cost():
     assert cm.per_row_s == pytest.approx(0.0001, rel=0.05)
 
 
+def test_cost_model_ignores_a_cold_first_call_and_follows_a_slower_machine():
+    cm = CostModel(alpha=0.2)
+    cm.observe(1, 0.5)  # cold start: thread spawn, allocations
+    for _ in range(3):
+        cm.observe(1, 0.001)
+    assert cm.estimate(1) == pytest.approx(0.001, rel=0.01)
+    for n in [1, 4, 16, 64, 2, 32, 8] * 5:
+        cm.observe(n, 0.002 + 0.0001 * n)
+    for _ in range(60):  # then only single rows, twice as slow: the estimate follows
+        cm.observe(1, 2 * 0.0021)
+    assert cm.estimate(1) == pytest.approx(0.0042, rel=0.05)
+    assert cm.fixed_s > cm.per_row_s > 0  # and a fixed cost, once learned, is not forgotten
+
+
 def test_wait_policy_waits_only_when_a_merge_saves_more_than_it_costs():
     cm = CostModel()
     cm.fixed_s, cm.per_row_s = 0.004, 0.0001
