@@ -413,7 +413,9 @@ def _check_against_spec(
 ) -> None:
     if datatype != expected:
         raise _bad(f"{where}: datatype is {datatype}, the model takes {expected}")
-    if len(shape) != len(want) or any(w != -1 and w != s for s, w in zip(shape, want, strict=True)):
+    if len(shape) != len(want) or (
+        shape[1:] != want[1:] and any(w != -1 and w != s for s, w in zip(shape, want, strict=True))
+    ):
         raise _bad(f"{where}: shape {list(shape)} does not match the model's {list(want)}")
     if not shape or shape[0] == 0:
         raise _bad(f"{where}: no rows given (batch dimension is 0)")
@@ -484,27 +486,32 @@ def _parse_inputs(
 def _parse_outputs(
     doc: Mapping[str, Any], plan: _Plan, binary_default: bool
 ) -> list[RequestedOutput]:
-    known = list(plan.outputs)
     raw = doc.get("outputs")
     if raw is None:
         return list(plan.all_outputs[binary_default])
-    if not isinstance(raw, list):
+    if type(raw) is not list:
         raise _bad("'outputs' must be a list")
     out: list[RequestedOutput] = []
+    seen: set[str] = set()
     for i, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        name = item.get("name") if type(item) is dict else None
+        if type(name) is not str:
             raise _bad(f"outputs[{i}] must be an object with a string 'name'")
-        name = item["name"]
-        if name not in known:
-            raise _bad(f"unknown output {name!r}; the model has {known}")
-        if any(o.name == name for o in out):
+        if name not in plan.outputs:
+            raise _bad(f"unknown output {name!r}; the model has {list(plan.outputs)}")
+        if name in seen:
             raise _bad(f"output {name!r} is requested twice")
-        params = _params(item, f"output {name!r}")
-        if params.get("classification"):
-            raise _bad(f"output {name!r}: the classification extension is not supported")
-        if "shared_memory_region" in params:
-            raise _bad(f"output {name!r}: the shared-memory extension is not supported")
-        binary = _bool_param(params, "binary_data", f"output {name!r}", binary_default)
+        seen.add(name)
+        params = item.get("parameters")
+        binary = binary_default
+        if params is not None:  # the error messages are built only when needed
+            if type(params) is not dict:
+                raise _bad(f"output {name!r}: 'parameters' must be an object")
+            if params.get("classification"):
+                raise _bad(f"output {name!r}: the classification extension is not supported")
+            if "shared_memory_region" in params:
+                raise _bad(f"output {name!r}: the shared-memory extension is not supported")
+            binary = _bool_param(params, "binary_data", f"output {name!r}", binary_default)
         out.append(RequestedOutput(name, binary))
     return out or list(plan.all_outputs[binary_default])
 
