@@ -68,7 +68,7 @@ def test_ray_replicas_survive_a_killed_replica_and_bound_the_queue(repo: Path, l
            "--num-cpus", "2", "--port", str(port), "--max-ongoing-requests", "4",
            "--max-queued-requests", "4"]
     url = f"http://127.0.0.1:{port}"
-    with launch(cmd, {"RAY_AUTH_MODE": "disabled"}, url=url, ready_path="/health/ready",
+    with launch(cmd, {}, url=url, ready_path="/health/ready",
                 timeout=120) as srv:
         driver = srv.proc.pid
         first = wait_for(lambda: (r := replicas(driver)) and len(r) == 2 and r, 60, "2 replicas")

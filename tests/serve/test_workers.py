@@ -65,7 +65,7 @@ def fresh_connection_predict(url: str) -> int:
 
 def test_two_workers_serve_and_metrics_count_both(chapter_bundle: Path, tmp_path: Path) -> None:
     folder = tmp_path / "prom"
-    with running_server(chapter_bundle, "--workers", "2",
+    with running_server(chapter_bundle, "--workers", "2", "--batching",
                         env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}) as srv:
         pids = worker_pids(srv.proc)
         assert len(pids) == 2
@@ -81,10 +81,17 @@ def test_two_workers_serve_and_metrics_count_both(chapter_bundle: Path, tmp_path
         counts = per_worker_predicts(folder)
         assert all(counts.get(p, 0) > 0 for p in pids), counts
         assert sum(counts.values()) == sent
+        # collector-based families (the batcher's) are published once a second: bounded wait
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and metric(
+                httpx.get(f"{srv.url}/metrics").text, "packserve_batch_size_requests_count") != sent:
+            time.sleep(0.2)
         # every scrape (each on its own connection, so answered by either worker) sees them all
         for _ in range(6):
             text = httpx.get(f"{srv.url}/metrics").text
             assert metric(text, "packserve_requests_total", route="/predict", status="200") == sent
+            assert metric(text, "packserve_batch_size_requests_count", model="fraud") == sent
+            assert metric(text, "packserve_batch_queue_depth", model="fraud") == 0
             assert metric(text, "packserve_workers") == 2
             assert metric(text, "packserve_draining") == 0
             assert metric(text, "packserve_requests_in_flight") >= 1  # this scrape
@@ -101,9 +108,13 @@ def test_two_workers_serve_and_metrics_count_both(chapter_bundle: Path, tmp_path
 
 
 def test_a_killed_worker_is_replaced_and_its_counts_stay(chapter_bundle: Path) -> None:
-    with running_server(chapter_bundle, "--workers", "2") as srv:
+    with running_server(chapter_bundle, "--workers", "2", "--batching") as srv:
         for _ in range(20):
             assert fresh_connection_predict(srv.url) == 200
+        deadline = time.monotonic() + 10  # both workers published their batcher snapshot
+        while time.monotonic() < deadline and metric(
+                httpx.get(f"{srv.url}/metrics").text, "packserve_batch_size_requests_count") < 20:
+            time.sleep(0.2)
         before = worker_pids(srv.proc)
         victim = before[0]
         os.kill(victim, signal.SIGKILL)
@@ -121,6 +132,7 @@ def test_a_killed_worker_is_replaced_and_its_counts_stay(chapter_bundle: Path) -
             pytest.fail("the killed worker was not replaced")
         text = httpx.get(f"{srv.url}/metrics").text
         assert metric(text, "packserve_requests_total", route="/predict", status="200") >= 20
+        assert metric(text, "packserve_batch_size_requests_count", model="fraud") >= 20
         assert f'pid="{victim}"' not in text  # live-only gauges forget the dead worker
         assert "died" in srv.output()
         assert srv.terminate(30) == 0

@@ -63,7 +63,7 @@ class Metrics:
             "packserve_model_state", "1 for the model version's current state",
             ["model", "version", "state"], registry=r, multiprocess_mode="liveall",
         )
-        # multiprocess_mode: how ``--workers N`` combines the workers' values (serve/workers.py)
+        # multiprocess_mode: how ``--workers N`` merges the workers' values (worker_metrics.py)
         self.in_flight = Gauge("packserve_requests_in_flight", "requests being handled", registry=r,
                                multiprocess_mode="livesum")
         self.draining = Gauge("packserve_draining", "1 after SIGTERM", registry=r,
@@ -101,7 +101,7 @@ class Metrics:
 
     def render(self) -> bytes:
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # --workers N: the whole server's numbers
-            from packserve.serve.workers import render_all_workers
+            from packserve.serve.worker_metrics import render_all_workers
 
             return render_all_workers(self)
         return generate_latest(self.registry)

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -44,7 +44,6 @@ from packserve.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
     from packserve.serve.lifecycle import PackserveServer
-    from packserve.serve.metrics import Metrics
 
 log = logging.getLogger("packserve.serve")
 
@@ -239,6 +238,7 @@ def run_workers(settings: ServeSettings) -> int:
 
 def _worker_server_class() -> type[PackserveServer]:
     from packserve.serve.lifecycle import PackserveServer
+    from packserve.serve.worker_metrics import publish_collected, publish_gauges
 
     class WorkerServer(PackserveServer):
         """The single-process server with three duties of a worker:
@@ -266,10 +266,18 @@ def _worker_server_class() -> type[PackserveServer]:
             self.lifespan.startup = startup_then_load  # type: ignore[method-assign]
             await super().startup(sockets)
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            metrics = getattr(self.config.app, "metrics", None)
+            if metrics is not None:  # the last counts of an exiting worker stay in the total
+                publish_collected(metrics)
+            await super().shutdown(sockets)
+
         async def on_tick(self, counter: int) -> bool:
             metrics = getattr(self.config.app, "metrics", None)
             if metrics is not None:
                 publish_gauges(metrics)
+                if counter % 10 == 0:  # once a second: collector-based metrics (batching...)
+                    publish_collected(metrics)
             if not self.orphaned and os.getppid() != self.parent:
                 self.orphaned = True
                 log.error("worker %d: supervisor gone: draining", os.getpid())
@@ -294,90 +302,10 @@ def worker_main(argv: list[str]) -> int:
         return exc.exit_code
 
 
-# --- metrics of the whole server ---------------------------------------------------------
-
-
-def publish_gauges(metrics: Metrics) -> None:
-    """Write this process's function-backed gauges into its multiprocess file (prometheus_client
-    only aggregates values that were ``set``, never ``set_function`` callbacks)."""
-    for gauge in (metrics.in_flight, metrics.draining):
-        for family in gauge.collect():
-            for sample in family.samples:
-                gauge.set(sample.value)
-
-
-def _server_processes() -> list[Any]:
-    """The supervisor (our parent) and all its children; just us when run on our own."""
-    import psutil
-
-    me = psutil.Process()
-    parent = me.parent()
-    if parent is None or parent.pid == 1:
-        return [me]
-    try:
-        children = parent.children()
-    except psutil.Error:
-        return [me]
-    return [parent, *children]
-
-
-class ServerProcessCollector:
-    """``process_*`` metrics summed over the supervisor and its workers."""
-
-    def collect(self) -> Iterable[Any]:
-        import psutil
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        rss = vms = cpu = fds = 0.0
-        live = 0
-        start = None
-        for i, p in enumerate(_server_processes()):
-            try:
-                with p.oneshot():
-                    mem, times = p.memory_info(), p.cpu_times()
-                    rss += mem.rss
-                    vms += mem.vms
-                    cpu += times.user + times.system
-                    fds += p.num_fds()
-                    if i == 0:
-                        start = p.create_time()
-                    else:
-                        live += 1
-            except psutil.Error:
-                continue
-        yield GaugeMetricFamily("process_resident_memory_bytes",
-                                "resident memory of the supervisor and all workers", value=rss)
-        yield GaugeMetricFamily("process_virtual_memory_bytes",
-                                "virtual memory of the supervisor and all workers", value=vms)
-        yield CounterMetricFamily("process_cpu_seconds_total",
-                                  "CPU seconds of the supervisor and the live workers", value=cpu)
-        yield GaugeMetricFamily("process_open_fds", "open fds of the supervisor and all workers",
-                                value=fds)
-        if start is not None:
-            yield GaugeMetricFamily("process_start_time_seconds",
-                                    "start of the supervisor (unix time)", value=start)
-        yield GaugeMetricFamily("packserve_workers", "live worker processes", value=live)
-
-
-def render_all_workers(metrics: Metrics) -> bytes:
-    """The exposition of the whole server, from the shared multiprocess folder."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    publish_gauges(metrics)  # this worker's values are exact at scrape time
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(ServerProcessCollector())  # type: ignore[arg-type]
-    return generate_latest(registry)
-
-
 __all__ = [
     "MULTIPROC_ENV",
-    "ServerProcessCollector",
     "Supervisor",
     "bind_socket",
-    "publish_gauges",
-    "render_all_workers",
     "run_workers",
     "worker_main",
 ]

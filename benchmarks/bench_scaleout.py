@@ -1,0 +1,170 @@
+"""Scale-out on one host: ``serve`` (1 process, the baseline) vs ``serve --workers 2`` vs Ray
+Serve with 1 and 2 replicas — same model, same load generator (``wrk``), one run.
+
+Starts each shape in turn on the chapter model (XGBoost, 15 features; packed here), warms it
+for 1 s, then drives it with ``wrk`` (fixed keep-alive connections, closed loop) for a few
+seconds with two payloads:
+
+* ``row``      ``POST /predict``, one row: the HTTP stack dominates (the model takes ~15 us);
+* ``batch64``  ``POST /predict/batch``, 64 rows: more compute per request.
+
+Prints requests/s, p50/p99 and each shape's ratio to plain ``serve`` measured in the same
+run. Everything (server processes, Ray's proxy/controller/raylet, wrk) shares this machine's
+cores, so read the ratios, not the absolutes, and expect noise on a shared machine.
+
+    python benchmarks/bench_scaleout.py [--seconds 4] [--connections 16] [--no-ray] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
+LUA = """
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+local bad = 0
+response = function(status, headers, body)
+  if status ~= 200 then bad = bad + 1 end
+end
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH non200=%d requests=%d errors=%d p50=%d p99=%d\\n", bad,
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pack_chapter(out: Path) -> tuple[Path, list[list[float]]]:
+    from sklearn.datasets import make_classification
+    from xgboost import XGBClassifier
+
+    import packserve
+
+    x, y = make_classification(n_samples=5000, n_features=15, n_informative=10, random_state=42)
+    model = XGBClassifier(n_estimators=100, max_depth=6, learning_rate=0.1, random_state=42,
+                          n_jobs=1).fit(x, y)
+    path = packserve.pack(model, out / "fraud", sample=x[:200], name="fraud").path
+    return path, x[:64].tolist()
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with urlopen(f"{base}/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{base} did not become ready in {timeout}s")
+
+
+def _wrk(url: str, body: bytes, seconds: float, conns: int, tmp: Path) -> dict[str, float]:
+    (tmp / "body.json").write_bytes(body)
+    (tmp / "bench.lua").write_text(LUA)
+    env = {**os.environ, "BENCH_BODY": str(tmp / "body.json")}
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "-s", str(tmp / "bench.lua"), url],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    m = re.search(r"BENCH non200=(\d+) requests=(\d+) errors=(\d+) p50=(\d+) p99=(\d+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m or not rps:
+        raise SystemExit(f"could not parse wrk output:\n{out}")
+    return {"rps": float(rps.group(1)), "non200": int(m.group(1)), "errors": int(m.group(3)),
+            "p50_ms": int(m.group(4)) / 1000, "p99_ms": int(m.group(5)) / 1000}
+
+
+def _command(shape: str, bundle: Path, port: int) -> list[str]:
+    py = [sys.executable, "-m", "packserve"]
+    if shape == "serve":
+        return [*py, "serve", str(bundle), "--port", str(port)]
+    if shape == "serve-workers-2":
+        return [*py, "serve", str(bundle), "--port", str(port), "--workers", "2"]
+    replicas = shape.rsplit("-", 1)[1]
+    return [*py, "deploy", "ray", str(bundle), "--port", str(port), "--replicas", replicas,
+            "--num-cpus", "2", "--max-ongoing-requests", "64", "--max-queued-requests", "-1"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--no-ray", action="store_true", help="only serve vs serve --workers 2")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("this benchmark needs wrk (apt-get install wrk)")
+    shapes = ["serve", "serve-workers-2"] + ([] if args.no_ray else ["ray-replicas-1", "ray-replicas-2"])
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    startup: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-scaleout-") as d:
+        tmp = Path(d)
+        bundle, rows = _pack_chapter(tmp)
+        bodies = {
+            "row": ("/predict", json.dumps({"features": rows[0]}).encode()),
+            "batch64": ("/predict/batch", json.dumps({"instances": rows}).encode()),
+        }
+        for shape in shapes:
+            port = _free_port()
+            base = f"http://127.0.0.1:{port}"
+            env = {**os.environ, "PACKSERVE_LOG_LEVEL": "warning", "PACKSERVE_SHUTDOWN_GRACE_S": "0"}
+            proc = subprocess.Popen(_command(shape, bundle, port), env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                startup[shape] = _wait_ready(base, proc, 180)
+                results[shape] = {}
+                for name, (path, body) in bodies.items():
+                    _wrk(base + path, body, 1, 4, tmp)  # warm-up
+                    results[shape][name] = _wrk(base + path, body, args.seconds, args.connections, tmp)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    cpus = len(os.sched_getaffinity(0))
+    print(f"\nscale-out on {cpus} CPUs, wrk -c{args.connections} {args.seconds:.0f}s per cell, "
+          "baseline = plain serve (1 process), same run\n")
+    print(f"{'shape':<17}{'payload':<9}{'req/s':>9}{'x serve':>9}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'non200':>8}{'errors':>8}{'ready s':>9}")
+    for shape in shapes:
+        for name in bodies:
+            r, base_r = results[shape][name], results["serve"][name]
+            print(f"{shape:<17}{name:<9}{r['rps']:>9.0f}{r['rps'] / base_r['rps']:>9.2f}"
+                  f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non200']:>8.0f}{r['errors']:>8.0f}"
+                  f"{startup[shape]:>9.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "startup_s": startup,
+                                         "cpus": cpus, "seconds": args.seconds,
+                                         "connections": args.connections}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
