@@ -7,7 +7,8 @@ format) and the same in the legacy format, plus an uncompressed joblib dump with
 Each measurement runs in a fresh child process so peak RSS (VmHWM) is its own. Baselines
 in the same run: ``read`` = streaming the file once in 8 MiB chunks with zlib.crc32 (the floor
 for anything that verifies every byte), ``naive`` = what simple scanners do (zipfile.read every
-member into memory, then pickletools over the pickles). Not a test: nothing is asserted.
+member into memory, then pickletools over the pickles). A last table times the walker on
+opcode-heavy pickles against C ``pickle.loads``. Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -118,7 +119,44 @@ def main() -> None:
             print(f"{kind:8s} {m:11s} {mbs:9.0f} {ratio:10.2f} {rss:12.1f} {extra:16.1f} {clean}")
         print("\nread = stream + crc32 baseline; naive = zipfile.read all members + pickletools;"
               " scan-nocrc skips the CRC pass over raw tensor members.")
+    opcode_heavy()
     print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+
+
+def opcode_heavy() -> None:
+    """Pickles that are mostly opcodes (no big payload to skip): the walker's own speed.
+
+    Baseline: C ``pickle.loads`` of the same (trusted, self-made) bytes in this process.
+    """
+    import pickle
+
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    from packserve.scan import scan_bytes
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5000, 10))
+    rf = RandomForestClassifier(n_estimators=200, random_state=0).fit(x, x[:, 0] > 0)
+    cases = {
+        "RandomForest(200) p5": pickle.dumps(rf, protocol=5),
+        "dict of 200k records": pickle.dumps(
+            [{"a": i, "b": str(i), "c": (i, float(i))} for i in range(200_000)], protocol=4
+        ),
+    }
+    print(f"\n{'pickle':22s} {'MB':>6s} {'scan MB/s':>10s} {'scan ms':>8s} {'loads ms':>9s} ratio")
+    for name, data in cases.items():
+        scan_s = min(_timed(lambda d=data: scan_bytes(d)) for _ in range(3))
+        load_s = min(_timed(lambda d=data: pickle.loads(d)) for _ in range(3))
+        mb = len(data) / 1e6
+        print(f"{name:22s} {mb:6.1f} {mb / scan_s:10.1f} {scan_s * 1e3:8.0f} {load_s * 1e3:9.0f}"
+              f" {scan_s / load_s:5.1f}x")
+
+
+def _timed(fn: object) -> float:
+    t0 = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":
