@@ -318,3 +318,33 @@ def test_tritonclient_repository_calls(tmp_path: Path, chapter_bundle: Path) -> 
             assert info.value.status() == "401"
         finally:
             client.close()
+
+
+def test_v2_request_queued_for_a_batch_is_dropped_when_its_client_leaves(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_slow_bundle(repo / "slow" / "1")
+
+    def body(rows: int) -> bytes:
+        return json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4],
+                                       "data": [0.1] * (4 * rows)}]}).encode()
+
+    with running_server(repo, "--batching", env=ENV) as srv, httpx.Client(
+        base_url=srv.url, headers=AUTH, timeout=60
+    ) as c:
+        long: list[int] = []
+        t = threading.Thread(target=lambda: long.append(
+            c.post("/v2/models/slow/infer", content=body(512)).status_code))
+        t.start()
+        _wait_in_flight(c, 1)  # the model is busy with the long request (~0.6 s)
+        with httpx.Client(base_url=srv.url, headers=AUTH, timeout=0.15) as impatient, \
+                pytest.raises(httpx.ReadTimeout):
+            impatient.post("/v2/models/slow/infer", content=body(1))
+        t.join(60)
+        assert long == [200]
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            m = c.get("/metrics").text
+            if _metric(m, "packserve_batch_cancelled_total", model="slow", version="1") == 1:
+                break
+            time.sleep(0.05)
+        assert _metric(m, "packserve_batch_cancelled_total", model="slow", version="1") == 1

@@ -35,6 +35,7 @@ from packserve.errors import (
     UnsupportedMediaTypeError,
 )
 from packserve.serve import v2
+from packserve.serve.batching import ClientGone, client_probe
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY_V2,
     ClientDisconnect,
@@ -228,13 +229,25 @@ class InferEndpoint:
                 raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
             handle = self.registry.resolve(name, version)
             headers = header_map(scope)
-            enc = await infer_body(
-                handle,
-                lambda: read_body(receive, headers, self.max_body_bytes),
-                header_length=headers.get(b"inference-header-content-length"),
-                content_encoding=headers.get(b"content-encoding"),
-                limit=self.max_body_bytes,
-            )
+
+            async def probe() -> bool:  # asked by the batcher only once the body is read
+                return bool((await receive())["type"] == "http.disconnect")
+
+            # like /predict: a request still queued for a batch is dropped if its client left
+            token = client_probe.set(probe) if handle.batcher is not None else None
+            try:
+                enc = await infer_body(
+                    handle,
+                    lambda: read_body(receive, headers, self.max_body_bytes),
+                    header_length=headers.get(b"inference-header-content-length"),
+                    content_encoding=headers.get(b"content-encoding"),
+                    limit=self.max_body_bytes,
+                )
+            except ClientGone:
+                raise ClientDisconnect from None
+            finally:
+                if token is not None:
+                    client_probe.reset(token)
         except PackserveError as exc:
             return await send_error(send, exc, v2=True)
         except ClientDisconnect:
