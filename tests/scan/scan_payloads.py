@@ -124,6 +124,23 @@ def patch_zip_local_name(data: bytes, old: bytes, new: bytes) -> bytes:
     return data[:j] + new + data[j + len(new) :]
 
 
+def hide_member(data: bytes, name: bytes) -> bytes:
+    """Drop ``name``'s central-directory record: only streaming readers still see it."""
+    eocd = data.rindex(b"PK\x05\x06")
+    count, cd_size, cd_off = struct.unpack("<HIi", data[eocd + 10 : eocd + 20])
+    cd = data[cd_off : cd_off + cd_size]
+    out, i = b"", 0
+    while i < len(cd):
+        nlen, xlen, clen = struct.unpack("<HHH", cd[i + 28 : i + 34])
+        rec = cd[i : i + 46 + nlen + xlen + clen]
+        if cd[i + 46 : i + 46 + nlen] != name:
+            out += rec
+        i += len(rec)
+    tail = data[eocd : eocd + 22]
+    tail = tail[:8] + struct.pack("<HHIi", count - 1, count - 1, len(out), cd_off) + tail[20:]
+    return data[:cd_off] + out + tail
+
+
 def joblib_bytes(obj: object, compress: object = 0) -> bytes:
     import joblib
 
@@ -414,6 +431,11 @@ PAYLOADS: list[Payload] = [
     raw("zip_crc_error", _crc_broken, "zip-crc"),
     raw("zip_encrypted_flag", _encrypted, "zip-encrypted"),
     raw("zip_duplicate_names", _duplicate, "zip-anomaly"),
+    raw(
+        "zip_hidden_local_entry",
+        lambda: hide_member(torch_zip(BENIGN, [("archive/extra.pkl", EVIL)]), b"archive/extra.pkl"),
+        "zip-hidden-entry",
+    ),
     raw("zip_nested_zip_evil", lambda: zip_bytes([("inner.zip", torch_zip(EVIL))])),
     raw("polyglot_pickle_then_zip", lambda: EVIL + torch_zip(BENIGN), "polyglot"),
     raw("polyglot_zip_with_prefix", lambda: BENIGN + torch_zip(EVIL), "dangerous-global"),

@@ -100,6 +100,59 @@ def _local_header(f: Source, base: int, info: zipfile.ZipInfo) -> tuple[int, str
     return info.header_offset + 30 + nlen + xlen, anomaly
 
 
+def _check_layout(
+    scanner: Scanner, src: Any, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], ctx: Ctx
+) -> None:
+    """Walk the local entries in file order: hidden entries and gaps are findings.
+
+    Streaming readers see every local header; the central directory may list fewer. Entries
+    only a streaming reader sees would escape a central-directory-only scan.
+    """
+    if not infos:
+        return
+    known = {i.header_offset: i for i in infos}
+    pos = min(known)
+    end = zf.start_dir
+    for _ in range(len(infos) * 2 + 16):
+        if pos >= end:
+            return
+        src.seek(pos)
+        hdr = src.read(30)
+        if len(hdr) < 30 or hdr[:4] != b"PK\x03\x04":
+            scanner.finding(ctx, Severity.MEDIUM, "zip-anomaly", "unreferenced bytes between zip members")
+            return
+        flags = struct.unpack("<H", hdr[6:8])[0]
+        csize, nlen, xlen = struct.unpack("<I", hdr[18:22])[0], *struct.unpack("<HH", hdr[26:30])
+        info = known.get(pos)
+        if info is None:
+            scanner.finding(
+                ctx,
+                Severity.HIGH,
+                "zip-hidden-entry",
+                "local zip entry not listed in the central directory (streaming readers see it)",
+                offset=pos,
+            )
+            method = struct.unpack("<H", hdr[8:10])[0]
+            if method == zipfile.ZIP_STORED and not flags & 0x08:  # judge its content too
+                raw_name = src.read(nlen).decode("utf-8", "replace")
+                scanner.scan_stream(
+                    src,
+                    ctx.child(f"{raw_name} (hidden)"),
+                    pos + 30 + nlen + xlen,
+                    csize,
+                    seekable_file=True,
+                )
+        else:
+            csize = info.compress_size
+        pos += 30 + nlen + xlen + csize
+        if flags & 0x08:  # data descriptor: optional signature, crc, sizes (zip64: 8-byte sizes)
+            src.seek(pos)
+            desc = src.read(24)
+            skip = 4 if desc[:4] == b"PK\x07\x08" else 0
+            zip64 = info is not None and (info.file_size > 0xFFFFFFFF or csize > 0xFFFFFFFF)
+            pos += skip + (20 if zip64 else 12)
+
+
 def scan_zip(
     scanner: Scanner,
     f: Source,
@@ -159,6 +212,8 @@ def scan_zip(
         if anomaly:
             scanner.finding(mctx, Severity.HIGH, "zip-anomaly", anomaly)
         members.append((info, data_offset, mctx))
+
+    _check_layout(scanner, src, zf, infos, ctx)
 
     # Pickles first (by name or by their PROTO byte), so the storages they declare are known.
     def is_pickle_first(info: zipfile.ZipInfo) -> bool:
