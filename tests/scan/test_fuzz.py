@@ -233,3 +233,43 @@ def opcode_streams(draw: st.DrawFn) -> bytes:
 @given(opcode_streams())
 def test_structured_streams_never_fail_open(data: bytes) -> None:
     check(data)
+
+
+CONTAINER_SEEDS = [
+    torch_zip(BENIGN),
+    torch_zip(BENIGN, [("archive/extra.pkl", BENIGN)]),
+    joblib_bytes({"a": np.arange(4.0)}, compress=("gzip", 3)),
+]
+
+
+@st.composite
+def mutated_containers(draw: st.DrawFn) -> bytes:
+    import gzip
+    import zipfile
+
+    from scan_payloads import npy_object, tar_bytes, zip_bytes
+
+    seeds = [
+        *CONTAINER_SEEDS,
+        zip_bytes([("a.pkl", BENIGN)], zipfile.ZIP_DEFLATED),
+        tar_bytes([("x", BENIGN)]),
+        gzip.compress(BENIGN),
+        npy_object(BENIGN),
+    ]
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 4))):
+        if not data:
+            break
+        i = draw(st.integers(0, len(data) - 1))
+        if draw(st.booleans()):
+            data[i] = draw(st.integers(0, 255))
+        else:
+            del data[i : i + draw(st.integers(1, 8))]
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(mutated_containers())
+def test_mutated_containers_never_break_the_scanner(data: bytes) -> None:
+    report = scan_bytes(data, "fuzz")
+    assert not any("could not parse" in e.reason for e in report.errors), report.errors

@@ -82,6 +82,8 @@ def _odd_name(name: str) -> str | None:
 
 def _local_header(f: Source, base: int, info: zipfile.ZipInfo) -> tuple[int, str | None] | str:
     """(data offset, anomaly) from the member's local header, or a fatal anomaly string."""
+    if info.header_offset < 0:
+        return "local header offset out of range"
     f.seek(base + info.header_offset)
     hdr = f.read(30)
     if len(hdr) < 30 or hdr[:4] != b"PK\x03\x04":
@@ -112,6 +114,8 @@ def _check_layout(
         return
     known = {i.header_offset: i for i in infos}
     pos = min(known)
+    if pos < 0:
+        return  # reported per member by _local_header
     end = zf.start_dir
     for _ in range(len(infos) * 2 + 16):
         if pos >= end:
@@ -169,7 +173,14 @@ def scan_zip(
     try:
         zf = zipfile.ZipFile(src)
         infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,
+    ) as exc:
         scanner.finding(ctx, Severity.HIGH, "corrupt-zip", f"corrupt zip archive: {exc}")
         return
     names = [i.filename for i in infos]
@@ -259,7 +270,15 @@ def _scan_member(
             scanner.scan_stream(stream, mctx, 0, info.file_size, reader=r)
     except ScanLimitError as exc:
         scanner.error(mctx, str(exc))
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        ValueError,
+        NotImplementedError,
+    ) as exc:
         if len(scanner.report.findings) == before:
             scanner.finding(mctx, Severity.HIGH, "corrupt-zip", f"member cannot be decompressed: {exc}")
     return []
@@ -307,7 +326,15 @@ def _check_crc(
                     if total > scanner.max_decompressed:
                         scanner.error(mctx, "member exceeds the decompression size cap")
                         return
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        ValueError,
+        NotImplementedError,
+    ) as exc:
         scanner.finding(mctx, Severity.HIGH, "corrupt-zip", f"member cannot be read: {exc}")
         return
     if total != info.file_size:
