@@ -74,16 +74,20 @@ def test_cli_rejects_bad_flags(packserve_server: Server) -> None:
     assert nomodel.exit_code == 2 and "nope" in nomodel.output
 
 
+def test_locustfile_from_server_metadata(packserve_server: Server) -> None:
+    text = locustfile_for(packserve_server.url)
+    compile(text, "locustfile.py", "exec")
+    assert f"host = {packserve_server.url!r}" in text and "'name': 'f14'" in text
+    assert "@task(3)" in text and text.count("@task(1)") == 2  # the chapter's 3:1:1
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["url", "bundle"])
 def test_generated_locustfile_runs_headless_without_failures(
-        packserve_server: Server, chapter_bundle: Path, tmp_path: Path, source: str) -> None:
+        packserve_server: Server, chapter_bundle: Path, tmp_path: Path) -> None:
     locust = shutil.which("locust", path=str(Path(sys.executable).parent))
     if locust is None:
         pytest.skip("locust is not installed (it is in the dev extra)")
-    text = locustfile_for(packserve_server.url if source == "url" else str(chapter_bundle),
-                          model="fraud" if source == "bundle" else None)
-    compile(text, "locustfile.py", "exec")
+    text = locustfile_for(str(chapter_bundle), model="fraud")
     lf = tmp_path / "locustfile.py"
     lf.write_text(text)
     proc = subprocess.run(
@@ -97,4 +101,4 @@ def test_generated_locustfile_runs_headless_without_failures(
         rows = {r["Name"]: r for r in csv.DictReader(fh)}
     assert int(rows["Aggregated"]["Request Count"]) > 5
     assert int(rows["Aggregated"]["Failure Count"]) == 0
-    assert {"predict", "health"} <= set(rows)  # 3:1:1 tasks actually ran
+    assert {"predict", "health"} <= set(rows)  # the weighted tasks actually ran

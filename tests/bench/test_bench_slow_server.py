@@ -53,7 +53,7 @@ def test_open_loop_overload_shows_queueing(slow_server: Slow) -> None:
 
 
 def test_find_max_matches_the_known_capacity(slow_server: Slow) -> None:
-    fm = find_max(slow_server.url, model="toy", step_duration=1.0, slo_p99_ms=150)
+    fm = find_max(slow_server.url, model="toy", step_duration=0.75, slo_p99_ms=150, refine=1)
     assert fm.steps and fm.passed[0]
     if fm.generator_limited:  # the machine was too busy to tell: it must say so, not guess
         assert "at least" in fm.stop_reason
@@ -107,13 +107,13 @@ def test_resources_from_metrics_and_from_pid(slow_server: Slow) -> None:
 def test_soak_flags_a_leak_and_not_a_steady_server(slow_server: Slow) -> None:
     from packserve.bench import soak
 
-    leak = soak(slow_server.url, 2.5, model="leak", signature=TOY, rate=150,
+    leak = soak(slow_server.url, 2.0, model="leak", signature=TOY, rate=150,
                 sample_interval=0.1)
     g = leak.memory_growth()
     assert g is not None and g["growth_mib"] > 5, g
     assert leak.leak_suspected() is True
     assert any("leak suspected" in n for n in leak.notes)
-    steady = soak(slow_server.url, 2.5, model="toy", rate=150, sample_interval=0.1)
+    steady = soak(slow_server.url, 2.0, model="toy", rate=150, sample_interval=0.1)
     assert steady.leak_suspected() is False, steady.memory_growth()
 
 

@@ -225,9 +225,11 @@ class Connection:
         proto = self._proto
         assert proto is not None and proto.transport is not None
         fut = proto.start()
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
         proto.transport.write(data)
         # call_later instead of wait_for: no extra task per request on the hot path
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut, timeout)
+        timer = loop.call_later(timeout, _expire, fut, timeout)
         try:
             result = await fut
         except RequestFailed:
@@ -237,6 +239,9 @@ class Connection:
             timer.cancel()
         if not proto.keep_alive:
             self.close()
+        if loop.time() - sent_at > timeout:
+            # a blocked loop can see the response and the expired timer in one iteration
+            raise RequestFailed("timeout", f"no response within {timeout:g}s")
         return result
 
     def close(self) -> None:
