@@ -14,8 +14,10 @@ API key (checked by the app's gateway like every other non-health path).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -113,18 +115,40 @@ def _versions(registry: ModelRegistry, name: str) -> list[str]:
 
 @v2_router.get("/models/{name}", summary="Model metadata (the version that serves by default)")
 async def model_metadata(name: str, request: Request) -> Response:
-    return _metadata(_registry(request), name, None)
+    return await _metadata(_registry(request), name, None)
 
 
 @v2_router.get("/models/{name}/versions/{version}", summary="Model metadata of one version")
 async def model_version_metadata(name: str, version: str, request: Request) -> Response:
-    return _metadata(_registry(request), name, version)
+    return await _metadata(_registry(request), name, version)
 
 
-def _metadata(registry: ModelRegistry, name: str, version: str | None) -> Response:
+_VALUE_WIDTH: weakref.WeakKeyDictionary[ModelHandle, int | None] = weakref.WeakKeyDictionary()
+
+
+async def _value_width(handle: ModelHandle) -> int | None:
+    """Columns of a multi-output regressor's ``value`` (``None``: one value per row).
+
+    The manifest does not record it, so one warm-up prediction per version says (in a thread:
+    the model may be slow), remembered for the handle's lifetime."""
+    if handle in _VALUE_WIDTH:
+        return _VALUE_WIDTH[handle]
+    predictor = handle.predictor
+    if predictor is None:
+        return None
+    values = (await asyncio.to_thread(predictor.warmup)).values
+    width = int(values.shape[1]) if values is not None and values.ndim == 2 else None
+    _VALUE_WIDTH[handle] = width
+    return width
+
+
+async def _metadata(registry: ModelRegistry, name: str, version: str | None) -> Response:
     handle = registry.resolve(name, version)
-    assert handle.manifest is not None
-    return _json(v2.model_metadata(handle.manifest, name=handle.name, versions=_versions(registry, name)))
+    m = handle.manifest
+    assert m is not None
+    width = await _value_width(handle) if m.task == "regression" else None
+    versions = _versions(registry, name)
+    return _json(v2.model_metadata(m, name=handle.name, versions=versions, value_width=width))
 
 
 @v2_router.get("/models/{name}/ready", summary="Model readiness: 200 / 400; 404 for an unknown model")
