@@ -77,3 +77,44 @@ def test_multi_output_regressor_metadata_and_infer(multi_bundle: Path) -> None:
         app.state.registry.close()
 
     asyncio.run(main())
+
+
+def test_fastapi_route_and_gateway_answer_alike(chapter_bundle: Path, chapter_data) -> None:
+    """The gateway serves /v2/.../infer itself; the FastAPI route (OpenAPI, and any app mounted
+    without the gateway) runs the same infer path and must answer byte for byte alike."""
+    from fastapi import FastAPI
+
+    from packserve.serve.app import create_app
+    from packserve.serve.settings import ServeSettings
+
+    async def main() -> None:
+        app = create_app(ServeSettings(model_path=chapter_bundle))
+        await app.state.registry.load_all()
+
+        async def bare(scope, receive, send):  # FastAPI's own stack, no packserve gateway
+            await FastAPI.__call__(app, scope, receive, send)
+
+        x = chapter_data.x_test[:3].astype(np.float32)
+        raw = x.tobytes()
+        head = (b'{"id":"a","inputs":[{"name":"input","datatype":"FP32","shape":[3,15],'
+                b'"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}'
+                % len(raw))
+        headers = {"Inference-Header-Content-Length": str(len(head))}
+        answers = []
+        for asgi in (app, bare):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                         base_url="http://app") as c:
+                r = await c.post("/v2/models/fraud/infer", content=head + raw, headers=headers)
+                bad = await c.post("/v2/models/fraud/versions/nope/infer", content=b"{}")
+                assert r.status_code == 200 and bad.status_code == 404
+                answers.append((r.content, r.headers["inference-header-content-length"],
+                                r.headers["content-type"], bad.json()))
+        assert answers[0] == answers[1]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://app") as c:
+            paths = (await c.get("/openapi.json")).json()["paths"]
+        assert "post" in paths["/v2/models/{name}/infer"]
+        assert "get" in paths["/v2/models/{name}/versions/{version}/ready"]
+        app.state.registry.close()
+
+    asyncio.run(main())
