@@ -17,7 +17,9 @@ and the ratios the issue sets as targets:
   /predict @64: packserve >= 0.6x bare ASGI (~6x reference), p99 <= 5 ms
   /predict/batch (20) @64: packserve >= 6x reference;  peak RSS <= 1.1x reference
 
-Usage: python benchmarks/bench_serve.py [--duration 5] [--connections 1,16,64] [--no-pin]
+Usage: python benchmarks/bench_serve.py [--duration 5] [--rounds 3] [--connections 1,16,64] [--no-pin]
+Each setting runs ``--rounds`` times as a, b, c back to back; the table shows medians and the
+ratios are medians of the per-round ratios (adjacent runs share the machine's noise).
 This is a measurement, not a test: it never fails on a missed target, it reports it.
 """
 
@@ -29,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,7 +136,8 @@ def run_wrk(wrk: str, url: str, body: str, conns: int, duration: float, pin: str
             tmp: Path) -> dict[str, float]:
     script = tmp / f"post-{abs(hash(body))}.lua"
     script.write_text(LUA % body)
-    cmd = [wrk, "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script), url]
+    cmd = [wrk, "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
+           "-s", str(script), url]
     if pin is not None:
         cmd = ["taskset", "-c", pin, *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
@@ -153,6 +157,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--connections", default="1,16,64")
+    ap.add_argument("--rounds", type=int, default=3, help="adjacent a/b/c rounds per setting")
     ap.add_argument("--no-pin", action="store_true")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
@@ -186,14 +191,25 @@ def main() -> None:
             run_wrk(wrk, s.url + "/predict", single, 16, 1.0, pin_wrk, tmp)
 
         results: dict[tuple[str, str, int], dict[str, float]] = {}
+        ratios: dict[tuple[str, str, int], list[float]] = {}
         plan = [("/predict", single, c) for c in conns] + [("/predict/batch", batch, 64)]
         for path, body, c in plan:
-            for s in servers:
-                res = run_wrk(wrk, s.url + path, body, c, args.duration, pin_wrk, tmp)
-                results[(s.name, path, c)] = res
-                print(f"  {s.name:<10} {path:<15} c={c:<3} {res['rps']:>9.0f} req/s  "
-                      f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
-                      f"errors {int(res['errors'])}", flush=True)
+            rounds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+            for _ in range(args.rounds):  # a, b, c back to back: adjacent runs share the noise
+                for s in servers:
+                    res = run_wrk(wrk, s.url + path, body, c, args.duration, pin_wrk, tmp)
+                    rounds[s.name].append(res)
+                    print(f"  {s.name:<10} {path:<15} c={c:<3} {res['rps']:>9.0f} req/s  "
+                          f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
+                          f"errors {int(res['errors'])}", flush=True)
+            for name, runs in rounds.items():
+                results[(name, path, c)] = {
+                    k: statistics.median(r[k] for r in runs) for k in runs[0]
+                } | {"errors": sum(r["errors"] for r in runs)}
+            for other in ("reference", "bare-asgi"):
+                ratios[(other, path, c)] = [
+                    a["rps"] / b["rps"] for a, b in zip(rounds["packserve"], rounds[other], strict=True)
+                ]
         rss = {s.name: s.peak_rss_mib() for s in servers}
     finally:
         for s in servers:
@@ -206,17 +222,20 @@ def main() -> None:
         print(f"| {name} | {path} | {c} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
               f"| {int(r['errors'])} |")
     print("\npeak RSS (VmHWM): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()))
-    print("\nratios (same run):")
+    def ratio(other: str, path: str, c: int) -> str:
+        rs = ratios[(other, path, c)]
+        return f"{statistics.median(rs):.2f}x" + (f" [{min(rs):.2f}-{max(rs):.2f}]" if len(rs) > 1 else "")
+
+    print(f"\nratios (same run; median of {args.rounds} adjacent rounds [min-max]):")
     for c in conns:
-        a, b, z = (results[(n, "/predict", c)]["rps"] for n in ("packserve", "reference", "bare-asgi"))
-        print(f"  /predict c={c:<3} packserve/bare {a / z:.2f}x   packserve/reference {a / b:.2f}x   "
-              f"reference/bare {b / z:.2f}x")
+        print(f"  /predict c={c:<3} packserve/bare {ratio('bare-asgi', '/predict', c)}   "
+              f"packserve/reference {ratio('reference', '/predict', c)}")
+    print(f"  /predict/batch(20) c=64 packserve/reference {ratio('reference', '/predict/batch', 64)}")
     if 64 in conns:
-        a64, z64 = results[("packserve", "/predict", 64)], results[("bare-asgi", "/predict", 64)]
-        print(f"  target /predict@64 >= 0.6x bare: {a64['rps'] / z64['rps']:.2f}x  "
+        a64 = results[("packserve", "/predict", 64)]
+        print(f"  target /predict@64 >= 0.6x bare: {ratio('bare-asgi', '/predict', 64)}  "
               f"p99 {a64['p99_ms']:.2f} ms (target <= 5 ms)")
-    ab, bb = results[("packserve", "/predict/batch", 64)], results[("reference", "/predict/batch", 64)]
-    print(f"  target /predict/batch(20)@64 >= 6x reference: {ab['rps'] / bb['rps']:.2f}x")
+    print(f"  target /predict/batch(20)@64 >= 6x reference: {ratio('reference', '/predict/batch', 64)}")
     print(f"  target peak RSS <= 1.1x reference: {rss['packserve'] / rss['reference']:.2f}x")
 
 

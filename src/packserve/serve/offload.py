@@ -5,25 +5,34 @@ machine: more than the chapter model's whole ~8 µs ONNX Runtime call. So the ru
 *stalls*, not dogma: a call whose estimated cost is at most ``inline_max_ms`` (default
 0.25 ms) runs inline — the loop is never held longer than that — and everything else runs in
 a thread. The estimate ``fixed + per_row * rows`` is measured at warm-up and then tracked
-from every call (an exponentially weighted average), so a model that turns slow stops
-running inline after a few calls instead of freezing health checks.
+from every call (a windowed median), so a model that turns slow stops running inline after
+three calls instead of freezing health checks.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 
 
 class CostModel:
-    """Estimated seconds of one ``predictor.run`` call for ``rows`` rows."""
+    """Estimated seconds of one ``predictor.run`` call for ``rows`` rows.
 
-    def __init__(self, inline_max_s: float, *, alpha: float = 0.2) -> None:
+    Tracking uses the median of the last ``window`` calls (per kind: small calls estimate the
+    fixed cost, larger ones the per-row cost), not an average: on a busy machine a call is
+    sometimes preempted for milliseconds, and one such outlier must not push a 10 µs model off
+    the loop; a model that really turned slow wins the majority within ``window // 2 + 1``
+    calls.
+    """
+
+    def __init__(self, inline_max_s: float, *, window: int = 5) -> None:
         self.inline_max_s = inline_max_s
-        self.alpha = alpha
         self.fixed_s = float("inf")  # unknown until calibrated: never inline
         self.per_row_s = 0.0
+        self._small: deque[float] = deque(maxlen=window)
+        self._large: deque[float] = deque(maxlen=window)
 
     def estimate(self, rows: int) -> float:
         return self.fixed_s + self.per_row_s * rows
@@ -42,21 +51,28 @@ class CostModel:
             one = statistics.median([one, *(timed_run(1) for _ in range(4))])
         if self.inline_max_s <= 0 or one > self.inline_max_s:
             self.fixed_s, self.per_row_s = one, 0.0
+            self._small.extend([one] * (self._small.maxlen or 1))
             return
         many = statistics.median(timed_run(big) for _ in range(3))
         self.per_row_s = max(0.0, (many - one) / (big - 1))
         self.fixed_s = max(0.0, one - self.per_row_s)
+        self._small.extend([self.fixed_s] * (self._small.maxlen or 1))
+        self._large.extend([self.per_row_s] * (self._large.maxlen or 1))
 
     def observe(self, rows: int, seconds: float) -> None:
-        """Fold one measured call into the estimate."""
-        if self.fixed_s == float("inf"):
-            self.fixed_s = seconds
-            return
-        a = self.alpha
+        """Fold one measured call into the estimate (windowed median)."""
         if rows <= 2:
-            self.fixed_s += a * (max(0.0, seconds - self.per_row_s * rows) - self.fixed_s)
+            self._small.append(max(0.0, seconds - self.per_row_s * rows))
+            self.fixed_s = _median(self._small)
         else:
-            self.per_row_s += a * (max(0.0, (seconds - self.fixed_s) / rows) - self.per_row_s)
+            fixed = 0.0 if self.fixed_s == float("inf") else self.fixed_s
+            self._large.append(max(0.0, (seconds - fixed) / rows))
+            self.per_row_s = _median(self._large)
+
+
+def _median(values: deque[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def timer(fn: Callable[[], object]) -> float:
