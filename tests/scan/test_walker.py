@@ -134,3 +134,12 @@ def test_old_protocols_are_not_mistaken_for_compression() -> None:
         data = pickle.dumps([1, 2, {"a": (3,)}], protocol=proto)
         report = scan_bytes(data, "x")
         assert report.clean and report.files["x"] == "pickle", proto
+
+
+def test_every_pickle_opcode_has_a_handler() -> None:
+    import pickletools
+
+    from packserve.scan.opcodes import walk as _walk  # noqa: F401 - registers every handler
+    from packserve.scan.ops_values import DISPATCH
+
+    assert set(DISPATCH) == {ord(o.code.encode("latin1")) for o in pickletools.opcodes}

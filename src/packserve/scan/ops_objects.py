@@ -1,0 +1,309 @@
+"""Opcode handlers for globals, calls, object state, the memo, framing and mutation.
+
+These are the opcodes that decide what a real unpickler would import and call, so each one
+records what it names (:meth:`Walker.add_global`) or raises an issue for structural tricks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from packserve.scan.ops_values import _u4, _u8, op
+from packserve.scan.report import Severity
+from packserve.scan.values import MAX_LINE, DictV, GlobalRef, Malformed, Obj, Opaque
+
+if TYPE_CHECKING:
+    from packserve.scan.opcodes import Walker
+
+
+@op(b".")
+def _stop(w: Walker) -> bool:
+    return True
+
+
+@op(b"\x80")
+def _proto(w: Walker) -> None:
+    proto = w.need(1)[0]
+    if w.result.protocol is None:
+        w.result.protocol = proto  # it claims to be a pickle: judged as one from here on
+    if proto > 5:
+        raise Malformed(f"unsupported pickle protocol {proto}", "protocol")
+    if w.op_offset != w.result.start:
+        w.issue(Severity.MEDIUM, "protocol", "PROTO opcode not at the start of the stream")
+
+
+@op(b"\x95")
+def _frame(w: Walker) -> None:
+    (n,) = _u8(w.need(8))
+    if w.frame_end is not None and w.op_offset < w.frame_end:
+        w.issue(Severity.HIGH, "frame", "FRAME opcode inside another frame")
+    rem = w.r.remaining()
+    if rem is not None and n > rem:
+        # pickle.py's unframer keeps going with the short frame (the C one stops): walk on.
+        w.issue(Severity.HIGH, "frame", "FRAME length runs past the end of the data")
+        n = rem
+    if (w.result.protocol or 0) < 4:
+        w.issue(Severity.MEDIUM, "frame", "FRAME in a stream that did not declare protocol 4+")
+    w.frame_end = w.r.pos + n
+
+
+def _mutate(w: Walker, target: Any, what: str) -> None:
+    if isinstance(target, GlobalRef):
+        w.issue(
+            Severity.HIGH,
+            "mutates-global",
+            f"{what} mutates a global object in place",
+            module=target.module,
+            name=target.name,
+        )
+
+
+@op(b"a")
+def _append(w: Walker) -> None:
+    v = w.pop()
+    t = w.top()
+    _mutate(w, t, "APPEND")
+    if isinstance(t, list):
+        t.append(v)
+
+
+@op(b"e")
+def _appends(w: Walker) -> None:
+    items = w.pop_mark()
+    t = w.top()
+    _mutate(w, t, "APPENDS")
+    if isinstance(t, list):
+        t.extend(items)
+
+
+@op(b"s")
+def _setitem(w: Walker) -> None:
+    v = w.pop()
+    k = w.pop()
+    t = w.top()
+    _mutate(w, t, "SETITEM")
+    if isinstance(t, DictV):
+        t.items.append((k, v))
+
+
+@op(b"u")
+def _setitems(w: Walker) -> None:
+    items = w.pop_mark()
+    if len(items) % 2:
+        raise Malformed("SETITEMS with an odd number of items")
+    t = w.top()
+    _mutate(w, t, "SETITEMS")
+    if isinstance(t, DictV):
+        t.items.extend(zip(items[::2], items[1::2], strict=True))
+
+
+@op(b"\x90")
+def _additems(w: Walker) -> None:
+    items = w.pop_mark()
+    t = w.top()
+    _mutate(w, t, "ADDITEMS")
+    if isinstance(t, Opaque) and isinstance(t.value, list):
+        t.value.extend(items)
+
+
+def _get(w: Walker, key: int) -> None:
+    if key not in w.memo:
+        raise Malformed(f"memo key {key} read before it was stored", "memo")
+    w.push(w.memo[key])
+
+
+def _put(w: Walker, key: int) -> None:
+    if key < 0:
+        raise Malformed("negative memo key", "memo")
+    w.memo[key] = w.top()
+
+
+@op(b"g")
+def _get_line(w: Walker) -> None:
+    _get(w, int(w.line()))
+
+
+@op(b"h")
+def _binget(w: Walker) -> None:
+    _get(w, w.need(1)[0])
+
+
+@op(b"j")
+def _long_binget(w: Walker) -> None:
+    _get(w, _u4(w.need(4))[0])
+
+
+@op(b"p")
+def _put_line(w: Walker) -> None:
+    _put(w, int(w.line()))
+
+
+@op(b"q")
+def _binput(w: Walker) -> None:
+    _put(w, w.need(1)[0])
+
+
+@op(b"r")
+def _long_binput(w: Walker) -> None:
+    _put(w, _u4(w.need(4))[0])
+
+
+@op(b"\x94")
+def _memoize(w: Walker) -> None:
+    w.memo[len(w.memo)] = w.top()
+
+
+def _partial_line(w: Walker) -> tuple[bytes, bool]:
+    """A text argument; at the end of the data, what real unpicklers use instead.
+
+    Both CPython unpicklers take an unterminated last line and drop its last byte: the global
+    they then import is judged too (importing a module runs its top-level code).
+    """
+    data = w.r.readline(MAX_LINE)
+    if data is not None:
+        return data[:-1], False
+    rest = w.r.read(MAX_LINE)
+    return rest[:-1], True
+
+
+def _global_text(w: Walker, opcode: str) -> tuple[str, str]:
+    raw_module, cut = _partial_line(w)
+    raw_name, cut2 = (b"", True) if cut else _partial_line(w)
+    module = raw_module.decode("utf-8")
+    name = raw_name.decode("utf-8")
+    if cut or cut2:
+        w.add_global(module, name, opcode)
+        raise Malformed("truncated: missing newline after a text argument", "truncated")
+    return module, name
+
+
+@op(b"c")
+def _global(w: Walker) -> None:
+    module, name = _global_text(w, "GLOBAL")
+    w.push(w.add_global(module, name, "GLOBAL"))
+
+
+@op(b"\x93")
+def _stack_global(w: Walker) -> None:
+    name = w.pop()
+    module = w.pop()
+    if type(module) is not str or type(name) is not str:
+        w.issue(
+            Severity.HIGH,
+            "stack-global-operand",
+            "STACK_GLOBAL operands are not plain strings "
+            f"({type(module).__name__}, {type(name).__name__}): the target cannot be verified",
+        )
+        w.push(Opaque("unverified-global"))
+        return
+    w.push(w.add_global(module, name, "STACK_GLOBAL"))
+
+
+@op(b"\x82", b"\x83", b"\x84")
+def _ext(w: Walker) -> None:
+    size = {0x82: 1, 0x83: 2, 0x84: 4}[w.code]
+    value = int.from_bytes(w.need(size), "little")
+    w.issue(
+        Severity.HIGH,
+        "extension-code",
+        f"extension code {value}: resolves a global through copyreg's registry",
+    )
+    w.push(Opaque("ext", value))
+
+
+@op(b"P")
+def _persid(w: Walker) -> None:
+    pid = w.line().decode("ascii")
+    w.result.persids.append(pid)
+    w.push(Opaque("persid", pid))
+
+
+@op(b"Q")
+def _binpersid(w: Walker) -> None:
+    pid = w.pop()
+    w.result.persids.append(pid)
+    w.push(Opaque("persid", pid))
+
+
+@op(b"R")
+def _reduce(w: Walker) -> None:
+    args = w.pop()
+    func = w.pop()
+    w.called(func, "REDUCE")
+    w.push(Obj(func, args, w.op_offset))
+
+
+@op(b"\x81")
+def _newobj(w: Walker) -> None:
+    args = w.pop()
+    cls = w.pop()
+    w.called(cls, "NEWOBJ")
+    w.push(Obj(cls, args, w.op_offset))
+
+
+@op(b"\x92")
+def _newobj_ex(w: Walker) -> None:
+    kwargs = w.pop()
+    args = w.pop()
+    cls = w.pop()
+    w.called(cls, "NEWOBJ_EX")
+    w.push(Obj(cls, (args, kwargs), w.op_offset))
+
+
+@op(b"i")
+def _inst(w: Walker) -> None:
+    module, name = _global_text(w, "INST")
+    g = w.add_global(module, name, "INST")
+    w.push(Obj(g, tuple(w.pop_mark()), w.op_offset))
+
+
+@op(b"o")
+def _obj(w: Walker) -> None:
+    items = w.pop_mark()
+    if not items:
+        raise Malformed("OBJ without a class")
+    cls = items[0]
+    w.called(cls, "OBJ")
+    w.push(Obj(cls, tuple(items[1:]), w.op_offset))
+
+
+def _state_keys(state: Any) -> list[Any]:
+    keys: list[Any] = []
+    parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+    for part in parts:
+        if isinstance(part, DictV):
+            keys.extend(k for k, _ in part.items)
+    return keys
+
+
+@op(b"b")
+def _build(w: Walker) -> None:
+    state = w.pop()
+    target = w.top()
+    if isinstance(target, GlobalRef):
+        w.issue(
+            Severity.HIGH,
+            "build-global",
+            "BUILD on a global: sets attributes on a class, function or module",
+            module=target.module,
+            name=target.name,
+        )
+    elif not isinstance(target, Obj):
+        w.issue(Severity.HIGH, "build-target", "BUILD on a value that is not a built object")
+    for k in _state_keys(state):
+        if isinstance(k, str) and k.startswith("__") and k.endswith("__"):
+            w.issue(
+                Severity.HIGH,
+                "build-dunder",
+                f"BUILD sets the special attribute {k!r} (class or method hijack)",
+            )
+        elif not isinstance(k, str):
+            w.issue(Severity.HIGH, "build-key", "BUILD state with a non-string attribute name")
+    if isinstance(target, Obj):
+        target.state = state
+        w.result.builds.append(target)
+        if w.on_build is not None:
+            w.on_build(w, target)
+
+
+__all__: list[str] = []  # handlers register themselves in ops_values.DISPATCH
