@@ -17,11 +17,29 @@ from packserve.bench import find_max, locustfile_for, run_bench
 from packserve.cli import app
 
 
+def _server_counts(url: str) -> tuple[float, float]:
+    """(requests answered 200 on /predict, their summed server-side seconds) from /metrics."""
+    import httpx
+
+    ok = total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith('packserve_requests_total{method="POST",route="/predict",status="200"}'):
+            ok = float(line.split()[-1])
+        elif line.startswith('packserve_request_duration_seconds_sum{route="/predict"}'):
+            total = float(line.split()[-1])
+    return ok, total
+
+
 def test_open_loop_against_packserve(packserve_server: Server) -> None:
+    ok0, secs0 = _server_counts(packserve_server.url)
     r = run_bench(packserve_server.url, rate=100, duration=2.0)
+    ok1, secs1 = _server_counts(packserve_server.url)
     assert r.phase.errors == {}, r.phase.errors
     assert r.phase.ok == r.phase.sent == 200
-    assert r.latency.percentiles_ms["p50"] > 0
+    assert ok1 - ok0 == 200  # the server counted exactly what we counted
+    # the client's latency contains the server's time: its mean can only be larger
+    server_mean_ms = (secs1 - secs0) / 200 * 1000
+    assert r.latency.mean_ms >= server_mean_ms > 0
     # signature from the server: names from /models, dtypes from the V2 metadata
     assert "server metadata for 'fraud'" in r.signature_source
     assert "dtypes from /v2/models/fraud" in r.signature_source
