@@ -283,7 +283,7 @@ def run_bench(
     spec = LoadSpec(target.base_url, requests, mode, float(duration), rate=rate or 0.0,
                     concurrency=concurrency or (0 if rate else DEFAULT_CONCURRENCY),
                     timeout_s=timeout, max_connections=max_connections,
-                    bucket_s=1.0 if duration >= 5 else 0.25)
+                    bucket_s=0.25 if duration < 5 else max(1.0, duration / 600))
     interval = sample_interval or (max(0.25, duration / 240) if soak else 0.5)
     sampler = _sampler(url, pid, interval)
     title = (f"{'soak' if soak else 'bench'} {target.base_url}{path} "
