@@ -208,7 +208,8 @@ def _serve_signature() -> tuple[inspect.Signature, dict[str, Any]]:
         flag = "--" + name.replace("_", "-")
         decl = f"{flag}/--no-{name.replace('_', '-')}" if kind is bool else flag
         default = field.default if field.default is not None else None
-        shown = "" if name == "api_key" else f" [default: {default}]"
+        # parentheses, not brackets: rich would read "[default: x]" as markup and drop it
+        shown = "" if name == "api_key" or default is None else f" (default: {default})"
         params.append(
             inspect.Parameter(
                 name, kw,
