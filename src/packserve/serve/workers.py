@@ -147,8 +147,10 @@ class Supervisor:
             del self.workers[index]
             multiprocess.mark_process_dead(w.proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
             if self.stopping:
-                self.exit_codes[index] = code
-                if code != 0:
+                # -SIGTERM: killed by our SIGTERM before it installed its handler, i.e. before
+                # it could accept anything (workers take connections only after that): clean
+                self.exit_codes[index] = 0 if code == -signal.SIGTERM else code
+                if self.exit_codes[index] != 0:
                     log.warning("supervisor: worker %d exited with %d while stopping", index, code)
                 continue
             if code > 0:  # a packserve exit code (bad bundle: 5, config: 2...): not transient
@@ -202,13 +204,15 @@ class Supervisor:
 @contextlib.contextmanager
 def metrics_folder() -> Iterator[Path]:
     """A clean multiprocess folder: the user's (``PROMETHEUS_MULTIPROC_DIR``, wiped of old
-    ``*.db`` files: stale pids would add up) or a temporary one removed afterwards."""
+    ``*.db`` / ``collected_*.json`` files: stale pids would add up) or a temporary one removed
+    afterwards."""
     given = os.environ.get(MULTIPROC_ENV)
     if given:
         path = Path(given)
         path.mkdir(parents=True, exist_ok=True)
-        for old in path.glob("*.db"):
-            old.unlink()
+        for pattern in ("*.db", "collected_*.json"):
+            for old in path.glob(pattern):
+                old.unlink()
         yield path
         return
     path = Path(tempfile.mkdtemp(prefix="packserve-metrics-"))
