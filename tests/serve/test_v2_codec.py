@@ -247,9 +247,11 @@ ROW = [0.5] * 15
     [
         (b"{not json", "not valid JSON"),
         (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15], "data": '
-         b"[NaN, 0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}", "not valid JSON"),
+         b"[NaN, 0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}", "NaN and Infinity are not JSON numbers"),
         (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15], "data": '
-         b"[1e999, 0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}", "not valid JSON"),
+         b"[0, -Infinity, 0,0,0,0,0,0,0,0,0,0,0,0,0]}]}", "NaN and Infinity are not JSON numbers"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15], "data": '
+         b"[1e999, 0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}", "overflows a double"),
         (b"[]", "JSON object"),
         (orjson.dumps({"inputs": []}), "non-empty"),
         (_json_req([1e39] + ROW[1:]), "overflows FP32"),

@@ -257,8 +257,15 @@ def _load_json(header: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
-        # orjson refuses NaN / Infinity literals and numbers that overflow a double.
-        raise _bad(f"request body is not valid JSON: {exc}") from None
+        # orjson refuses NaN / Infinity literals and numbers that overflow a double: say so.
+        pos, msg = int(exc.pos), str(exc.msg)
+        if "infinity" in msg.lower():
+            raise _bad(f"request body is not valid JSON: a number overflows a double (char {pos})") from None
+        if header[pos : pos + 9].lstrip(b"-+").startswith((b"NaN", b"Infinity", b"inf", b"nan")):
+            raise _bad(
+                f"request body is not valid JSON: NaN and Infinity are not JSON numbers (char {pos})"
+            ) from None
+        raise _bad(f"request body is not valid JSON: {msg} (char {pos})") from None
     if not isinstance(doc, dict):
         raise _bad("request body must be a JSON object")
     return doc
