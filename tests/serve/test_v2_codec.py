@@ -261,11 +261,11 @@ ROW = [0.5] * 15
         (_json_req(ROW, shape=(15,)), "does not match"),
         (_json_req(ROW, shape=(2, 15)), "does not match the shape"),
         (_json_req([ROW, 0.5], shape=(2, 15)), "mixes lists and values"),
-        (_json_req([ROW, ROW[:14] + [[0.5]]], shape=(2, 15)), "cannot hold list"),
+        (_json_req([ROW, ROW[:14] + [[0.5]]], shape=(2, 15)), "cannot hold array"),
         (_json_req([ROW, ROW[:14]], shape=(2, 15)), "ragged"),
         (_json_req([[ROW]], shape=(1, 15)), "nested deeper"),
-        (_json_req([True] + ROW[1:]), "cannot hold bool"),
-        (_json_req(["1"] + ROW[1:]), "cannot hold str"),
+        (_json_req([True] + ROW[1:]), "cannot hold boolean"),
+        (_json_req(["1"] + ROW[1:]), "cannot hold string"),
         (_json_req(None), "must be a JSON array"),
         (_json_req([], shape=(0, 15)), "no rows"),
         (_json_req(ROW, name="nope"), "unknown input 'nope'"),
@@ -395,7 +395,7 @@ def test_inputs_must_agree_on_batch_and_all_be_present(mixed) -> None:
     with pytest.raises(BadRequestError, match=r"missing input\(s\) \['city'\]"):
         v2.parse_infer_request(orjson.dumps({"inputs": [base]}), mixed.manifest)
     city = {"name": "city", "datatype": "BYTES", "shape": [2, 1], "data": ["Oslo", 3]}
-    with pytest.raises(BadRequestError, match="cannot hold int"):
+    with pytest.raises(BadRequestError, match="cannot hold integer"):
         v2.parse_infer_request(orjson.dumps({"inputs": [base, city]}), mixed.manifest)
 
 
@@ -474,9 +474,9 @@ def test_every_numeric_dtype_round_trips(dtype: str, datatype: str, arr: np.ndar
     [
         ("int32", [2**31, 0, 0], "out of the INT32 range"),
         ("int64", [2**63, 0, 0], "out of the INT64 range"),
-        ("int64", [1.0, 0, 0], "cannot hold float"),
-        ("bool", [1, 0, 1], "cannot hold int"),
-        ("float64", [True, 0.0, 1.0], "cannot hold bool"),
+        ("int64", [1.0, 0, 0], "cannot hold decimal number"),
+        ("bool", [1, 0, 1], "cannot hold integer"),
+        ("float64", [True, 0.0, 1.0], "cannot hold boolean"),
     ],
 )
 def test_json_values_must_fit_the_datatype(dtype: str, data: list, fragment: str) -> None:

@@ -105,6 +105,10 @@ _JSON_TYPES: dict[str, frozenset[type]] = {
     "BOOL": frozenset({bool}),
     "BYTES": frozenset({str}),
 }
+_JSON_NAMES: dict[type, str] = {
+    bool: "boolean", int: "integer", float: "decimal number", str: "string",
+    type(None): "null", list: "array", dict: "object",
+}
 _INT_RANGE = {"INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
 _U32 = struct.Struct("<I")
 
@@ -325,7 +329,7 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> 
     allowed = _JSON_TYPES[datatype]
     found = set(map(type, flat))
     if not found <= allowed:
-        bad = sorted(t.__name__ for t in found - allowed)
+        bad = sorted({_JSON_NAMES.get(t, "unsupported") for t in found - allowed})
         raise _bad(f"{where}: {datatype} data cannot hold {', '.join(bad)} values")
     if datatype == "BYTES":
         arr = np.empty(len(flat), dtype=object)
