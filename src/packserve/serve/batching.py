@@ -21,16 +21,14 @@ task to wake up, so an idle request pays no scheduling hop):
    oldest queued request (see ``batch_policy`` for the rule and its bound).
 5. The batch runs in an executor thread: concatenate feeds, call ``run``, slice the
    :class:`Prediction` back per request, all off the loop. Each caller's future gets exactly
-   its own rows, in order. One exception, off by default: a batch whose *measured* cost is
-   below the inline bound (``inline_max_ms``, or the serve layer's ``inline(rows)`` rule,
-   the same one it applies to unbatched calls) runs on the loop. For a model that costs
-   ~10 µs a call, the thread hop (~100 µs on a busy 2-core host) would *be* the idle
-   penalty. An inline request that finds the model idle runs synchronously inside
-   ``submit`` when merging cannot pay: the call is cheaper than ``DEFER_MIN_S`` (a loop turn
-   and a task wake-up cost about as much), or the request arrived spaced out (the time since
-   the previous arrival or batch end is at least one call's measured cost). Otherwise it is
-   deferred by one loop turn, so that the requests submitted in that turn share the call.
-   Batches over the bound (load) go to the thread.
+   its own rows, in order. One exception, off by default: a request that finds the model
+   idle, the queue empty and *no other request submitted in the same loop turn* runs
+   synchronously inside ``submit``, on the loop, when its measured cost is below the inline
+   bound (``inline_max_ms``, or the serve layer's ``inline(rows)`` rule - the same one it
+   applies to unbatched calls). For a model that costs ~10 µs a call, the thread hop
+   (~100 µs on a busy 2-core host) would *be* the idle penalty. A second submission in the
+   same loop turn is the evidence of concurrency: from then on requests go through the queue
+   and the thread, where batches form and the loop stays free for HTTP.
 
 Failure semantics: a request whose ``deadline`` passes while queued is removed by a timer
 and gets :class:`DeadlineExceededError` (never computed; once its batch has started it is
@@ -76,7 +74,6 @@ from packserve.serve.batch_types import (
 )
 
 __all__ = [
-    "DEFER_MIN_S",
     "WATCH_AFTER_S",
     "BatchObserver",
     "Batcher",
@@ -87,11 +84,6 @@ __all__ = [
     "Probe",
     "client_probe",
 ]
-
-#: An inline call cheaper than this is never deferred for company: a deferral costs a loop
-#: turn and a task wake-up per request (~10-20 µs here), more than such a merge can save.
-DEFER_MIN_S = 50e-6
-
 
 class Batcher:
     """Merge concurrent ``submit`` calls for one model into few ``run`` calls.
@@ -141,7 +133,6 @@ class Batcher:
         self._live = 0  # queued, not expired/cancelled
         self._live_rows = 0
         self._in_flight = 0
-        self._last_done = -math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at = math.inf
@@ -149,7 +140,7 @@ class Batcher:
         self._draining = False
         self._closed = False
         self._idle: asyncio.Event | None = None
-        self._inline_pending = False
+        self._turn_mark = False  # a submission already happened in this loop turn
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -244,15 +235,13 @@ class Batcher:
         self._live += 1
         self._live_rows += item.rows
         self.stats.submitted += 1
-        prev = self.policy.last_arrival
         self.policy.arrived(now)
-        if self._live == 1 and self._in_flight == 0 and not self._inline_pending:
-            one = self.cost.estimate(1)
-            quiet = now - max(prev if prev is not None else -math.inf, self._last_done)
-            if (one < DEFER_MIN_S or quiet >= one) and self._inline_ok():
-                self._run_inline()  # idle model, merging cannot pay: compute now, on the loop
-            else:
-                self._kick()
+        alone = not self._turn_mark
+        if alone:
+            self._turn_mark = True
+            loop.call_soon(self._new_turn)
+        if alone and self._live == 1 and self._in_flight == 0 and self._inline_ok():
+            self._run_inline()  # idle model, nobody else in sight: compute now, on the loop
         else:
             self._kick()
         if item.state == _QUEUED:
@@ -346,13 +335,6 @@ class Batcher:
                 if until is not None:
                     self._schedule_wake(until)
                     return
-            if self._inline_ok():
-                # On the loop, one turn later: what is submitted in this turn joins the batch.
-                if not self._inline_pending:
-                    self._inline_pending = True
-                    assert self._loop is not None
-                    self._loop.call_soon(self._deferred_inline)
-                return
             self._dispatch(self._take(now))
 
     def _inline_ok(self) -> bool:
@@ -363,16 +345,8 @@ class Batcher:
             return False  # never before the first measured call: its cost is unknown
         return self.cost.estimate(rows) <= self.inline_max_s
 
-    def _deferred_inline(self) -> None:
-        self._inline_pending = False
-        while self._queue and self._queue[0].state != _QUEUED:
-            self._queue.popleft()
-        if self._closed or not self._queue or self._in_flight >= self.concurrency:
-            return
-        if not self._inline_ok():
-            self._kick()
-            return
-        self._run_inline()
+    def _new_turn(self) -> None:
+        self._turn_mark = False
 
     def _run_inline(self) -> None:
         batch = self._take(time.monotonic())
@@ -441,7 +415,6 @@ class Batcher:
 
     def _complete(self, batch: list[_Item], outcome: Outcome) -> None:
         self._in_flight -= 1
-        self._last_done = time.monotonic()
         rows = 0
         for item in batch:
             rows += item.rows
