@@ -169,3 +169,25 @@ def test_the_container_command_serves_v2(written: tuple[dict, dict], chapter_bun
         assert outputs, result.get_response()
         client.close()
     assert srv.proc.returncode == 0, srv.output()[-2000:]
+
+
+def test_cli_writes_valid_manifests(chapter_bundle: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "packserve", "deploy", "kserve", str(chapter_bundle), "--image", "img:2",
+         "--out", str(tmp_path), "--name", "Fraud_Detector", "--storage-uri", "gs://b/fraud"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runtime = yaml.safe_load((tmp_path / "servingruntime.yaml").read_text())
+    isvc = yaml.safe_load((tmp_path / "inferenceservice.yaml").read_text())
+    assert validate_all(runtime, isvc) == []
+    assert isvc["metadata"]["name"] == "fraud-detector"
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "gs://b/fraud"
+    missing = subprocess.run(
+        [sys.executable, "-m", "packserve", "deploy", "kserve", str(tmp_path / "nope"), "--image", "i"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -52,7 +52,11 @@ class ServeSettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(
+        default=1, ge=1,
+        description="server processes sharing one socket (a supervisor starts them; /metrics "
+        "counts them all; each drains on SIGTERM)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(default=False, description="one JSON line per request on stderr")
 
