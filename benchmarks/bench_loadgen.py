@@ -125,12 +125,22 @@ def compare(title: str, url: str, method: str, path: str, body: bytes | None,
     w = run_wrk(url + path, body, duration)
     if w is not None:
         rows.append(("wrk -t1 (C)", *w))
+    # open loop at 80% of what the closed loop achieved: does the scheduler keep up, at what cost?
+    rate = round(0.8 * rows[0][1], -2)
+    res = run_phase_sync(LoadSpec(url, (request,), "open", duration, rate=rate))
+    h = phase_health(res)
+    open_line = (f"packserve.bench open loop at {rate:,.0f} req/s: achieved "
+                 f"{res.ok / res.wall_s:,.0f} req/s, client CPU "
+                 f"{res.generator_cpu_s / max(res.ok, 1) * 1e6:.1f} us/req, sends late by "
+                 f"p50 {h.schedule_lag_p50_ms:.2f} / p99 {h.schedule_lag_p99_ms:.2f} ms, "
+                 f"generator {'kept up' if h.ok else 'could not keep up'}")
     print(f"\n{title}  ({CONNS} connections, closed loop, {duration:g} s each)")
     print(f"{'client':<20}{'req/s achieved':>16}{'client CPU us/req':>19}"
           f"{'ceiling req/s/core':>20}{'vs httpx':>10}")
     base = rows[1][2]
     for name, rps, cpu in rows:
         print(f"{name:<20}{rps:>16,.0f}{cpu * 1e6:>19.1f}{1 / cpu:>20,.0f}{base / cpu:>9.1f}x")
+    print(open_line)
 
 
 def main() -> None:
