@@ -11,6 +11,7 @@ them costs nothing while the clock runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import statistics
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packserve.bench.client import Target
 from packserve.errors import ConfigError
 
 NUMERIC = ("float32", "float64", "int64", "int32")
@@ -183,6 +185,48 @@ class RowGenerator:
         return f"v{rng.randint(0, 9)}"
 
 
+def resolve_signature(url: str, *, model: str | None = None,
+                      bundle: str | Path | None = None) -> Signature:
+    """The model's signature from a bundle manifest, else from the server's metadata."""
+    if bundle is not None:
+        from_bundle = Signature.from_bundle(bundle)
+        if model is not None:
+            from_bundle.model = model
+        return from_bundle
+    import httpx
+
+    base = Target.parse(url).base_url
+    tried: list[str] = []
+    sig: Signature | None = None
+    for path in (["/models"] + ([f"/models/{model}"] if model else [])):
+        try:
+            r = httpx.get(base + path, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise ConfigError(f"cannot reach {base}: {type(exc).__name__}") from None
+        tried.append(f"GET {path} -> {r.status_code}")
+        if r.status_code != 200:
+            continue
+        try:
+            sig = parse_model_metadata(r.json(), model)
+            break
+        except ConfigError:
+            if path != "/models" or model is None:
+                raise
+        except ValueError:
+            continue
+    if sig is None:
+        raise ConfigError("could not read the model's signature from the server "
+                          f"({'; '.join(tried)}); pass --bundle")
+    if not sig.dtypes_known and sig.model:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            r = httpx.get(f"{base}/v2/models/{sig.model}", timeout=10.0)
+            if r.status_code == 200 and apply_v2_dtypes(sig, r.json()):
+                sig.source += f" + dtypes from /v2/models/{sig.model}"
+    if not sig.examples:
+        sig.source += " (no example rows: synthetic values; --bundle gives realistic rows)"
+    return sig
+
+
 def build_bodies(signature: Signature, *, batch_size: int = 1, count: int = 256,
                  seed: int = 0) -> list[bytes]:
     """``count`` distinct JSON bodies: ``{"features"}`` or ``{"instances": [...]}``."""
@@ -208,4 +252,5 @@ __all__ = [
     "apply_v2_dtypes",
     "build_bodies",
     "parse_model_metadata",
+    "resolve_signature",
 ]

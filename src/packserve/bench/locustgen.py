@@ -13,8 +13,8 @@ import pprint
 from pathlib import Path
 from typing import Any
 
-from packserve.bench.inputs import Signature
-from packserve.bench.runner import predict_path, resolve_signature
+from packserve.bench.inputs import Signature, resolve_signature
+from packserve.bench.runner import predict_path
 
 _TEMPLATE = '''"""Locust scenario for model {model_label}, written by `packserve locustfile`.
 

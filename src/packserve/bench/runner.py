@@ -15,12 +15,7 @@ from typing import Any
 
 from packserve.bench.client import Target
 from packserve.bench.histogram import Summary
-from packserve.bench.inputs import (
-    Signature,
-    apply_v2_dtypes,
-    build_bodies,
-    parse_model_metadata,
-)
+from packserve.bench.inputs import Signature, build_bodies, resolve_signature
 from packserve.bench.loadgen import Health, LoadSpec, Mode, PhaseResult, phase_health
 from packserve.bench.procs import run_distributed
 from packserve.bench.resources import MIB, ResourceSampler, ResourceSeries
@@ -157,48 +152,6 @@ class FindMaxResult:
 
 
 ProgressFactory = Callable[[str, float], contextlib.AbstractContextManager[Any]]
-
-
-def resolve_signature(url: str, *, model: str | None = None,
-                      bundle: str | Path | None = None) -> Signature:
-    """The model's signature from a bundle manifest, else from the server's metadata."""
-    if bundle is not None:
-        from_bundle = Signature.from_bundle(bundle)
-        if model is not None:
-            from_bundle.model = model
-        return from_bundle
-    import httpx
-
-    base = Target.parse(url).base_url
-    tried: list[str] = []
-    sig: Signature | None = None
-    for path in (["/models"] + ([f"/models/{model}"] if model else [])):
-        try:
-            r = httpx.get(base + path, timeout=10.0)
-        except httpx.HTTPError as exc:
-            raise ConfigError(f"cannot reach {base}: {type(exc).__name__}") from None
-        tried.append(f"GET {path} -> {r.status_code}")
-        if r.status_code != 200:
-            continue
-        try:
-            sig = parse_model_metadata(r.json(), model)
-            break
-        except ConfigError:
-            if path != "/models" or model is None:
-                raise
-        except ValueError:
-            continue
-    if sig is None:
-        raise ConfigError("could not read the model's signature from the server "
-                          f"({'; '.join(tried)}); pass --bundle")
-    if not sig.dtypes_known and sig.model:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            r = httpx.get(f"{base}/v2/models/{sig.model}", timeout=10.0)
-            if r.status_code == 200 and apply_v2_dtypes(sig, r.json()):
-                sig.source += f" + dtypes from /v2/models/{sig.model}"
-    if not sig.examples:
-        sig.source += " (no example rows: synthetic values; --bundle gives realistic rows)"
-    return sig
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
