@@ -90,6 +90,10 @@ def test_cli_rejects_bad_flags(packserve_server: Server) -> None:
     assert bad.exit_code == 2 and "duration" in bad.output
     nomodel = runner.invoke(app, ["bench", packserve_server.url, "-m", "nope", "-d", "1s"])
     assert nomodel.exit_code == 2 and "nope" in nomodel.output
+    nothing = runner.invoke(app, ["locustfile", "/no/such/bundle"])
+    assert nothing.exit_code == 2 and "neither a bundle directory nor a server URL" in nothing.output
+    ok = runner.invoke(app, ["locustfile", packserve_server.url])
+    assert ok.exit_code == 0 and "class InferenceUser(HttpUser)" in ok.stdout
 
 
 def test_locustfile_from_server_metadata(packserve_server: Server) -> None:

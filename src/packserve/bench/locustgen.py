@@ -15,6 +15,7 @@ from typing import Any
 
 from packserve.bench.inputs import Signature, resolve_signature
 from packserve.bench.runner import predict_path
+from packserve.errors import ConfigError
 
 _TEMPLATE = '''"""Locust scenario for model {model_label}, written by `packserve locustfile`.
 
@@ -120,6 +121,8 @@ def locustfile_for(bundle_or_url: str, *, model: str | None = None,
     if path.is_dir():
         sig = resolve_signature("http://unused", bundle=path)
         return render_locustfile(sig, model=model, batch_size=batch_size)
+    if "://" not in bundle_or_url and (path.exists() or "/" in bundle_or_url):
+        raise ConfigError(f"{bundle_or_url!r} is neither a bundle directory nor a server URL")
     sig = resolve_signature(bundle_or_url, model=model)
     return render_locustfile(sig, model=model, host=bundle_or_url.rstrip("/"),
                              batch_size=batch_size)
