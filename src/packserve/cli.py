@@ -425,7 +425,8 @@ def deploy_ray(
     path: Path = typer.Argument(..., help="a bundle or a repository folder REPO/<name>/<version>/"),
     replicas: int = typer.Option(1, min=1, help="replicas (each runs create_app with its own batcher)"),
     address: Optional[str] = typer.Option(  # noqa: UP045
-        None, help="join this Ray cluster (default: start a local head on this machine)"),
+        None, help="join this Ray cluster (default: start a local head on this machine); a "
+        "token-auth cluster needs RAY_AUTH_MODE=token and its token, as any Ray driver"),
     host: str = typer.Option("127.0.0.1", help="Ray Serve HTTP proxy host"),
     port: int = typer.Option(8000, min=0, max=65535, help="Ray Serve HTTP proxy port"),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs of a local head (default: all)"),  # noqa: UP045
