@@ -348,3 +348,32 @@ def test_v2_request_queued_for_a_batch_is_dropped_when_its_client_leaves(tmp_pat
                 break
             time.sleep(0.05)
         assert _metric(m, "packserve_batch_cancelled_total", model="slow", version="1") == 1
+
+
+def test_timeout_parameter_is_the_request_deadline(tmp_path: Path) -> None:
+    """Triton's ``parameters.timeout`` (µs): a request still queued when it passes gets 504."""
+    repo = tmp_path / "repo"
+    make_slow_bundle(repo / "slow" / "1")
+
+    def body(rows: int, **params: int) -> bytes:
+        doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4],
+                           "data": [0.1] * (4 * rows)}]}
+        if params:
+            doc["parameters"] = params
+        return json.dumps(doc).encode()
+
+    with running_server(repo, "--batching", env=ENV) as srv, httpx.Client(
+        base_url=srv.url, headers=AUTH, timeout=60
+    ) as c:
+        long: list[int] = []
+        t = threading.Thread(target=lambda: long.append(
+            c.post("/v2/models/slow/infer", content=body(512)).status_code))
+        t.start()
+        _wait_in_flight(c, 1)
+        r = httpx.post(f"{srv.url}/v2/models/slow/infer", content=body(1, timeout=50_000),
+                       headers=AUTH, timeout=30)
+        t.join(60)
+        assert long == [200]
+        assert r.status_code == 504 and list(r.json()) == ["error"], r.text
+        ok = c.post("/v2/models/slow/infer", content=body(1, timeout=30_000_000))
+        assert ok.status_code == 200
