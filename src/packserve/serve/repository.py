@@ -152,10 +152,10 @@ class ModelRepository:
     async def load(self, name: str, *, retry_failed: bool = True) -> LoadReport:
         """Load every not-yet-serving version of ``name``; the newest ready one serves.
 
-        Raises :class:`ModelLoadError` when a version failed and nothing of ``name`` is
-        serving afterwards... or when some version failed at all (the old one still serves:
-        the error says so), mirroring Triton, whose load call fails while the previous
-        version keeps running.
+        Versions that load are swapped in even when another one fails. If any version
+        failed, :class:`ModelLoadError` says which and why, and which version keeps serving
+        (as Triton's load call fails while the previous version keeps running).
+        ``retry_failed=False`` (the poller) skips a failed version whose manifest is unchanged.
         """
         root = self._require_root()
         async with self._lock(name):
