@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+import tritonclient.http as httpclient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -17,7 +18,6 @@ import packserve
 from packserve.errors import BadRequestError
 from packserve.serve import v2
 
-httpclient = pytest.importorskip("tritonclient.http")
 Client = httpclient.InferenceServerClient
 
 
