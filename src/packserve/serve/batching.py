@@ -228,22 +228,22 @@ class Batcher:
             self.stats.expired += 1
             self.observer.expired()
             raise DeadlineExceededError("the request's deadline passed before it could run")
-        item = _Item(feeds, feeds_rows(feeds), loop.create_future(), now)
-        if deadline is not None:
-            item.timer = loop.call_later(deadline - now, self._expire, item)
-        self._queue.append(item)
-        self._live += 1
-        self._live_rows += item.rows
+        rows = feeds_rows(feeds)
         self.stats.submitted += 1
         self.policy.arrived(now)
         alone = not self._turn_mark
         if alone:
             self._turn_mark = True
             loop.call_soon(self._new_turn)
-        if alone and self._live == 1 and self._in_flight == 0 and self._inline_ok():
-            self._run_inline()  # idle model, nobody else in sight: compute now, on the loop
-        else:
-            self._kick()
+            if self._live == 0 and self._in_flight == 0 and self._inline_ok(rows):
+                return self._run_now(feeds, rows)  # idle, nobody else in sight: on the loop
+        item = _Item(feeds, rows, loop.create_future(), now)
+        if deadline is not None:
+            item.timer = loop.call_later(deadline - now, self._expire, item)
+        self._queue.append(item)
+        self._live += 1
+        self._live_rows += rows
+        self._kick()
         if item.state == _QUEUED:
             item.probe = probe if probe is not None else client_probe.get()
             if item.probe is not None and self._sweep is None:
@@ -337,8 +337,28 @@ class Batcher:
                     return
             self._dispatch(self._take(now))
 
-    def _inline_ok(self) -> bool:
-        rows = min(self._live_rows, max(self.max_batch_size, self._queue[0].rows))
+    def _run_now(self, feeds: Feeds, rows: int) -> Prediction:
+        """The idle fast path: one request, computed synchronously, no queue entry at all."""
+        self._in_flight += 1
+        try:
+            outcome = compute(self._run, (feeds,), (rows,))
+        finally:
+            self._in_flight -= 1
+        stats = self.stats
+        stats.batches += 1
+        stats.rows += rows
+        stats.max_batch_rows = max(stats.max_batch_rows, rows)
+        self.observer.queue_wait(0.0)
+        if outcome.error is not None:
+            stats.failed += 1
+            self.observer.failed(1)
+            raise outcome.error
+        stats.completed += 1
+        self.cost.observe(rows, outcome.compute_s)
+        self.observer.batch(rows, 1, outcome.compute_s)
+        return outcome.results[0]
+
+    def _inline_ok(self, rows: int) -> bool:
         if self._inline_rule is not None:
             return self._inline_rule(rows)
         if self.inline_max_s <= 0.0 or self.cost.samples == 0:
@@ -347,11 +367,6 @@ class Batcher:
 
     def _new_turn(self) -> None:
         self._turn_mark = False
-
-    def _run_inline(self) -> None:
-        batch = self._take(time.monotonic())
-        self._in_flight += 1
-        self._complete(batch, compute(self._run, [it.feeds for it in batch], [it.rows for it in batch]))
 
     def _schedule_wake(self, at: float) -> None:
         if self._wake is not None and self._wake_at <= at:
