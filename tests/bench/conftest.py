@@ -6,31 +6,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from bench_slow import CAP, SERVICE_MS, Slow
 
 from helpers.server import Server, free_port, running_server
-
-SERVICE_MS = 10.0
-CAP = 4  # -> capacity CAP / SERVICE_MS = 400 req/s
-
-
-@dataclass
-class Slow:
-    url: str
-    proc: subprocess.Popen[bytes]
-
-    def stats(self) -> dict[str, int]:
-        return dict(httpx.get(f"{self.url}/stats", timeout=5).json()["stats"])
-
-    def clear(self) -> None:
-        httpx.post(f"{self.url}/stats/clear", timeout=5)
-
-    def bodies(self) -> list[dict]:
-        return list(httpx.get(f"{self.url}/stats", timeout=5).json()["bodies"])
 
 
 @pytest.fixture(scope="session")

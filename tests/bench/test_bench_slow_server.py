@@ -8,8 +8,8 @@ generator's own health is reported, not asserted: a busy machine may make it lag
 from __future__ import annotations
 
 import pytest
+from bench_slow import CAP, SERVICE_MS, Slow
 
-from conftest import CAP, SERVICE_MS, Slow
 from packserve.bench import find_max, run_bench
 from packserve.bench.inputs import Feature, Signature
 
