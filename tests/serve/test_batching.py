@@ -495,3 +495,26 @@ def test_close_answers_queued_requests_instead_of_leaving_them_hanging():
         gate.set()
 
     run_async(main)
+
+
+def test_inline_fast_path_failure_is_a_clean_inference_error():
+    calls = []
+
+    def run(f: dict[str, np.ndarray]) -> Prediction:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("/srv/secret/model.onnx: boom")
+        return Prediction(values=f["x"][:, 0].copy())
+
+    async def main() -> None:
+        b = Batcher(run, max_batch_size=8, max_wait_ms=0, max_queue=10, inline_max_ms=50)
+        b.start()
+        await b.submit(feeds(1))
+        await asyncio.sleep(0.01)
+        with pytest.raises(InferenceError) as info:
+            await b.submit(feeds(2))
+        assert "/srv" not in str(info.value.to_dict())
+        assert b.stats.failed == 1 and b.in_flight == 0 and b.queue_depth == 0
+        b.close()
+
+    run_async(main)
