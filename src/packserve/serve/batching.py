@@ -27,8 +27,9 @@ task to wake up, so an idle request pays no scheduling hop):
    bound (``inline_max_ms``, or the serve layer's ``inline(rows)`` rule - the same one it
    applies to unbatched calls). For a model that costs ~10 µs a call, the thread hop
    (~100 µs on a busy 2-core host) would *be* the idle penalty. A second submission in the
-   same loop turn is the evidence of concurrency: from then on requests go through the queue
-   and the thread, where batches form and the loop stays free for HTTP.
+   same loop turn is the evidence of concurrency: it, and everything that arrives while the
+   model is busy, goes through the queue and the thread, where batches form and the loop
+   stays free for HTTP. That fast path needs no queue entry, future or timer at all.
 
 Failure semantics: a request whose ``deadline`` passes while queued is removed by a timer
 and gets :class:`DeadlineExceededError` (never computed; once its batch has started it is
@@ -258,7 +259,9 @@ class Batcher:
             raise
 
     def _retry_after(self) -> float:
-        est = self.policy.retry_after(self._live_rows) * max(1, self._in_flight)
+        """Seconds until the queue has likely drained: queued batches plus the running one."""
+        running = self.cost.estimate(self.max_batch_size) if self._in_flight else 0.0
+        est = (self.policy.retry_after(self._live_rows) + running) / self.concurrency
         return min(max(est, 0.001), 60.0)
 
     def _reject(self, reason: str) -> None:
