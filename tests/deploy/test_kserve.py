@@ -76,6 +76,13 @@ def written(chapter_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 def test_manifests_validate_offline(written: tuple[dict, dict]) -> None:
     runtime, isvc = written
     assert validate_all(runtime, isvc) == []
+    # the pod KServe builds from the runtime: a built-in kind, through kubernetes-validate's API
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fraud-predictor"},
+           "spec": {"containers": copy.deepcopy(runtime["spec"]["containers"])}}
+    kv.validate(pod, K8S_VERSION, strict=True)
+    pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = [8080]
+    with pytest.raises(kv.ValidationError):
+        kv.validate(pod, K8S_VERSION, strict=True)
 
 
 @pytest.mark.parametrize(
