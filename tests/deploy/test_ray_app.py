@@ -59,3 +59,16 @@ def test_replica_settings_are_absolute_and_sized_to_the_replica(chapter_bundle: 
     assert data["api_key"] == "k3y"  # the real key goes to the replicas, not "**********"
     assert data["intra_op_threads"] == 2 and data["inference_threads"] == 2 and data["workers"] == 1
     assert ServeSettings(**data).api_key is not None
+
+
+def test_repository_api_is_refused_with_several_replicas(chapter_bundle: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PACKSERVE_REPOSITORY_API": "1", "PACKSERVE_API_KEY": "k"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "packserve", "deploy", "ray", str(chapter_bundle), "--replicas", "2"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert proc.returncode == 2 and "one replica only" in proc.stderr, proc.stderr

@@ -227,3 +227,13 @@ def test_sigterm_drains_every_worker_without_losing_requests(bundles_dir: Path) 
     assert code == 0, out[-3000:]
     assert out.count("drained: exiting") == 2
     assert elapsed < 30
+
+
+def test_repository_api_is_refused_with_several_workers(chapter_bundle: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "packserve", "serve", str(chapter_bundle), "--workers", "2",
+         "--repository-api", "--api-key", "k", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )
+    # a load/unload call would reach one worker only (ServeSettings refuses the combination)
+    assert proc.returncode == 2 and "one worker" in proc.stderr, proc.stderr

@@ -151,6 +151,13 @@ def run_ray(path: str | Path, options: RayOptions, settings: ServeSettings | Non
     _configure_logging(settings.log_level)
     logging.getLogger("packserve.deploy").setLevel(settings.log_level.upper())
     inspect_target(settings.require_model_path())  # fail here, not in every replica
+    if settings.repository_api and (options.replicas > 1 or options.max_replicas):
+        from packserve.errors import ConfigError
+
+        raise ConfigError(
+            "PACKSERVE_REPOSITORY_API with several replicas: a load/unload call would reach one "
+            "replica only; use PACKSERVE_REPOSITORY_POLL_S (every replica watches the folder)"
+        )
     serve = _import_serve()
     import ray
 
