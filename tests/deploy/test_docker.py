@@ -78,6 +78,8 @@ def test_dockerfile_content(context: Path) -> None:
     # bundle copied in, read-only for the user
     copy = next(rest for w, rest in ins if w == "COPY")
     assert copy.endswith(f"model/ {IMAGE_MODEL_DIR}/") and "--chown=root:root" in copy
+    assert f"chmod -R a+rX,go-w {IMAGE_MODEL_DIR}" in [rest for w, rest in ins if w == "RUN"][-1]
+    assert words.index("COPY") < words.index("USER")  # root writes the models, the user reads them
     env = env_of(ins)
     assert env["PACKSERVE_MODEL_PATH"] == IMAGE_MODEL_DIR and env["PACKSERVE_HOST"] == "0.0.0.0"
     # HEALTHCHECK on readiness, exec form; one server process (no --workers), exec-form CMD

@@ -80,14 +80,15 @@ def dockerfile(target: Target, *, python: str = "3.11", wheel: str | None = None
     ]
     if wheel:
         lines += ["COPY wheels/ /tmp/wheels/"]
-    install = ["RUN pip install --no-compile"]
+    install = ["RUN pip install"]  # pyc compiled at build: faster start (the user cannot write them)
     if "torch" in target.extras:  # CPU build: the default index would pull CUDA (GBs)
-        lines += [f"RUN pip install --no-compile --index-url {TORCH_CPU_INDEX} '{TORCH_PIN}'"]
+        lines += [f"RUN pip install --index-url {TORCH_CPU_INDEX} '{TORCH_PIN}'"]
     install.append(f"'{spec}'")
     lines += [" ".join(install) + (" && rm -rf /tmp/wheels" if wheel else ""), ""]
     lines += [
-        "# models: root-owned and read-only for the server user",
-        f"COPY --chown=root:root --chmod=a=rX model/ {IMAGE_MODEL_DIR}/",
+        "# models: root-owned, readable (not writable) by the server user",
+        f"COPY --chown=root:root model/ {IMAGE_MODEL_DIR}/",
+        f"RUN chmod -R a+rX,go-w {IMAGE_MODEL_DIR}",
         "",
     ]
     env = image_env()
