@@ -164,7 +164,9 @@ def run_ray(path: str | Path, options: RayOptions, settings: ServeSettings | Non
     if options.address:
         ray.init(address=options.address, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=options.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # "local": always a new head, even where a stale /tmp/ray/ray_current_cluster points elsewhere
+        ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False,
+                 logging_level=logging.WARNING)
     # after ray.init: Ray's core worker installs a SIGTERM handler that kills the driver at once
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
