@@ -92,6 +92,10 @@ def test_two_workers_serve_and_metrics_count_both(chapter_bundle: Path, tmp_path
             assert metric(text, "packserve_requests_total", route="/predict", status="200") == sent
             assert metric(text, "packserve_batch_size_requests_count", model="fraud") == sent
             assert metric(text, "packserve_batch_queue_depth", model="fraud") == 0
+            from prometheus_client.parser import text_string_to_metric_families
+
+            names = [f.name for f in text_string_to_metric_families(text)]
+            assert len(names) == len(set(names)), names  # one family per name: a valid exposition
             assert metric(text, "packserve_workers") == 2
             assert metric(text, "packserve_draining") == 0
             assert metric(text, "packserve_requests_in_flight") >= 1  # this scrape
