@@ -13,6 +13,8 @@ class BatchObserver(Protocol):
     """Metrics hooks. Called on the event loop; implementations must be cheap."""
 
     def batch(self, rows: int, requests: int, compute_s: float) -> None: ...
+    def immediate(self, rows: int, compute_s: float) -> None:
+        """A request run at once on the idle fast path: a batch of one, zero queue wait."""
     def queue_wait(self, seconds: float) -> None: ...
     def rejected(self, reason: str) -> None: ...
     def expired(self) -> None: ...
@@ -22,6 +24,9 @@ class BatchObserver(Protocol):
 
 class NullObserver:
     def batch(self, rows: int, requests: int, compute_s: float) -> None:
+        pass
+
+    def immediate(self, rows: int, compute_s: float) -> None:
         pass
 
     def queue_wait(self, seconds: float) -> None:

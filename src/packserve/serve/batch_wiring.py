@@ -100,6 +100,7 @@ class Batchers:
             max_queue=cfg.max_queue,
             timeout_ms=cfg.timeout_ms,
             inline=handle.cost.inline,
+            run_inline=lambda feeds, rows: handle._run(feeds, rows, True),
             observer=observer,
             name=f"{handle.name}-{handle.version}",
         )
