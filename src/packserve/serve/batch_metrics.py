@@ -6,18 +6,16 @@ when ``/metrics`` is scraped. That keeps the per-request cost of the metrics wel
 microsecond, where a ``prometheus_client`` observe costs a few (measurable next to a
 10 µs model call). Queue depth is read from the batcher at scrape time.
 
-Under ``serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set) only ``prometheus_client``
-metrics reach the whole-server exposition, so there the observers write real metrics
-instead (a few µs per request; queue depth sampled at each batch).
+Under ``serve --workers N`` the workers publish snapshots of collector-based families like
+these and the scrape sums them (``serve/worker_metrics.py``), so the hot path stays the same.
 """
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -25,7 +23,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-__all__ = ["BatchMetrics", "ModelBatchObserver", "PromBatchObserver"]
+__all__ = ["BatchMetrics", "ModelBatchObserver"]
 
 ROWS_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 WAIT_BUCKETS = (
@@ -100,90 +98,24 @@ class ModelBatchObserver:
         self.n_failed += requests
 
 
-class PromBatchObserver:
-    """The observer for multiprocess mode: real ``prometheus_client`` metrics."""
-
-    def __init__(self, fams: _PromFamilies, model: str, version: str) -> None:
-        self._f = fams
-        self._labels = (model, version)
-        self._rows = fams.rows.labels(model, version).observe
-        self._reqs = fams.requests.labels(model, version).observe
-        self._wait = fams.wait.labels(model, version).observe
-        self._depth = fams.depth.labels(model, version).set
-        self.depth: Callable[[], int] = lambda: 0
-
-    def batch(self, rows: int, requests: int, compute_s: float) -> None:
-        self._rows(rows)
-        self._reqs(requests)
-        self._depth(self.depth())
-
-    def immediate(self, rows: int, compute_s: float) -> None:
-        self._rows(rows)
-        self._reqs(1)
-        self._wait(0.0)
-
-    def queue_wait(self, seconds: float) -> None:
-        self._wait(seconds)
-
-    def rejected(self, reason: str) -> None:
-        self._f.rejected.labels(*self._labels, reason).inc()
-
-    def expired(self) -> None:
-        self._f.expired.labels(*self._labels).inc()
-
-    def cancelled(self) -> None:
-        self._f.cancelled.labels(*self._labels).inc()
-
-    def failed(self, requests: int) -> None:
-        self._f.failed.labels(*self._labels).inc(requests)
-
-
-class _PromFamilies:
-    def __init__(self, r: CollectorRegistry) -> None:
-        self.rows = Histogram("packserve_batch_size_rows", "rows per batch the batcher ran",
-                              _LABELS, buckets=ROWS_BUCKETS, registry=r)
-        self.requests = Histogram("packserve_batch_size_requests", "requests merged into one batch",
-                                  _LABELS, buckets=ROWS_BUCKETS, registry=r)
-        self.wait = Histogram("packserve_batch_queue_wait_seconds",
-                              "time queued before the request's batch", _LABELS,
-                              buckets=WAIT_BUCKETS, registry=r)
-        self.depth = Gauge("packserve_batch_queue_depth", "requests queued (sampled per batch)",
-                           _LABELS, registry=r, multiprocess_mode="livesum")
-        self.rejected = Counter("packserve_batch_rejected", "requests refused with 503",
-                                [*_LABELS, "reason"], registry=r)
-        self.expired = Counter("packserve_batch_expired", "requests expired while queued",
-                               _LABELS, registry=r)
-        self.cancelled = Counter("packserve_batch_cancelled", "requests dropped: client gone",
-                                 _LABELS, registry=r)
-        self.failed = Counter("packserve_batch_failed", "requests failed with their batch",
-                              _LABELS, registry=r)
-
-
 class BatchMetrics:
     """Registered once per app on its metrics registry; one observer per model version."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.observers: dict[tuple[str, str], ModelBatchObserver | PromBatchObserver] = {}
-        self._prom: _PromFamilies | None = None
-        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-            self._prom = _PromFamilies(registry)
-        else:
-            registry.register(self)  # type: ignore[arg-type]
+        self.observers: dict[tuple[str, str], ModelBatchObserver] = {}
+        registry.register(self)  # type: ignore[arg-type]
 
-    def observer(self, model: str, version: str) -> ModelBatchObserver | PromBatchObserver:
+    def observer(self, model: str, version: str) -> ModelBatchObserver:
         key = (model, version)
         if key not in self.observers:  # a reloaded version keeps counting where it left off
-            self.observers[key] = (
-                ModelBatchObserver(model, version) if self._prom is None
-                else PromBatchObserver(self._prom, model, version)
-            )
+            self.observers[key] = ModelBatchObserver(model, version)
         return self.observers[key]
 
     def describe(self) -> list[Metric]:
         return []  # families are created per scrape; nothing to check for name clashes
 
     def collect(self) -> Iterator[Metric]:
-        obs = [o for o in self.observers.values() if isinstance(o, ModelBatchObserver)]
+        obs = list(self.observers.values())
         hists = (
             ("packserve_batch_size_rows", "rows per batch the batcher ran", "rows"),
             ("packserve_batch_size_requests", "requests merged into one batch", "requests"),
