@@ -239,3 +239,36 @@ def test_numeric_column_transformer_uses_named_inputs(tmp_path) -> None:
         ("a", [None, 1]), ("b", [None, 1]), ("unused", [None, 1])]
     pred = packserve.load(res.path).predict(df)
     assert np.abs(pred.probabilities - model.predict_proba(df)).max() <= 1e-5
+
+
+def test_column_transformer_before_forest_casts_to_float32_like_sklearn_trees(tmp_path) -> None:
+    """sklearn trees cast X to float32 themselves: a float64 export must cast right before the
+    forest, else scaled values that straddle a threshold in float64 flip (seen: Δp = 1/n_trees)."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    n = 600
+    frame = pd.DataFrame({
+        "income": rng.normal(50_000, 15_000, n),
+        "age": rng.integers(18, 80, n).astype(float),
+        "region": rng.choice(["north", "south", "east", "west"], n),
+    })
+    y = np.where((frame["income"] > 52_000) | (frame["region"] == "east"), "approve", "review")
+    model = Pipeline([
+        ("prep", ColumnTransformer([
+            ("num", StandardScaler(), ["income", "age"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["region"]),
+        ])),
+        ("clf", RandomForestClassifier(n_estimators=30, random_state=0, n_jobs=1)),
+    ]).fit(frame, y)
+    res = packserve.pack(model, tmp_path / "credit", sample=frame.iloc[:200])
+    assert res.parity.passed
+    assert any("cast to float32 before RandomForestClassifier" in n for n in res.manifest.notes)
+    held_out = frame.iloc[200:]
+    pred = packserve.load(res.path).predict(held_out)
+    assert (pred.labels == model.predict(held_out)).all()
+    assert np.abs(pred.probabilities - model.predict_proba(held_out)).max() <= 1e-5

@@ -298,6 +298,20 @@ def _label_rule(outputs: OutputSpec) -> str:
     return "argmax of probabilities, ties to the first class (as the native model)"
 
 
+_FLOAT32_TREE_MODULES = ("sklearn.tree.", "sklearn.ensemble._forest", "sklearn.ensemble._gb",
+                         "sklearn.ensemble._iforest")
+
+
+def _reads_float32(final: Any) -> bool:
+    """Estimators that cast X to float32 themselves before comparing with split thresholds.
+
+    scikit-learn's decision trees (and forests / gradient boosting built on them) do, like the
+    boosters: a float64 export must cast right before them, or it compares values the native
+    model never sees.
+    """
+    return type(final).__module__.startswith(_FLOAT32_TREE_MODULES)
+
+
 def _attempts(model: Any, fam: str, double: bool | None) -> list[bool]:
     """Input precisions to try, in order (``True`` = float64)."""
     if double is not None:
@@ -345,7 +359,7 @@ def pack_model(
         step("converting" + (" (float64 inputs)" if use_double else ""))
         staging = prepare_output_dir(out_dir, force=force)
         try:
-            cast = use_double and fam in _BOOSTERS
+            cast = use_double and (fam in _BOOSTERS or _reads_float32(final_estimator(model)))
             convertible, changes = _convertible(model, cast_before_final=cast)
             types, specs = _initial_types(st, use_double, named)
             onx, workarounds = _convert(convertible, types, opset, classifier)

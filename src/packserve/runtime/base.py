@@ -112,5 +112,20 @@ def postprocess(raw: dict[str, np.ndarray], manifest: Manifest) -> Prediction:
     elif spec.postprocess.startswith("sigmoid"):
         labels = np.asarray(classes)[(probs[:, 1] >= spec.threshold).astype(np.int64)]
     else:
-        labels = np.asarray(classes)[np.argmax(probs, axis=1)]
+        labels = np.asarray(classes)[_argmax_first_of_ties(probs)]
     return Prediction(labels=labels, probabilities=probs, classes=list(classes))
+
+
+TIE_EPS = 1e-6
+
+
+def _argmax_first_of_ties(probs: np.ndarray) -> np.ndarray:
+    """Argmax where classes within float32 noise of the best count as tied -> first wins.
+
+    The native model (scikit-learn, XGBoost) averages in float64 and breaks exact ties (a
+    20-tree forest voting 10:10) towards the first class; a float32 graph summing the same
+    trees in another order lands 1 ulp either side of 0.5, so a plain argmax would flip.
+    """
+    best = probs.max(axis=1, keepdims=True)
+    out: np.ndarray = np.argmax(probs >= best - TIE_EPS, axis=1)
+    return out
