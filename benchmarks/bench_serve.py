@@ -6,6 +6,7 @@ chapter's XGBoost model (100 trees, depth 6, 15 features) packed as one bundle:
   (a) packserve    ``packserve serve BUNDLE``
   (b) reference    the chapter's FastAPI service (``serve_apps/reference_app.py``)
   (c) bare ASGI    reads the body, returns a fixed JSON (``serve_apps/bare_asgi.py``)
+  and, unless ``--no-batching-variant``, (a') ``packserve serve BUNDLE --batching``.
 
 Load: ``wrk`` (installed with ``apt-get install -y wrk`` if missing) with a Lua script for
 the POST body, at 1, 16 and 64 connections on ``/predict`` (one row) and at 64 connections
@@ -159,6 +160,8 @@ def main() -> None:
     ap.add_argument("--connections", default="1,16,64")
     ap.add_argument("--rounds", type=int, default=3, help="adjacent a/b/c rounds per setting")
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--no-batching-variant", dest="batching_variant", action="store_false",
+                    help="skip the 'packserve --batching' server (issue #6's dynamic batching)")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     wrk = ensure_wrk()
@@ -177,6 +180,9 @@ def main() -> None:
         servers = [
             start("packserve", [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
                                 "--log-level", "warning"], {}, "/health/ready", pin_srv),
+            *([start("packserve+batching", [py, "-m", "packserve", "serve", str(bundle), "--port",
+                                            "{port}", "--log-level", "warning", "--batching"],
+                     {}, "/health/ready", pin_srv)] if args.batching_variant else []),
             start("reference", [*uv, "benchmarks.serve_apps.reference_app:app"],
                   {"REFERENCE_MODEL": str(bundle / "model.onnx")}, "/health", pin_srv),
             start("bare-asgi", [*uv, "benchmarks.serve_apps.bare_asgi:app"], {}, "/", pin_srv),
@@ -210,6 +216,11 @@ def main() -> None:
                 ratios[(other, path, c)] = [
                     a["rps"] / b["rps"] for a, b in zip(rounds["packserve"], rounds[other], strict=True)
                 ]
+                if "packserve+batching" in rounds:
+                    ratios[(other + "/b", path, c)] = [
+                        a["rps"] / b["rps"]
+                        for a, b in zip(rounds["packserve+batching"], rounds[other], strict=True)
+                    ]
         rss = {s.name: s.peak_rss_mib() for s in servers}
     finally:
         for s in servers:
@@ -231,6 +242,12 @@ def main() -> None:
         print(f"  /predict c={c:<3} packserve/bare {ratio('bare-asgi', '/predict', c)}   "
               f"packserve/reference {ratio('reference', '/predict', c)}")
     print(f"  /predict/batch(20) c=64 packserve/reference {ratio('reference', '/predict/batch', 64)}")
+    if ("bare-asgi/b", "/predict", conns[0]) in ratios:
+        for c in conns:
+            print(f"  --batching /predict c={c:<3} packserve/bare {ratio('bare-asgi/b', '/predict', c)}   "
+                  f"packserve/reference {ratio('reference/b', '/predict', c)}")
+        print(f"  --batching /predict/batch(20) c=64 packserve/reference "
+              f"{ratio('reference/b', '/predict/batch', 64)}")
     if 64 in conns:
         a64 = results[("packserve", "/predict", 64)]
         print(f"  target /predict@64 >= 0.6x bare: {ratio('bare-asgi', '/predict', 64)}  "
