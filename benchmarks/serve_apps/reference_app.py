@@ -114,6 +114,8 @@ async def predict_batch(request: BatchPredictionRequest) -> BatchPredictionRespo
         pred = int(results[0][i])
         prob = float(results[1][i][pred])
         predictions.append(
-            PredictionResponse(prediction=pred, probability=round(prob, 6), model_version=model_state.model_version)
+            PredictionResponse(
+                prediction=pred, probability=round(prob, 6), model_version=model_state.model_version
+            )
         )
     return BatchPredictionResponse(predictions=predictions, batch_size=len(predictions))

@@ -97,7 +97,9 @@ class ServeSettings(BaseSettings):
     )
     max_wait_ms: float = Field(
         default=2.0, ge=0.0,
-        description="most time a request is held back for company (only when measured call cost says it pays)",
+        description=(
+            "most time a request is held back for company (only when measured call cost says it pays)"
+        ),
     )
     max_queue: int = Field(
         default=256, ge=1, description="requests queued per model; beyond it: 503 + Retry-After at once"
