@@ -6,6 +6,8 @@
 Waits (bounded) for ``/health/ready`` == 200, yields a :class:`Server` (``url``, ``proc``,
 ``port``, ``output()``), and on exit sends SIGTERM and waits (bounded; SIGKILL on timeout).
 ``wait_ready=False`` yields as soon as the port answers at all (for readiness tests).
+``PACKSERVE_SHUTDOWN_GRACE_S`` defaults to 0.2 here (not 2 s) so that stopping is quick; pass
+``env={"PACKSERVE_SHUTDOWN_GRACE_S": ...}`` to test the grace period itself.
 """
 
 from __future__ import annotations
