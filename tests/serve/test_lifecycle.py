@@ -134,7 +134,10 @@ class Client(threading.Thread):
                 conn.request("POST", "/predict", body=self.body,
                              headers={"content-type": "application/json"})
             except OSError as exc:  # could not even send: the connection was already closed
-                self.lost.append(f"send: {exc!r}")
+                if fresh and self.term_at is not None:  # reset from the closed listen backlog
+                    self.refused_late.append(time.monotonic() - self.term_at)
+                else:
+                    self.lost.append(f"send: {exc!r}")
                 return
             try:
                 resp = conn.getresponse()
