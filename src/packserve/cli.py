@@ -39,8 +39,9 @@ out = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
-    """``app.command`` that turns a PackserveError into its message and exit code."""
+def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """``app.command`` (or ``group.command``) that turns a PackserveError into its message and
+    exit code — the one place the CLI maps errors."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -51,7 +52,7 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
                 err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
                 raise typer.Exit(exc.exit_code) from None
 
-        app.command(*args, **kwargs)(wrapper)
+        (group or app).command(*args, **kwargs)(wrapper)
         return fn
 
     return deco
@@ -360,21 +361,7 @@ app.add_typer(deploy_app, name="deploy")
 
 
 def _deploy_command(name: str) -> Callable[[F], F]:
-    """``deploy_app.command`` with the same PackserveError -> message + exit code mapping."""
-
-    def deco(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(*a: Any, **k: Any) -> Any:
-            try:
-                return fn(*a, **k)
-            except PackserveError as exc:
-                err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-                raise typer.Exit(exc.exit_code) from None
-
-        deploy_app.command(name)(wrapper)
-        return fn
-
-    return deco
+    return command(name, group=deploy_app)
 
 
 @_deploy_command("kserve")
@@ -449,7 +436,7 @@ def deploy_ray(
 # [demo]
 
 
-@demo_app.command("run")
+@command("run", group=demo_app)
 def demo_run(
     workdir: Path | None = typer.Option(None, help="keep the demo's files here (default: a temp dir)"),
     bench_seconds: float = typer.Option(3.0, min=0.5, help="length of the closing bench"),
@@ -460,7 +447,7 @@ def demo_run(
     raise typer.Exit(run_demo(workdir, bench_seconds=bench_seconds, console=out))
 
 
-@demo_app.command("attack")
+@command("attack", group=demo_app)
 def demo_attack() -> None:
     """The chapter's pickle __reduce__ attack, safely: it runs, scan flags it, packserve refuses."""
     from packserve.scan.demo import run_attack_demo
