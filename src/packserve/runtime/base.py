@@ -126,6 +126,11 @@ def _argmax_first_of_ties(probs: np.ndarray) -> np.ndarray:
     20-tree forest voting 10:10) towards the first class; a float32 graph summing the same
     trees in another order lands 1 ulp either side of 0.5, so a plain argmax would flip.
     """
+    if probs.ndim == 2 and probs.shape[1] == 2:
+        # Same answer in one pass (the hot path of every binary request): class 0 is within
+        # TIE_EPS of the best exactly when p0 >= p1 - TIE_EPS; NaN compares False -> 0, as above.
+        pair: np.ndarray = (probs[:, 0] < probs[:, 1] - TIE_EPS).astype(np.intp)
+        return pair
     best = probs.max(axis=1, keepdims=True)
-    out: np.ndarray = np.argmax(probs >= best - TIE_EPS, axis=1)
+    out: np.ndarray = (probs >= best - TIE_EPS).argmax(axis=1)
     return out

@@ -210,12 +210,11 @@ class RequestDecoder:
         return self._getter(row) if self.n > 1 else (row[self.names[0]],)
 
     def _numeric_table(self, rows: list[Any], single: bool) -> np.ndarray:
-        if not set(map(type, chain.from_iterable(rows))) <= _NUM_TYPES:
+        # Widths were checked; one flat list is cheaper to type-check and convert than nested rows.
+        flat = list(chain.from_iterable(rows))
+        if not set(map(type, flat)) <= _NUM_TYPES:
             self._locate_type_error(rows, single)
-        table = np.array(rows, dtype=np.float64)
-        if table.ndim != 2:  # pragma: no cover - types and widths were checked
-            raise InputError("features must be flat arrays of numbers", where=self._where(0, single))
-        return table
+        return np.array(flat, dtype=np.float64).reshape(len(rows), self.n)
 
     def _mixed_table(self, rows: list[Any], single: bool) -> np.ndarray:
         columns = list(zip(*rows, strict=True))
