@@ -50,8 +50,9 @@ class DemoResult:
         )
 
 
-# Runs in a throw-away child process: this is the unsafe load being demonstrated.
-_CHILD = "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"
+# Runs in a throw-away child process: this is the unsafe load being demonstrated, on the
+# payload this module generated itself (its command only creates a marker in a temp dir).
+_CHILD = "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"  # safe-load: demo child only
 
 
 def run_attack_demo(say: Callable[[str], None] = print) -> DemoResult:
