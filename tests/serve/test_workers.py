@@ -5,8 +5,6 @@ Real supervisor + worker processes on 127.0.0.1 (tests/helpers/server.py starts 
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +19,7 @@ import psutil
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from helpers.drain import KeepAliveClient
 from helpers.models import make_slow_bundle
 from helpers.server import free_port, running_server
 
@@ -157,50 +156,6 @@ def test_bad_bundle_stops_every_worker_with_its_exit_code(chapter_bundle: Path, 
     )
     assert proc.returncode == 5, proc.stderr
     assert "Traceback" not in proc.stderr and "error:" in proc.stderr
-
-
-class KeepAliveClient(threading.Thread):
-    """Sends /predict over one keep-alive connection at a time until the server stops accepting;
-    records every request that was sent on an accepted connection and never answered."""
-
-    def __init__(self, port: int, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.port, self.stop = port, stop
-        self.term_at: float | None = None
-        self.statuses: list[int] = []
-        self.ok_after_term = 0
-        self.lost: list[str] = []
-        self.body = json.dumps({"features": [0.1, 0.2, 0.3, 0.4]})
-
-    def run(self) -> None:
-        conn: http.client.HTTPConnection | None = None
-        fresh = False
-        while not self.stop.is_set():
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                try:
-                    conn.connect()
-                except OSError:  # refused: nothing was sent
-                    return
-                fresh = True
-            try:
-                conn.request("POST", "/predict", body=self.body,
-                             headers={"content-type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                # a brand-new connection reset after the listening stopped was never accepted by
-                # a worker (kernel backlog): refused, not lost. Anything else is lost.
-                if not (fresh and self.term_at is not None):
-                    self.lost.append(repr(exc))
-                return
-            fresh = False
-            self.statuses.append(resp.status)
-            if resp.status == 200 and self.term_at is not None:
-                self.ok_after_term += 1
-            if resp.will_close:
-                conn.close()
-                conn = None
 
 
 def test_sigterm_drains_every_worker_without_losing_requests(bundles_dir: Path) -> None:
