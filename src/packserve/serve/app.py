@@ -88,7 +88,9 @@ class PackserveApp(FastAPI):
         self.state.serving, self.state.metrics = state, metrics
         key = settings.api_key
         self._key = key.get_secret_value().encode() if key is not None else None
-        self._predict = PredictEndpoint(registry, max_body_bytes=settings.max_body_bytes)
+        self._predict = PredictEndpoint(
+            registry, max_body_bytes=settings.max_body_bytes, draining=lambda: state.draining
+        )
         self._v2_infer = InferEndpoint(registry, max_body_bytes=settings.max_body_bytes)
         self._limit = settings.max_body_bytes
         self._access = settings.access_log
@@ -150,11 +152,9 @@ class PackserveApp(FastAPI):
                     tracked, UnauthorizedError("missing or invalid API key"), v2=is_v2_path(path)
                 )
                 route = hit[0] if hit is not None else route
-            elif hit is not None:
+            elif hit is not None:  # the hot path: the endpoint sends itself, reports its status
                 route = hit[0]
-                returned = await self._predict(scope, receive, tracked, hit)
-                if returned == 499:
-                    status = 499
+                status = await self._predict(scope, receive, send, hit)
             elif (v2_hit := match_infer(path)) is not None:
                 route = v2_hit[0]
                 if await self._v2_infer(scope, receive, tracked, v2_hit) == 499:

@@ -10,6 +10,7 @@ OpenAPI description is still exact: :mod:`packserve.serve.schemas` builds it per
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from starlette.types import Receive, Scope, Send
 
@@ -20,10 +21,10 @@ from packserve.serve.http import (
     JSON_HEADERS,
     ClientDisconnect,
     check_json,
+    error_parts,
     header_map,
     read_body,
     send_bytes,
-    send_error,
 )
 from packserve.serve.registry import ModelRegistry
 from packserve.serve.validation import parse_json
@@ -59,21 +60,31 @@ def match(path: str) -> Match | None:
 
 
 class PredictEndpoint:
-    """One object serves every prediction path; returns the status it sent (for metrics)."""
+    """One object serves every prediction path; returns the status it sent (for metrics).
 
-    def __init__(self, registry: ModelRegistry, *, max_body_bytes: int) -> None:
+    It sends with the server's own ``send`` (no wrapper per request): ``draining`` tells it
+    to add ``Connection: close`` to an answer finished after a drain began, so keep-alive
+    clients move to another replica instead of sending more work here.
+    """
+
+    def __init__(
+        self, registry: ModelRegistry, *, max_body_bytes: int,
+        draining: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.registry = registry
         self.max_body_bytes = max_body_bytes
+        self.draining = draining
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, hit: Match) -> int:
         _, name, version, batch = hit
+        status, headers = 200, JSON_HEADERS
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
             handle = self.registry.resolve(name, version)
-            headers = header_map(scope)
-            check_json(headers)
-            body = await read_body(receive, headers, self.max_body_bytes)
+            request_headers = header_map(scope)
+            check_json(request_headers)
+            body = await read_body(receive, request_headers, self.max_body_bytes)
             obj = parse_json(body)
             decoder, encoder = handle.decoder, handle.encoder
             assert decoder is not None and encoder is not None
@@ -84,15 +95,19 @@ class PredictEndpoint:
                 feeds = decoder.decode_single(obj)
                 out = encoder.single(await infer_until_disconnect(handle, feeds, receive))
         except PackserveError as exc:
-            return await send_error(send, exc)
+            status, out, headers = error_parts(exc)
         except ClientDisconnect:
             return 499
         except Exception:
             log.exception("unhandled error in %s", scope["path"])
-            await send_bytes(send, 500, INTERNAL_ERROR_BODY)
-            return 500
-        await send_bytes(send, 200, out, JSON_HEADERS)
-        return 200
+            status, out = 500, INTERNAL_ERROR_BODY
+        if self.draining() and _CLOSE not in headers:
+            headers = [*headers, _CLOSE]
+        await send_bytes(send, status, out, headers)
+        return status
+
+
+_CLOSE: tuple[bytes, bytes] = (b"connection", b"close")
 
 
 __all__ = ["Match", "PredictEndpoint", "match"]
