@@ -6,12 +6,15 @@ chapter's XGBoost model (100 trees, depth 6, 15 features) packed as one bundle:
   (a) packserve    ``packserve serve BUNDLE``
   (b) reference    the chapter's FastAPI service (``serve_apps/reference_app.py``)
   (c) bare ASGI    reads the body, returns a fixed JSON (``serve_apps/bare_asgi.py``)
+  (d) minimal      the least work any server of this model must do: parse, one ONNX Runtime
+                   call, encode, nothing else (``serve_apps/minimal_app.py``). Unsafe, not a
+                   product: it measures the *ceiling* the targets can be compared against.
   and, unless ``--no-batching-variant``, (a') ``packserve serve BUNDLE --batching``.
 
 Load: ``wrk`` (installed with ``apt-get install -y wrk`` if missing) with a Lua script for
 the POST body, at 1, 16 and 64 connections on ``/predict`` (one row) and at 64 connections
 on ``/predict/batch`` with 20 instances. Servers are pinned to CPU 0 and wrk to CPU 1 when
-the machine has two or more CPUs, and measurements of the three servers are interleaved so
+the machine has two or more CPUs, and measurements of the servers are interleaved so
 that noise from other processes hits them alike. Prints req/s, p50/p99, peak RSS (VmHWM)
 and the ratios the issue sets as targets:
 
@@ -19,7 +22,7 @@ and the ratios the issue sets as targets:
   /predict/batch (20) @64: packserve >= 6x reference;  peak RSS <= 1.1x reference
 
 Usage: python benchmarks/bench_serve.py [--duration 5] [--rounds 3] [--connections 1,16,64] [--no-pin]
-Each setting runs ``--rounds`` times as a, b, c back to back; the table shows medians and the
+Each setting runs ``--rounds`` times as a, b, c, d back to back; the table shows medians and the
 ratios are medians of the per-round ratios (adjacent runs share the machine's noise).
 This is a measurement, not a test: it never fails on a missed target, it reports it.
 """
@@ -186,6 +189,8 @@ def main() -> None:
             start("reference", [*uv, "benchmarks.serve_apps.reference_app:app"],
                   {"REFERENCE_MODEL": str(bundle / "model.onnx")}, "/health", pin_srv),
             start("bare-asgi", [*uv, "benchmarks.serve_apps.bare_asgi:app"], {}, "/", pin_srv),
+            start("minimal", [*uv, "benchmarks.serve_apps.minimal_app:app"],
+                  {"REFERENCE_MODEL": str(bundle / "model.onnx")}, "/", pin_srv),
         ]
         for s in servers:  # every server answers both shapes correctly before it is measured
             for path, body in (("/predict", single), ("/predict/batch", batch)):
@@ -201,7 +206,7 @@ def main() -> None:
         plan = [("/predict", single, c) for c in conns] + [("/predict/batch", batch, 64)]
         for path, body, c in plan:
             rounds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
-            for _ in range(args.rounds):  # a, b, c back to back: adjacent runs share the noise
+            for _ in range(args.rounds):  # a, b, c, d back to back: adjacent runs share the noise
                 for s in servers:
                     res = run_wrk(wrk, s.url + path, body, c, args.duration, pin_wrk, tmp)
                     rounds[s.name].append(res)
@@ -212,7 +217,13 @@ def main() -> None:
                 results[(name, path, c)] = {
                     k: statistics.median(r[k] for r in runs) for k in runs[0]
                 } | {"errors": sum(r["errors"] for r in runs)}
-            for other in ("reference", "bare-asgi"):
+            ratios[("minimal-vs-bare", path, c)] = [
+                a["rps"] / b["rps"] for a, b in zip(rounds["minimal"], rounds["bare-asgi"], strict=True)
+            ]
+            ratios[("minimal-vs-reference", path, c)] = [
+                a["rps"] / b["rps"] for a, b in zip(rounds["minimal"], rounds["reference"], strict=True)
+            ]
+            for other in ("reference", "bare-asgi", "minimal"):
                 ratios[(other, path, c)] = [
                     a["rps"] / b["rps"] for a, b in zip(rounds["packserve"], rounds[other], strict=True)
                 ]
@@ -253,6 +264,13 @@ def main() -> None:
         print(f"  target /predict@64 >= 0.6x bare: {ratio('bare-asgi', '/predict', 64)}  "
               f"p99 {a64['p99_ms']:.2f} ms (target <= 5 ms)")
     print(f"  target /predict/batch(20)@64 >= 6x reference: {ratio('reference', '/predict/batch', 64)}")
+    print("\nthe ceiling: (d) minimal = parse + one ONNX Runtime call + encode, nothing else")
+    for c in conns:
+        print(f"  /predict c={c:<3} minimal/bare {ratio('minimal-vs-bare', '/predict', c)}   "
+              f"packserve/minimal {ratio('minimal', '/predict', c)}")
+    print(f"  /predict/batch(20) c=64 minimal/reference "
+          f"{ratio('minimal-vs-reference', '/predict/batch', 64)}   "
+          f"packserve/minimal {ratio('minimal', '/predict/batch', 64)}")
     print(f"  target peak RSS <= 1.1x reference: {rss['packserve'] / rss['reference']:.2f}x")
 
 

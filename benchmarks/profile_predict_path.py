@@ -80,7 +80,7 @@ async def main() -> None:
 
     from bench_serve import build_bundle
 
-    from packserve.runtime.base import postprocess
+    from packserve.runtime.postprocess import postprocess
     from packserve.serve.app import create_app
     from packserve.serve.settings import ServeSettings
     from packserve.serve.validation import parse_json

@@ -41,7 +41,7 @@ from packserve.pack.torch_export import (
     require_torch,
 )
 from packserve.pack.torch_outputs import final_layer, output_spec
-from packserve.runtime.base import postprocess
+from packserve.runtime.postprocess import postprocess
 
 FORMATS = ("onnx", "torchscript")
 METHODS = ("auto", "trace", "script")
