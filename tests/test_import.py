@@ -17,3 +17,10 @@ def test_import_pulls_no_heavy_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_cli_imports_rich_only_when_it_prints() -> None:
+    """A `packserve serve` process never prints through rich: it must not pay its memory."""
+    code = "import sys, packserve.cli\nprint('rich' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
