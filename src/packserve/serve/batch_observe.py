@@ -16,6 +16,9 @@ class BatchObserver(Protocol):
     def immediate(self, rows: int, compute_s: float) -> None:
         """A request run at once on the idle fast path: a batch of one, zero queue wait."""
     def queue_wait(self, seconds: float) -> None: ...
+    def done(self, seconds: float) -> None:
+        """One queued request answered: its time in the batcher, submit -> result (queue
+        wait, its batch's compute and the hops back to the loop)."""
     def rejected(self, reason: str) -> None: ...
     def expired(self) -> None: ...
     def cancelled(self) -> None: ...
@@ -30,6 +33,9 @@ class NullObserver:
         pass
 
     def queue_wait(self, seconds: float) -> None:
+        pass
+
+    def done(self, seconds: float) -> None:
         pass
 
     def rejected(self, reason: str) -> None:

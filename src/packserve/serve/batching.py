@@ -471,12 +471,15 @@ class Batcher:
         error = outcome.error
         if error is None:
             self.cost.observe(rows, outcome.compute_s)
-            self.observer.batch(rows, len(batch), outcome.compute_s)
+            observer = self.observer
+            observer.batch(rows, len(batch), outcome.compute_s)
+            now = time.monotonic()
             for item, result in zip(batch, outcome.results, strict=True):
                 item.state = _DONE
                 if not item.future.done():  # done: the caller left while its batch ran
                     stats.completed += 1
                     item.future.set_result(result)
+                    observer.done(now - item.enqueued)
         else:
             stats.failed += len(batch)
             self.observer.failed(len(batch))
