@@ -257,3 +257,33 @@ def test_asgi_readiness_before_load_and_metrics_auth(chapter_bundle: Path) -> No
             assert r.status_code == 200
 
     asyncio.run(main())
+
+
+def test_answer_finished_after_a_drain_began_closes_the_connection(chapter_bundle: Path) -> None:
+    """/predict sends with the server's own send; a drain that starts while a request computes
+    still tells that keep-alive client to go elsewhere (Connection: close)."""
+    from packserve.serve import create_app
+
+    app = create_app(ServeSettings(model_path=chapter_bundle))
+
+    async def main() -> None:
+        await app.registry.load_all()
+        handle = app.registry.resolve(None, None)
+        real_infer = handle.infer
+
+        async def infer_then_drain(feeds, **kw):  # type: ignore[no-untyped-def]
+            out = await real_infer(feeds, **kw)
+            app.serving.draining = True  # SIGTERM arrived while this request was computing
+            return out
+
+        handle.infer = infer_then_drain  # type: ignore[method-assign]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            body = {"features": [0.0] * 15}
+            r = await c.post("/predict", json=body)
+            assert r.status_code == 200 and r.headers["connection"] == "close"
+            r = await c.post("/predict", json=body)  # the next one is refused, cleanly
+            assert r.status_code == 503 and r.headers["connection"] == "close"
+            assert "retry-after" in r.headers
+
+    asyncio.run(main())
