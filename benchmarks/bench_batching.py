@@ -8,6 +8,11 @@ a real ``packserve serve`` process is started with batching off, then on, and dr
 ``wrk`` (closed loop, POST /predict, one row per request) at 1, 16 and 64 connections.
 Ratios compare runs of this same invocation on this same machine.
 
+Next to req/s and p99 it prints the batcher's own latency (``packserve_batch_request_seconds``:
+submit -> result, and the queue wait), the bound ``max_wait_ms + 2 x`` a 64-row batch's compute
+time, and the closed-loop floor ``conns / throughput``: Little's law makes that the *mean*
+end-to-end latency whenever ``conns`` requests are always outstanding, whatever the server does.
+
 Then an open-loop overload run against the heavy model, batching on, at 2x the highest
 throughput measured above: accepted requests must keep a bounded p99, the excess must get
 fast 503s, and nothing else may fail.
