@@ -135,10 +135,7 @@ class ModelHandle:
         try:
             if self.batcher is not None:
                 return await self.batcher.submit(feeds, deadline=deadline)
-            rows = feeds_rows(feeds)
-            if self.cost.inline(rows):  # the common cheap case, without another coroutine
-                return self._run(feeds, rows, True)
-            return await self._offload(feeds, rows)
+            return await self.compute(feeds)
         finally:
             self.in_flight -= 1
 
@@ -147,9 +144,6 @@ class ModelHandle:
         rows = feeds_rows(feeds)
         if self.cost.inline(rows):
             return self._run(feeds, rows, True)
-        return await self._offload(feeds, rows)
-
-    async def _offload(self, feeds: Feeds, rows: int) -> Prediction:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self._run, feeds, rows, False)
 
