@@ -35,7 +35,6 @@ def _root() -> None:
     """Trained model -> safe bundle -> fast, production HTTP inference API."""
 
 
-
 @functools.cache
 def _console(stderr: bool = False) -> Console:
     """rich is imported on first output, not at startup: a ``packserve serve`` process never
