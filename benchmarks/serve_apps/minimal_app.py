@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import orjson
+from benchmarks.serve_apps import lifespan, read_body
 
 _so = ort.SessionOptions()
 _so.intra_op_num_threads = 1
@@ -54,18 +55,8 @@ def _batch(obj: Any) -> bytes:
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    body, more = b"", True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+        return await lifespan(receive, send)
+    body = await read_body(receive)
     if scope["path"] == "/predict":
         out = _single(orjson.loads(body))
     elif scope["path"] == "/predict/batch":
