@@ -1,6 +1,6 @@
 """Container formats other than zip: sniffing, compressed streams, tar, npy.
 
-Each function takes the :class:`~packserve.scan.scanner.Scanner` and a context and reports into
+Each function takes the :class:`~packserve.scan.context.ScanHost` and a context and reports into
 it. Compressed content is decompressed as a stream under a size cap, never all at once.
 """
 
@@ -14,13 +14,11 @@ import lzma
 import struct
 import tarfile
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from packserve.scan.context import Ctx, ScanHost
 from packserve.scan.report import Severity
 from packserve.scan.stream import CHUNK, Reader, ScanLimitError, Source
-
-if TYPE_CHECKING:
-    from packserve.scan.scanner import Ctx, Scanner
 
 COMPRESSED = {"gzip", "bz2", "xz", "lzma", "zlib", "joblib-zfile"}
 UNVERIFIABLE = {
@@ -166,7 +164,7 @@ class _ReaderFile(io.RawIOBase):
         return len(data)
 
 
-def scan_compressed(scanner: Scanner, kind: str, r: Reader, ctx: Ctx) -> None:
+def scan_compressed(scanner: ScanHost, kind: str, r: Reader, ctx: Ctx) -> None:
     """Decompress as a stream (size-capped) and scan what is inside."""
     if ctx.member is None:
         scanner.report.files[ctx.file] = f"{kind}-compressed"
@@ -191,7 +189,7 @@ def scan_compressed(scanner: Scanner, kind: str, r: Reader, ctx: Ctx) -> None:
 
 
 def scan_tar(
-    scanner: Scanner,
+    scanner: ScanHost,
     f: Source,
     r: Reader,
     ctx: Ctx,
@@ -223,7 +221,7 @@ def scan_tar(
 # --- npy -----------------------------------------------------------------------------------
 
 
-def scan_npy(scanner: Scanner, r: Reader, ctx: Ctx) -> None:
+def scan_npy(scanner: ScanHost, r: Reader, ctx: Ctx) -> None:
     """``.npy``: an object array's data is a pickle (np.load(allow_pickle=True) runs it)."""
     if ctx.member is None:
         scanner.report.files[ctx.file] = "npy"

@@ -12,15 +12,15 @@ Every mismatch is a finding: we never guess where opcodes resume.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from packserve.scan.opcodes import DictV, GlobalRef, Malformed, Obj, Walker
+from packserve.scan.context import Ctx, ScanHost, StorageInfo
+from packserve.scan.machine import WalkState
+from packserve.scan.opcodes import Walker
 from packserve.scan.policy import judge, plausible_module
 from packserve.scan.report import Severity
 from packserve.scan.stream import Reader, bytes_reader
-
-if TYPE_CHECKING:
-    from packserve.scan.scanner import Ctx, Scanner, StorageInfo
+from packserve.scan.values import DictV, GlobalRef, Malformed, Obj
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
@@ -73,7 +73,7 @@ def _dtype_info(dtype: Any) -> tuple[int, bool] | None:
         return None
 
 
-def joblib_hook(scanner: Scanner, w: Walker, obj: Obj, ctx: Ctx) -> None:
+def joblib_hook(scanner: ScanHost, w: WalkState, obj: Obj, ctx: Ctx) -> None:
     """After BUILD of a NumpyArrayWrapper: consume its array bytes exactly like joblib does."""
     f = obj.func
     if not (isinstance(f, GlobalRef) and (f.module, f.name) == JOBLIB_WRAPPER):
@@ -114,7 +114,7 @@ def joblib_hook(scanner: Scanner, w: Walker, obj: Obj, ctx: Ctx) -> None:
     _plain_view(scanner, w, head, ctx)
 
 
-def _plain_view(scanner: Scanner, w: Walker, head: bytes, ctx: Ctx) -> None:
+def _plain_view(scanner: ScanHost, w: WalkState, head: bytes, ctx: Ctx) -> None:
     """What plain ``pickle.load`` (not joblib) would do: read the array bytes as opcodes.
 
     A file can be a joblib file for joblib and a different pickle for everyone else. The
@@ -143,7 +143,7 @@ def _plain_view(scanner: Scanner, w: Walker, head: bytes, ctx: Ctx) -> None:
             )
 
 
-def scan_torch_legacy(scanner: Scanner, r: Reader, ctx: Ctx) -> list[StorageInfo]:
+def scan_torch_legacy(scanner: ScanHost, r: Reader, ctx: Ctx) -> list[StorageInfo]:
     """Pickles 2-5 of a legacy torch file, then exactly the declared storage records."""
     storages: list[StorageInfo] = []
     keys: Any = None

@@ -1,28 +1,26 @@
 """Opcode handlers for globals, calls, object state, the memo, framing and mutation.
 
 These are the opcodes that decide what a real unpickler would import and call, so each one
-records what it names (:meth:`Walker.add_global`) or raises an issue for structural tricks.
+records what it names (:meth:`WalkState.add_global`) or raises an issue for structural tricks.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from packserve.scan.machine import WalkState
 from packserve.scan.ops_values import _u4, _u8, op
 from packserve.scan.report import Severity
 from packserve.scan.values import MAX_LINE, DictV, GlobalRef, Malformed, Obj, Opaque
 
-if TYPE_CHECKING:
-    from packserve.scan.opcodes import Walker
-
 
 @op(b".")
-def _stop(w: Walker) -> bool:
+def _stop(w: WalkState) -> bool:
     return True
 
 
 @op(b"\x80")
-def _proto(w: Walker) -> None:
+def _proto(w: WalkState) -> None:
     proto = w.need(1)[0]
     if w.result.protocol is None:
         w.result.protocol = proto  # it claims to be a pickle: judged as one from here on
@@ -33,7 +31,7 @@ def _proto(w: Walker) -> None:
 
 
 @op(b"\x95")
-def _frame(w: Walker) -> None:
+def _frame(w: WalkState) -> None:
     (n,) = _u8(w.need(8))
     if w.frame_end is not None and w.op_offset < w.frame_end:
         w.issue(Severity.HIGH, "frame", "FRAME opcode inside another frame")
@@ -47,7 +45,7 @@ def _frame(w: Walker) -> None:
     w.frame_end = w.r.pos + n
 
 
-def _mutate(w: Walker, target: Any, what: str) -> None:
+def _mutate(w: WalkState, target: Any, what: str) -> None:
     if isinstance(target, GlobalRef):
         w.issue(
             Severity.HIGH,
@@ -59,7 +57,7 @@ def _mutate(w: Walker, target: Any, what: str) -> None:
 
 
 @op(b"a")
-def _append(w: Walker) -> None:
+def _append(w: WalkState) -> None:
     v = w.pop()
     t = w.top()
     _mutate(w, t, "APPEND")
@@ -68,7 +66,7 @@ def _append(w: Walker) -> None:
 
 
 @op(b"e")
-def _appends(w: Walker) -> None:
+def _appends(w: WalkState) -> None:
     items = w.pop_mark()
     t = w.top()
     _mutate(w, t, "APPENDS")
@@ -77,7 +75,7 @@ def _appends(w: Walker) -> None:
 
 
 @op(b"s")
-def _setitem(w: Walker) -> None:
+def _setitem(w: WalkState) -> None:
     v = w.pop()
     k = w.pop()
     t = w.top()
@@ -87,7 +85,7 @@ def _setitem(w: Walker) -> None:
 
 
 @op(b"u")
-def _setitems(w: Walker) -> None:
+def _setitems(w: WalkState) -> None:
     items = w.pop_mark()
     if len(items) % 2:
         raise Malformed("SETITEMS with an odd number of items")
@@ -98,7 +96,7 @@ def _setitems(w: Walker) -> None:
 
 
 @op(b"\x90")
-def _additems(w: Walker) -> None:
+def _additems(w: WalkState) -> None:
     items = w.pop_mark()
     t = w.top()
     _mutate(w, t, "ADDITEMS")
@@ -106,54 +104,54 @@ def _additems(w: Walker) -> None:
         t.value.extend(items)
 
 
-def _get(w: Walker, key: int) -> None:
+def _get(w: WalkState, key: int) -> None:
     if key not in w.memo:
         raise Malformed(f"memo key {key} read before it was stored", "memo")
     w.push(w.memo[key])
 
 
-def _put(w: Walker, key: int) -> None:
+def _put(w: WalkState, key: int) -> None:
     if key < 0:
         raise Malformed("negative memo key", "memo")
     w.memo[key] = w.top()
 
 
 @op(b"g")
-def _get_line(w: Walker) -> None:
+def _get_line(w: WalkState) -> None:
     _get(w, int(w.line()))
 
 
 @op(b"h")
-def _binget(w: Walker) -> None:
+def _binget(w: WalkState) -> None:
     _get(w, w.need(1)[0])
 
 
 @op(b"j")
-def _long_binget(w: Walker) -> None:
+def _long_binget(w: WalkState) -> None:
     _get(w, _u4(w.need(4))[0])
 
 
 @op(b"p")
-def _put_line(w: Walker) -> None:
+def _put_line(w: WalkState) -> None:
     _put(w, int(w.line()))
 
 
 @op(b"q")
-def _binput(w: Walker) -> None:
+def _binput(w: WalkState) -> None:
     _put(w, w.need(1)[0])
 
 
 @op(b"r")
-def _long_binput(w: Walker) -> None:
+def _long_binput(w: WalkState) -> None:
     _put(w, _u4(w.need(4))[0])
 
 
 @op(b"\x94")
-def _memoize(w: Walker) -> None:
+def _memoize(w: WalkState) -> None:
     w.memo[len(w.memo)] = w.top()
 
 
-def _partial_line(w: Walker) -> tuple[bytes, bool]:
+def _partial_line(w: WalkState) -> tuple[bytes, bool]:
     """A text argument; at the end of the data, what real unpicklers use instead.
 
     Both CPython unpicklers take an unterminated last line and drop its last byte: the global
@@ -166,7 +164,7 @@ def _partial_line(w: Walker) -> tuple[bytes, bool]:
     return rest[:-1], True
 
 
-def _global_text(w: Walker, opcode: str) -> tuple[str, str]:
+def _global_text(w: WalkState, opcode: str) -> tuple[str, str]:
     raw_module, cut = _partial_line(w)
     raw_name, cut2 = (b"", True) if cut else _partial_line(w)
     module = raw_module.decode("utf-8")
@@ -178,13 +176,13 @@ def _global_text(w: Walker, opcode: str) -> tuple[str, str]:
 
 
 @op(b"c")
-def _global(w: Walker) -> None:
+def _global(w: WalkState) -> None:
     module, name = _global_text(w, "GLOBAL")
     w.push(w.add_global(module, name, "GLOBAL"))
 
 
 @op(b"\x93")
-def _stack_global(w: Walker) -> None:
+def _stack_global(w: WalkState) -> None:
     name = w.pop()
     module = w.pop()
     if type(module) is not str or type(name) is not str:
@@ -200,7 +198,7 @@ def _stack_global(w: Walker) -> None:
 
 
 @op(b"\x82", b"\x83", b"\x84")
-def _ext(w: Walker) -> None:
+def _ext(w: WalkState) -> None:
     size = {0x82: 1, 0x83: 2, 0x84: 4}[w.code]
     value = int.from_bytes(w.need(size), "little")
     w.issue(
@@ -212,21 +210,21 @@ def _ext(w: Walker) -> None:
 
 
 @op(b"P")
-def _persid(w: Walker) -> None:
+def _persid(w: WalkState) -> None:
     pid = w.line().decode("ascii")
     w.result.persids.append(pid)
     w.push(Opaque("persid", pid))
 
 
 @op(b"Q")
-def _binpersid(w: Walker) -> None:
+def _binpersid(w: WalkState) -> None:
     pid = w.pop()
     w.result.persids.append(pid)
     w.push(Opaque("persid", pid))
 
 
 @op(b"R")
-def _reduce(w: Walker) -> None:
+def _reduce(w: WalkState) -> None:
     args = w.pop()
     func = w.pop()
     w.called(func, "REDUCE")
@@ -234,7 +232,7 @@ def _reduce(w: Walker) -> None:
 
 
 @op(b"\x81")
-def _newobj(w: Walker) -> None:
+def _newobj(w: WalkState) -> None:
     args = w.pop()
     cls = w.pop()
     w.called(cls, "NEWOBJ")
@@ -242,7 +240,7 @@ def _newobj(w: Walker) -> None:
 
 
 @op(b"\x92")
-def _newobj_ex(w: Walker) -> None:
+def _newobj_ex(w: WalkState) -> None:
     kwargs = w.pop()
     args = w.pop()
     cls = w.pop()
@@ -251,14 +249,14 @@ def _newobj_ex(w: Walker) -> None:
 
 
 @op(b"i")
-def _inst(w: Walker) -> None:
+def _inst(w: WalkState) -> None:
     module, name = _global_text(w, "INST")
     g = w.add_global(module, name, "INST")
     w.push(Obj(g, tuple(w.pop_mark()), w.op_offset))
 
 
 @op(b"o")
-def _obj(w: Walker) -> None:
+def _obj(w: WalkState) -> None:
     items = w.pop_mark()
     if not items:
         raise Malformed("OBJ without a class")
@@ -277,7 +275,7 @@ def _state_keys(state: Any) -> list[Any]:
 
 
 @op(b"b")
-def _build(w: Walker) -> None:
+def _build(w: WalkState) -> None:
     state = w.pop()
     target = w.top()
     if isinstance(target, GlobalRef):

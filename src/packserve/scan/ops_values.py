@@ -1,6 +1,6 @@
 """Opcode handlers for plain values: stack marks, numbers, strings, bytes, tuples, lists, dicts.
 
-Each handler gets the :class:`~packserve.scan.opcodes.Walker` and returns ``True`` only for
+Each handler gets the :class:`~packserve.scan.machine.WalkState` and returns ``True`` only for
 STOP. :data:`DISPATCH` maps an opcode byte to its handler; :mod:`.ops_objects` adds the rest.
 """
 
@@ -9,15 +9,13 @@ from __future__ import annotations
 import codecs
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from packserve.scan.machine import WalkState
 from packserve.scan.report import Severity
 from packserve.scan.values import Big, DictV, Malformed, Opaque
 
-if TYPE_CHECKING:
-    from packserve.scan.opcodes import Walker
-
-H = Callable[["Walker"], "bool | None"]
+H = Callable[[WalkState], "bool | None"]
 DISPATCH: dict[int, H] = {}
 
 
@@ -39,13 +37,13 @@ _f8 = struct.Struct(">d").unpack
 
 
 @op(b"(")
-def _mark(w: Walker) -> None:
+def _mark(w: WalkState) -> None:
     w.metastack.append(w.stack)
     w.stack = []
 
 
 @op(b"0")
-def _pop(w: Walker) -> None:
+def _pop(w: WalkState) -> None:
     if w.stack:
         w.stack.pop()
     else:
@@ -53,17 +51,17 @@ def _pop(w: Walker) -> None:
 
 
 @op(b"1")
-def _pop_mark(w: Walker) -> None:
+def _pop_mark(w: WalkState) -> None:
     w.pop_mark()
 
 
 @op(b"2")
-def _dup(w: Walker) -> None:
+def _dup(w: WalkState) -> None:
     w.push(w.top())
 
 
 @op(b"F")
-def _float(w: Walker) -> None:
+def _float(w: WalkState) -> None:
     data = w.line()
     try:
         w.push(float(data))
@@ -71,7 +69,7 @@ def _float(w: Walker) -> None:
         _lenient(w, "FLOAT")
 
 
-def _lenient(w: Walker, what: str) -> None:
+def _lenient(w: WalkState, what: str) -> None:
     """An argument we cannot parse but some unpickler might: note it and keep walking.
 
     Stopping early is the only way a walker can miss a global, so the walker only stops where
@@ -82,7 +80,7 @@ def _lenient(w: Walker, what: str) -> None:
 
 
 @op(b"I")
-def _int(w: Walker) -> None:
+def _int(w: WalkState) -> None:
     data = w.line()
     if data == b"00":
         w.push(False)
@@ -96,7 +94,7 @@ def _int(w: Walker) -> None:
 
 
 @op(b"L")
-def _long(w: Walker) -> None:
+def _long(w: WalkState) -> None:
     data = w.line()
     if data.endswith(b"L"):
         data = data[:-1]
@@ -107,28 +105,28 @@ def _long(w: Walker) -> None:
 
 
 @op(b"J")
-def _binint(w: Walker) -> None:
+def _binint(w: WalkState) -> None:
     w.push(_i4(w.need(4))[0])
 
 
 @op(b"K")
-def _binint1(w: Walker) -> None:
+def _binint1(w: WalkState) -> None:
     w.push(w.need(1)[0])
 
 
 @op(b"M")
-def _binint2(w: Walker) -> None:
+def _binint2(w: WalkState) -> None:
     w.push(_u2(w.need(2))[0])
 
 
 @op(b"\x8a")
-def _long1(w: Walker) -> None:
+def _long1(w: WalkState) -> None:
     n = w.need(1)[0]
     w.push(int.from_bytes(w.need(n), "little", signed=True))
 
 
 @op(b"\x8b")
-def _long4(w: Walker) -> None:
+def _long4(w: WalkState) -> None:
     (n,) = _i4(w.need(4))
     if n < 0:
         raise Malformed("LONG4 with a negative length")
@@ -140,26 +138,26 @@ def _long4(w: Walker) -> None:
 
 
 @op(b"G")
-def _binfloat(w: Walker) -> None:
+def _binfloat(w: WalkState) -> None:
     w.push(_f8(w.need(8))[0])
 
 
 @op(b"N")
-def _none(w: Walker) -> None:
+def _none(w: WalkState) -> None:
     w.push(None)
 
 
 @op(b"\x88")
-def _true(w: Walker) -> None:
+def _true(w: WalkState) -> None:
     w.push(True)
 
 
 @op(b"\x89")
-def _false(w: Walker) -> None:
+def _false(w: WalkState) -> None:
     w.push(False)
 
 
-def _decode_str(w: Walker, data: Any) -> Any:
+def _decode_str(w: WalkState, data: Any) -> Any:
     # Protocol-0/1 byte strings decode to str with the default encoding: they can feed STACK_GLOBAL.
     if isinstance(data, bytes):
         try:
@@ -170,7 +168,7 @@ def _decode_str(w: Walker, data: Any) -> Any:
 
 
 @op(b"S")
-def _string(w: Walker) -> None:
+def _string(w: WalkState) -> None:
     data = w.line()
     if len(data) >= 2 and data[0] == data[-1] and data[:1] in (b'"', b"'"):
         data = data[1:-1]
@@ -180,22 +178,22 @@ def _string(w: Walker) -> None:
 
 
 @op(b"T")
-def _binstring(w: Walker) -> None:
+def _binstring(w: WalkState) -> None:
     (n,) = _i4(w.need(4))
     w.push(_decode_str(w, w.payload(n, "bytes")))
 
 
 @op(b"U")
-def _short_binstring(w: Walker) -> None:
+def _short_binstring(w: WalkState) -> None:
     w.push(_decode_str(w, w.need(w.need(1)[0])))
 
 
 @op(b"V")
-def _unicode(w: Walker) -> None:
+def _unicode(w: WalkState) -> None:
     w.push(str(w.line(), "raw-unicode-escape"))
 
 
-def _text(w: Walker, n: int) -> Any:
+def _text(w: WalkState, n: int) -> Any:
     data = w.payload(n, "str")
     if isinstance(data, Big):
         return data
@@ -203,48 +201,48 @@ def _text(w: Walker, n: int) -> Any:
 
 
 @op(b"X")
-def _binunicode(w: Walker) -> None:
+def _binunicode(w: WalkState) -> None:
     w.push(_text(w, _u4(w.need(4))[0]))
 
 
 @op(b"\x8c")
-def _short_binunicode(w: Walker) -> None:
+def _short_binunicode(w: WalkState) -> None:
     w.push(_text(w, w.need(1)[0]))
 
 
 @op(b"\x8d")
-def _binunicode8(w: Walker) -> None:
+def _binunicode8(w: WalkState) -> None:
     w.push(_text(w, _u8(w.need(8))[0]))
 
 
-def _bytes(w: Walker, n: int, kind: str = "bytes") -> None:
+def _bytes(w: WalkState, n: int, kind: str = "bytes") -> None:
     data = w.payload(n, kind)
     w.note_bytes(data)
     w.push(data)
 
 
 @op(b"B")
-def _binbytes(w: Walker) -> None:
+def _binbytes(w: WalkState) -> None:
     _bytes(w, _u4(w.need(4))[0])
 
 
 @op(b"C")
-def _short_binbytes(w: Walker) -> None:
+def _short_binbytes(w: WalkState) -> None:
     _bytes(w, w.need(1)[0])
 
 
 @op(b"\x8e")
-def _binbytes8(w: Walker) -> None:
+def _binbytes8(w: WalkState) -> None:
     _bytes(w, _u8(w.need(8))[0])
 
 
 @op(b"\x96")
-def _bytearray8(w: Walker) -> None:
+def _bytearray8(w: WalkState) -> None:
     _bytes(w, _u8(w.need(8))[0], "bytearray")
 
 
 @op(b"\x97", b"\x98")
-def _buffers(w: Walker) -> None:
+def _buffers(w: WalkState) -> None:
     w.issue(Severity.MEDIUM, "out-of-band", "out-of-band buffer: content cannot be verified")
     if w.code == 0x98:
         w.top()
@@ -253,29 +251,29 @@ def _buffers(w: Walker) -> None:
 
 
 @op(b")")
-def _empty_tuple(w: Walker) -> None:
+def _empty_tuple(w: WalkState) -> None:
     w.push(())
 
 
 @op(b"t")
-def _tuple(w: Walker) -> None:
+def _tuple(w: WalkState) -> None:
     w.push(tuple(w.pop_mark()))
 
 
 @op(b"\x85")
-def _tuple1(w: Walker) -> None:
+def _tuple1(w: WalkState) -> None:
     w.push((w.pop(),))
 
 
 @op(b"\x86")
-def _tuple2(w: Walker) -> None:
+def _tuple2(w: WalkState) -> None:
     b = w.pop()
     a = w.pop()
     w.push((a, b))
 
 
 @op(b"\x87")
-def _tuple3(w: Walker) -> None:
+def _tuple3(w: WalkState) -> None:
     c = w.pop()
     b = w.pop()
     a = w.pop()
@@ -283,22 +281,22 @@ def _tuple3(w: Walker) -> None:
 
 
 @op(b"]")
-def _empty_list(w: Walker) -> None:
+def _empty_list(w: WalkState) -> None:
     w.push([])
 
 
 @op(b"l")
-def _list(w: Walker) -> None:
+def _list(w: WalkState) -> None:
     w.push(list(w.pop_mark()))
 
 
 @op(b"}")
-def _empty_dict(w: Walker) -> None:
+def _empty_dict(w: WalkState) -> None:
     w.push(DictV())
 
 
 @op(b"d")
-def _dict(w: Walker) -> None:
+def _dict(w: WalkState) -> None:
     items = w.pop_mark()
     if len(items) % 2:
         raise Malformed("DICT with an odd number of items")
@@ -306,12 +304,12 @@ def _dict(w: Walker) -> None:
 
 
 @op(b"\x8f")
-def _empty_set(w: Walker) -> None:
+def _empty_set(w: WalkState) -> None:
     w.push(Opaque("set", []))
 
 
 @op(b"\x91")
-def _frozenset(w: Walker) -> None:
+def _frozenset(w: WalkState) -> None:
     w.push(Opaque("frozenset", w.pop_mark()))
 
 

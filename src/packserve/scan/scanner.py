@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from packserve.scan import formats, hooks
+from packserve.scan.context import Ctx, StorageInfo
 from packserve.scan.opcodes import GlobalRef, WalkResult, walk
 from packserve.scan.policy import judge, plausible_module
 from packserve.scan.report import Finding, ScanError, ScanReport, Severity
@@ -24,29 +24,6 @@ MAX_PICKLES = 1000  # pickles in a row in one stream
 DEFAULT_MAX_DECOMPRESSED = 8 << 30
 ZIP_IN_STREAM_CAP = 512 << 20  # a zip inside a tar/compressed stream is buffered up to this
 POLYGLOT_PROBE = 1 << 16  # leading bytes of a non-pickle container also walked as a pickle
-
-
-@dataclass(frozen=True)
-class Ctx:
-    """Where we are: the file, the member path inside containers, nesting depth."""
-
-    file: str
-    member: str | None = None
-    depth: int = 0
-    torchscript: bool = False
-
-    def child(self, name: str, **kw: Any) -> Ctx:
-        member = f"{self.member}/{name}" if self.member else name
-        return replace(self, member=member, depth=self.depth + 1, **kw)
-
-
-@dataclass
-class StorageInfo:
-    """A torch storage a pickle declares through a persistent id."""
-
-    key: str
-    type_name: str
-    numel: int | None
 
 
 class Scanner:

@@ -14,13 +14,11 @@ import posixpath
 import struct
 import zipfile
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from packserve.scan.context import Ctx, ScanHost
 from packserve.scan.report import Severity
 from packserve.scan.stream import CHUNK, Reader, ScanLimitError, Source
-
-if TYPE_CHECKING:
-    from packserve.scan.scanner import Ctx, Scanner
 
 SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
@@ -103,7 +101,7 @@ def _local_header(f: Source, base: int, info: zipfile.ZipInfo) -> tuple[int, str
 
 
 def _check_layout(
-    scanner: Scanner, src: Any, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], ctx: Ctx
+    scanner: ScanHost, src: Any, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], ctx: Ctx
 ) -> None:
     """Walk the local entries in file order: hidden entries and gaps are findings.
 
@@ -158,7 +156,7 @@ def _check_layout(
 
 
 def scan_zip(
-    scanner: Scanner,
+    scanner: ScanHost,
     f: Source,
     ctx: Ctx,
     start: int,
@@ -166,13 +164,32 @@ def scan_zip(
     *,
     polyglot: bool = False,
 ) -> None:
+    """Scan a zip archive: archive-level checks, then every member by content."""
     if ctx.member is None and not polyglot:
         scanner.report.files[ctx.file] = "zip"
     whole = start == 0 and (length is None or length == _size(f))
     src: Any = f if whole else Slice(f, start, length or 0)
+    opened = _open(scanner, src, ctx)
+    if opened is None:
+        return
+    zf, infos = opened
+    _check_archive(scanner, infos, ctx, polyglot=polyglot)
+    torchscript = _is_torchscript([i.filename for i in infos])
+    members: list[tuple[zipfile.ZipInfo, int, Ctx]] = []
+    for info in infos:
+        mctx = ctx.child(info.filename, torchscript=torchscript)
+        data_offset = _check_member(scanner, src, info, mctx)
+        if data_offset is not None:
+            members.append((info, data_offset, mctx))
+    _check_layout(scanner, src, zf, infos, ctx)
+    _scan_members(scanner, zf, src, members)
+
+
+def _open(scanner: ScanHost, src: Any, ctx: Ctx) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]] | None:
+    """The archive and its central directory, or ``None`` (reported) if it is corrupt."""
     try:
         zf = zipfile.ZipFile(src)
-        infos = zf.infolist()
+        return zf, zf.infolist()
     except (
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
@@ -182,7 +199,11 @@ def scan_zip(
         NotImplementedError,
     ) as exc:
         scanner.finding(ctx, Severity.HIGH, "corrupt-zip", f"corrupt zip archive: {exc}")
-        return
+        return None
+
+
+def _check_archive(scanner: ScanHost, infos: list[zipfile.ZipInfo], ctx: Ctx, *, polyglot: bool) -> None:
+    """Archive-wide anomalies: duplicate names, bytes before the first member."""
     names = [i.filename for i in infos]
     if len(set(names)) != len(names):
         scanner.finding(
@@ -190,51 +211,58 @@ def scan_zip(
         )
     if infos and min(i.header_offset for i in infos) > 0 and not polyglot:
         scanner.finding(ctx, Severity.MEDIUM, "zip-anomaly", "data before the first zip member")
-    torchscript = any("/code/" in n or n.startswith("code/") for n in names) and any(
+
+
+def _is_torchscript(names: list[str]) -> bool:
+    return any("/code/" in n or n.startswith("code/") for n in names) and any(
         posixpath.basename(n) == "constants.pkl" for n in names
     )
-    members: list[tuple[zipfile.ZipInfo, int, Ctx]] = []
-    for info in infos:
-        mctx = ctx.child(info.filename, torchscript=torchscript)
-        odd = _odd_name(info.filename)
-        if odd:
-            scanner.finding(mctx, Severity.MEDIUM, "zip-anomaly", odd)
-        if info.is_dir():
-            continue
-        if info.flag_bits & 1:
-            scanner.finding(mctx, Severity.HIGH, "zip-encrypted", "encrypted member: cannot verify")
-            continue
-        if info.compress_type not in SUPPORTED_METHODS:
-            scanner.finding(
-                mctx,
-                Severity.MEDIUM,
-                "unverifiable",
-                f"unsupported compression method {info.compress_type}",
-            )
-            continue
-        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-            scanner.finding(mctx, Severity.HIGH, "zip-anomaly", "stored member with two sizes")
-            continue
-        local = _local_header(src, 0, info)
-        if isinstance(local, str):
-            scanner.finding(mctx, Severity.HIGH, "zip-anomaly", local)
-            continue
-        data_offset, anomaly = local
-        if anomaly:
-            scanner.finding(mctx, Severity.HIGH, "zip-anomaly", anomaly)
-        members.append((info, data_offset, mctx))
 
-    _check_layout(scanner, src, zf, infos, ctx)
 
-    # Pickles first (by name or by their PROTO byte), so the storages they declare are known.
-    def is_pickle_first(info: zipfile.ZipInfo) -> bool:
-        return info.filename.endswith((".pkl", ".pickle", "_pkl"))
+def _check_member(scanner: ScanHost, src: Any, info: zipfile.ZipInfo, mctx: Ctx) -> int | None:
+    """Header checks for one member: its data offset if it can be scanned, else ``None``."""
+    odd = _odd_name(info.filename)
+    if odd:
+        scanner.finding(mctx, Severity.MEDIUM, "zip-anomaly", odd)
+    if info.is_dir():
+        return None
+    if info.flag_bits & 1:
+        scanner.finding(mctx, Severity.HIGH, "zip-encrypted", "encrypted member: cannot verify")
+        return None
+    if info.compress_type not in SUPPORTED_METHODS:
+        scanner.finding(
+            mctx,
+            Severity.MEDIUM,
+            "unverifiable",
+            f"unsupported compression method {info.compress_type}",
+        )
+        return None
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        scanner.finding(mctx, Severity.HIGH, "zip-anomaly", "stored member with two sizes")
+        return None
+    local = _local_header(src, 0, info)
+    if isinstance(local, str):
+        scanner.finding(mctx, Severity.HIGH, "zip-anomaly", local)
+        return None
+    data_offset, anomaly = local
+    if anomaly:
+        scanner.finding(mctx, Severity.HIGH, "zip-anomaly", anomaly)
+    return data_offset
 
+
+def _is_pickle_name(info: zipfile.ZipInfo) -> bool:
+    return info.filename.endswith((".pkl", ".pickle", "_pkl"))
+
+
+def _scan_members(
+    scanner: ScanHost, zf: zipfile.ZipFile, src: Any, members: list[tuple[zipfile.ZipInfo, int, Ctx]]
+) -> None:
+    """Pickles first (by name), so the storages they declare are known; then the rest."""
     storage_members: set[str] = set()
-    ordered = sorted(members, key=lambda m: not is_pickle_first(m[0]))
+    ordered = sorted(members, key=lambda m: not _is_pickle_name(m[0]))
     for info, data_offset, mctx in ordered:
         # Raw tensor bytes torch never unpickles are skipped; a pickle-named member never is.
-        if info.filename in storage_members and not is_pickle_first(info):
+        if info.filename in storage_members and not _is_pickle_name(info):
             _check_crc(scanner, zf, src, info, data_offset, mctx, storage=True)
             continue
         storages = _scan_member(scanner, zf, src, info, data_offset, mctx)
@@ -246,7 +274,7 @@ def scan_zip(
 
 
 def _scan_member(
-    scanner: Scanner,
+    scanner: ScanHost,
     zf: zipfile.ZipFile,
     src: Any,
     info: zipfile.ZipInfo,
@@ -291,7 +319,7 @@ def _is_plain(r: Reader) -> bool:
 
 
 def _check_crc(
-    scanner: Scanner,
+    scanner: ScanHost,
     zf: zipfile.ZipFile,
     src: Any,
     info: zipfile.ZipInfo,
