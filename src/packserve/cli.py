@@ -98,7 +98,8 @@ def pack_cmd(
                                "migration."),
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Bundle directory to create."),
     sample: Path = typer.Option(..., "--sample", "-s", help="Sample rows (.csv with optional "
-                                "header, or .npy): signature inference + parity check."),
+                                "header — empty cells / NA are missing values —, .parquet or "
+                                ".npy): signature inference + parity check."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: file stem)."),
     version: str = typer.Option("1.0.0", "--version", help="Model version."),
     feature_names: str | None = typer.Option(

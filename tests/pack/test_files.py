@@ -147,8 +147,8 @@ def test_npy_sample_is_loaded_without_pickle(tmp_path) -> None:
     np.save(bad, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(SampleError, match="pickle"):
         files.load_sample_file(bad)
-    with pytest.raises(SampleError, match=".csv or .npy"):
-        files.load_sample_file(_touch(tmp_path / "s.parquet"))
+    with pytest.raises(SampleError, match=".csv, .parquet or .npy"):
+        files.load_sample_file(_touch(tmp_path / "s.xlsx"))
 
 
 def _touch(p: Path) -> Path:

@@ -7,22 +7,18 @@ safe migration (:func:`packserve.scan.loader.load_pickle_file`): scanned without
 anything, refused on any finding, then unpickled with the allowlist enforced. Torch ``.pt``
 zips are refused.
 
-Samples for the CLI come from ``.csv`` (optional header row) or ``.npy`` (loaded with
-``allow_pickle=False``).
+Samples for the CLI are read by :mod:`packserve.pack.samples` (re-exported here).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from packserve.errors import MissingDependencyError, PackError, SampleError, UnsupportedModelError
+from packserve.errors import MissingDependencyError, PackError, UnsupportedModelError
+from packserve.pack.samples import SampleFile, align_sample, load_sample_file, model_feature_names
 
 XGBOOST_JSON = "xgboost-json"
 XGBOOST_UBJ = "xgboost-ubj"
@@ -153,130 +149,6 @@ def load_model_file(path: str | os.PathLike[str]) -> Any:
             f"could not read {p.name!r} as {fmt}: {type(exc).__name__}",
             detail_for_logs=repr(exc),
         ) from exc
-
-
-# --- samples -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SampleFile:
-    table: np.ndarray  # (n, k): float64, or object when some columns hold strings
-    header: list[str] | None
-    string_columns: tuple[int, ...] = ()
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def load_sample_file(path: str | os.PathLike[str]) -> SampleFile:
-    """Read a numeric sample from ``.csv`` (header row detected) or ``.npy``."""
-    p = Path(path)
-    if not p.is_file():
-        raise SampleError(f"sample file {p.name!r} does not exist")
-    suffix = p.suffix.lower()
-    if suffix == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as exc:
-            raise SampleError(
-                f"{p.name!r} is not a numeric .npy array (object arrays need pickle, which "
-                "packserve refuses)"
-            ) from exc
-        if arr.dtype.kind not in "fiub":
-            raise SampleError(f"{p.name!r} holds {arr.dtype} values; a numeric array is needed")
-        if arr.ndim == 1:
-            arr = arr.reshape(1, -1)
-        if arr.ndim != 2:
-            raise SampleError(f"{p.name!r} must be 2-D (rows, features); it is {arr.ndim}-D")
-        return SampleFile(table=arr.astype(np.float64), header=None)
-    if suffix != ".csv":
-        raise SampleError(f"sample {p.name!r} must be a .csv or .npy file")
-    with p.open(newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    if not rows:
-        raise SampleError(f"sample {p.name!r} is empty")
-    header = None
-    if not all(_is_number(c) for c in rows[0]):
-        header = [c.strip() for c in rows[0]]
-        rows = rows[1:]
-    width = len(header) if header is not None else len(rows[0]) if rows else 0
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise SampleError(f"sample {p.name!r} row {i + 1} has {len(row)} columns, not {width}")
-    if not rows:
-        raise SampleError(f"sample {p.name!r} has a header but no rows")
-    # A column is numeric when every cell parses as a number; otherwise it is a string
-    # (categorical) column, which needs a header naming it.
-    strings = tuple(j for j in range(width) if not all(_is_number(r[j]) for r in rows))
-    if strings and header is None:
-        j = strings[0]
-        bad = next(r[j] for r in rows if not _is_number(r[j]))
-        raise SampleError(
-            f"sample {p.name!r} has a non-numeric value {bad!r} in column {j}; a sample with "
-            "string (categorical) columns needs a header row naming its columns"
-        )
-    if not strings:
-        return SampleFile(np.asarray(rows, dtype=np.float64).reshape(len(rows), width), header)
-    table = np.empty((len(rows), width), dtype=object)
-    for j in range(width):
-        col = [r[j] for r in rows]
-        table[:, j] = col if j in strings else [float(c) for c in col]
-    return SampleFile(table=table, header=header, string_columns=strings)
-
-
-def model_feature_names(model: Any) -> list[str] | None:
-    """Feature names a loaded model carries, if they are real names (not f0/Column_0/0)."""
-    names: Any = getattr(model, "feature_names_in_", None)
-    if names is None and callable(getattr(model, "feature_name", None)):
-        names = model.feature_name()  # lightgbm.Booster
-    if names is None:
-        names = getattr(model, "feature_names_", None)  # catboost
-    if names is None:
-        return None
-    out = [str(n) for n in names]
-    for default in ("f{}", "Column_{}", "{}"):
-        if out == [default.format(i) for i in range(len(out))]:
-            return None
-    return out
-
-
-def align_sample(sample: SampleFile, model: Any) -> tuple[Any, list[str] | None]:
-    """Order a sample's columns like the model's features; name any mismatch.
-
-    A sample with string columns becomes a pandas DataFrame (what a ColumnTransformer
-    pipeline is fitted on); ``pack`` matches its columns to the model's by name.
-    """
-    if sample.string_columns:
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise MissingDependencyError("pandas", "sklearn") from exc
-        assert sample.header is not None
-        frame = pd.DataFrame(
-            {n: sample.table[:, j] if j in sample.string_columns
-             else sample.table[:, j].astype(np.float64)
-             for j, n in enumerate(sample.header)}
-        )
-        return frame, None
-    names = model_feature_names(model)
-    if sample.header is None:
-        return sample.table, names
-    if names is None or sample.header == names:
-        return sample.table, sample.header
-    if sorted(sample.header) != sorted(names):
-        missing = [n for n in names if n not in sample.header]
-        extra = [n for n in sample.header if n not in names]
-        raise SampleError(
-            f"sample columns do not match the model's features: missing {missing[:5]}, "
-            f"unexpected {extra[:5]}"
-        )
-    order = [sample.header.index(n) for n in names]
-    return sample.table[:, order], names
 
 
 __all__ = [

@@ -94,10 +94,43 @@ def sample_table(
     numeric_cols = [i for i, k in enumerate(kinds) if k != "string"]
     if numeric_cols:
         block = table[:, numeric_cols].astype(np.float64)
-        if not np.isfinite(block).all():
-            raise SampleError("sample contains NaN or infinite values")
+        numeric_names = [names[i] for i in numeric_cols]
+        _refuse_infinite(block, numeric_names)
+        _refuse_missing(block, numeric_names)
+    for i, kind in enumerate(kinds):
+        if kind == "string":
+            _refuse_missing_text(table[:, i], names[i])
     features = [FeatureSpec(name=n, dtype=k) for n, k in zip(names, kinds, strict=True)]  # type: ignore[arg-type]
     return SampleTable(features=features, table=table, frame=frame)
+
+
+def _refuse_infinite(block: np.ndarray, names: list[str]) -> None:
+    bad = np.isinf(block)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise SampleError(
+            f"sample row {int(r)}, feature {names[int(c)]!r} is infinite; infinity is never a "
+            "valid feature value (missing values are NaN / empty cells)"
+        )
+
+
+def _refuse_missing(block: np.ndarray, names: list[str]) -> None:
+    bad = np.isnan(block)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise SampleError(
+            f"sample row {int(r)}, feature {names[int(c)]!r} is missing (NaN or an empty "
+            "cell); drop or fill rows with missing values"
+        )
+
+
+def _refuse_missing_text(column: np.ndarray, name: str) -> None:
+    for r, v in enumerate(column.tolist()):
+        if not isinstance(v, str):
+            raise SampleError(
+                f"sample row {r}, text feature {name!r} is missing; packserve passes missing "
+                "values only for numeric features (fill text gaps, e.g. with 'missing')"
+            )
 
 
 def _match_model_columns(frame: Any, model: Any, feature_names: Sequence[str] | None) -> Any:
