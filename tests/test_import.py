@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 HEAVY = ["onnxruntime", "torch", "fastapi", "uvicorn", "sklearn", "xgboost", "lightgbm",
-         "catboost", "skl2onnx", "onnx", "pandas", "starlette"]
+         "catboost", "skl2onnx", "onnx", "pandas", "starlette", "model_signing", "sigstore", "OpenSSL"]
 
 
 def test_import_pulls_no_heavy_modules() -> None:

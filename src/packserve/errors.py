@@ -109,6 +109,20 @@ class IntegrityError(BundleError):
     code = "integrity_error"
 
 
+class SignatureError(BundleError):
+    """A bundle's signature is unreadable, by an untrusted signer, or does not match its files."""
+
+    exit_code = 6
+    code = "signature_invalid"
+
+
+class SignatureMissingError(SignatureError):
+    """Signatures are required (a trusted key was given) but the bundle has no ``model.sig``."""
+
+    exit_code = 7
+    code = "signature_missing"
+
+
 # --- scanning ------------------------------------------------------------------------------
 
 

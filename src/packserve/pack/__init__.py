@@ -7,8 +7,11 @@ model is one of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
+import shutil
+from collections.abc import Sequence
 from typing import Any
 
 from packserve.errors import UnsupportedModelError
@@ -43,6 +46,9 @@ def pack(
     feature_names: list[str] | None = None,
     force: bool = False,
     allow_parity_failure: bool = False,
+    sign_key: str | os.PathLike[str] | None = None,
+    sign_certificate: str | os.PathLike[str] | None = None,
+    sign_chain: Sequence[str | os.PathLike[str]] = (),
     **options: Any,
 ) -> PackResult:
     """Export ``model`` to a bundle in ``out_dir`` and prove parity on ``sample``.
@@ -54,8 +60,17 @@ def pack(
     or float32 inputs instead of "float32, then float64 if that fails parity"); torch takes
     ``format``, ``method``, ``task``, ``output``, ``classes``. Phases are announced through
     :func:`packserve.pack.progress.reporting` (the CLI's progress display uses it).
+
+    ``sign_key`` (an EC private key, PEM) signs the finished bundle (``model.sig``, the
+    OpenSSF model-signing format; with ``sign_certificate``/``sign_chain`` by certificate
+    chain). The key is checked before packing; if signing fails the bundle is removed, so
+    no unsigned bundle is left where a signed one was asked for.
     """
     fam = framework_of(model)
+    if sign_key is not None:
+        from packserve.signing import check_private_key
+
+        check_private_key(sign_key)
     common: dict[str, Any] = {
         "sample": sample,
         "name": name or type(model).__name__.lower(),
@@ -74,7 +89,16 @@ def pack(
         module = "sklearn"
     packer = importlib.import_module(f"packserve.pack.{module}")
     result: PackResult = packer.pack_model(model, out_dir, **common, **options)
-    return result
+    if sign_key is None:
+        return result
+    from packserve.signing import sign_bundle
+
+    try:
+        info = sign_bundle(result.path, sign_key, certificate=sign_certificate, chain=sign_chain)
+    except BaseException:
+        shutil.rmtree(result.path, ignore_errors=True)
+        raise
+    return dataclasses.replace(result, signature=info)
 
 
 __all__ = ["SUPPORTED", "Export", "PackResult", "framework_of", "pack"]

@@ -21,6 +21,7 @@ from packserve.pack.signature import SampleTable
 from packserve.runtime import RuntimeOptions
 from packserve.runtime import _open as open_predictor
 from packserve.runtime.base import Predictor
+from packserve.signing import SignatureInfo
 
 MAX_EXAMPLES = 5
 
@@ -50,6 +51,8 @@ class Export:
 class PackResult:
     path: Path
     manifest: Manifest
+    signature: SignatureInfo | None = None
+    """Set when ``pack(..., sign_key=...)`` signed the bundle (``model.sig``)."""
 
     @property
     def parity(self) -> ParityReport:

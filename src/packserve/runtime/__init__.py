@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +13,27 @@ from packserve.runtime.base import Predictor, postprocess
 from packserve.runtime.inputs import Feeds, concat_feeds, feeds_rows, rows_to_feeds
 from packserve.runtime.onnx import RuntimeOptions
 from packserve.runtime.prediction import Prediction
+from packserve.signing import TrustAnchor, verify_signature
 
 
 def load(
     bundle_dir: str | os.PathLike[str],
     options: RuntimeOptions | None = None,
+    *,
+    trusted_keys: Sequence[str | os.PathLike[str] | TrustAnchor] = (),
     **kwargs: Any,
 ) -> Predictor:
-    """Verify every file's sha256, then create the runtime session.
+    """Verify the signature (with ``trusted_keys``) and every file's sha256, then open it.
 
     Nothing is parsed before verification passes: a tampered artifact never reaches
-    ONNX Runtime or torch. ``kwargs`` are :class:`RuntimeOptions` fields.
+    ONNX Runtime or torch. With ``trusted_keys`` (EC public keys / CA certificates, PEM)
+    an unsigned bundle, or one not signed by one of them, is refused the same way.
+    ``kwargs`` are :class:`RuntimeOptions` fields.
     """
     root = Path(bundle_dir)
     opts = options or RuntimeOptions(**kwargs)
+    if trusted_keys:
+        verify_signature(root, trusted_keys)
     manifest = verify_bundle(root, read_manifest(root))
     return _open(root, manifest, opts)
 
