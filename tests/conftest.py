@@ -90,3 +90,20 @@ def regressor_bundle(chapter_data: Data, bundles_dir: Path) -> Path:
     model = RandomForestRegressor(n_estimators=10, max_depth=6, random_state=0, n_jobs=1).fit(x, y)
     res = packserve.pack(model, bundles_dir / "price", sample=chapter_data.x_test[:200], name="price")
     return res.path
+
+
+@pytest.fixture(scope="session")
+def two_input_bundle(bundles_dir: Path) -> Path:
+    """A tensor bundle (issue #16): int64 tokens [N, seq] + float32 image [N, 3, 4, 4] -> two
+    named outputs, task='tensor' (see tests/helpers/tensor_bundles.py)."""
+    from helpers.tensor_bundles import write_two_input
+
+    return write_two_input(bundles_dir / "two_input")
+
+
+@pytest.fixture(scope="session")
+def image_clf_bundle(bundles_dir: Path) -> Path:
+    """A tensor-input classifier: float32 image [N, 3, 4, 4] -> 3 classes (string labels)."""
+    from helpers.tensor_bundles import write_classifier
+
+    return write_classifier(bundles_dir / "image_clf")

@@ -16,16 +16,32 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from packserve.errors import BundleError, IntegrityError, OutputExistsError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: what this packserve reads; a tabular bundle is still written as 1 (older readers keep
+#: reading it), a tensor bundle as 2 (an older reader then says "unsupported schema_version"
+#: instead of tripping over unknown fields).
+READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "packserve.json"
 
-Task = Literal["binary", "multiclass", "regression"]
-Dtype = Literal["float32", "float64", "int64", "int32", "string", "bool"]
+Task = Literal["binary", "multiclass", "regression", "tensor"]
+Dtype = Literal[
+    "float32", "float64", "float16", "int64", "int32", "uint8", "string", "bool"
+]
+Signature = Literal["table", "tensor"]
 Label = int | str | float | bool
+INTEGER_DTYPES = frozenset({"int64", "int32", "uint8"})
+FLOAT_DTYPES = frozenset({"float32", "float64", "float16"})
 
 
 class _Model(BaseModel):
@@ -40,16 +56,55 @@ class FeatureSpec(_Model):
 
 
 class TensorSpec(_Model):
-    """One ONNX/TorchScript input tensor and the features (in order) that fill it.
+    """One named artifact tensor (an input, or in ``OutputSpec.tensors`` an output).
 
-    ``shape`` uses ``None`` for the batch dimension. A tabular model usually has one tensor
-    ``[None, n_features]``; a ColumnTransformer pipeline has one ``[None, 1]`` tensor per column.
+    ``shape`` has the batch axis first; ``None`` marks a variable axis: always the batch
+    axis, and any axis declared dynamic (``axes`` names them, e.g. ``{"0": "batch", "1":
+    "seq"}``). Every other axis must match exactly.
+
+    A *table* bundle's inputs are filled from named features: usually one tensor
+    ``[None, n_features]`` (``features`` lists them in order), a ColumnTransformer pipeline
+    one ``[None, 1]`` tensor per column. A *tensor* bundle's inputs are given directly by
+    the caller, by name, and ``features`` is empty.
+
+    ``value_range`` (inclusive ``[lo, hi]``, integer inputs) is the range the model accepts,
+    e.g. token ids ``[0, vocab_size - 1]``: requests outside it are refused (an
+    out-of-range id is an ``IndexError`` inside an embedding, not a prediction).
+    ``sample_shape`` is one shape the pack sample had (batch axis included): what warm-up,
+    benchmarks and examples use for the variable axes.
     """
 
     name: str
     dtype: Dtype
     shape: list[int | None]
-    features: list[str]
+    features: list[str] = Field(default_factory=list)
+    axes: dict[int, str] = Field(default_factory=dict)
+    value_range: tuple[float, float] | None = None
+    sample_shape: list[int] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _sizes(cls, v: list[int | None]) -> list[int | None]:
+        if any(d is not None and d < 0 for d in v):
+            raise ValueError("tensor sizes must be >= 0 (None marks a variable axis)")
+        return v
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def instance_shape(self) -> list[int | None]:
+        """The shape of one instance (the batch axis dropped)."""
+        return self.shape[1:]
+
+    def example_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """A concrete shape for ``batch`` instances: variable axes as in the pack sample."""
+        seen = self.sample_shape or []
+        dims = [batch]
+        for i, d in enumerate(self.shape[1:], start=1):
+            dims.append(d if d is not None else (seen[i] if i < len(seen) else 1))
+        return tuple(dims)
 
 
 class OutputSpec(_Model):
@@ -61,13 +116,14 @@ class OutputSpec(_Model):
       * ``sigmoid_logit`` / ``sigmoid_probability``: it holds one column (n,) or (n, 1) with
         the positive-class logit / probability; probabilities become ``[1-p, p]``;
       * ``identity``: regression, ``value_output`` holds values.
+      * ``none``: ``task='tensor'``, every output in ``tensors`` is served by name, as is.
     ``label_output`` names a tensor of predicted labels when the converter emits one (needed
     for models such as SVC whose label is not the argmax of its probabilities).
     """
 
     task: Task
     postprocess: Literal[
-        "probabilities", "softmax", "sigmoid_logit", "sigmoid_probability", "identity"
+        "probabilities", "softmax", "sigmoid_logit", "sigmoid_probability", "identity", "none"
     ]
     label_output: str | None = None
     probability_output: str | None = None
@@ -75,6 +131,11 @@ class OutputSpec(_Model):
     classes: list[Label] | None = None
     threshold: float = 0.5
     names: list[str] = Field(default_factory=list, description="all raw output tensor names")
+    tensors: list[TensorSpec] = Field(
+        default_factory=list,
+        description="every raw output (name, dtype, shape with the batch axis first); "
+        "task='tensor' serves them as they are",
+    )
 
 
 class FileEntry(_Model):
@@ -97,14 +158,15 @@ class ParityReport(_Model):
 
 
 class Manifest(_Model):
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = 1  # 2 for tensor bundles (set by the validator below)
     name: str
     version: str = "1.0.0"
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     format: Literal["onnx", "torchscript"] = "onnx"
     artifact: str = "model.onnx"
     task: Task
-    features: list[FeatureSpec]
+    signature: Signature = "table"
+    features: list[FeatureSpec] = Field(default_factory=list)
     inputs: list[TensorSpec]
     outputs: OutputSpec
     framework: str
@@ -114,16 +176,45 @@ class Manifest(_Model):
     opsets: dict[str, int] = Field(default_factory=dict)
     files: dict[str, FileEntry] = Field(default_factory=dict)
     parity: ParityReport
-    examples: list[list[Any]] = Field(default_factory=list)
+    # table: rows of feature values; tensor: {input name: one instance as nested lists}
+    # (only when small enough to show in the OpenAPI document)
+    examples: list[Any] = Field(default_factory=list)
     export: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
     @field_validator("schema_version")
     @classmethod
     def _known_schema(cls, v: int) -> int:
-        if v != SCHEMA_VERSION:
-            raise ValueError(f"unsupported bundle schema_version {v} (this packserve reads {SCHEMA_VERSION})")
+        if v not in READABLE_SCHEMA_VERSIONS:
+            raise ValueError(
+                f"unsupported bundle schema_version {v} (this packserve reads "
+                f"{' and '.join(map(str, READABLE_SCHEMA_VERSIONS))})"
+            )
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.signature == "tensor":
+            if self.features or any(t.features for t in self.inputs):
+                raise ValueError("a tensor bundle's inputs take no named features")
+            if self.schema_version < 2:
+                self.schema_version = 2
+        elif not self.features:
+            raise ValueError("a table bundle lists its features")
+        if self.task == "tensor" and not self.outputs.tensors:
+            raise ValueError("task='tensor' needs outputs.tensors")
+        return self
+
+    @property
+    def is_tensor(self) -> bool:
+        """Inputs are named N-D tensors given directly (not rows of named features)."""
+        return self.signature == "tensor"
+
+    def input(self, name: str) -> TensorSpec:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(name)
 
     @property
     def feature_names(self) -> list[str]:
@@ -131,7 +222,7 @@ class Manifest(_Model):
 
     @property
     def is_classifier(self) -> bool:
-        return self.task != "regression"
+        return self.task in ("binary", "multiclass")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -220,14 +311,20 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: Manifest | None 
 
 
 __all__ = [
+    "FLOAT_DTYPES",
+    "INTEGER_DTYPES",
     "MANIFEST_NAME",
+    "READABLE_SCHEMA_VERSIONS",
     "SCHEMA_VERSION",
+    "Dtype",
     "FeatureSpec",
     "FileEntry",
     "Label",
     "Manifest",
     "OutputSpec",
     "ParityReport",
+    "Signature",
+    "Task",
     "TensorSpec",
     "prepare_output_dir",
     "read_manifest",

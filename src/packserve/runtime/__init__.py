@@ -13,6 +13,13 @@ from packserve.runtime.base import Predictor, postprocess
 from packserve.runtime.inputs import Feeds, concat_feeds, feeds_rows, rows_to_feeds
 from packserve.runtime.onnx import RuntimeOptions
 from packserve.runtime.prediction import Prediction
+from packserve.runtime.tensors import (
+    InputChecker,
+    TensorInputs,
+    example_feeds,
+    same_batch,
+    shape_key,
+)
 from packserve.signing import TrustAnchor, verify_signature
 
 
@@ -53,12 +60,17 @@ def _open(root: Path, manifest: Manifest, opts: RuntimeOptions) -> Predictor:
 
 __all__ = [
     "Feeds",
+    "InputChecker",
     "Prediction",
     "Predictor",
     "RuntimeOptions",
+    "TensorInputs",
     "concat_feeds",
+    "example_feeds",
     "feeds_rows",
     "load",
     "postprocess",
     "rows_to_feeds",
+    "same_batch",
+    "shape_key",
 ]

@@ -18,6 +18,7 @@ from packserve.errors import InferenceError
 from packserve.runtime.inputs import Feeds, rows_to_feeds
 from packserve.runtime.postprocess import Postprocessor, postprocess
 from packserve.runtime.prediction import Prediction
+from packserve.runtime.tensors import TensorInputs, example_feeds
 
 
 class Predictor(abc.ABC):
@@ -28,6 +29,7 @@ class Predictor(abc.ABC):
         self._lock = threading.Lock()
         self.calls = 0  # model invocations; lets tests and metrics count batches
         self._postprocess = Postprocessor(manifest)
+        self._tensor_inputs = TensorInputs(manifest) if manifest.is_tensor else None
 
     @property
     def name(self) -> str:
@@ -38,10 +40,26 @@ class Predictor(abc.ABC):
         return self.manifest.version
 
     def to_feeds(self, rows: Any) -> Feeds:
+        """Validate and convert user input into the artifact's feeds.
+
+        Table bundles take rows (see :func:`packserve.runtime.inputs.rows_to_feeds`). Tensor
+        bundles take named N-D arrays, batch axis first: a mapping ``{input name: array}``,
+        a tuple in input order, a list of per-instance mappings, or (one input) the array.
+        """
+        if self._tensor_inputs is not None:
+            return self._tensor_inputs(rows)
         return rows_to_feeds(rows, self.manifest)
 
     def predict(self, rows: Any) -> Prediction:
         return self.run(self.to_feeds(rows))
+
+    def example_feeds(self, batch: int = 1) -> Feeds:
+        """Valid feeds of ``batch`` instances (warm-up and timing)."""
+        m = self.manifest
+        if m.is_tensor:
+            return example_feeds(m, batch)
+        row = m.examples[0] if m.examples else ["" if f.dtype == "string" else 0.0 for f in m.features]
+        return self.to_feeds([row] * batch)
 
     def run(self, feeds: Feeds) -> Prediction:
         """Compute on validated feeds. Runtime failures become :class:`InferenceError`."""
@@ -64,6 +82,8 @@ class Predictor(abc.ABC):
     def warmup(self) -> Prediction:
         """One real prediction (on the bundle's example rows, else zeros) before readiness."""
         m = self.manifest
+        if m.is_tensor:
+            return self.run(example_feeds(m, 1))
         if m.examples:
             return self.predict(m.examples[:1])
         row = ["" if f.dtype == "string" else 0.0 for f in m.features]

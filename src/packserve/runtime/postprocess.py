@@ -50,14 +50,16 @@ class Postprocessor:
 
     def __init__(self, manifest: Manifest) -> None:
         spec = manifest.outputs
+        self.tensor = spec.task == "tensor"
+        self.tensor_names = [t.name for t in spec.tensors]
         self.regression = spec.task == "regression"
         self.value_output = spec.value_output
         self.probability_output = spec.probability_output
         self.mode = spec.postprocess
         self.threshold = spec.threshold
         self.label_output = spec.label_output
-        if self.regression:
-            assert spec.value_output is not None
+        if self.regression or self.tensor:
+            assert self.tensor or spec.value_output is not None
             self.classes: list[Label] = []
             self.classes_array = np.empty(0)
             self.string_labels = False
@@ -68,6 +70,8 @@ class Postprocessor:
         self.string_labels = isinstance(self.classes[0], str)
 
     def __call__(self, raw: dict[str, np.ndarray]) -> Prediction:
+        if self.tensor:
+            return Prediction(outputs={n: np.asarray(raw[n]) for n in self.tensor_names})
         if self.regression:
             values = np.asarray(raw[self.value_output])  # type: ignore[index]
             if values.ndim == 2 and values.shape[1] == 1:

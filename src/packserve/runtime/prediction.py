@@ -17,17 +17,21 @@ class Prediction:
     Classification fills ``labels`` (original label space: ints stay ints, strings stay
     strings), ``probabilities`` ``(n, k)`` and ``classes`` (labels in column order).
     Regression fills ``values`` ``(n,)`` (or ``(n, m)`` for multi-output models).
+    ``task='tensor'`` fills ``outputs``: every raw output by name, batch axis first.
     """
 
     labels: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     classes: list[Label] | None = None
     values: np.ndarray | None = None
+    outputs: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         for arr in (self.labels, self.values, self.probabilities):
             if arr is not None:
                 return int(arr.shape[0])
+        if self.outputs:
+            return int(next(iter(self.outputs.values())).shape[0])
         return 0
 
     def slice(self, start: int, stop: int) -> Prediction:
@@ -41,11 +45,16 @@ class Prediction:
             probabilities=cut(self.probabilities),
             classes=self.classes,
             values=cut(self.values),
+            outputs=None if self.outputs is None
+            else {k: v[start:stop] for k, v in self.outputs.items()},
         )
 
     def to_records(self) -> list[dict[str, Any]]:
         """Plain-Python dicts per row (JSON-ready), the shape ``/predict`` returns."""
         out: list[dict[str, Any]] = []
+        if self.outputs is not None:
+            named = {k: v.tolist() for k, v in self.outputs.items()}
+            return [{"outputs": {k: v[i] for k, v in named.items()}} for i in range(len(self))]
         if self.values is not None:
             for v in self.values.tolist():
                 out.append({"prediction": v})

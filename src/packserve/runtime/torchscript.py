@@ -76,28 +76,44 @@ class TorchScriptPredictor(Predictor):
                 "torch.jit could not load the artifact", detail_for_logs=repr(exc)
             ) from exc
         self._torch = torch
-        if len(manifest.inputs) != 1:
-            raise BundleError("a TorchScript bundle must declare exactly one input tensor")
-        self._input = manifest.inputs[0].name
-        self._output = (manifest.outputs.names or ["output"])[0]
+        # forward(*inputs) takes the manifest's inputs positionally, in order; it returns one
+        # tensor, a tuple/list of tensors, or a dict (named as the manifest's outputs).
+        self._inputs = [t.name for t in manifest.inputs]
+        self._outputs = list(manifest.outputs.names or ["output"])
         schema = getattr(self.module.forward, "schema", None)
-        if schema is not None and len(schema.arguments) != 2:  # self + x
+        if schema is not None and len(schema.arguments) != len(self._inputs) + 1:  # self + inputs
             raise BundleError(
                 f"the TorchScript module's forward takes {len(schema.arguments) - 1} inputs; "
-                "the manifest declares 1"
+                f"the manifest declares {len(self._inputs)}"
             )
+
+    def _tensor(self, arr: np.ndarray) -> Any:
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # e.g. decoded from a request body; torch wants writable
+            arr = arr.copy()
+        return self._torch.from_numpy(arr)
 
     def _run_raw(self, feeds: Feeds) -> dict[str, np.ndarray]:
         torch = self._torch
-        arr = np.ascontiguousarray(feeds[self._input])
-        if not arr.flags.writeable:  # e.g. decoded from a request body; torch wants writable
-            arr = arr.copy()
-        x = torch.from_numpy(arr)
+        args = [self._tensor(feeds[n]) for n in self._inputs]
         with torch.inference_mode():
-            out = self.module(x)
-        if not isinstance(out, torch.Tensor):
-            raise BundleError("the TorchScript module did not return a single tensor")
-        return {self._output: out.cpu().numpy()}
+            out = self.module(*args)
+        if isinstance(out, torch.Tensor):
+            parts = [out]
+        elif isinstance(out, tuple | list) and all(isinstance(t, torch.Tensor) for t in out):
+            parts = list(out)
+        elif isinstance(out, dict) and all(isinstance(t, torch.Tensor) for t in out.values()):
+            if set(out) != set(self._outputs):
+                raise BundleError("the TorchScript module returned other outputs than the manifest's")
+            parts = [out[n] for n in self._outputs]
+        else:
+            raise BundleError("the TorchScript module returned something other than tensors")
+        if len(parts) != len(self._outputs):
+            raise BundleError(
+                f"the TorchScript module returned {len(parts)} outputs; the manifest names "
+                f"{len(self._outputs)}"
+            )
+        return {n: t.detach().cpu().numpy() for n, t in zip(self._outputs, parts, strict=True)}
 
     def close(self) -> None:
         self.module = None
