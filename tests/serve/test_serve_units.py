@@ -46,6 +46,13 @@ def test_parse_json_errors(body: bytes, exc: type) -> None:
         parse_json(body)
 
 
+def _pythonpath() -> dict[str, str]:
+    """The checkout under test (a worktree's PYTHONPATH), not only the installed package."""
+    import os
+
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
 def test_settings_env_prefix_and_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
     import sys
@@ -55,7 +62,8 @@ def test_settings_env_prefix_and_cli_flags(monkeypatch: pytest.MonkeyPatch) -> N
     s = ServeSettings()
     assert s.max_batch == 7 and s.api_key is not None and s.api_key.get_secret_value() == "k"
     out = subprocess.run([sys.executable, "-m", "packserve", "serve", "--help"], capture_output=True,
-                         text=True, env={"COLUMNS": "200", "PATH": ""}, check=True).stdout
+                         text=True, check=True,
+                         env={"COLUMNS": "200", "PATH": "", **_pythonpath()}).stdout
     for name in ServeSettings.model_fields:
         if name != "model_path":
             assert "--" + name.replace("_", "-") in out, name

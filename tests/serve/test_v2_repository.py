@@ -59,11 +59,13 @@ def test_load_beside_then_swap_and_failures_keep_serving(repo: Path, chapter_bun
         assert [(e.version, e.state) for e in rep.index()] == [
             ("1", "READY"), ("2", "READY"), ("3", "UNAVAILABLE")]
         assert [e.version for e in rep.index(ready_only=True)] == ["1", "2"]
-        # the poller does not retry an unchanged failure; a rewritten manifest is retried
+        # the poller does not retry an unchanged failure; a changed file is retried once it
+        # stayed unchanged for one poll (settled), any file, not only the manifest
         assert rep.pending() == []
-        manifest = repo / "fraud" / "3" / "packserve.json"
-        st = manifest.stat()
-        os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        artifact = repo / "fraud" / "3" / "model.onnx"
+        st = artifact.stat()
+        os.utime(artifact, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert rep.pending() == []  # changed since the last poll: still settling
         assert rep.pending() == ["fraud"]
         results = await rep.poll_once()
         assert isinstance(results[0], ModelLoadError)

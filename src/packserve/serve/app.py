@@ -276,6 +276,7 @@ def create_app(
             inline_max_s=settings.inline_max_ms / 1000.0,
             default_model=settings.default_model,
             require_all=settings.require_all_models,
+            keep_versions=settings.keep_versions,
         )
     registry.observer = metrics.observe_inference
     registry.on_state.append(metrics.set_model_state)

@@ -82,18 +82,24 @@ class PredictEndpoint:
             if scope["method"] != "POST":
                 raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
             handle = self.registry.resolve(name, version)
-            request_headers = header_map(scope)
-            check_json(request_headers)
-            body = await read_body(receive, request_headers, self.max_body_bytes)
-            obj = parse_json(body)
-            decoder, encoder = handle.decoder, handle.encoder
-            assert decoder is not None and encoder is not None
-            if batch:
-                feeds = decoder.decode_batch(obj)
-                out = encoder.batch(await infer_until_disconnect(handle, feeds, receive))
-            else:
-                feeds = decoder.decode_single(obj)
-                out = encoder.single(await infer_until_disconnect(handle, feeds, receive))
+            # held from routing on (body reading included): an unload or a newer version
+            # waits for this request, which finishes on the version it was routed to
+            handle.in_flight += 1
+            try:
+                request_headers = header_map(scope)
+                check_json(request_headers)
+                body = await read_body(receive, request_headers, self.max_body_bytes)
+                obj = parse_json(body)
+                decoder, encoder = handle.decoder, handle.encoder
+                assert decoder is not None and encoder is not None
+                if batch:
+                    feeds = decoder.decode_batch(obj)
+                    out = encoder.batch(await infer_until_disconnect(handle, feeds, receive))
+                else:
+                    feeds = decoder.decode_single(obj)
+                    out = encoder.single(await infer_until_disconnect(handle, feeds, receive))
+            finally:
+                handle.in_flight -= 1
         except PackserveError as exc:
             status, out, headers = error_parts(exc)
         except ClientDisconnect:

@@ -13,16 +13,26 @@ module adds what changes the set of versions while traffic flows:
   the old one keeps serving, and the failure is kept here for the index, the load call's
   answer, the ``packserve_model_state{state="failed"}`` gauge and
   ``packserve_model_loads_total{result="failed"}``.
+  Versions load newest first, so a load after an unload serves the newest version from
+  its first answer (never an older one on the way up).
+* **keep_versions** N (> 0): only the N newest ready versions of a model stay loaded; an
+  older one leaves routing when a newer one is swapped in and closes once its in-flight
+  requests finished (every version ever loaded would otherwise stay in memory). Versions
+  older than the N newest ready ones are not loaded at all.
 * **unload**: the model's versions leave the registry at once (new requests 404), then the
   handles close only after their in-flight work finished (bounded by ``drain_timeout_s``).
+  A request holds its version from routing on (body reading included), so a request routed
+  before the unload finishes on it.
 * **poll** (``repository_poll_s`` > 0): new version directories (and new model folders) are
-  loaded as they appear; a failed version is retried only when its manifest changes.
-  Removing a directory does not unload (use the unload call): a half-deleted folder must not
-  take traffic down. A model unloaded by the unload call stays unloaded until a load call.
+  loaded as they appear. A failed version is retried when *any* of its files changed and
+  then stayed unchanged for one poll interval (it settled): a manifest copied before its
+  ``model.onnx`` is served once the copy finished. Removing a directory does not unload
+  (use the unload call): a half-deleted folder must not take traffic down. A model unloaded
+  by the unload call stays unloaded until a load call.
 
 Bundles written by ``packserve pack`` appear atomically (staged in a hidden folder, then
 renamed), so the poller never sees half a bundle; a hand copy that is caught mid-way fails
-its sha256 check and is retried once its manifest is rewritten.
+its sha256 check and is retried once its files settle.
 """
 
 from __future__ import annotations
@@ -37,7 +47,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from packserve.bundle import MANIFEST_NAME
 from packserve.errors import BundleError, ModelLoadError, ModelNotFoundError, PackserveError
 from packserve.serve.registry import ModelHandle, ModelRegistry, ModelState, discover, version_key
 
@@ -73,11 +82,22 @@ class LoadReport:
     serving: str | None
 
 
-def _manifest_mtime(path: Path) -> float:
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """(relative path, size, mtime) of every file under a version folder: any copy, rewrite
+    or late arrival changes it."""
+    out: list[tuple[str, int, int]] = []
     try:
-        return (path / MANIFEST_NAME).stat().st_mtime_ns / 1e9
+        for f in sorted(path.rglob("*")):
+            with contextlib.suppress(OSError):
+                st = f.stat()
+                if f.is_file():
+                    out.append((f.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns))
     except OSError:
-        return -1.0
+        pass
+    return tuple(out)
 
 
 class ModelRepository:
@@ -95,8 +115,10 @@ class ModelRepository:
         self.root = root
         self.drain_timeout_s = drain_timeout_s
         self._locks: dict[str, asyncio.Lock] = {}
-        # (name, version) -> (failed handle, manifest mtime when it was tried)
-        self._failed: dict[tuple[str, str], tuple[ModelHandle, float]] = {}
+        # (name, version) -> (failed handle, the folder's fingerprint when it was tried)
+        self._failed: dict[tuple[str, str], tuple[ModelHandle, Fingerprint]] = {}
+        self._seen: dict[tuple[str, str], Fingerprint] = {}  # at the previous poll
+        self._retiring: set[asyncio.Task[None]] = set()
         self._unloading: dict[tuple[str, str], ModelHandle] = {}  # routed no more, still busy
         self._unloaded: set[str] = set()  # explicitly unloaded: the poller leaves them alone
         self._poller: asyncio.Task[None] | None = None
@@ -136,7 +158,10 @@ class ModelRepository:
             except BundleError:
                 found = []
             for d in found:
-                reason = d.error or "not loaded"
+                reason = d.error or (
+                    f"superseded by newer versions (keep_versions={self.registry.keep_versions})"
+                    if self._superseded(d.name, d.version) else "not loaded"
+                )
                 entries[(d.name, d.version)] = IndexEntry(d.name, d.version, "UNAVAILABLE", reason)
         for (name, version), (handle, _) in self._failed.items():
             entries[(name, version)] = IndexEntry(name, version, "UNAVAILABLE", handle.error or "failed")
@@ -155,7 +180,9 @@ class ModelRepository:
         Versions that load are swapped in even when another one fails. If any version
         failed, :class:`ModelLoadError` says which and why, and which version keeps serving
         (as Triton's load call fails while the previous version keeps running).
-        ``retry_failed=False`` (the poller) skips a failed version whose manifest is unchanged.
+        ``retry_failed=False`` (the poller) skips a failed version whose files are unchanged.
+        Newest version first; with ``registry.keep_versions`` N, versions older than the N
+        newest ready ones are not loaded, and loaded ones beyond them are retired.
         """
         root = self._require_root()
         async with self._lock(name):
@@ -166,13 +193,18 @@ class ModelRepository:
             serving = {h.version: h for h in self._registry_versions(name)}
             loaded: list[str] = []
             failed: dict[str, str] = {}
-            for d in sorted(found, key=lambda d: version_key(d.version)):
+            keep = self.registry.keep_versions
+            ready = 0
+            for d in sorted(found, key=lambda d: version_key(d.version), reverse=True):
                 current = serving.get(d.version)
                 if current is not None and current.state is not ModelState.FAILED:
+                    ready += current.ready
                     continue
-                mtime = _manifest_mtime(d.path)
+                if keep and ready >= keep:
+                    continue  # superseded by newer ready versions: stays on disk only
+                fp = fingerprint(d.path)
                 prev = self._failed.get((name, d.version))
-                if prev is not None and not retry_failed and prev[1] == mtime:
+                if prev is not None and not retry_failed and prev[1] == fp:
                     continue
                 handle = self.registry.new_handle(name, d.version, d.path, d.manifest)
                 if d.error is not None:
@@ -184,16 +216,18 @@ class ModelRepository:
                     if current is not None:  # a version that failed at startup
                         self.registry.remove(name, d.version)
                     self.registry.add(handle)  # the swap: one step on the event loop
+                    ready += 1
                     self._failed.pop((name, d.version), None)
                     loaded.append(d.version)
                     self._count(name, "loaded")
                     log.info("model %s version %s loaded and serving", name, d.version)
                 else:
-                    self._failed[(name, d.version)] = (handle, mtime)
+                    self._failed[(name, d.version)] = (handle, fp)
                     failed[d.version] = handle.error or "failed to load"
                     self._count(name, "failed")
                     log.error("model %s version %s failed to load: %s (the previous version keeps serving)",
                               name, d.version, handle.error)
+            self._trim(name)
             now = self._serving_version(name)
         if failed:
             detail = "; ".join(f"version {v}: {why}" for v, why in failed.items())
@@ -210,6 +244,27 @@ class ModelRepository:
     def _serving_version(self, name: str) -> str | None:
         ready = [h for h in self._registry_versions(name) if h.ready]
         return ready[-1].version if ready else None
+
+    def _trim(self, name: str) -> None:
+        """Retire ready versions older than the ``keep_versions`` newest ready ones."""
+        keep = self.registry.keep_versions
+        ready = [h for h in self._registry_versions(name) if h.ready]
+        if not keep or len(ready) <= keep:
+            return
+        for h in ready[:-keep]:
+            self.registry.remove(h.name, h.version)  # routing stops now
+            self._unloading[(h.name, h.version)] = h
+            task = asyncio.get_running_loop().create_task(self._retire_one(h))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            log.info("model %s version %s superseded (keep_versions=%d): retiring", h.name,
+                     h.version, keep)
+
+    async def _retire_one(self, handle: ModelHandle) -> None:
+        try:
+            await self._retire(handle)
+        finally:
+            self._unloading.pop((handle.name, handle.version), None)
 
     def _count(self, name: str, result: str) -> None:
         if self.loads is not None:
@@ -263,8 +318,9 @@ class ModelRepository:
             self._poller = None
 
     def pending(self) -> list[str]:
-        """Model names with a version directory that is neither serving nor known-failed
-        (or failed with a manifest changed since)."""
+        """Model names with a version directory that is neither serving, superseded
+        (``keep_versions``) nor known-failed (or failed, with files that changed since and
+        then stayed unchanged for one poll)."""
         assert self.root is not None
         try:
             found, _ = discover(self.root)
@@ -272,15 +328,29 @@ class ModelRepository:
             return []
         known = {(h.name, h.version) for h in self.registry.handles() if h.state is not ModelState.FAILED}
         names: set[str] = set()
+        seen: dict[tuple[str, str], Fingerprint] = {}
         for d in found:
             key = (d.name, d.version)
             if key in known or key in self._unloading or d.name in self._unloaded:
                 continue
-            prev = self._failed.get(key)
-            if prev is not None and prev[1] == _manifest_mtime(d.path):
+            if self._superseded(d.name, d.version):
                 continue
+            prev = self._failed.get(key)
+            if prev is not None:
+                fp = seen[key] = fingerprint(d.path)
+                if fp == prev[1] or fp != self._seen.get(key):
+                    continue  # unchanged since it failed, or still changing
             names.add(d.name)
+        self._seen = seen
         return sorted(names)
+
+    def _superseded(self, name: str, version: str) -> bool:
+        keep = self.registry.keep_versions
+        if not keep:
+            return False
+        key = version_key(version)
+        newer = [h for h in self._registry_versions(name) if h.ready and version_key(h.version) > key]
+        return len(newer) >= keep
 
     async def poll_once(self) -> list[LoadReport | PackserveError]:
         results: list[LoadReport | PackserveError] = []

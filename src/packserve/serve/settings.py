@@ -145,6 +145,12 @@ class ServeSettings(BaseSettings):
         description="poll a repository folder every N seconds and hot-load new versions; 0 = off",
     )
 
+    keep_versions: int = Field(
+        default=2, ge=0,
+        description="ready versions kept loaded per model (newest first); older ones are "
+        "retired once their in-flight requests finished. 0 = keep every version",
+    )
+
     # --- auth --------------------------------------------------------------------------------
     api_key: SecretStr | None = Field(
         default=None, description="when set, prediction/model endpoints need it (Bearer or X-API-Key)"
