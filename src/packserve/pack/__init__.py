@@ -1,28 +1,25 @@
 """``pack``: trained model -> bundle (safe artifact + manifest), with measured parity.
 
-One module per framework family; :func:`pack` only dispatches. Families are detected
-from the model's class hierarchy *by module name*, so no framework is imported unless the
-model is one of its own.
+One module per framework family (:mod:`packserve.pack.families`, one registry line each)
+implements :class:`~packserve.pack.family.Family`; the common flow (sample, staging, export,
+parity, manifest, atomic write) is :func:`packserve.pack.flow.run`. :func:`pack` only
+dispatches (and signs). Families are detected from the model's class hierarchy *by module
+name*, so no framework is imported unless the model is one of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import shutil
 from collections.abc import Sequence
 from typing import Any
 
 from packserve.errors import UnsupportedModelError
+from packserve.pack import flow
 from packserve.pack.build import Export, PackResult
-
-SUPPORTED = (
-    "scikit-learn estimators and Pipelines (incl. ColumnTransformer), "
-    "XGBClassifier/XGBRegressor (and xgboost.Booster), LGBMClassifier/LGBMRegressor "
-    "(and lightgbm.Booster), "
-    "CatBoostClassifier/CatBoostRegressor, torch.nn.Module"
-)
+from packserve.pack.families import SUPPORTED, family_for
+from packserve.pack.family import Attempt, ExportJob, Family
 
 
 def framework_of(model: Any) -> str:
@@ -66,29 +63,24 @@ def pack(
     chain). The key is checked before packing; if signing fails the bundle is removed, so
     no unsigned bundle is left where a signed one was asked for.
     """
-    fam = framework_of(model)
+    family = family_for(model)
     if sign_key is not None:
         from packserve.signing import check_private_key
 
         check_private_key(sign_key)
-    common: dict[str, Any] = {
-        "sample": sample,
-        "name": name or type(model).__name__.lower(),
-        "version": version,
-        "feature_names": feature_names,
-        "force": force,
-        "allow_parity_failure": allow_parity_failure,
-    }
-    if fam == "torch":
-        module = "torch"
-    elif fam == "catboost":
-        module = "catboost"
-    elif type(model).__name__ == "Booster":  # xgb.train / lgb.train results, native files
-        module = "booster"
-    else:  # sklearn, xgboost, lightgbm all go through skl2onnx (+ onnxmltools converters)
-        module = "sklearn"
-    packer = importlib.import_module(f"packserve.pack.{module}")
-    result: PackResult = packer.pack_model(model, out_dir, **common, **options)
+    name = name or type(model).__name__.lower()
+    if isinstance(family, Family):
+        result = flow.run(
+            family, model, out_dir, sample=sample, name=name, version=version,
+            feature_names=feature_names, force=force, allow_parity_failure=allow_parity_failure,
+            options=options,
+        )
+    else:  # a family not yet ported onto the protocol (torch) runs its own flow
+        result = family(
+            model, out_dir, sample=sample, name=name, version=version,
+            feature_names=feature_names, force=force,
+            allow_parity_failure=allow_parity_failure, **options,
+        )
     if sign_key is None:
         return result
     from packserve.signing import sign_bundle
@@ -101,4 +93,6 @@ def pack(
     return dataclasses.replace(result, signature=info)
 
 
-__all__ = ["SUPPORTED", "Export", "PackResult", "framework_of", "pack"]
+__all__ = [
+    "SUPPORTED", "Attempt", "Export", "ExportJob", "Family", "PackResult", "framework_of", "pack",
+]

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packserve.bundle import Manifest, OutputSpec, ParityReport, TensorSpec, write_bundle
+from packserve.bundle import (
+    Manifest,
+    OutputSpec,
+    ParityReport,
+    TensorSpec,
+    prepare_output_dir,
+    write_bundle,
+)
 from packserve.errors import BundleError, PackError, ParityError
 from packserve.pack import parity
 from packserve.pack.progress import step
@@ -59,6 +68,24 @@ class PackResult:
         return self.manifest.parity
 
 
+@contextmanager
+def discard_on_error(staging: Path) -> Iterator[Path]:
+    """Remove ``staging`` if the block fails, so nothing half-made is left behind."""
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def staged(out_dir: str | os.PathLike[str], *, force: bool) -> Iterator[Path]:
+    """A fresh staging directory next to ``out_dir`` (refusing an existing target without
+    ``force``), removed if the block fails; :func:`finish` moves it into place on success."""
+    with discard_on_error(prepare_output_dir(out_dir, force=force)) as staging:
+        yield staging
+
+
 def json_examples(sample: SampleTable) -> list[list[Any]]:
     rows = sample.table[:MAX_EXAMPLES].tolist()
     return [[v if isinstance(v, str) else float(v) for v in row] for row in rows]
@@ -91,6 +118,36 @@ def open_staged(staging: Path, manifest: Manifest, **opts: Any) -> Predictor:
     return open_predictor(staging, manifest, RuntimeOptions(**opts))
 
 
+def _measure(
+    exp: Export,
+    sample: SampleTable,
+    native: parity.NativeOutput,
+    staging: Path,
+    manifest: Manifest,
+    extra_checks: list[dict[str, Any]] | None,
+) -> ParityReport:
+    """Open the staged artifact with the real runtime (as a server will) and compare."""
+    try:
+        predictor = open_staged(staging, manifest, intra_op_threads=0)
+    except BundleError as exc:
+        reason = (exc.detail_for_logs or exc.message).replace(str(staging), "<bundle>")
+        raise PackError(
+            f"the exported {exp.model_type.rsplit('.', 1)[-1]} graph does not load in ONNX "
+            f"Runtime (a converter bug or an unsupported model option): {reason[:400]}"
+        ) from exc
+    try:
+        exported = predictor.predict(sample.table)
+    finally:
+        predictor.close()
+    report = parity.compare(
+        native, exported, proba_tol=exp.proba_tol, reg_rel_tol=exp.reg_rel_tol, notes=exp.notes,
+    )
+    if extra_checks:
+        report.checks.extend(extra_checks)
+        report.passed = report.passed and all(c.get("passed", True) for c in extra_checks)
+    return report
+
+
 def finish(
     exp: Export,
     sample: SampleTable,
@@ -108,36 +165,16 @@ def finish(
     The staging directory is removed on every failure, so nothing half-made is left.
     """
     manifest = draft_manifest(exp, sample, name=name, version=version)
-    try:
+    with discard_on_error(staging):
         step("checking parity")
-        try:
-            predictor = open_staged(staging, manifest, intra_op_threads=0)
-        except BundleError as exc:
-            reason = (exc.detail_for_logs or exc.message).replace(str(staging), "<bundle>")
-            raise PackError(
-                f"the exported {exp.model_type.rsplit('.', 1)[-1]} graph does not load in ONNX "
-                f"Runtime (a converter bug or an unsupported model option): {reason[:400]}"
-            ) from exc
-        exported = predictor.predict(sample.table)
-        predictor.close()
-        report = parity.compare(
-            native, exported, proba_tol=exp.proba_tol, reg_rel_tol=exp.reg_rel_tol,
-            notes=exp.notes,
-        )
-        if extra_checks:
-            report.checks.extend(extra_checks)
-            report.passed = report.passed and all(c.get("passed", True) for c in extra_checks)
-        manifest.parity = report
-        if not report.passed:
-            msg = parity.describe_failure(report)
+        manifest.parity = _measure(exp, sample, native, staging, manifest, extra_checks)
+        if not manifest.parity.passed:
+            msg = parity.describe_failure(manifest.parity)
             if exp.failure_hint:
                 msg += f" ({exp.failure_hint})"
             if not allow_parity_failure:
-                raise ParityError(msg + "; no bundle written", report=report)
+                raise ParityError(msg + "; no bundle written", report=manifest.parity)
             manifest.notes.append("WRITTEN DESPITE PARITY FAILURE (allow_parity_failure): " + msg)
         step("writing bundle")
         path = write_bundle(staging, out_dir, manifest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return PackResult(path=path, manifest=manifest)

@@ -77,7 +77,7 @@ def _load_xgboost(path: Path) -> Any:
         import xgboost
     except ImportError as exc:
         raise MissingDependencyError("xgboost", "xgboost") from exc
-    from packserve.pack.booster import xgboost_estimator
+    from packserve.pack.families.booster import xgboost_estimator
 
     booster = xgboost.Booster()
     booster.load_model(str(path))

@@ -15,19 +15,25 @@ features); such models are refused with that reason before anything is written.
 
 from __future__ import annotations
 
-import os
-import shutil
-from importlib import metadata
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from packserve.bundle import OutputSpec, TensorSpec, prepare_output_dir
+from packserve.bundle import OutputSpec, TensorSpec
 from packserve.errors import MissingDependencyError, PackError, UnsupportedModelError
 from packserve.pack import parity
-from packserve.pack.build import Export, PackResult, finish
-from packserve.pack.progress import step
-from packserve.pack.signature import sample_table
+from packserve.pack.family import (
+    Export,
+    ExportJob,
+    Family,
+    converter_errors,
+    declared_opsets,
+    dist_version,
+    model_type,
+    write_onnx,
+)
+from packserve.pack.signature import SampleTable, sample_table
 
 # CatBoost's exporter chooses its own opsets (it has no option for them); this is what the
 # supported catboost versions write. A different value is recorded and noted, not refused:
@@ -35,13 +41,6 @@ from packserve.pack.signature import sample_table
 EXPECTED_OPSETS = {"ai.onnx.ml": 2}
 ARTIFACT = "model.onnx"
 _CLASSIFIER_LOSSES = ("Logloss", "CrossEntropy", "MultiClass", "MultiClassOneVsAll")
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _require() -> None:
@@ -144,109 +143,106 @@ def _onnx_classes(onx: Any) -> list[Any] | None:
     return None
 
 
-def pack_model(
-    model: Any,
-    out_dir: str | os.PathLike[str],
-    *,
-    sample: Any,
-    name: str,
-    version: str,
-    feature_names: list[str] | None,
-    force: bool,
-    allow_parity_failure: bool,
-    **opts: Any,
-) -> PackResult:
-    """Export a fitted CatBoostClassifier/CatBoostRegressor; same contract as the sklearn packer."""
-    if opts:
-        raise PackError(f"unknown option(s) for CatBoost: {sorted(opts)}")
-    _require()
-    kind = _kind(model)
-    _check(model, kind)
-    st = sample_table(
-        sample, feature_names=_feature_names(model, feature_names), model=model,
-        expected_width=len(model.feature_names_),
-    )
-    x = st.frame if st.frame is not None else st.table
-    if not st.all_numeric:
-        raise UnsupportedModelError("CatBoost's ONNX export takes numeric features only")
-    if kind == "classifier":
-        classes = [c.item() if hasattr(c, "item") else c for c in np.asarray(model.classes_)]
-        native = parity.NativeOutput(
-            labels=np.asarray(model.predict(x)).reshape(-1),
-            probabilities=np.asarray(model.predict_proba(x)),
-        )
-    else:
-        native = parity.NativeOutput(values=np.asarray(model.predict(x), dtype=np.float64))
+def _classes(model: Any) -> list[Any]:
+    return [c.item() if hasattr(c, "item") else c for c in np.asarray(model.classes_)]
 
+
+def _classifier_outputs(onx: Any, model: Any, native: parity.NativeOutput) -> OutputSpec:
+    classes = _classes(model)
+    label_out, proba_out = strip_zipmap(onx, len(classes))
+    onnx_classes = _onnx_classes(onx)
+    if onnx_classes is not None and [str(c) for c in onnx_classes] != [str(c) for c in classes]:
+        raise PackError(f"CatBoost's ONNX classes {onnx_classes} differ from the model's {classes}")
+    # Labels from argmax (ties to the first class, like CatBoost's predict) unless the native
+    # labels say otherwise; the graph's label tensor breaks ties differently.
+    use_graph_label = not parity.labels_are_argmax(native, classes)
+    return OutputSpec(
+        task="binary" if len(classes) == 2 else "multiclass",
+        postprocess="probabilities",
+        label_output=label_out if use_graph_label else None,
+        probability_output=proba_out, classes=classes,
+        names=[o.name for o in onx.graph.output],
+    )
+
+
+def _exported_graph(job: ExportJob) -> Any:
+    """CatBoost's own ONNX export of ``job.model``, loaded (the raw file is not kept)."""
     import onnx
 
-    step("converting")
-    staging = prepare_output_dir(out_dir, force=force)
-    try:
-        raw = staging / "catboost-export.onnx"
-        try:
-            model.save_model(
-                str(raw), format="onnx",
-                export_parameters={"onnx_domain": "ai.catboost", "onnx_model_version": 1,
-                                   "onnx_graph_name": name},
+    raw = job.staging / "catboost-export.onnx"
+    with converter_errors("CatBoost could not export to ONNX"):  # its error, not the host path
+        job.model.save_model(
+            str(raw), format="onnx",
+            export_parameters={"onnx_domain": "ai.catboost", "onnx_model_version": 1,
+                               "onnx_graph_name": job.name},
+        )
+    onx = onnx.load(str(raw))
+    raw.unlink()
+    return onx
+
+
+class CatBoostFamily(Family):
+    """A fitted CatBoostClassifier/CatBoostRegressor; same contract as the sklearn family."""
+
+    title = "CatBoost"
+
+    def check(self, model: Any, options: Mapping[str, Any]) -> None:
+        _require()
+        _check(model, _kind(model))
+
+    def read_sample(self, model: Any, sample: Any, feature_names: list[str] | None) -> SampleTable:
+        st = sample_table(
+            sample, feature_names=_feature_names(model, feature_names), model=model,
+            expected_width=len(model.feature_names_),
+        )
+        if not st.all_numeric:
+            raise UnsupportedModelError("CatBoost's ONNX export takes numeric features only")
+        return st
+
+    def native(self, model: Any, sample: SampleTable) -> parity.NativeOutput:
+        x = sample.frame if sample.frame is not None else sample.table
+        if _kind(model) == "classifier":
+            return parity.NativeOutput(
+                labels=np.asarray(model.predict(x)).reshape(-1),
+                probabilities=np.asarray(model.predict_proba(x)),
             )
-        except Exception as exc:  # CatBoostError: name it, without the host path
-            raise PackError(f"CatBoost could not export to ONNX: {str(exc)[:300]}") from exc
-        onx = onnx.load(str(raw))
-        raw.unlink()
+        return parity.NativeOutput(values=np.asarray(model.predict(x), dtype=np.float64))
+
+    def export(self, job: ExportJob) -> Export:
+        import onnx
+
+        onx = _exported_graph(job)
         notes: list[str] = []
-        if kind == "classifier":
-            label_out, proba_out = strip_zipmap(onx, len(classes))
-            onnx_classes = _onnx_classes(onx)
-            if onnx_classes is not None and [str(c) for c in onnx_classes] != [str(c) for c in classes]:
-                raise PackError(
-                    f"CatBoost's ONNX classes {onnx_classes} differ from the model's {classes}"
-                )
-            # Labels from argmax (ties to the first class, like CatBoost's predict) unless the
-            # native labels say otherwise; the graph's label tensor breaks ties differently.
-            use_graph_label = not parity.labels_are_argmax(native, classes)
-            outputs = OutputSpec(
-                task="binary" if len(classes) == 2 else "multiclass",
-                postprocess="probabilities",
-                label_output=label_out if use_graph_label else None,
-                probability_output=proba_out, classes=classes,
-                names=[o.name for o in onx.graph.output],
-            )
+        if _kind(job.model) == "classifier":
+            outputs = _classifier_outputs(onx, job.model, job.native)
             notes.append("ZipMap removed from CatBoost's export: probabilities are a plain tensor")
         else:
-            value_out = _fix_regression_shape(onx)
             outputs = OutputSpec(
-                task="regression", postprocess="identity", value_output=value_out,
+                task="regression", postprocess="identity", value_output=_fix_regression_shape(onx),
                 names=[o.name for o in onx.graph.output],
             )
         onnx.checker.check_model(onx)
-        opsets = {d.domain or "": int(d.version) for d in onx.opset_import}
+        opsets = declared_opsets(onx)
         if opsets != EXPECTED_OPSETS:
             notes.append(f"CatBoost exported opsets {opsets}, expected {EXPECTED_OPSETS}")
-        (staging / ARTIFACT).write_bytes(onx.SerializeToString())
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    n = len(st.features)
-    exp = Export(
-        artifact=ARTIFACT,
-        inputs=[TensorSpec(name=onx.graph.input[0].name, dtype="float32", shape=[None, n],
-                           features=st.names)],
-        outputs=outputs,
-        framework="catboost",
-        framework_version=_version("catboost"),
-        model_type=f"{type(model).__module__}.{type(model).__qualname__}",
-        converters={"catboost": _version("catboost"), "onnx": _version("onnx")},
-        opsets=opsets,
-        export={"input_precision": "float32", "target_opset": "fixed by CatBoost's exporter",
-                "zipmap": False, "exporter": "catboost save_model(format='onnx')"},
-        notes=notes,
-        failure_hint="CatBoost's ONNX export computes in float32, as CatBoost does natively",
-    )
-    return finish(
-        exp, st, native, staging, out_dir, name=name, version=version,
-        allow_parity_failure=allow_parity_failure,
-    )
+        write_onnx(job.staging, onx, ARTIFACT)
+        return Export(
+            artifact=ARTIFACT,
+            inputs=[TensorSpec(name=onx.graph.input[0].name, dtype="float32",
+                               shape=[None, len(job.sample.features)], features=job.sample.names)],
+            outputs=outputs,
+            framework="catboost",
+            framework_version=dist_version("catboost"),
+            model_type=model_type(job.model),
+            converters={d: dist_version(d) for d in ("catboost", "onnx")},
+            opsets=opsets,
+            export={"input_precision": "float32", "target_opset": "fixed by CatBoost's exporter",
+                    "zipmap": False, "exporter": "catboost save_model(format='onnx')"},
+            notes=notes,
+            failure_hint="CatBoost's ONNX export computes in float32, as CatBoost does natively",
+        )
 
 
-__all__ = ["EXPECTED_OPSETS", "pack_model", "strip_zipmap"]
+FAMILY = CatBoostFamily()
+
+__all__ = ["EXPECTED_OPSETS", "FAMILY", "CatBoostFamily", "strip_zipmap"]

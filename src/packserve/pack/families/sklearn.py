@@ -1,9 +1,8 @@
 """scikit-learn, XGBoost and LightGBM (sklearn API) -> ONNX through skl2onnx.
 
-XGBoost and LightGBM estimators are not known to skl2onnx out of the box: their
-onnxmltools converters are registered first (the step a bare ``convert_sklearn`` call
-skips, and fails on). Registering them with skl2onnx — rather than calling onnxmltools
-directly — is what lets the same code pack a Pipeline that *ends* in a booster.
+XGBoost and LightGBM estimators go through the same converter once their onnxmltools
+converters are registered with skl2onnx (:mod:`.converters`), so a Pipeline that *ends* in
+a booster packs like any other.
 
 Precision: the first export takes float32 inputs (what ONNX tree ensembles and the boosters
 themselves use). If that fails parity — typically a scaler before a tree on large-magnitude
@@ -15,90 +14,40 @@ does natively, and for a booster an explicit cast to float32 is inserted right b
 
 from __future__ import annotations
 
-import os
 import re
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from packserve.bundle import OutputSpec, TensorSpec, prepare_output_dir
-from packserve.errors import MissingDependencyError, PackError, ParityError, UnsupportedModelError
+from packserve.bundle import OutputSpec, TensorSpec
+from packserve.errors import PackError, UnsupportedModelError
 from packserve.pack import compat, parity
-from packserve.pack.build import Export, PackResult, finish
-from packserve.pack.progress import step
-from packserve.pack.signature import SampleTable, model_width, sample_table
+from packserve.pack.families.converters import (
+    BOOSTERS,
+    register_booster_converters,
+    require,
+    xgb_without_names,
+)
+from packserve.pack.family import (
+    Attempt,
+    Export,
+    ExportJob,
+    Family,
+    converter_errors,
+    dist_version,
+    model_type,
+    write_onnx,
+)
+from packserve.pack.signature import SampleTable
 
 # Pinned: the converters may emit a *lower* opset when the graph needs nothing newer; the
 # manifest's ``opsets`` records what the artifact actually declares, ``export.target_opset``
 # the pin.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-_registered = False
-_BOOSTERS = ("xgboost", "lightgbm")
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def register_booster_converters() -> None:
-    """Teach skl2onnx about XGBoost / LightGBM estimators (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import (
-        calculate_linear_classifier_output_shapes,
-        calculate_linear_regressor_output_shapes,
-    )
-
-    cls_opts = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
-    try:
-        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
-        from xgboost import XGBClassifier, XGBRegressor
-
-        update_registered_converter(
-            XGBClassifier, "XGBoostXGBClassifier",
-            calculate_linear_classifier_output_shapes, convert_xgboost, options=cls_opts,
-        )
-        update_registered_converter(
-            XGBRegressor, "XGBoostXGBRegressor",
-            calculate_linear_regressor_output_shapes, convert_xgboost,
-        )
-    except ImportError:
-        pass
-    try:
-        from lightgbm import LGBMClassifier, LGBMRegressor
-        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
-
-        update_registered_converter(
-            LGBMClassifier, "LightGbmLGBMClassifier",
-            calculate_linear_classifier_output_shapes, convert_lightgbm, options=cls_opts,
-        )
-        update_registered_converter(
-            LGBMRegressor, "LightGbmLGBMRegressor",
-            calculate_linear_regressor_output_shapes, convert_lightgbm,
-            options={"split": None},
-        )
-    except ImportError:
-        pass
-    _registered = True
-
-
-def _require(fam: str) -> None:
-    try:
-        import skl2onnx  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError("skl2onnx", fam) from exc
-    if fam in _BOOSTERS:
-        try:
-            import onnxmltools  # noqa: F401
-        except ImportError as exc:
-            raise MissingDependencyError("onnxmltools", fam) from exc
+FLOAT32 = Attempt("float32")
+FLOAT64 = Attempt("float64", "float64 inputs")
 
 
 def final_estimator(model: Any) -> Any:
@@ -151,21 +100,6 @@ def _check_model(model: Any) -> None:
         )
 
 
-def _xgb_without_names(est: Any) -> Any:
-    """XGBoost fitted on a DataFrame dumps trees with its column names; onnxmltools only
-    parses ``f<i>`` names. Return an equivalent estimator whose booster has no names."""
-    booster = est.get_booster()
-    names = booster.feature_names
-    if not names or all(n == f"f{i}" for i, n in enumerate(names)):
-        return est
-    raw = booster.copy()
-    raw.feature_names = None
-    raw.feature_types = None
-    clone = type(est)(**est.get_params())
-    clone.load_model(bytearray(raw.save_raw("ubj")))
-    return clone
-
-
 def _convertible(model: Any, cast_before_final: bool) -> tuple[Any, list[str]]:
     """The model as the converter should see it (same predictions), plus what was changed."""
     from sklearn.pipeline import Pipeline
@@ -174,7 +108,7 @@ def _convertible(model: Any, cast_before_final: bool) -> tuple[Any, list[str]]:
     final = final_estimator(model)
     new_final = final
     if _root(final) == "xgboost":
-        new_final = _xgb_without_names(final)
+        new_final = xgb_without_names(final)
         if new_final is not final:
             changes.append("xgboost feature names replaced by f<i> for the converter")
     if not hasattr(model, "steps"):
@@ -230,7 +164,7 @@ def _family(model: Any) -> tuple[str, str]:
     """(framework name, version) of the estimator that does the predicting."""
     root = _root(final_estimator(model))
     dist = {"sklearn": "scikit-learn"}.get(root, root)
-    return root, _version(dist)
+    return root, dist_version(dist)
 
 
 def _convert(
@@ -239,7 +173,7 @@ def _convert(
     from skl2onnx import convert_sklearn
     from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
 
-    from packserve.pack import SUPPORTED
+    from packserve.pack.families import SUPPORTED
 
     options: dict[Any, Any] = {}
     if classifier:
@@ -248,6 +182,7 @@ def _convert(
     with ExitStack() as stack:
         if compat.contains_hist_gradient_boosting(model):
             workarounds.append(stack.enter_context(compat.hist_gradient_boosting_fix()))
+        stack.enter_context(converter_errors(f"skl2onnx could not convert {type(model).__name__}"))
         try:
             onx = convert_sklearn(model, initial_types=types, target_opset=opset, options=options)
         except (MissingConverter, MissingShapeCalculator) as exc:
@@ -255,11 +190,6 @@ def _convert(
             what = found.group(1).rsplit(".", 1)[-1] if found else type(model).__name__
             raise UnsupportedModelError(
                 f"skl2onnx has no converter for {what}; supported: {SUPPORTED}"
-            ) from exc
-        except Exception as exc:
-            raise PackError(
-                f"skl2onnx could not convert {type(model).__name__}: {type(exc).__name__}: "
-                f"{str(exc)[:300]}"
             ) from exc
     return onx, workarounds
 
@@ -312,15 +242,6 @@ def _reads_float32(final: Any) -> bool:
     return type(final).__module__.startswith(_FLOAT32_TREE_MODULES)
 
 
-def _attempts(model: Any, fam: str, double: bool | None) -> list[bool]:
-    """Input precisions to try, in order (``True`` = float64)."""
-    if double is not None:
-        return [double]
-    if fam == "sklearn" or len(getattr(model, "steps", [])) > 1:
-        return [False, True]
-    return [False]  # a bare booster: float32 *is* its precision; float64 would change nothing
-
-
 FLOAT32_HINT = (
     "the artifact reads float32 inputs; rounding large-magnitude features to float32 can "
     "flip tree splits — scale such features inside the model, or pass "
@@ -328,70 +249,66 @@ FLOAT32_HINT = (
 )
 
 
-def pack_model(
-    model: Any,
-    out_dir: str | os.PathLike[str],
-    *,
-    sample: Any,
-    name: str,
-    version: str,
-    feature_names: list[str] | None,
-    force: bool,
-    allow_parity_failure: bool,
-    target_opset: dict[str, int] | None = None,
-    double: bool | None = None,
-) -> PackResult:
-    """Export a scikit-learn estimator/Pipeline (or XGBoost/LightGBM sklearn-API model)."""
-    fam, fam_version = _family(model)
-    _require(fam)
-    _check_model(model)
-    register_booster_converters()
-    opset = dict(target_opset or TARGET_OPSET)
-    st = sample_table(sample, feature_names=feature_names, model=model, expected_width=model_width(model))
-    classifier = is_classifier(model)
-    native = _native(model, st)
-    named = st.frame is not None and (not st.all_numeric or _has_column_transformer(model))
+def _notes(job: ExportJob, changes: list[str], workarounds: list[str]) -> list[str]:
+    notes = list(changes)
+    if workarounds:
+        notes.append("converted with packserve.pack.compat workaround(s): " + ", ".join(workarounds))
+    if job.attempt is FLOAT64 and job.options.get("double") is None:
+        last = job.previous
+        notes.append(
+            "float32 export failed parity (float32 rounding of the raw inputs flips tree "
+            "branches, e.g. after a scaler on large-magnitude features); exported with "
+            "float64 inputs instead"
+            + (f" — float32 result: {parity.describe_failure(last.report)}" if last else "")
+        )
+    return notes
 
-    attempts = _attempts(model, fam, double)
-    last: ParityError | None = None
-    failures: list[ParityError] = []
-    for use_double in attempts:
-        step("converting" + (" (float64 inputs)" if use_double else ""))
-        staging = prepare_output_dir(out_dir, force=force)
-        try:
-            cast = use_double and (fam in _BOOSTERS or _reads_float32(final_estimator(model)))
-            convertible, changes = _convertible(model, cast_before_final=cast)
-            types, specs = _initial_types(st, use_double, named)
-            onx, workarounds = _convert(convertible, types, opset, classifier)
-            (staging / "model.onnx").write_bytes(onx.SerializeToString())
-            outputs = _output_spec(onx, model, native)
-        except BaseException:
-            import shutil
 
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        notes = list(changes)
-        if workarounds:
-            notes.append(
-                "converted with packserve.pack.compat workaround(s): " + ", ".join(workarounds)
-            )
-        if use_double and double is None:
-            notes.append(
-                "float32 export failed parity (float32 rounding of the raw inputs flips tree "
-                "branches, e.g. after a scaler on large-magnitude features); exported with "
-                "float64 inputs instead"
-                + (f" — float32 result: {parity.describe_failure(last.report)}" if last else "")
-            )
-        exp = Export(
+class SklearnFamily(Family):
+    """A scikit-learn estimator/Pipeline (or XGBoost/LightGBM sklearn-API model)."""
+
+    title = "scikit-learn"
+    options = frozenset({"target_opset", "double"})
+
+    def check(self, model: Any, options: Mapping[str, Any]) -> None:
+        require(_family(model)[0])
+        _check_model(model)
+        register_booster_converters()
+
+    def native(self, model: Any, sample: SampleTable) -> parity.NativeOutput:
+        return _native(model, sample)
+
+    def attempts(self, model: Any, options: Mapping[str, Any]) -> Sequence[Attempt]:
+        """Input precisions to try, in order: float32 (what ONNX tree ensembles and the
+        boosters use), then float64 when preprocessing may need it (module docstring)."""
+        double: bool | None = options.get("double")
+        if double is not None:
+            return [FLOAT64 if double else FLOAT32]
+        if _family(model)[0] == "sklearn" or len(getattr(model, "steps", [])) > 1:
+            return [FLOAT32, FLOAT64]
+        return [FLOAT32]  # a bare booster: float32 *is* its precision; float64 changes nothing
+
+    def export(self, job: ExportJob) -> Export:
+        model, st = job.model, job.sample
+        fam, fam_version = _family(model)
+        use_double = job.attempt is FLOAT64
+        opset = dict(job.options.get("target_opset") or TARGET_OPSET)
+        named = st.frame is not None and (not st.all_numeric or _has_column_transformer(model))
+        cast = use_double and (fam in BOOSTERS or _reads_float32(final_estimator(model)))
+        convertible, changes = _convertible(model, cast_before_final=cast)
+        types, specs = _initial_types(st, use_double, named)
+        onx, workarounds = _convert(convertible, types, opset, is_classifier(model))
+        opsets = write_onnx(job.staging, onx)
+        outputs = _output_spec(onx, model, job.native)
+        return Export(
             artifact="model.onnx",
             inputs=specs,
             outputs=outputs,
             framework=fam,
             framework_version=fam_version,
-            model_type=f"{type(model).__module__}.{type(model).__qualname__}",
-            converters={"skl2onnx": _version("skl2onnx"), "onnxmltools": _version("onnxmltools"),
-                        "onnx": _version("onnx"), "protobuf": _version("protobuf")},
-            opsets={d.domain or "": int(d.version) for d in onx.opset_import},
+            model_type=model_type(model),
+            converters={d: dist_version(d) for d in ("skl2onnx", "onnxmltools", "onnx", "protobuf")},
+            opsets=opsets,
             export={
                 "input_precision": "float64" if use_double else "float32",
                 "target_opset": opset,
@@ -399,24 +316,12 @@ def pack_model(
                 "workarounds": workarounds,
                 "labels": _label_rule(outputs),
             },
-            notes=notes,
+            notes=_notes(job, changes, workarounds),
             failure_hint=None if use_double else FLOAT32_HINT,
         )
-        try:
-            return finish(
-                exp, st, native, staging, out_dir, name=name, version=version,
-                allow_parity_failure=allow_parity_failure and use_double == attempts[-1],
-            )
-        except ParityError as exc:
-            last = exc
-            failures.append(exc)
-    assert last is not None
-    if len(failures) > 1:
-        raise ParityError(
-            f"{failures[0].message}; retried with float64 inputs: {failures[-1].message}",
-            report=last.report,
-        )
-    raise last
 
 
-__all__ = ["TARGET_OPSET", "final_estimator", "is_classifier", "pack_model", "register_booster_converters"]
+FAMILY = SklearnFamily()
+
+__all__ = ["FAMILY", "FLOAT32_HINT", "TARGET_OPSET", "SklearnFamily", "final_estimator",
+           "is_classifier"]

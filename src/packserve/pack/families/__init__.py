@@ -1,0 +1,83 @@
+"""The framework families ``pack`` knows, one registry line each.
+
+A model is matched to a family *by the module names in its class hierarchy* (and, where
+one framework has two families, by class name), so no framework is imported unless the
+model is one of its own; the family's module is imported only then. First match wins.
+
+To add a family: write ``packserve/pack/families/<name>.py`` with a
+:class:`~packserve.pack.family.Family` subclass and a module-level ``FAMILY = ...Family()``,
+then add its :class:`Registration` line below.
+
+``torch`` is not ported yet: its line names a *legacy* module whose ``pack_model(model,
+out_dir, sample=, name=, version=, feature_names=, force=, allow_parity_failure=, **options)``
+runs the whole pack itself (:mod:`packserve.pack.torch`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from packserve.errors import UnsupportedModelError
+from packserve.pack.build import PackResult
+from packserve.pack.family import Family
+
+
+class LegacyPacker(Protocol):
+    """A module-level ``pack_model`` that runs a whole pack itself (families not yet ported)."""
+
+    def __call__(self, model: Any, out_dir: Any, **kwargs: Any) -> PackResult: ...
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Which models a family packs, and where it lives (imported on first use)."""
+
+    module: str  # under packserve.pack.families
+    roots: tuple[str, ...]  # top-level module names in the model's class hierarchy
+    supports: str  # for "supported: ..." in refusals
+    type_names: tuple[str, ...] = ()  # also require one of these class names, when given
+    legacy: str | None = None  # full module name whose pack_model runs the whole pack
+
+    def matches(self, roots: set[str], type_name: str) -> bool:
+        if not roots.intersection(self.roots):
+            return False
+        return not self.type_names or type_name in self.type_names
+
+
+REGISTRY: tuple[Registration, ...] = (
+    Registration("torch", ("torch",), "torch.nn.Module", legacy="packserve.pack.torch"),
+    Registration("catboost", ("catboost",), "CatBoostClassifier/CatBoostRegressor"),
+    Registration("booster", ("xgboost", "lightgbm"), "xgboost.Booster, lightgbm.Booster",
+                 type_names=("Booster",)),
+    Registration("sklearn", ("sklearn", "xgboost", "lightgbm"),
+                 "scikit-learn estimators and Pipelines (incl. ColumnTransformer), "
+                 "XGBClassifier/XGBRegressor, LGBMClassifier/LGBMRegressor"),
+)
+
+SUPPORTED = ", ".join(r.supports for r in REGISTRY)
+
+
+def registration_for(model: Any) -> Registration:
+    """The first registry line that matches ``model``; refuses anything else, naming what is."""
+    roots = {c.__module__.split(".", 1)[0] for c in type(model).__mro__}
+    for reg in REGISTRY:
+        if reg.matches(roots, type(model).__name__):
+            return reg
+    raise UnsupportedModelError(
+        f"cannot pack a {type(model).__module__}.{type(model).__qualname__}; supported: {SUPPORTED}"
+    )
+
+
+def family_for(model: Any) -> Family | LegacyPacker:
+    """The family that packs ``model`` (its module is imported here, not before)."""
+    reg = registration_for(model)
+    if reg.legacy is not None:
+        packer: LegacyPacker = importlib.import_module(reg.legacy).pack_model
+        return packer
+    family: Family = importlib.import_module(f"{__name__}.{reg.module}").FAMILY
+    return family
+
+
+__all__ = ["REGISTRY", "SUPPORTED", "LegacyPacker", "Registration", "family_for", "registration_for"]

@@ -1,0 +1,82 @@
+"""The common flow of every pack, written once: a :class:`~packserve.pack.family.Family`
+supplies the framework-specific steps, this module runs them in order.
+
+check options and model -> read the sample -> native predictions -> per attempt: stage,
+export, open with the real runtime, parity, manifest, atomic write (:func:`build.finish`).
+A parity failure moves on to the family's next attempt (the float64 re-export); the last
+attempt's failure is raised, naming every attempt's result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from packserve.errors import PackError, ParityError
+from packserve.pack.build import PackResult, finish, staged
+from packserve.pack.family import ExportJob, Family
+from packserve.pack.progress import step
+
+
+def _check_options(family: Family, options: Mapping[str, Any]) -> None:
+    if family.options is None:
+        return
+    unknown = set(options) - family.options
+    if unknown:
+        raise PackError(f"unknown option(s) for {family.title}: {sorted(unknown)}")
+
+
+def run(
+    family: Family,
+    model: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    sample: Any,
+    name: str,
+    version: str,
+    feature_names: list[str] | None,
+    force: bool,
+    allow_parity_failure: bool,
+    options: Mapping[str, Any],
+) -> PackResult:
+    """Pack ``model`` with ``family``; see :func:`packserve.pack.pack` for the contract."""
+    family, model = family.resolve(model)
+    _check_options(family, options)
+    family.check(model, options)
+    table = family.read_sample(model, sample, feature_names)
+    native = family.native(model, table)
+    attempts = list(family.attempts(model, options))
+    failures: list[ParityError] = []
+    for i, attempt in enumerate(attempts):
+        last = i == len(attempts) - 1
+        step(family.step + (f" ({attempt.label})" if attempt.label else ""))
+        with staged(out_dir, force=force) as staging:
+            job = ExportJob(
+                model=model, sample=table, native=native, staging=staging, attempt=attempt,
+                options=options, name=name, previous=failures[-1] if failures else None,
+            )
+            exp = family.export(job)
+        try:
+            return finish(
+                exp, table, native, staging, out_dir, name=name, version=version,
+                allow_parity_failure=allow_parity_failure and last,
+            )
+        except ParityError as exc:
+            failures.append(exc)
+            if last:
+                break
+    raise _combined(failures, attempts)
+
+
+def _combined(failures: list[ParityError], attempts: list[Any]) -> ParityError:
+    if len(failures) == 1:
+        return failures[0]
+    retries = "; ".join(
+        f"retried with {a.label or a.name}: {f.message}"
+        for a, f in zip(attempts[1:], failures[1:], strict=False)
+    )
+    return ParityError(f"{failures[0].message}; {retries}", report=failures[-1].report)
+
+
+__all__ = ["run"]
