@@ -7,6 +7,7 @@ VENV="${PACKSERVE_VENV:-.venv}"
 . "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q -e '.[dev]'
+./scripts/install-chromium.sh   # headless browser for tests/browser (Debian's chromium)
 ruff check src tests benchmarks examples
 mypy
 python -m pytest "$@"

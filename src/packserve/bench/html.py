@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from html import escape
 from pathlib import Path
 
+from packserve import __version__
 from packserve.bench.histogram import PERCENTILES
 from packserve.bench.resources import MIB
 from packserve.bench.runner import BenchResult, FindMaxResult
 from packserve.bench.svg import Series, line_chart
 
-_CSS = """body{font-family:sans-serif;max-width:1340px;margin:24px auto;color:#222}
+_CSS = """body{font-family:sans-serif;margin:16px 24px;color:#222}
 table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 10px;
 text-align:right}td:first-child,th:first-child{text-align:left}.note{color:#a15c00}
-.charts{display:flex;flex-wrap:wrap;gap:12px}.bad{color:#b00}.good{color:#070}"""
+.meta{color:#555;margin:-8px 0 8px}table.summary td{text-align:left}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px}
+.charts svg{display:block;width:100%;height:auto}.bad{color:#b00}.good{color:#070}"""
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def _meta(started_at: float) -> str:
+    """When the load ran (or, if unknown, when the report was made) and by which packserve."""
+    when = (f"run {_when(started_at)}" if started_at > 0
+            else f"report generated {_when(time.time())}")
+    return f'<p class="meta">{escape(when)} · packserve {escape(__version__)}</p>'
+
+
+def _generator(r: BenchResult) -> str:
+    """The load generator's own lag: how late requests left and how late its loop ran."""
+    h = r.health
+    lag = (f"sends late by p50 {h.schedule_lag_p50_ms:.1f} / p99 {h.schedule_lag_p99_ms:.1f} ms, "
+           if r.phase.mode == "open" else "")
+    detail = f"CPU {h.cpu_util:.0%}/process, {lag}event-loop lag p99 {h.loop_lag_p99_ms:.1f} ms"
+    if h.ok:
+        return f"kept up ({detail})"
+    return "COULD NOT KEEP UP: " + "; ".join(h.reasons) + f" ({detail})"
 
 
 def _pct_axis(curve: list[tuple[float, float]]) -> tuple[list[tuple[float, float]],
@@ -92,14 +118,13 @@ def _summary_rows(r: BenchResult) -> list[tuple[str, str]]:
         rows.append(("memory growth", f"{g['growth_mib']:+.1f} MiB after warm-up "
                      f"({g['slope_mib_per_min']:+.2f} MiB/min): "
                      + ("LEAK SUSPECTED" if r.leak_suspected() else "no leak detected")))
-    h = r.health
-    rows.append(("generator", "kept up" if h.ok else "COULD NOT KEEP UP: " + "; ".join(h.reasons)))
+    rows.append(("generator", _generator(r)))
     return rows
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+    return f'<table class="summary">{body}</table>'
 
 
 def _notes(notes: list[str]) -> str:
@@ -110,6 +135,8 @@ def render_html(obj: BenchResult | FindMaxResult, title: str = "packserve bench"
     """The report as one HTML string (no external resources)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>"]
+    first = obj if isinstance(obj, BenchResult) else (obj.steps[0] if obj.steps else None)
+    parts.append(_meta(first.started_at if first is not None else 0.0))
     if isinstance(obj, BenchResult):
         parts.append(_table(_summary_rows(obj)) + _notes(obj.notes))
         xs, ticks = _pct_axis(obj.phase.latency.percentile_curve())
@@ -145,7 +172,7 @@ def _find_max_section(fm: FindMaxResult) -> str:
             + (" (lower bound: the load generator ran out first)" if fm.generator_limited
                else "") + f"<br>stopped {escape(fm.stop_reason)}</p>")
     cols = ["offered req/s", "achieved req/s", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms",
-            "errors", "verdict"]
+            "errors", "sends late p50 / p99 ms", "verdict"]
     rows = []
     for s, ok, why in zip(fm.steps, fm.passed, fm.reasons, strict=True):
         pc = s.latency.percentiles_ms
@@ -153,6 +180,7 @@ def _find_max_section(fm: FindMaxResult) -> str:
         rows.append(f"<tr><td>{s.phase.offered_rate:,.1f}</td><td>{s.throughput:,.1f}</td>"
                     f"<td>{pc['p50']:.2f}</td><td>{pc['p95']:.2f}</td><td>{pc['p99']:.2f}</td>"
                     f"<td>{pc['p99.9']:.2f}</td><td>{s.error_rate:.2%}</td>"
+                    f"<td>{s.health.schedule_lag_p50_ms:.1f} / {s.health.schedule_lag_p99_ms:.1f}</td>"
                     f'<td class="{cls}">{escape(why)}</td></tr>')
     th = "".join(f"<th>{c}</th>" for c in cols)
     return head + f"<table><tr>{th}</tr>{''.join(rows)}</table>"

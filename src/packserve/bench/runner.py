@@ -41,6 +41,7 @@ class BenchResult:
     resources: ResourceSeries
     notes: list[str] = field(default_factory=list)
     soak: bool = False
+    started_at: float = 0.0  # wall-clock time (epoch seconds) the load started; 0 = unknown
 
     @property
     def mode(self) -> str:
@@ -111,7 +112,7 @@ class BenchResult:
                           "connection_cap_hit": p.connection_cap_hit},
             "resources": self.resources.to_dict(), "memory_growth": self.memory_growth(),
             "leak_suspected": self.leak_suspected(), "timeline": self.timeline(),
-            "notes": self.notes,
+            "notes": self.notes, "started_at": self.started_at or None,
         }
 
 
@@ -242,6 +243,7 @@ def run_bench(
     title = (f"{'soak' if soak else 'bench'} {target.base_url}{path} "
              + (f"@ {rate:g} req/s" if rate else f"x{spec.concurrency} concurrent"))
     factory = progress or _no_progress
+    started_at = time.time()
     with factory(title, duration) as sink:
         sampler.start()
         try:
@@ -249,7 +251,7 @@ def run_bench(
         finally:
             series = sampler.stop()
     result = BenchResult(target.base_url, name, path, sig.source, batch_size, phase,
-                         phase_health(phase), series, soak=soak)
+                         phase_health(phase), series, soak=soak, started_at=started_at)
     _annotate(result)
     return result
 

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from html import escape
 
+_CHAR_W = 6.6  # a generous width of one 11 px sans-serif character (digits, '%', '.')
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 
 
@@ -39,6 +41,17 @@ def _fmt(v: float) -> str:
     if abs(v) >= 10:
         return f"{v:.0f}"
     return f"{v:.3g}"
+
+
+def _tick_anchor(x: float, label: str, width: int) -> tuple[float, str]:
+    """Keep an x tick label inside the chart: a centred label that would run past an edge
+    (the "99.99%" tick sits on the right border) is aligned to that edge instead."""
+    half = len(label) * _CHAR_W / 2
+    if x + half > width - 2:
+        return width - 2.0, "end"
+    if x - half < 2:
+        return 2.0, "start"
+    return x, "middle"
 
 
 def line_chart(series: list[Series], *, title: str, xlabel: str, ylabel: str,
@@ -85,7 +98,8 @@ def line_chart(series: list[Series], *, title: str, xlabel: str, ylabel: str,
     for v, label in xlabels:
         out.append(f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{mt}" y2="{mt + ph}" '
                    'stroke="#f0f0f0"/>')
-        out.append(f'<text x="{sx(v):.1f}" y="{mt + ph + 16}" text-anchor="middle">'
+        tx, anchor = _tick_anchor(sx(v), label, width)
+        out.append(f'<text x="{tx:.1f}" y="{mt + ph + 16}" text-anchor="{anchor}">'
                    f'{escape(label)}</text>')
     out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
     out.append(f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle">'

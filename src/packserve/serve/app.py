@@ -36,6 +36,7 @@ from packserve.errors import (
     UnauthorizedError,
 )
 from packserve.runtime import RuntimeOptions
+from packserve.serve.docs import docs_router
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
     INTERNAL_ERROR_BODY_V2,
@@ -68,7 +69,7 @@ ROUTERS: list[Callable[[], APIRouter]] = [
 
 #: Paths that never need the API key and are answered while draining.
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-OPEN_PREFIXES = ("/health/", "/v2/health/")
+OPEN_PREFIXES = ("/health/", "/v2/health/", "/docs/assets/")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -287,6 +288,8 @@ def create_app(
         title="packserve",
         version=__version__,
         description="Prediction API over packserve bundles.",
+        docs_url=None,  # FastAPI's pages load from a CDN: serve/docs.py serves them offline
+        redoc_url=None,
         lifespan=lambda _app: lifespan_context(registry, state, executor),
     )
     app.setup_packserve(settings, registry, state, metrics)
@@ -297,6 +300,7 @@ def create_app(
         state.on_drain.append(batchers.drain_all)
     for make_router in ROUTERS:
         app.include_router(make_router())
+    app.include_router(docs_router())
     install_error_handlers(app)
     if settings.repository_poll_s > 0:
         from packserve.serve.v2_routes import repository_for
