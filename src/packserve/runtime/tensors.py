@@ -190,10 +190,22 @@ class InputChecker:
 
     # --- nested JSON lists ----------------------------------------------------------------
 
-    def from_nested(self, batch: list[Any]) -> np.ndarray:
-        """``batch``: one nested list per instance (parsed JSON). Returns the checked array."""
+    def from_nested(self, batch: list[Any], *, single: bool = False) -> np.ndarray:
+        """``batch``: one nested list per instance (parsed JSON). Returns the checked array.
+
+        ``single``: the request holds one instance, so messages name no instance number.
+        """
         if not batch:
             raise self.fail("no instances given")
+        try:
+            return self._from_nested(batch)
+        except InputError as exc:
+            if single and exc.where is not None and exc.where.startswith(f"{self.label}, instance"):
+                what = exc.message[len(exc.where) + 2 :]
+                raise self.fail(what) from None
+            raise
+
+    def _from_nested(self, batch: list[Any]) -> np.ndarray:
         dims = [len(batch)]
         flat: list[Any] = batch
         for axis in range(1, self.rank):

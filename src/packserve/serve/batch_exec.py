@@ -2,6 +2,10 @@
 
 Runs in the batcher's executor thread (or on the loop for an inline batch). Every failure
 becomes one :class:`InferenceError` for the whole batch, without internals in its message.
+
+Requests merge along the batch axis only where their other axes agree: a tensor model with
+a variable axis (a sequence length) runs one model call per distinct shape in the batch
+(requests of one shape still share a call), never pads.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from packserve.errors import InferenceError, PackserveError
 from packserve.runtime.inputs import Feeds, concat_feeds
 from packserve.runtime.prediction import Prediction
+from packserve.runtime.tensors import shape_key
 
 __all__ = ["Outcome", "compute", "fresh_error"]
 
@@ -31,28 +36,36 @@ def compute(
     """Merge, run, split: ``results[i]`` holds exactly the rows of ``parts[i]``, in order."""
     t0 = time.perf_counter()
     try:
-        merged = parts[0] if len(parts) == 1 else concat_feeds(parts)
-        pred = run(merged)
-        total = sum(sizes)
-        if len(pred) != total:
-            raise InferenceError(
-                "the model returned a wrong number of rows",
-                detail_for_logs=f"expected {total}, got {len(pred)}",
-            )
         if len(parts) == 1:
-            results = [pred]
+            results = [_checked(run(parts[0]), sizes[0])]
         else:
-            results = []
-            start = 0
-            for n in sizes:
-                results.append(pred.slice(start, start + n))
-                start += n
+            groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
+            for i, p in enumerate(parts):
+                groups.setdefault(shape_key(p), []).append(i)
+            slots: list[Prediction | None] = [None] * len(parts)
+            for members in groups.values():
+                merged = concat_feeds([parts[i] for i in members])
+                pred = _checked(run(merged), sum(sizes[i] for i in members))
+                start = 0
+                for i in members:
+                    slots[i] = pred.slice(start, start + sizes[i])
+                    start += sizes[i]
+            results = [r for r in slots if r is not None]
     except PackserveError as exc:
         return Outcome(error=exc, compute_s=time.perf_counter() - t0)
     except Exception as exc:
         err = InferenceError("the model failed to compute this batch", detail_for_logs=repr(exc))
         return Outcome(error=err, compute_s=time.perf_counter() - t0)
     return Outcome(results=results, compute_s=time.perf_counter() - t0)
+
+
+def _checked(pred: Prediction, total: int) -> Prediction:
+    if len(pred) != total:
+        raise InferenceError(
+            "the model returned a wrong number of rows",
+            detail_for_logs=f"expected {total}, got {len(pred)}",
+        )
+    return pred
 
 
 def fresh_error(exc: PackserveError) -> PackserveError:

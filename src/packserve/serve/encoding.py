@@ -2,8 +2,9 @@
 
 Shapes (the OpenAPI schemas in :mod:`packserve.serve.schemas` describe exactly these):
 classification ``{"prediction", "probability", "probabilities", "model_version"}``,
-regression ``{"prediction", "model_version"}``, batch ``{"predictions", "batch_size",
-"model_version"}``. Labels keep their type: ints stay ints, strings stay strings.
+regression ``{"prediction", "model_version"}``, ``task='tensor'`` ``{"outputs": {name: nested
+array}, "model_version"}``, batch ``{"predictions", "batch_size", "model_version"}`` with one
+such item per instance. Labels keep their type: ints stay ints, strings stay strings.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class ResponseEncoder:
 
     def __init__(self, manifest: Manifest, version: str) -> None:
         self.version = version
+        self.tensor = manifest.task == "tensor"
         self.classifier = manifest.is_classifier
         classes = list(manifest.outputs.classes or [])
         self.keys = [str(c) for c in classes]
@@ -44,7 +46,16 @@ class ResponseEncoder:
             chosen = probs.max(axis=1)
         return labels.tolist(), chosen.tolist(), probs.tolist()
 
+    def _tensor_items(self, pred: Prediction) -> list[dict[str, Any]]:
+        assert pred.outputs is not None
+        named = {k: v.tolist() for k, v in pred.outputs.items()}  # one C pass per output
+        return [{"outputs": {k: v[i] for k, v in named.items()}} for i in range(len(pred))]
+
     def single(self, pred: Prediction) -> bytes:
+        if self.tensor:
+            assert pred.outputs is not None
+            outs = {k: v[0].tolist() for k, v in pred.outputs.items()}
+            return orjson.dumps({"outputs": outs, "model_version": self.version})
         if self.classifier:
             assert pred.labels is not None and pred.probabilities is not None
             label = pred.labels[0].item()
@@ -62,12 +73,15 @@ class ResponseEncoder:
         return orjson.dumps({"prediction": pred.values[0].tolist(), "model_version": self.version})
 
     def batch(self, pred: Prediction) -> bytes:
-        if self.classifier:
+        predictions: list[dict[str, Any]]
+        if self.tensor:
+            predictions = self._tensor_items(pred)
+        elif self.classifier:
             assert pred.labels is not None and pred.probabilities is not None
             if len(pred.labels) > 64:  # large batches: vectorised label -> probability
                 labels, chosen, rows = self._label_probability(pred)
                 keys = self.keys
-                predictions: list[dict[str, Any]] = [
+                predictions = [
                     {"prediction": label, "probability": p,
                      "probabilities": dict(zip(keys, row, strict=True))}
                     for label, p, row in zip(labels, chosen, rows, strict=True)

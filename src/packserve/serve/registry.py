@@ -33,7 +33,8 @@ from packserve.errors import (
 from packserve.runtime import Feeds, Prediction, Predictor, RuntimeOptions, feeds_rows, load
 from packserve.serve.encoding import ResponseEncoder
 from packserve.serve.offload import CostModel
-from packserve.serve.validation import RequestDecoder
+from packserve.serve.tensor_request import TensorRequestDecoder
+from packserve.serve.validation import RequestDecoder, decoder_for
 
 log = logging.getLogger("packserve.serve")
 
@@ -72,13 +73,13 @@ class ModelHandle:
     cost: CostModel = field(default_factory=lambda: CostModel(0.00025))
     executor: Executor | None = None
     observer: InferenceObserver | None = None
-    decoder: RequestDecoder | None = None
+    decoder: RequestDecoder | TensorRequestDecoder | None = None
     encoder: ResponseEncoder | None = None
     load_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.manifest is not None:
-            self.decoder = RequestDecoder(self.manifest, max_batch=self.max_batch)
+            self.decoder = decoder_for(self.manifest, max_batch=self.max_batch)
             self.encoder = ResponseEncoder(self.manifest, self.version)
 
     @property
@@ -167,11 +168,8 @@ class ModelHandle:
 
 
 def _timed_runner(predictor: Predictor) -> Callable[[int], float]:
-    m = predictor.manifest
-    row = m.examples[0] if m.examples else ["" if f.dtype == "string" else 0.0 for f in m.features]
-
     def run(n: int) -> float:
-        feeds = predictor.to_feeds([row] * n)
+        feeds = predictor.example_feeds(n)
         t0 = time.perf_counter()
         predictor.run(feeds)
         return time.perf_counter() - t0

@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from packserve.bundle import Manifest
 from packserve.serve.registry import ModelHandle, ModelRegistry
+from packserve.serve.tensor_schemas import tensor_schemas
 
 REF = "#/components/schemas/{model}"
 
@@ -42,8 +43,34 @@ def schema_prefix(handle: ModelHandle) -> str:
     return f"{_ident(handle.name)}_{_ident(handle.version)}"
 
 
+def _item_fields(manifest: Manifest, prefix: str) -> dict[str, Any]:
+    """The fields of one prediction: label + probabilities, or a value."""
+    strict = ConfigDict(extra="forbid")
+    if manifest.is_classifier:
+        classes = list(manifest.outputs.classes or [])
+        label: Any = Literal[tuple(classes)] if classes else str  # type: ignore[valid-type]
+        probs = create_model(  # type: ignore[call-overload]
+            f"{prefix}_Probabilities",
+            __config__=strict,
+            __doc__="probability per class label (labels as JSON object keys)",
+            **{f"c{i}": (float, Field(alias=str(c), ge=0.0, le=1.0)) for i, c in enumerate(classes)},
+        )
+        item_fields: dict[str, Any] = {
+            "prediction": (label, Field(description="predicted label (keeps its type)")),
+            "probability": (float, Field(ge=0.0, le=1.0, description="probability of that label")),
+            "probabilities": (probs, ...),
+        }
+    else:
+        item_fields = {"prediction": (float, Field(description="predicted value"))}
+    return item_fields
+
+
 def model_schemas(manifest: Manifest, prefix: str, max_batch: int) -> dict[str, type[BaseModel]]:
     """Request/response Pydantic models for one model version."""
+    item_fields = _item_fields(manifest, prefix)
+    if manifest.is_tensor:
+        return tensor_schemas(manifest, prefix, max_batch,
+                              item_fields if manifest.is_classifier else None)
     names = manifest.feature_names
     n = len(names)
     listing = ", ".join(names[:20]) + (", ..." if n > 20 else "")
@@ -77,22 +104,6 @@ def model_schemas(manifest: Manifest, prefix: str, max_batch: int) -> dict[str, 
         __config__=ConfigDict(extra="forbid", json_schema_extra=batch_extra),  # type: ignore[typeddict-item]
         instances=(list[request], Field(min_length=1, max_length=max_batch)),  # type: ignore[valid-type]
     )
-    if manifest.is_classifier:
-        classes = list(manifest.outputs.classes or [])
-        label: Any = Literal[tuple(classes)] if classes else str  # type: ignore[valid-type]
-        probs = create_model(  # type: ignore[call-overload]
-            f"{prefix}_Probabilities",
-            __config__=strict,
-            __doc__="probability per class label (labels as JSON object keys)",
-            **{f"c{i}": (float, Field(alias=str(c), ge=0.0, le=1.0)) for i, c in enumerate(classes)},
-        )
-        item_fields: dict[str, Any] = {
-            "prediction": (label, Field(description="predicted label (keeps its type)")),
-            "probability": (float, Field(ge=0.0, le=1.0, description="probability of that label")),
-            "probabilities": (probs, ...),
-        }
-    else:
-        item_fields = {"prediction": (float, Field(description="predicted value"))}
     item = create_model(f"{prefix}_BatchItem", __config__=strict, **item_fields)
     response = create_model(
         f"{prefix}_PredictResponse", __config__=strict, **item_fields, model_version=(str, ...)
@@ -177,18 +188,19 @@ def prediction_openapi(registry: ModelRegistry, *, secured: bool) -> tuple[dict[
         assert h.manifest is not None
         names = per_handle[id(h)]
         ex = h.manifest.examples[0] if h.manifest.examples else None
+        key = "inputs" if h.manifest.is_tensor else "features"
         tag = f"model {h.name}"
         paths[f"{base}/predict"] = {
             "post": _operation(
                 f"Predict one instance ({what})", tag, names["request"], names["response"],
-                None if ex is None else {"features": ex}, secured,
+                None if ex is None else {key: ex}, secured,
             )
         }
         paths[f"{base}/predict/batch"] = {
             "post": _operation(
                 f"Predict a batch of 1..{registry.max_batch} instances ({what})", tag,
                 names["batch_request"], names["batch_response"],
-                None if ex is None else {"instances": [{"features": ex}]}, secured,
+                None if ex is None else {"instances": [{key: ex}]}, secured,
             )
         }
 

@@ -20,6 +20,7 @@ import orjson
 from packserve.bundle import Manifest
 from packserve.errors import BadRequestError, InputError
 from packserve.runtime.inputs import Feeds, table_to_feeds
+from packserve.serve.tensor_request import TensorRequestDecoder
 
 _NUM_TYPES = frozenset({int, float})
 _STR_TYPES = frozenset({str})
@@ -275,4 +276,11 @@ class RequestDecoder:
             self._first_bad(mask, single, "must be 0 or 1")
 
 
-__all__ = ["RequestDecoder", "parse_json"]
+def decoder_for(manifest: Manifest, *, max_batch: int) -> RequestDecoder | TensorRequestDecoder:
+    """The request decoder a bundle needs: rows of named features, or named N-D tensors."""
+    if manifest.is_tensor:
+        return TensorRequestDecoder(manifest, max_batch=max_batch)
+    return RequestDecoder(manifest, max_batch=max_batch)
+
+
+__all__ = ["RequestDecoder", "decoder_for", "parse_json"]
