@@ -110,10 +110,20 @@ class IntegrityError(BundleError):
 
 
 class SignatureError(BundleError):
-    """A bundle's signature is unreadable, by an untrusted signer, or does not match its files."""
+    """A bundle's signature is unreadable, by an untrusted signer, or does not match its files.
+
+    ``reason`` is one word from a small fixed set (a metrics label): ``missing``,
+    ``unreadable``, ``untrusted_signer``, ``bad_signature``, ``files_differ``,
+    ``unsigned_files``, ``unsupported``.
+    """
 
     exit_code = 6
     code = "signature_invalid"
+
+    def __init__(self, message: str, *, reason: str = "bad_signature",
+                 detail_for_logs: str | None = None) -> None:
+        super().__init__(message, detail_for_logs=detail_for_logs)
+        self.reason = reason
 
 
 class SignatureMissingError(SignatureError):
@@ -121,6 +131,9 @@ class SignatureMissingError(SignatureError):
 
     exit_code = 7
     code = "signature_missing"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="missing")
 
 
 # --- scanning ------------------------------------------------------------------------------

@@ -213,7 +213,7 @@ def parse_signature(data: bytes) -> SignatureInfo:
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise SignatureError(
             f"the signature file {SIGNATURE_NAME} is unreadable (truncated or not a model-signing "
-            "signature)"
+            "signature)", reason="unreadable",
         ) from exc
 
 
@@ -321,21 +321,22 @@ def _check_signature(
     if info.kind == "sigstore":
         raise SignatureError(
             "the bundle is signed with Sigstore keyless signing; packserve verifies signatures "
-            "by keys and certificate chains only (offline)"
+            "by keys and certificate chains only (offline)", reason="unsupported",
         )
     if info.kind == "key":
         keys = [a for a in anchors if a.kind == "key"]
         if info.key_fingerprint is not None:
             keys = [a for a in keys if a.fingerprint == info.key_fingerprint]
         if not keys:
-            raise SignatureError(f"signed by key {info.key_fingerprint or '(unnamed)'}, which is not trusted")
+            raise SignatureError(f"signed by key {info.key_fingerprint or '(unnamed)'}, which is not trusted",
+                                 reason="untrusted_signer")
         configs = [(a, verifying.Config().use_elliptic_key_verifier(public_key=a.path)) for a in keys]
     else:
         cas = [a for a in anchors if a.kind == "certificate"]
         if not cas:
             raise SignatureError(
                 f"signed with a certificate ({info.certificate_subject}) but no trusted CA certificate "
-                "was given"
+                "was given", reason="untrusted_signer",
             )
         config = verifying.Config().use_certificate_verifier(certificate_chain=[a.path for a in cas])
         configs = [(cas[0], config)]
@@ -350,7 +351,8 @@ def _check_signature(
             except Exception as exc:  # the library raises ValueError, OpenSSL and crypto errors
                 failure = exc
     if failure is not None and str(failure).startswith("Signature mismatch"):
-        raise SignatureError(_mismatch(root, info), detail_for_logs=str(failure)[:2000])
+        raise SignatureError(_mismatch(root, info), reason="files_differ",
+                             detail_for_logs=str(failure)[:2000])
     if info.kind == "key":
         message = (f"the signature does not verify with key {info.key_fingerprint}: forged, "
                    "corrupted, or made by another key")
@@ -371,7 +373,8 @@ def _bundle_files(root: Path) -> set[str]:
 def _check_coverage(root: Path, info: SignatureInfo) -> None:
     unsigned = sorted(_bundle_files(root) - set(info.files))
     if unsigned:
-        raise SignatureError(f"file(s) not covered by the signature: {', '.join(unsigned[:5])}")
+        raise SignatureError(f"file(s) not covered by the signature: {', '.join(unsigned[:5])}",
+                             reason="unsigned_files")
 
 
 def _mismatch(root: Path, info: SignatureInfo) -> str:

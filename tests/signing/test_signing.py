@@ -71,19 +71,24 @@ def test_tampering_is_refused_before_the_runtime_opens_anything(
 
 
 def test_refusal_messages_name_what_changed(signed_bundle: Path, keys: Keys, tmp_path: Path) -> None:
-    def refusal(case: str) -> str:
+    def refusal(case: str) -> tuple[str, str]:
         with pytest.raises(SignatureError) as info:
             verify_signature(tampered_copy(signed_bundle, tmp_path / case, case, keys), [keys.public])
-        return info.value.message
+        return info.value.message, info.value.reason
 
-    assert "changed: model.onnx" in refusal("byte_in_artifact")
-    assert "changed: model.onnx, packserve.json" in refusal("manifest_rewritten")
-    assert "added: extra.bin" in refusal("file_added")
-    assert "added: .gitattributes" in refusal("git_file_added")
-    assert "removed: model.onnx" in refusal("file_removed")
-    assert "unreadable" in refusal("signature_truncated")
-    assert key_fingerprint(keys.other_public) in refusal("signed_by_other_key")
-    assert "does not verify" in refusal("other_key_claiming_ours")
+    assert refusal("byte_in_artifact") == (
+        "the bundle does not match its signature: file(s) changed: model.onnx", "files_differ")
+    assert "changed: model.onnx, packserve.json" in refusal("manifest_rewritten")[0]
+    assert refusal("file_added") == (
+        "the bundle does not match its signature: file(s) added: extra.bin", "files_differ")
+    assert "added: .gitattributes" in refusal("git_file_added")[0]
+    assert "removed: model.onnx" in refusal("file_removed")[0]
+    assert refusal("signature_truncated")[1] == "unreadable"
+    msg, reason = refusal("signed_by_other_key")
+    assert key_fingerprint(keys.other_public) in msg and reason == "untrusted_signer"
+    msg, reason = refusal("other_key_claiming_ours")
+    assert "does not verify" in msg and reason == "bad_signature"
+    assert refusal("signature_missing")[1] == "missing"
     assert SignatureMissingError.exit_code == 7 and SignatureError.exit_code == 6
 
 

@@ -9,20 +9,26 @@ Choices, each for a reason:
   ``docker run -e PACKSERVE_API_KEY=...`` overrides anything;
 * exec-form ``CMD`` so ``packserve serve`` is PID 1 and receives SIGTERM itself (drain);
   one server process per container — scale with replicas, not ``--workers``;
-* ``HEALTHCHECK`` on readiness, with the Python the image already has (slim has no curl).
+* ``HEALTHCHECK`` on readiness, with the Python the image already has (slim has no curl);
+* with trusted keys, the public keys go to ``/etc/packserve/trusted/`` (root-owned) and
+  ``PACKSERVE_TRUSTED_KEYS`` names them: the server refuses any bundle they did not sign.
+  Each bundle's ``model.sig`` travels in ``model/`` and is verified while writing the context.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from packserve import __version__
-from packserve.deploy.target import Target
+from packserve.deploy.target import Target, check_signatures, trusted_file_names
 from packserve.errors import OutputExistsError
+from packserve.signing import load_trust_anchors
 
 IMAGE_MODEL_DIR = "/models"
+IMAGE_TRUST_DIR = "/etc/packserve/trusted"
 IMAGE_PORT = 8080
 IMAGE_UID = 10001
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -42,26 +48,34 @@ DOCKERIGNORE = """\
 !model/**
 !wheels/
 !wheels/*.whl
+!trust/
+!trust/*
 **/__pycache__
 **/*.pyc
 **/.DS_Store
 """
 
 
-def image_env() -> dict[str, str]:
-    """``PACKSERVE_*`` values baked into the image (fields of ServeSettings)."""
+def image_env(trusted: Sequence[str] = ()) -> dict[str, str]:
+    """``PACKSERVE_*`` values baked into the image (fields of ServeSettings); ``trusted``: the
+    file names of the trusted keys under ``IMAGE_TRUST_DIR``."""
     from packserve.serve.settings import ServeSettings
 
     fields = {"model_path": IMAGE_MODEL_DIR, "host": "0.0.0.0", "port": str(IMAGE_PORT),  # noqa: S104
               "shutdown_grace_s": "2", "drain_timeout_s": "20"}
+    if trusted:
+        fields["trusted_keys"] = ",".join(f"{IMAGE_TRUST_DIR}/{n}" for n in trusted)
     unknown = set(fields) - set(ServeSettings.model_fields)
     assert not unknown, unknown
     return {f"PACKSERVE_{k.upper()}": v for k, v in fields.items()}
 
 
-def dockerfile(target: Target, *, python: str = "3.11", wheel: str | None = None) -> str:
+def dockerfile(
+    target: Target, *, python: str = "3.11", wheel: str | None = None, trusted: Sequence[str] = ()
+) -> str:
     """The Dockerfile text. ``wheel``: file name of a packserve wheel under ``wheels/`` in the
-    build context (default: ``packserve==<this version>`` from the configured package index)."""
+    build context (default: ``packserve==<this version>`` from the configured package index).
+    ``trusted``: file names of trusted public keys under ``trust/`` in the context."""
     extras = f"[{','.join(target.extras)}]" if target.extras else ""
     spec = f"/tmp/wheels/{wheel}{extras}" if wheel else f"packserve{extras}=={__version__}"  # noqa: S108
     lines = [
@@ -91,7 +105,18 @@ def dockerfile(target: Target, *, python: str = "3.11", wheel: str | None = None
         f"RUN chmod -R a+rX,go-w {IMAGE_MODEL_DIR}",
         "",
     ]
-    env = image_env()
+    signed = sum(m.signed for m in target.models)
+    if trusted:
+        lines += [
+            f"# signatures enforced: only bundles signed by {len(trusted)} trusted key(s) are served",
+            f"COPY --chown=root:root trust/ {IMAGE_TRUST_DIR}/",
+            f"RUN chmod -R a+rX,go-w {IMAGE_TRUST_DIR}",
+            "",
+        ]
+    elif signed:
+        lines += [f"# {signed} of {len(target.models)} bundle(s) signed (model.sig), signatures NOT "
+                  "enforced: set PACKSERVE_TRUSTED_KEYS (or deploy docker --trusted-key)", ""]
+    env = image_env(trusted)
     lines += ["ENV " + " \\\n    ".join(f"{k}={v}" for k, v in env.items()), ""]
     lines += [
         f"USER {IMAGE_UID}:{IMAGE_UID}",
@@ -108,10 +133,12 @@ def dockerfile(target: Target, *, python: str = "3.11", wheel: str | None = None
 
 def write_docker(
     target: Target, out_dir: str | Path, *, python: str = "3.11", wheel: str | Path | None = None,
-    force: bool = False,
+    force: bool = False, trusted_keys: Sequence[str | Path] = (),
 ) -> list[Path]:
     """Write the build context: ``Dockerfile``, ``.dockerignore``, ``model/`` (a copy of the
-    bundle or repository) and, with ``wheel``, ``wheels/<file>``. Returns the written files."""
+    bundle or repository), with ``wheel`` ``wheels/<file>``, with ``trusted_keys`` ``trust/``
+    (and every copied bundle's signature verified). Returns the written files."""
+    anchors = load_trust_anchors(trusted_keys)  # a bad key file fails before anything is written
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -120,15 +147,28 @@ def write_docker(
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(target.path, out / "model",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    try:
+        check_signatures(out / "model", anchors)  # the copy: exactly what the image will hold
+    except Exception:
+        shutil.rmtree(out)
+        raise
+    names = trusted_file_names(anchors)
+    if anchors:
+        (out / "trust").mkdir()
+        for anchor, name in zip(anchors, names, strict=True):
+            shutil.copyfile(anchor.path, out / "trust" / name)
     wheel_name = None
     if wheel is not None:
         src = Path(wheel)
         (out / "wheels").mkdir()
         shutil.copy2(src, out / "wheels" / src.name)
         wheel_name = src.name
-    (out / "Dockerfile").write_text(dockerfile(target, python=python, wheel=wheel_name))
+    (out / "Dockerfile").write_text(dockerfile(target, python=python, wheel=wheel_name, trusted=names))
     (out / ".dockerignore").write_text(DOCKERIGNORE)
-    return [out / "Dockerfile", out / ".dockerignore", out / "model"]
+    return [out / "Dockerfile", out / ".dockerignore", out / "model"] + ([out / "trust"] if anchors else [])
 
 
-__all__ = ["DOCKERIGNORE", "IMAGE_MODEL_DIR", "IMAGE_PORT", "dockerfile", "image_env", "write_docker"]
+__all__ = [
+    "DOCKERIGNORE", "IMAGE_MODEL_DIR", "IMAGE_PORT", "IMAGE_TRUST_DIR", "dockerfile", "image_env",
+    "write_docker",
+]

@@ -8,14 +8,19 @@ mode: the container runs the same ``packserve serve`` as everywhere else.
 
 Shutdown: Kubernetes sends SIGTERM and kills after ``terminationGracePeriodSeconds`` (30 s by
 default), so the runtime sets grace + drain timeout below that.
+
+Signatures: each bundle's ``model.sig`` sits in its folder, so it reaches ``/mnt/models`` with
+the model. With trusted keys, a ConfigMap holds the public keys, the runtime mounts it
+read-only and ``PACKSERVE_TRUSTED_KEYS`` names them: the pod refuses what they did not sign.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from packserve.deploy.target import Target, dns_name
+from packserve.deploy.target import Target, check_signatures, dns_name, trusted_file_names
 
 KSERVE_MODEL_DIR = "/mnt/models"
 KSERVE_PORT = 8080
@@ -24,9 +29,13 @@ MODEL_FORMAT = "packserve"
 MODEL_FORMAT_VERSION = "1"  # manifest schema_version
 RUNTIME_UID = 10001
 STORAGE_PLACEHOLDER = "s3://CHANGE-ME/models/{name}"
+TRUST_DIR = "/etc/packserve/trusted"
+TRUST_VOLUME = "trusted-keys"
 
 
-def container_settings(*, grace_s: float = 5.0, drain_s: float = 20.0) -> dict[str, str]:
+def container_settings(
+    *, grace_s: float = 5.0, drain_s: float = 20.0, trusted: Sequence[str] = ()
+) -> dict[str, str]:
     """ServeSettings fields for the KServe contract, as ``PACKSERVE_*`` env values."""
     from packserve.serve.settings import ServeSettings
 
@@ -37,6 +46,8 @@ def container_settings(*, grace_s: float = 5.0, drain_s: float = 20.0) -> dict[s
         "shutdown_grace_s": str(grace_s),
         "drain_timeout_s": str(drain_s),
     }
+    if trusted:
+        fields["trusted_keys"] = ",".join(f"{TRUST_DIR}/{n}" for n in trusted)
     unknown = set(fields) - set(ServeSettings.model_fields)
     assert not unknown, unknown  # the generator must follow the one settings class
     return {f"PACKSERVE_{k.upper()}": v for k, v in fields.items()}
@@ -53,11 +64,13 @@ def _resources(cpu: str, memory: str, cpu_limit: str | None, memory_limit: str |
 def serving_runtime(
     *, name: str, image: str, cpu: str = "1", memory: str = "1Gi",
     cpu_limit: str | None = None, memory_limit: str | None = "2Gi",
+    trusted_configmap: str | None = None, trusted: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The ``ServingRuntime`` (serving.kserve.io/v1alpha1)."""
+    """The ``ServingRuntime`` (serving.kserve.io/v1alpha1); with ``trusted`` key file names in
+    the ConfigMap ``trusted_configmap``, mounted at ``TRUST_DIR`` and enforced."""
     probe_port = KSERVE_PORT
-    env = [{"name": k, "value": v} for k, v in container_settings().items()]
-    return {
+    env = [{"name": k, "value": v} for k, v in container_settings(trusted=trusted).items()]
+    runtime: dict[str, Any] = {
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "ServingRuntime",
         "metadata": {
@@ -100,6 +113,23 @@ def serving_runtime(
             ],
         },
     }
+    if trusted:
+        spec = runtime["spec"]
+        spec["volumes"] = [{"name": TRUST_VOLUME, "configMap": {"name": trusted_configmap}}]
+        spec["containers"][0]["volumeMounts"] = [
+            {"name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": True}
+        ]
+    return runtime
+
+
+def trusted_keys_configmap(name: str, keys: Mapping[str, str]) -> dict[str, Any]:
+    """A ConfigMap holding the trusted public keys (file name -> PEM text)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "packserve"}},
+        "data": dict(keys),
+    }
 
 
 def inference_service(
@@ -131,18 +161,28 @@ def inference_service(
 def kserve_manifests(
     target: Target, *, image: str, name: str | None = None, storage_uri: str | None = None,
     cpu: str = "1", memory: str = "1Gi", memory_limit: str | None = "2Gi",
-    min_replicas: int = 1, max_replicas: int = 3,
+    min_replicas: int = 1, max_replicas: int = 3, trusted: Sequence[str] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(ServingRuntime, InferenceService) for a bundle or repository."""
+    """(ServingRuntime, InferenceService) for a bundle or repository. ``trusted``: key file
+    names in the ConfigMap :func:`trusted_configmap_name` (see :func:`write_kserve`)."""
     isvc = dns_name(name) if name else target.default_name
-    runtime = f"packserve-{isvc}"[:63].rstrip("-")
+    runtime = runtime_name(isvc)
     uri = storage_uri or STORAGE_PLACEHOLDER.format(name=isvc)
     kw: dict[str, Any] = {"cpu": cpu, "memory": memory, "memory_limit": memory_limit}
     return (
-        serving_runtime(name=runtime, image=image, **kw),
+        serving_runtime(name=runtime, image=image, trusted=trusted,
+                        trusted_configmap=trusted_configmap_name(runtime), **kw),
         inference_service(name=isvc, runtime=runtime, storage_uri=uri,
                           min_replicas=min_replicas, max_replicas=max_replicas, **kw),
     )
+
+
+def runtime_name(isvc: str) -> str:
+    return f"packserve-{isvc}"[:63].rstrip("-")
+
+
+def trusted_configmap_name(runtime: str) -> str:
+    return f"{runtime[:50].rstrip('-')}-trusted-keys"
 
 
 def to_yaml(doc: dict[str, Any]) -> str:
@@ -151,13 +191,27 @@ def to_yaml(doc: dict[str, Any]) -> str:
     return str(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
 
 
-def write_kserve(target: Target, out_dir: str | Path, **options: Any) -> list[Path]:
-    """Write ``servingruntime.yaml`` and ``inferenceservice.yaml``; returns their paths."""
+def write_kserve(
+    target: Target, out_dir: str | Path, *, trusted_keys: Sequence[str | Path] = (), **options: Any
+) -> list[Path]:
+    """Write ``servingruntime.yaml`` and ``inferenceservice.yaml`` (and, with ``trusted_keys``,
+    ``trusted-keys.yaml``: the ConfigMap to apply first); returns their paths.
+
+    With trusted keys every bundle is verified here first: the storage will hold these files,
+    and a pod enforcing signatures must not be handed one it would refuse.
+    """
+    anchors = check_signatures(target.path, trusted_keys)
+    names = trusted_file_names(anchors)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runtime, isvc = kserve_manifests(target, **options)
+    runtime, isvc = kserve_manifests(target, trusted=names, **options)
+    docs = [runtime, isvc]
     paths = [out / "servingruntime.yaml", out / "inferenceservice.yaml"]
-    for path, doc in zip(paths, (runtime, isvc), strict=True):
+    if anchors:
+        keys = {n: a.path.read_text() for n, a in zip(names, anchors, strict=True)}
+        docs.append(trusted_keys_configmap(trusted_configmap_name(runtime["metadata"]["name"]), keys))
+        paths.append(out / "trusted-keys.yaml")
+    for path, doc in zip(paths, docs, strict=True):
         path.write_text(to_yaml(doc))
     return paths
 
@@ -171,5 +225,6 @@ __all__ = [
     "kserve_manifests",
     "serving_runtime",
     "to_yaml",
+    "trusted_keys_configmap",
     "write_kserve",
 ]

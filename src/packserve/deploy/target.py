@@ -7,10 +7,12 @@ The deploy layer sits above serve: it reuses serve's discovery rule (a bundle, o
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from packserve.errors import ConfigError
+from packserve.signing import SIGNATURE_NAME, TrustAnchor, load_trust_anchors, verify_signature
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,7 @@ class ModelRef:
     name: str
     version: str
     format: str  # "onnx" | "torchscript" (manifest field)
+    signed: bool = False  # the bundle carries a model.sig (not verified here)
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,31 @@ def inspect_target(path: str | Path) -> Target:
     if broken:
         raise ConfigError("unreadable bundle(s): " + "; ".join(broken))
     models = tuple(
-        ModelRef(d.name, d.version, d.manifest.format) for d in found if d.manifest is not None
+        ModelRef(d.name, d.version, d.manifest.format, (d.path / SIGNATURE_NAME).is_file())
+        for d in found if d.manifest is not None
     )
     return Target(root.resolve(), single, models)
 
 
-__all__ = ["ModelRef", "Target", "dns_name", "inspect_target"]
+def check_signatures(path: Path, trusted: Sequence[str | Path | TrustAnchor]) -> tuple[TrustAnchor, ...]:
+    """Verify every bundle under ``path`` as ``serve --trusted-key`` will: a deployment that
+    enforces signatures must not ship a bundle its server would refuse. Returns the anchors."""
+    from packserve.serve.registry import discover
+
+    anchors = load_trust_anchors(trusted)
+    if anchors:
+        for d in discover(path)[0]:
+            verify_signature(d.path, anchors)
+    return anchors
+
+
+def trusted_file_names(anchors: Sequence[TrustAnchor]) -> list[str]:
+    """File names for the trusted keys inside an image or a ConfigMap: safe and distinct."""
+    names: list[str] = []
+    for i, a in enumerate(anchors, 1):
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", a.path.name).strip(".-") or "key.pem"
+        names.append(name if name not in names else f"{i}-{name}")
+    return names
+
+
+__all__ = ["ModelRef", "Target", "check_signatures", "dns_name", "inspect_target", "trusted_file_names"]

@@ -7,12 +7,13 @@ add their fields here rather than inventing a second config object.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from packserve.errors import ConfigError
 
@@ -118,8 +119,6 @@ class ServeSettings(BaseSettings):
     def _overrides_from_json(cls, value: object) -> object:
         """The CLI flag and the env var carry JSON text."""
         if isinstance(value, str):
-            import json
-
             try:
                 return json.loads(value) if value.strip() else {}
             except ValueError as exc:
@@ -150,6 +149,27 @@ class ServeSettings(BaseSettings):
         description="ready versions kept loaded per model (newest first); older ones are "
         "retired once their in-flight requests finished. 0 = keep every version",
     )
+
+    # --- signatures (packserve.signing, issue #20) -------------------------------------------
+    trusted_keys: Annotated[list[Path], NoDecode] = Field(
+        default=[],
+        description="serve only bundles signed by one of these keys (EC public key or CA certificate, "
+        "PEM; repeatable; env: comma-separated); without it signatures are not checked",
+    )
+
+    @field_validator("trusted_keys", mode="before")
+    @classmethod
+    def _paths_from_text(cls, value: object) -> object:
+        """Env var and flag: comma-separated paths, or a JSON list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"not valid JSON ({exc})") from None
+            return [p.strip() for p in text.split(",") if p.strip()]
+        return value
 
     # --- auth --------------------------------------------------------------------------------
     api_key: SecretStr | None = Field(
