@@ -1,6 +1,6 @@
 """Deployment shapes around the one app (:func:`packserve.serve.create_app`).
 
-* ``packserve serve --workers N`` — several processes on one host (:mod:`packserve.serve.workers`);
+* ``packserve serve --workers N`` — several processes on one host (:mod:`packserve.serve.workers.supervisor`);
 * :mod:`packserve.deploy.ray` — Ray Serve replicas wrapping ``create_app`` (extra ``ray``);
 * :mod:`packserve.deploy.kserve` — KServe ``ServingRuntime`` + ``InferenceService`` manifests;
 * :mod:`packserve.deploy.docker` — a container build context (Dockerfile, .dockerignore, models).

@@ -54,7 +54,7 @@ from packserve.serve.registry import ModelRegistry
 from packserve.serve.routes import health_router, metrics_router, models_router
 from packserve.serve.schemas import SECURITY_SCHEMES, prediction_openapi
 from packserve.serve.settings import ServeSettings
-from packserve.serve.v2_routes import InferEndpoint, match_infer, v2_router
+from packserve.serve.v2 import InferEndpoint, match_infer, v2_router
 
 log = logging.getLogger("packserve.serve")
 access_log = logging.getLogger("packserve.access")
@@ -294,7 +294,7 @@ def create_app(
     )
     app.setup_packserve(settings, registry, state, metrics)
     if settings.batching or settings.model_batching:
-        from packserve.serve.batch_wiring import install_batching
+        from packserve.serve.batching import install_batching
 
         app.state.batchers = batchers = install_batching(registry, settings, metrics.registry)
         state.on_drain.append(batchers.drain_all)
@@ -303,7 +303,7 @@ def create_app(
     app.include_router(docs_router())
     install_error_handlers(app)
     if settings.repository_poll_s > 0:
-        from packserve.serve.v2_routes import repository_for
+        from packserve.serve.v2 import repository_for
 
         repo = repository_for(app)
         state.after_load.append(lambda: repo.start_polling(settings.repository_poll_s))

@@ -9,7 +9,7 @@ a custom collector that builds its families per scrape: an update costs a dict l
 bisect (~0.3 µs) instead of prometheus_client's locked value objects (~3 µs for the four
 updates of a request, a tenth of a tiny model's whole request). With ``--workers N`` they are
 file-backed prometheus_client objects instead (:class:`FileBackedMetrics`: exact across
-workers, see ``worker_metrics.py``); names and labels are the same either way.
+workers, see ``workers/metrics.py``); names and labels are the same either way.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class Metrics:
             "packserve_model_state", "1 for the model version's current state",
             ["model", "version", "state"], registry=r, multiprocess_mode="liveall",
         )
-        # multiprocess_mode: how ``--workers N`` merges the workers' values (worker_metrics.py)
+        # multiprocess_mode: how ``--workers N`` merges the workers' values (workers/metrics.py)
         self.in_flight = Gauge("packserve_requests_in_flight", "requests being handled", registry=r,
                                multiprocess_mode="livesum")
         self.draining = Gauge("packserve_draining", "1 after SIGTERM", registry=r,
@@ -218,7 +218,7 @@ class Metrics:
 
     def render(self) -> bytes:
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # --workers N: the whole server's numbers
-            from packserve.serve.worker_metrics import render_all_workers
+            from packserve.serve.workers.metrics import render_all_workers
 
             return render_all_workers(self)
         return generate_latest(self.registry)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from starlette.types import Receive, Scope, Send
 
 from packserve.errors import MethodNotAllowedError, PackserveError
-from packserve.serve.batch_wiring import infer_until_disconnect
+from packserve.serve.batching import infer_until_disconnect
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
     JSON_HEADERS,

@@ -47,7 +47,7 @@ class ModelState(enum.StrEnum):
 
 
 class Submitter(Protocol):
-    """What a batcher offers ``ModelHandle.infer`` (see ``serve/batching.py``)."""
+    """What a batcher offers ``ModelHandle.infer`` (see ``serve/batching/``)."""
 
     async def submit(self, feeds: Feeds, *, deadline: float | None = None) -> Prediction: ...
 

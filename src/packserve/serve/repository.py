@@ -299,7 +299,7 @@ class ModelRepository:
             log.warning("model %s version %s closed with %d requests still in flight (drain timeout)",
                         handle.name, handle.version, handle.in_flight)
         # in_flight counts requests queued in the handle's batcher too, so it is empty now;
-        # the UNLOADED notification detaches and closes it (serve/batch_wiring.py).
+        # the UNLOADED notification detaches and closes it (serve/batching/wiring.py).
         handle.close()
         self.registry.notify(handle)
         log.info("model %s version %s unloaded", handle.name, handle.version)

@@ -87,7 +87,7 @@ class ServeSettings(BaseSettings):
         description="readiness needs every model of a repository (else: >= 1 ready, none loading)",
     )
 
-    # --- dynamic batching (serve/batching.py) --------------------------------------------
+    # --- dynamic batching (serve/batching/) ---------------------------------------------
     batching: bool = Field(
         default=False,
         description="merge concurrent requests to a model into shared model calls (no idle delay)",

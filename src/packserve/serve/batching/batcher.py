@@ -8,7 +8,7 @@ task to wake up, so an idle request pays no scheduling hop):
    ``retry_after_s`` estimated from the measured batch cost.
 2. Whenever something changes (a submission, a finished batch, a wait timer), ``_kick``
    runs. If fewer than ``concurrency`` batches are in flight and requests are queued, it
-   asks :class:`~packserve.serve.batch_policy.WaitPolicy` whether to wait. Without a
+   asks :class:`~packserve.serve.batching.policy.WaitPolicy` whether to wait. Without a
    measured reason to wait it dispatches **now**: a request that finds the model idle and
    the queue empty runs immediately, whatever ``max_wait_ms`` says (no idle penalty).
 3. A batch takes queued requests in arrival order while their rows fit ``max_batch_size``.
@@ -18,7 +18,7 @@ task to wake up, so an idle request pays no scheduling hop):
    reassembly, and nothing else's latency depends on it beyond that one call.
 4. Optional waiting (``max_wait_ms`` > 0) happens only when the cost model says a merge
    saves more model time than the waiting costs, and never beyond ``max_wait_ms`` from the
-   oldest queued request (see ``batch_policy`` for the rule and its bound).
+   oldest queued request (see ``policy`` for the rule and its bound).
 5. The batch runs in an executor thread: concatenate feeds, call ``run``, slice the
    :class:`Prediction` back per request, all off the loop. Each caller's future gets exactly
    its own rows, in order. One exception, off by default: a request that finds the model
@@ -64,10 +64,10 @@ from packserve.errors import (
 )
 from packserve.runtime.inputs import Feeds, feeds_rows
 from packserve.runtime.prediction import Prediction
-from packserve.serve.batch_exec import Outcome, compute, fresh_error
-from packserve.serve.batch_observe import BatcherStats, BatchObserver, NullObserver
-from packserve.serve.batch_policy import CostModel, WaitPolicy
-from packserve.serve.batch_types import (
+from packserve.serve.batching.execute import Outcome, compute, fresh_error
+from packserve.serve.batching.observe import BatcherStats, BatchObserver, NullObserver
+from packserve.serve.batching.policy import CostModel, WaitPolicy
+from packserve.serve.batching.types import (
     _DONE,
     _QUEUED,
     _RUNNING,

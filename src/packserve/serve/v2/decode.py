@@ -20,7 +20,7 @@ import orjson
 from packserve.bundle import Manifest, TensorSpec
 from packserve.errors import BadRequestError
 from packserve.runtime.inputs import Feeds
-from packserve.serve.v2_meta import (
+from packserve.serve.v2.metadata import (
     FROM_MANIFEST,
     HEADER_LENGTH,
     U32,

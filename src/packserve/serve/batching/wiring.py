@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from packserve.runtime import Feeds, Prediction, feeds_rows
-from packserve.serve.batch_metrics import BatchMetrics
-from packserve.serve.batching import Batcher, ClientGone, client_probe
+from packserve.serve.batching.batcher import Batcher, ClientGone, client_probe
+from packserve.serve.batching.metrics import BatchMetrics
 from packserve.serve.http import ClientDisconnect
 from packserve.serve.registry import ModelHandle, ModelRegistry, ModelState
 from packserve.serve.settings import ServeSettings

@@ -5,8 +5,8 @@ Pure functions over a bundle's :class:`~packserve.bundle.Manifest` and a
 hand ``request.feeds`` to the same ``infer`` as ``/predict`` (same batcher), then call
 :func:`encode_infer_response`. Every malformed request raises :class:`BadRequestError` (HTTP 400)
 *before* anything is computed. This module is the codec's public face and the response
-encoder; requests are decoded in :mod:`~packserve.serve.v2_decode`, and the datatype tables and
-metadata documents live in :mod:`~packserve.serve.v2_meta`.
+encoder; requests are decoded in :mod:`~packserve.serve.v2.decode`, and the datatype tables and
+metadata documents live in :mod:`~packserve.serve.v2.metadata`.
 
 How a bundle looks through V2
 -----------------------------
@@ -47,8 +47,8 @@ import orjson
 
 from packserve.bundle import Manifest
 from packserve.runtime.prediction import Prediction
-from packserve.serve.v2_decode import InferRequest, RequestedOutput, parse_infer_request, plan_for
-from packserve.serve.v2_meta import (
+from packserve.serve.v2.decode import InferRequest, RequestedOutput, parse_infer_request, plan_for
+from packserve.serve.v2.metadata import (
     HEADER_LENGTH,
     PROTOCOL_EXTENSIONS,
     U32,

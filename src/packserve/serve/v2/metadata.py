@@ -1,6 +1,6 @@
 """V2 datatypes and metadata: how a bundle's tensors and predictions look to a V2 client.
 
-See :mod:`packserve.serve.v2` for the mapping; this module holds the tables and the metadata
+See :mod:`packserve.serve.v2.codec` for the mapping; this module holds the tables and the metadata
 documents (server, model, tensors) that both decoding and encoding derive from.
 """
 

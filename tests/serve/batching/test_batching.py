@@ -13,8 +13,7 @@ import pytest
 
 from packserve.errors import DeadlineExceededError, InferenceError, OverloadedError
 from packserve.runtime import Prediction, Predictor, load
-from packserve.serve.batch_policy import CostModel, WaitPolicy
-from packserve.serve.batching import WATCH_AFTER_S, Batcher, ClientGone
+from packserve.serve.batching import WATCH_AFTER_S, Batcher, ClientGone, CostModel, WaitPolicy
 
 # --- fakes -----------------------------------------------------------------------------------
 

@@ -242,7 +242,7 @@ def run_workers(settings: ServeSettings) -> int:
 
 def _worker_server_class() -> type[PackserveServer]:
     from packserve.serve.lifecycle import PackserveServer
-    from packserve.serve.worker_metrics import publish_collected, publish_gauges
+    from packserve.serve.workers.metrics import publish_collected, publish_gauges
 
     class WorkerServer(PackserveServer):
         """The single-process server with three duties of a worker:

@@ -7,7 +7,7 @@ microsecond, where a ``prometheus_client`` observe costs a few (measurable next 
 10 µs model call). Queue depth is read from the batcher at scrape time.
 
 Under ``serve --workers N`` the workers publish snapshots of collector-based families like
-these and the scrape sums them (``serve/worker_metrics.py``), so the hot path stays the same.
+these and the scrape sums them (``serve/workers/metrics.py``), so the hot path stays the same.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class _Hist:
 
 
 class ModelBatchObserver:
-    """The :class:`~packserve.serve.batch_observe.BatchObserver` of one model version."""
+    """The :class:`~packserve.serve.batching.observe.BatchObserver` of one model version."""
 
     def __init__(self, model: str, version: str) -> None:
         self.labels = [model, version]

@@ -1,7 +1,7 @@
 """Open Inference Protocol (KServe / Triton "V2") REST endpoints.
 
 Health, server and model metadata, readiness and inference follow the protocol; inference
-validates with :mod:`packserve.serve.v2` and computes through ``ModelHandle.infer``, the
+validates with :mod:`packserve.serve.v2.codec` and computes through ``ModelHandle.infer``, the
 same entry point (and so the same batcher, metrics and limits) as ``/predict``. Errors are
 raised as :class:`~packserve.errors.PackserveError` and mapped by the app's single handler,
 which answers ``/v2`` paths in the protocol's ``{"error": "..."}`` shape.
@@ -36,7 +36,6 @@ from packserve.errors import (
     RouteNotFoundError,
     UnsupportedMediaTypeError,
 )
-from packserve.serve import v2
 from packserve.serve.batching import ClientGone, client_probe
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY_V2,
@@ -50,6 +49,7 @@ from packserve.serve.http import (
 from packserve.serve.registry import ModelHandle, ModelRegistry
 from packserve.serve.repository import ModelRepository
 from packserve.serve.routes import readiness
+from packserve.serve.v2 import codec
 
 __all__ = ["InferEndpoint", "InferMatch", "infer_body", "match_infer", "repository_for", "v2_router"]
 
@@ -92,10 +92,10 @@ def _repository_api(request: Request) -> bool:
 
 @v2_router.get("", summary="Server metadata: name, version, protocol extensions")
 async def server_metadata(request: Request) -> Response:
-    extensions = list(v2.PROTOCOL_EXTENSIONS)
+    extensions = list(codec.PROTOCOL_EXTENSIONS)
     if _repository_api(request):
         extensions.append("model_repository")
-    return _json(v2.server_metadata(__version__, extensions))
+    return _json(codec.server_metadata(__version__, extensions))
 
 
 @v2_router.get("/health/live", summary="Liveness: 200 while the process runs")
@@ -148,7 +148,7 @@ async def _metadata(registry: ModelRegistry, name: str, version: str | None) -> 
     assert m is not None
     width = await _value_width(handle) if m.task == "regression" else None
     versions = _versions(registry, name)
-    return _json(v2.model_metadata(m, name=handle.name, versions=versions, value_width=width))
+    return _json(codec.model_metadata(m, name=handle.name, versions=versions, value_width=width))
 
 
 @v2_router.get("/models/{name}/ready", summary="Model readiness: 200 / 400; 404 for an unknown model")
@@ -196,7 +196,7 @@ async def infer_body(
     header_length: str | bytes | None,
     content_encoding: str | bytes | None,
     limit: int,
-) -> v2.EncodedResponse:
+) -> codec.EncodedResponse:
     """The one V2 inference path: read, decode, validate, ``handle.infer``, encode.
 
     The handle is held (``in_flight``) from routing on, body reading included: an unload
@@ -209,14 +209,14 @@ async def infer_body(
         if isinstance(content_encoding, bytes):
             content_encoding = content_encoding.decode("latin-1")
         body = _decompress(await read(), content_encoding, limit)
-        req = v2.parse_infer_request(
+        req = codec.parse_infer_request(
             body, handle.manifest, header_length=header_length, max_rows=handle.max_batch
         )
         deadline = None if req.timeout_s is None else time.monotonic() + req.timeout_s
         prediction = await handle.infer(req.feeds, deadline=deadline)
     finally:
         handle.in_flight -= 1
-    return v2.encode_infer_response(
+    return codec.encode_infer_response(
         prediction, handle.manifest, req, model_name=handle.name, model_version=handle.version
     )
 
@@ -295,7 +295,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     enc = await infer_body(
         handle,
         request.body,
-        header_length=request.headers.get(v2.HEADER_LENGTH),
+        header_length=request.headers.get(codec.HEADER_LENGTH),
         content_encoding=request.headers.get("content-encoding"),
         limit=request.app.state.settings.max_body_bytes,
     )

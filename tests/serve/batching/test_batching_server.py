@@ -411,7 +411,7 @@ def test_sigterm_on_a_real_process_loses_no_request(tmp_path):
 
 
 def test_per_model_overrides_apply_on_top_of_the_global_settings(monkeypatch):
-    from packserve.serve.batch_wiring import resolve_config
+    from packserve.serve.batching import resolve_config
 
     monkeypatch.setenv("PACKSERVE_MODEL_BATCHING", '{"fraud": {"batching": true, "max_wait_ms": 0}}')
     s = ServeSettings(max_batch_size=32, max_queue=10)

@@ -16,7 +16,7 @@ from hypothesis.extra.numpy import arrays
 
 import packserve
 from packserve.errors import BadRequestError
-from packserve.serve import v2
+from packserve.serve.v2 import codec as v2
 
 Client = httpclient.InferenceServerClient
 

@@ -1,0 +1,43 @@
+"""Dynamic request batching: merge concurrent requests for one model into one model call.
+
+``batcher`` holds the algorithm (one ``Batcher`` per model), ``policy`` the wait rule and the
+inline-or-thread cost estimate, ``execute`` the merged call, ``observe``/``metrics`` what it
+reports, and ``wiring`` how the server attaches batchers to the registry and to HTTP requests.
+Callers outside this folder import from here.
+"""
+
+from __future__ import annotations
+
+from packserve.serve.batching.batcher import Batcher
+from packserve.serve.batching.metrics import BatchMetrics, ModelBatchObserver
+from packserve.serve.batching.observe import BatcherStats, BatchObserver, NullObserver
+from packserve.serve.batching.policy import CostModel, WaitPolicy
+from packserve.serve.batching.types import WATCH_AFTER_S, ClientGone, DrainReport, Probe, client_probe
+from packserve.serve.batching.wiring import (
+    BatchConfig,
+    Batchers,
+    infer_until_disconnect,
+    install_batching,
+    resolve_config,
+)
+
+__all__ = [
+    "WATCH_AFTER_S",
+    "BatchConfig",
+    "BatchMetrics",
+    "BatchObserver",
+    "Batcher",
+    "BatcherStats",
+    "Batchers",
+    "ClientGone",
+    "CostModel",
+    "DrainReport",
+    "ModelBatchObserver",
+    "NullObserver",
+    "Probe",
+    "WaitPolicy",
+    "client_probe",
+    "infer_until_disconnect",
+    "install_batching",
+    "resolve_config",
+]
