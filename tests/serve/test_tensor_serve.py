@@ -177,7 +177,7 @@ def test_openapi_describes_nested_arrays_exactly(srv: Server) -> None:
 
 
 def test_compute_groups_parts_by_their_non_batch_axes(two_input_bundle: Path) -> None:
-    from packserve.serve.batch_exec import compute
+    from packserve.serve.batching.execute import compute
 
     p = packserve.load(two_input_bundle)
     parts = [p.to_feeds(_x(n, seq=s, seed=i)) for i, (n, s) in enumerate([(2, 3), (1, 5), (3, 3), (1, 5)])]
