@@ -6,13 +6,9 @@ it. Compressed content is decompressed as a stream under a size cap, never all a
 
 from __future__ import annotations
 
-import ast
-import bz2
-import gzip
 import io
 import lzma
 import struct
-import tarfile
 import zlib
 from typing import Any
 
@@ -135,8 +131,12 @@ def _zfile_header(r: Reader) -> int:
 def open_decompressed(kind: str, r: Reader) -> Source:
     src: Any = _ReaderFile(r)
     if kind == "gzip":
+        import gzip  # imported here and below only when needed: `packserve scan` starts fast
+
         return gzip.GzipFile(fileobj=src, mode="rb")
     if kind == "bz2":
+        import bz2
+
         return bz2.BZ2File(src, mode="rb")
     if kind == "xz":
         return lzma.LZMAFile(src, mode="rb", format=lzma.FORMAT_XZ)
@@ -198,6 +198,8 @@ def scan_tar(
     seekable: bool,
 ) -> None:
     """Scan every regular member of a tar archive; links and devices are findings."""
+    import tarfile
+
     src: Any = _ReaderFile(r)
     try:
         with tarfile.open(fileobj=src, mode="r|") as tar:
@@ -239,6 +241,8 @@ def scan_npy(scanner: ScanHost, r: Reader, ctx: Ctx) -> None:
     if hlen < 0 or hlen > 1 << 20:
         scanner.finding(ctx, Severity.MEDIUM, "npy", "malformed .npy header length")
         return
+    import ast
+
     text = r.read(hlen)
     try:
         header = ast.literal_eval(text.decode("latin1"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 from packserve.scan.report import Severity
 
@@ -203,7 +203,7 @@ def plausible_module(module: str) -> bool:
 def allowlist() -> frozenset[tuple[str, str]]:
     """All ``(module, name)`` pairs from ``data/*.txt`` (``module name`` per line, ``#`` comments)."""
     pairs: set[tuple[str, str]] = set()
-    root = resources.files("packserve.scan").joinpath("data")
+    root = Path(__file__).parent / "data"  # package data: plain files (importlib.resources is slow)
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".txt"):
             continue

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import IO, Any
 
 from packserve.scan.report import ScanReport, Severity
 
@@ -101,4 +102,21 @@ def render_table(report: ScanReport, console: Any) -> None:
     console.print(f"{verdict[report.exit_code]}: {report.summary()}", highlight=False)
 
 
-__all__ = ["render_table", "to_json", "to_sarif"]
+def render_text(report: ScanReport, stream: IO[str]) -> None:
+    """:func:`render_table` when there is something to show; a clean report is one plain line.
+
+    rich is imported only for tables: most scans in CI are clean, and its import costs more
+    than scanning a small file.
+    """
+    if report.findings or report.errors:
+        from rich.console import Console
+
+        render_table(report, Console(file=stream))
+        return
+    word = "clean"
+    if stream.isatty() and "NO_COLOR" not in os.environ:
+        word = f"\x1b[32m{word}\x1b[0m"
+    stream.write(f"{word}: {report.summary()}\n")
+
+
+__all__ = ["render_table", "render_text", "to_json", "to_sarif"]

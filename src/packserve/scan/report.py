@@ -92,7 +92,7 @@ class ScanReport:
 
     def summary(self) -> str:
         if self.clean:
-            return f"clean: {len(self.files)} file(s), no findings"
+            return f"{len(self.files)} file(s), no findings"
         return f"{len(self.findings)} finding(s), {len(self.errors)} error(s) in {len(self.files)} file(s)"
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""``packserve pack`` and ``packserve inspect``: native model file -> bundle, bundle summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from packserve.cli.console import err, out
+
+
+def pack_cmd(
+    src: Path = typer.Argument(..., metavar="SRC", help="Model file: XGBoost .json/.ubj, "
+                               "LightGBM .txt, "
+                               "CatBoost .cbm; pickle/joblib only via the scanner's safe "
+                               "migration."),
+    out_dir: Path = typer.Argument(..., metavar="OUT", help="Bundle directory to create."),
+    sample: Path = typer.Option(..., "--sample", "-s", help="Sample rows (.csv with optional "
+                                "header — empty cells / NA are missing values —, .parquet or "
+                                ".npy): signature inference + parity check."),
+    name: str | None = typer.Option(None, "--name", help="Model name (default: file stem)."),
+    version: str = typer.Option("1.0.0", "--version", help="Model version."),
+    feature_names: str | None = typer.Option(
+        None, "--feature-names", help="Comma-separated feature names (default: CSV header, "
+        "else the model's own, else f0..fN)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    allow_parity_failure: bool = typer.Option(
+        False, "--allow-parity-failure", help="Write the bundle even if parity fails "
+        "(the failure is recorded in its manifest)."),
+) -> None:
+    """Pack a native model file into a verified bundle (ONNX + manifest with parity)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from packserve.errors import OutputExistsError
+    from packserve.pack import pack
+    from packserve.pack.files import align_sample, load_model_file, load_sample_file
+    from packserve.pack.progress import reporting
+    from packserve.pack.report import print_summary
+
+    if out_dir.exists() and not force:  # refuse before any slow work
+        raise OutputExistsError(f"output directory {out_dir.name!r} already exists (use --force)")
+    names = [n.strip() for n in feature_names.split(",")] if feature_names else None
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err(), transient=True) as bar:
+        task = bar.add_task(f"loading {src.name}", total=None)
+
+        def show(message: str) -> None:
+            bar.update(task, description=message)
+
+        model = load_model_file(src)
+        show(f"reading sample {sample.name}")
+        table, model_names = align_sample(load_sample_file(sample), model)
+        with reporting(show):
+            result = pack(model, out_dir, sample=table, name=name or src.stem, version=version,
+                          feature_names=names or model_names, force=force,
+                          allow_parity_failure=allow_parity_failure)
+    print_summary(out(), result.manifest)
+    out().print(f"[bold]bundle written:[/] {result.path}", highlight=False, soft_wrap=True)
+
+
+def inspect_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Summarise a bundle and verify its files' sha256 (exit 5 if tampered)."""
+    from packserve.bundle import read_manifest, verify_bundle
+    from packserve.errors import IntegrityError
+    from packserve.pack.report import print_summary
+
+    manifest = read_manifest(bundle)
+    problem: IntegrityError | None = None
+    try:
+        verify_bundle(bundle, manifest)
+    except IntegrityError as exc:
+        problem = exc
+    if as_json:
+        typer.echo(manifest.model_dump_json(indent=2))
+    else:
+        print_summary(out(), manifest, integrity=problem.message if problem else None)
+    if problem is not None:
+        raise problem
+
+
+__all__ = ["inspect_cmd", "pack_cmd"]
