@@ -58,3 +58,63 @@ def test_unknown_assets_are_404_json_and_docs_stay_out_of_the_schema(chapter_bun
         assert got[path].json()["error"] == "not_found"
     paths = got["/openapi.json"].json()["paths"]
     assert not any(p.startswith(("/docs", "/redoc")) for p in paths)
+
+
+def _values(doc: object) -> str:
+    import json
+
+    return json.dumps(doc)
+
+
+def test_no_example_rows_keeps_real_rows_out_of_the_schema(chapter_bundle: Path) -> None:
+    """serve --no-example-rows: the document shows placeholders, none of the bundle's rows."""
+    from packserve.bundle import read_manifest
+    from packserve.serve import create_app
+
+    rows = read_manifest(chapter_bundle).examples
+    assert rows, "the fixture bundle stores example rows by default"
+    real = [repr(v) for row in rows for v in row]
+
+    async def doc(example_rows: bool) -> dict:  # type: ignore[type-arg]
+        app = create_app(ServeSettings(model_path=chapter_bundle, example_rows=example_rows))
+        await app.registry.load_all()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return (await c.get("/openapi.json")).json()  # type: ignore[no-any-return]
+
+    shown = asyncio.run(doc(True))
+    hidden = asyncio.run(doc(False))
+    body = shown["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["example"] == {"features": rows[0]}
+    text = _values(hidden)
+    assert not [v for v in real if v in text]
+    body = hidden["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["example"] == {"features": [0.0] * 15}
+
+
+def test_pack_without_example_rows_stores_none(tmp_path: Path) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    import packserve
+    from packserve.bundle import read_manifest
+    from packserve.serve import create_app
+
+    data = load_iris()
+    model = LogisticRegression(max_iter=300).fit(data.data, data.target)
+    res = packserve.pack(model, tmp_path / "iris", sample=data.data[::10], name="iris",
+                         example_rows=False)
+    assert res.manifest.examples == [] and read_manifest(res.path).examples == []
+    assert res.manifest.parity.passed  # parity still measured on the whole sample
+
+    async def doc() -> dict:  # type: ignore[type-arg]
+        app = create_app(ServeSettings(model_path=res.path))
+        await app.registry.load_all()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            ok = await c.post("/predict", json={"features": [5.1, 3.5, 1.4, 0.2]})
+            assert ok.status_code == 200  # warms up and serves without example rows
+            return (await c.get("/openapi.json")).json()  # type: ignore[no-any-return]
+
+    body = asyncio.run(doc())["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["example"] == {"features": [0.0] * 4}  # a placeholder: the bundle has no rows

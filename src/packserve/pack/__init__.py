@@ -43,6 +43,7 @@ def pack(
     feature_names: list[str] | None = None,
     force: bool = False,
     allow_parity_failure: bool = False,
+    example_rows: bool = True,
     sign_key: str | os.PathLike[str] | None = None,
     sign_certificate: str | os.PathLike[str] | None = None,
     sign_chain: Sequence[str | os.PathLike[str]] = (),
@@ -57,6 +58,10 @@ def pack(
     or float32 inputs instead of "float32, then float64 if that fails parity"); torch takes
     ``format``, ``method``, ``task``, ``output``, ``classes``. Phases are announced through
     :func:`packserve.pack.progress.reporting` (the CLI's progress display uses it).
+
+    ``example_rows=False`` keeps the sample's rows out of the bundle: by default a few are
+    stored as ``examples`` (the server's OpenAPI example, ``bench --bundle`` inputs), which
+    is real data; without them those fall back to placeholder/synthetic values.
 
     ``sign_key`` (an EC private key, PEM) signs the finished bundle (``model.sig``, the
     OpenSSF model-signing format; with ``sign_certificate``/``sign_chain`` by certificate
@@ -73,13 +78,13 @@ def pack(
         result = flow.run(
             family, model, out_dir, sample=sample, name=name, version=version,
             feature_names=feature_names, force=force, allow_parity_failure=allow_parity_failure,
-            options=options,
+            options=options, example_rows=example_rows,
         )
     else:  # a family not yet ported onto the protocol (torch) runs its own flow
         result = family(
             model, out_dir, sample=sample, name=name, version=version,
             feature_names=feature_names, force=force,
-            allow_parity_failure=allow_parity_failure, **options,
+            allow_parity_failure=allow_parity_failure, example_rows=example_rows, **options,
         )
     if sign_key is None:
         return result

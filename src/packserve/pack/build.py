@@ -91,7 +91,11 @@ def json_examples(sample: SampleTable) -> list[list[Any]]:
     return [[v if isinstance(v, str) else float(v) for v in row] for row in rows]
 
 
-def draft_manifest(exp: Export, sample: SampleTable, *, name: str, version: str) -> Manifest:
+def draft_manifest(
+    exp: Export, sample: SampleTable, *, name: str, version: str, example_rows: bool = True
+) -> Manifest:
+    """The manifest before parity. ``example_rows=False`` stores no sample rows: the bundle
+    (and the OpenAPI document a server builds from it) then carries none of the user's data."""
     return Manifest(
         name=name,
         version=version,
@@ -107,7 +111,7 @@ def draft_manifest(exp: Export, sample: SampleTable, *, name: str, version: str)
         converters=exp.converters,
         opsets=exp.opsets,
         parity=ParityReport(rows=0, tolerance=0.0, passed=False),
-        examples=json_examples(sample),
+        examples=json_examples(sample) if example_rows else [],
         export=exp.export,
         notes=exp.notes,
     )
@@ -159,12 +163,13 @@ def finish(
     version: str,
     allow_parity_failure: bool = False,
     extra_checks: list[dict[str, Any]] | None = None,
+    example_rows: bool = True,
 ) -> PackResult:
     """Load the staged artifact, measure parity on ``sample``, write the bundle or refuse.
 
     The staging directory is removed on every failure, so nothing half-made is left.
     """
-    manifest = draft_manifest(exp, sample, name=name, version=version)
+    manifest = draft_manifest(exp, sample, name=name, version=version, example_rows=example_rows)
     with discard_on_error(staging):
         step("checking parity")
         manifest.parity = _measure(exp, sample, native, staging, manifest, extra_checks)

@@ -39,6 +39,7 @@ def run(
     force: bool,
     allow_parity_failure: bool,
     options: Mapping[str, Any],
+    example_rows: bool = True,
 ) -> PackResult:
     """Pack ``model`` with ``family``; see :func:`packserve.pack.pack` for the contract."""
     family, model = family.resolve(model)
@@ -60,7 +61,7 @@ def run(
         try:
             return finish(
                 exp, table, native, staging, out_dir, name=name, version=version,
-                allow_parity_failure=allow_parity_failure and last,
+                allow_parity_failure=allow_parity_failure and last, example_rows=example_rows,
             )
         except ParityError as exc:
             failures.append(exc)

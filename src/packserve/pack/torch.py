@@ -164,6 +164,7 @@ def pack_model(
     external_data: bool | None = None,
     fidelity_atol: float = fid.ATOL,
     fidelity_rtol: float = fid.RTOL,
+    example_rows: bool = True,
 ) -> PackResult:
     """Export ``model`` (a ``torch.nn.Module``) and write the bundle only if it is faithful.
 
@@ -236,6 +237,7 @@ def pack_model(
     return finish(
         exp, st, native, staging, out_dir, name=name, version=version,
         allow_parity_failure=allow_parity_failure, extra_checks=checks0 + checks,
+        example_rows=example_rows,
     )
 
 

@@ -203,7 +203,8 @@ class PackserveApp(FastAPI):
         self.openapi_schema = None
         doc = copy.deepcopy(super().openapi())
         secured = self._key is not None
-        paths, schemas = prediction_openapi(self.registry, secured=secured)
+        paths, schemas = prediction_openapi(
+            self.registry, secured=secured, example_rows=self.settings.example_rows)
         doc["paths"] = {**paths, **doc.get("paths", {})}
         components = doc.setdefault("components", {})
         components.setdefault("schemas", {}).update(schemas)

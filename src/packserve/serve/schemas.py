@@ -3,7 +3,9 @@
 The prediction routes are raw ASGI endpoints (see :mod:`packserve.serve.predict`), so their
 documentation is generated here from each bundle's manifest: exact feature count and names,
 per-feature types (strings for ColumnTransformer columns), class labels with their JSON type,
-and a real example row from ``manifest.examples``. The Pydantic models are built for the
+and an example row: the first of ``manifest.examples`` (a real row of the pack sample) or,
+with ``example_rows=False`` (``serve --no-example-rows``), a placeholder row (0 / "") so
+that no user data reaches the document. The Pydantic models are built for the
 schema only; requests are validated by :class:`~packserve.serve.validation.RequestDecoder`,
 which accepts exactly what these schemas describe.
 """
@@ -65,10 +67,25 @@ def _item_fields(manifest: Manifest, prefix: str) -> dict[str, Any]:
     return item_fields
 
 
-def model_schemas(manifest: Manifest, prefix: str, max_batch: int) -> dict[str, type[BaseModel]]:
+def example_row(manifest: Manifest, *, real: bool = True) -> Any:
+    """The request example: the manifest's first example row or, when real rows must stay out
+    or the bundle has none, a placeholder (the server's warm-up row: 0.0 per number, "" per
+    string), so "Try it out" always starts from a valid request."""
+    if real and manifest.examples:
+        return manifest.examples[0]
+    if manifest.is_tensor or not manifest.features:  # no placeholder for N-D tensors
+        return None
+    return ["" if f.dtype == "string" else 0.0 for f in manifest.features]
+
+
+def model_schemas(
+    manifest: Manifest, prefix: str, max_batch: int, *, example_rows: bool = True
+) -> dict[str, type[BaseModel]]:
     """Request/response Pydantic models for one model version."""
     item_fields = _item_fields(manifest, prefix)
     if manifest.is_tensor:
+        if not example_rows:  # its examples are real input tensors: leave them out
+            manifest = manifest.model_copy(update={"examples": []})
         return tensor_schemas(manifest, prefix, max_batch,
                               item_fields if manifest.is_classifier else None)
     names = manifest.feature_names
@@ -87,7 +104,7 @@ def model_schemas(manifest: Manifest, prefix: str, max_batch: int) -> dict[str, 
         __doc__=f"the {n} features by name (all required)",
         **{f"f{i}": (_py_type(f.dtype), Field(alias=f.name)) for i, f in enumerate(manifest.features)},
     )
-    example = manifest.examples[0] if manifest.examples else None
+    example = example_row(manifest, real=example_rows)
     extra = {"examples": [{"features": example}]} if example is not None else {}
     request = create_model(
         f"{prefix}_PredictRequest",
@@ -165,8 +182,11 @@ def _operation(
     return op
 
 
-def prediction_openapi(registry: ModelRegistry, *, secured: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(paths, component schemas) for every served model version."""
+def prediction_openapi(
+    registry: ModelRegistry, *, secured: bool, example_rows: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, component schemas) for every served model version; ``example_rows=False``
+    puts placeholder rows, not the bundles' real example rows, in the document."""
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [(ErrorBody, "validation")]
     per_handle: dict[int, dict[str, str]] = {}
     paths: dict[str, Any] = {}
@@ -180,14 +200,14 @@ def prediction_openapi(registry: ModelRegistry, *, secured: bool) -> tuple[dict[
             n += 1
             prefix = f"{base}_{n}"
         used.add(prefix)
-        built = model_schemas(h.manifest, prefix, registry.max_batch)
+        built = model_schemas(h.manifest, prefix, registry.max_batch, example_rows=example_rows)
         models.extend((m, "validation") for m in built.values())
         per_handle[id(h)] = {k: m.__name__ for k, m in built.items()}
 
     def add(base: str, h: ModelHandle, what: str) -> None:
         assert h.manifest is not None
         names = per_handle[id(h)]
-        ex = h.manifest.examples[0] if h.manifest.examples else None
+        ex = example_row(h.manifest, real=example_rows)
         key = "inputs" if h.manifest.is_tensor else "features"
         tag = f"model {h.name}"
         paths[f"{base}/predict"] = {
@@ -227,4 +247,6 @@ SECURITY_SCHEMES = {
     "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
 }
 
-__all__ = ["SECURITY_SCHEMES", "ErrorBody", "model_schemas", "prediction_openapi", "schema_prefix"]
+__all__ = [
+    "SECURITY_SCHEMES", "ErrorBody", "example_row", "model_schemas", "prediction_openapi", "schema_prefix",
+]

@@ -176,6 +176,11 @@ class ServeSettings(BaseSettings):
         default=None, description="when set, prediction/model endpoints need it (Bearer or X-API-Key)"
     )
     metrics_auth: bool = Field(default=False, description="also require the API key for /metrics")
+    example_rows: bool = Field(
+        default=True,
+        description="put each bundle's first example row (real pack-sample data) in the OpenAPI "
+        "document; --no-example-rows shows placeholder rows (0 / \"\") instead",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServeSettings:
