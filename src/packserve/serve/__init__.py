@@ -11,15 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from packserve.serve.app import ROUTERS, PackserveApp, create_app
-    from packserve.serve.lifecycle import ServerState, run
+    from packserve.serve.lifecycle import run
     from packserve.serve.registry import ModelHandle, ModelRegistry, ModelState
     from packserve.serve.settings import ServeSettings
+    from packserve.serve.state import ServerState
 
 _WHERE = {
     "ROUTERS": "app",
     "PackserveApp": "app",
     "create_app": "app",
-    "ServerState": "lifecycle",
+    "ServerState": "state",
     "run": "lifecycle",
     "ModelHandle": "registry",
     "ModelRegistry": "registry",

@@ -47,13 +47,13 @@ from packserve.serve.http import (
     limited_receive,
     send_error,
 )
-from packserve.serve.lifecycle import ServerState, lifespan_context
 from packserve.serve.metrics import Metrics
 from packserve.serve.predict import PredictEndpoint, match
 from packserve.serve.registry import ModelRegistry
 from packserve.serve.routes import health_router, metrics_router, models_router
 from packserve.serve.schemas import SECURITY_SCHEMES, prediction_openapi
 from packserve.serve.settings import ServeSettings
+from packserve.serve.state import ServerState, lifespan_context
 from packserve.serve.v2 import InferEndpoint, match_infer, v2_router
 
 log = logging.getLogger("packserve.serve")

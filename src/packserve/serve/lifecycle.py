@@ -1,7 +1,8 @@
-"""Startup (load, verify, warm up in the background) and shutdown (drain on SIGTERM).
+"""The server process: uvicorn with packserve's signal handling, and ``run(settings)``.
 
-Models load *after* the socket is listening, so ``/health/live`` answers at once and
-``/health/ready`` says 503 until every model is verified and warm. On SIGTERM the server
+Models load *after* the socket is listening (the app's lifespan, :mod:`packserve.serve.state`),
+so ``/health/live`` answers at once and ``/health/ready`` says 503 until every model is
+verified and warm. On SIGTERM the server
 does not let uvicorn close connections straight away (that drops requests already sitting
 in keep-alive buffers and re-raises the signal, exit -15). Instead:
 
@@ -19,73 +20,16 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
-from packserve.errors import BundleError, PackserveError
-from packserve.serve.registry import ModelRegistry
+from packserve.errors import PackserveError
 from packserve.serve.settings import ServeSettings
+from packserve.serve.state import ServerState
 
 log = logging.getLogger("packserve.serve")
-
-
-@dataclass
-class ServerState:
-    """Process-wide serving state shared by the gateway, health routes and the runner."""
-
-    draining: bool = False
-    in_flight: int = 0
-    loading_done: bool = False
-    started_at: float = field(default_factory=time.monotonic)
-    fatal: PackserveError | None = None
-    on_fatal: Callable[[PackserveError], None] | None = None
-    load_task: asyncio.Task[None] | None = None
-    #: called with ``drain_timeout_s`` when a drain starts (the batchers drain their queues)
-    on_drain: list[Callable[[float], None]] = field(default_factory=list)
-    #: run on the loop once startup loading finished (e.g. the repository poller)
-    after_load: list[Callable[[], None]] = field(default_factory=list)
-    #: awaited at shutdown, before the registry closes
-    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-
-async def load_models(registry: ModelRegistry, state: ServerState) -> None:
-    """Background task: load every model; a lone bundle that fails is fatal."""
-    try:
-        await registry.load_all()
-    finally:
-        state.loading_done = True
-    for hook in state.after_load:
-        hook()
-    failed = registry.failed()
-    if registry.single and failed:
-        exc = BundleError(f"model {failed[0].name!r} failed to load: {failed[0].error}")
-        state.fatal = exc
-        if state.on_fatal is not None:
-            state.on_fatal(exc)
-
-
-@contextlib.asynccontextmanager
-async def lifespan_context(
-    registry: ModelRegistry, state: ServerState, executor: ThreadPoolExecutor | None
-) -> AsyncIterator[None]:
-    state.load_task = asyncio.create_task(load_models(registry, state))
-    try:
-        yield
-    finally:
-        if not state.load_task.done():
-            state.load_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await state.load_task
-        for stop in state.on_shutdown:
-            with contextlib.suppress(Exception):
-                await stop()
-        registry.close()
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _idle(conn: Any) -> bool:
@@ -182,7 +126,7 @@ def run(
 
     ``sockets``/``server_class``: a worker of ``--workers N`` (:mod:`packserve.serve.workers`)
     serves on the supervisor's already-bound socket with a subclass of the server."""
-    from packserve.serve.app import create_app
+    from packserve.serve.app import create_app  # lazy: the --workers supervisor imports no FastAPI
 
     _configure_logging(settings.log_level)
     app = create_app(settings)
@@ -205,4 +149,5 @@ def run(
     return server.exit_code
 
 
-__all__ = ["PackserveServer", "ServerState", "lifespan_context", "load_models", "run"]
+#: ``ServerState`` is re-exported: it lived here before :mod:`packserve.serve.state`.
+__all__ = ["PackserveServer", "ServerState", "run"]

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from packserve.serve.lifecycle import ServerState
 from packserve.serve.metrics import Metrics
 from packserve.serve.registry import ModelRegistry
 from packserve.serve.schemas import ErrorBody
+from packserve.serve.state import ServerState
 
 
 class HealthResponse(BaseModel):

@@ -21,14 +21,26 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from packserve.serve.metrics import Metrics
+    from prometheus_client import CollectorRegistry, Gauge
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _SKIP_PREFIXES = ("process_", "python_")
 _ACCUMULATING = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+
+
+class Metrics(Protocol):
+    """What the merge needs of :class:`packserve.serve.metrics.Metrics` (which calls in here for
+    ``/metrics``): a protocol, so this module does not import back up into it."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+    @property
+    def in_flight(self) -> Gauge: ...
+    @property
+    def draining(self) -> Gauge: ...
 
 
 def _folder() -> Path:
@@ -174,6 +186,7 @@ def render_all_workers(metrics: Metrics) -> bytes:
 __all__ = [
     "MULTIPROC_ENV",
     "CollectedSnapshots",
+    "Metrics",
     "ServerProcessCollector",
     "publish_collected",
     "publish_gauges",
