@@ -49,10 +49,15 @@ class _Model(BaseModel):
 
 
 class FeatureSpec(_Model):
-    """One named input feature as the user sees it."""
+    """One named input feature as the user sees it.
+
+    ``allow_missing``: the model takes a missing value (``null`` / NaN) for this feature —
+    measured at pack time (native and artifact agree on rows without it), never assumed.
+    """
 
     name: str
     dtype: Dtype = "float32"
+    allow_missing: bool = False
 
 
 class TensorSpec(_Model):
@@ -219,6 +224,13 @@ class Manifest(_Model):
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def missing_values(self) -> Literal["all", "some", "none"]:
+        """Whether the model accepts missing values: for every numeric feature, some, none."""
+        numeric = [f for f in self.features if f.dtype != "string"]
+        allowed = sum(f.allow_missing for f in numeric)
+        return "none" if not allowed else "all" if allowed == len(numeric) else "some"
 
     @property
     def is_classifier(self) -> bool:

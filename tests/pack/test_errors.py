@@ -81,7 +81,8 @@ def test_sample_with_wrong_width(zoo: Zoo, key: str, tmp_path) -> None:
     "sample, match",
     [
         (np.zeros((0, 8)), "no rows"),
-        (np.full((3, 8), np.nan), "NaN"),
+        (np.full((3, 8), np.nan), "every numeric value of the sample is missing"),
+        (np.full((3, 8), np.inf), "infinite"),
         (np.zeros((2, 2, 8)), "2-D"),
         ([["a"] * 8], "numeric"),
         (None, "needs a sample"),

@@ -104,4 +104,4 @@ def test_pack_announces_its_phases(zoo: Zoo, tmp_path) -> None:
     case = zoo.case("xgboost-binary")
     with reporting(seen.append):
         packserve.pack(case.model, tmp_path / "b", sample=case.sample)
-    assert seen == ["converting", "checking parity", "writing bundle"]
+    assert seen == ["converting", "checking parity", "checking missing values", "writing bundle"]

@@ -41,7 +41,7 @@ def test_string_labels_stay_strings(iris_string_bundle: Path) -> None:
     "rows, where",
     [
         ([[1.0] * 14], "rows"),
-        ([[float("nan")] + [0.0] * 14], "row 0"),
+        ([[float("-inf")] + [0.0] * 14], "row 0"),
         ([[0.0] * 14 + [float("inf")]], "row 0"),
         ([[1e39] + [0.0] * 14], "row 0"),
         ([], "rows"),
@@ -53,6 +53,14 @@ def test_bad_rows_raise_input_error(chapter_bundle: Path, rows, where: str) -> N
     with pytest.raises(InputError) as info:
         p.predict(rows)
     assert (info.value.where or "").startswith(where)
+
+
+def test_missing_values_follow_the_manifest(chapter_bundle: Path) -> None:
+    """XGBoost takes missing values (measured at pack time): NaN is predicted, not refused."""
+    p = packserve.load(chapter_bundle)
+    assert p.manifest.missing_values == "all"
+    pred = p.predict([[float("nan")] + [0.0] * 14])
+    assert pred.probabilities is not None and np.isfinite(pred.probabilities).all()
 
 
 def test_tampered_artifact_is_refused_before_loading(chapter_bundle: Path, tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from packserve.bundle import (
     Manifest,
     OutputSpec,
@@ -23,13 +25,14 @@ from packserve.bundle import (
     prepare_output_dir,
     write_bundle,
 )
-from packserve.errors import BundleError, PackError, ParityError
-from packserve.pack import parity
+from packserve.errors import BundleError, PackError, ParityError, SampleError
+from packserve.pack import missing, parity
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable
 from packserve.runtime import RuntimeOptions
 from packserve.runtime import _open as open_predictor
 from packserve.runtime.base import Predictor
+from packserve.runtime.prediction import Prediction
 from packserve.signing import SignatureInfo
 
 MAX_EXAMPLES = 5
@@ -122,6 +125,27 @@ def open_staged(staging: Path, manifest: Manifest, **opts: Any) -> Predictor:
     return open_predictor(staging, manifest, RuntimeOptions(**opts))
 
 
+def _missing_value_failure(
+    sample: SampleTable, native: parity.NativeOutput, exported: Prediction, tolerance: float
+) -> str | None:
+    """When parity fails only on the sample's rows with missing values, say so: the
+    converter handles missing values differently from the native model."""
+    gaps = sample.missing_rows()
+    if not gaps.any() or gaps.all():
+        return None
+    diffs = missing.row_diffs(native, exported)
+    if float(diffs[~gaps].max()) > tolerance:
+        return None
+    worst = float(diffs[gaps].max())
+    how = "labels differ" if np.isinf(worst) else f"max |Δ| {worst:.3g}"
+    return (
+        f"parity holds on the sample's {int((~gaps).sum())} complete rows but fails on its "
+        f"{int(gaps.sum())} rows with missing values ({how}): the converter handles missing "
+        "values differently from the native model; drop the rows with missing values from the "
+        "sample to pack it with missing values refused"
+    )
+
+
 def _measure(
     exp: Export,
     sample: SampleTable,
@@ -129,8 +153,11 @@ def _measure(
     staging: Path,
     manifest: Manifest,
     extra_checks: list[dict[str, Any]] | None,
-) -> ParityReport:
-    """Open the staged artifact with the real runtime (as a server will) and compare."""
+    native_fn: missing.NativeFn | None,
+) -> tuple[ParityReport, str | None]:
+    """Open the staged artifact with the real runtime (as a server will) and compare; then
+    probe which features may be missing (only when parity holds). Returns the report and,
+    for a failure on the sample's rows with missing values only, why."""
     try:
         predictor = open_staged(staging, manifest, intra_op_threads=0)
     except BundleError as exc:
@@ -139,17 +166,32 @@ def _measure(
             f"the exported {exp.model_type.rsplit('.', 1)[-1]} graph does not load in ONNX "
             f"Runtime (a converter bug or an unsupported model option): {reason[:400]}"
         ) from exc
+    probe = None
     try:
         exported = predictor.predict(sample.table)
+        report = parity.compare(
+            native, exported, proba_tol=exp.proba_tol, reg_rel_tol=exp.reg_rel_tol,
+            notes=exp.notes,
+        )
+        why = None if report.passed else _missing_value_failure(
+            sample, native, exported, report.tolerance)
+        if native_fn is not None and report.passed:
+            step("checking missing values")
+            probe = missing.measure(sample, native_fn, predictor.predict,
+                                    tolerance=report.tolerance)
     finally:
         predictor.close()
-    report = parity.compare(
-        native, exported, proba_tol=exp.proba_tol, reg_rel_tol=exp.reg_rel_tol, notes=exp.notes,
-    )
+    allowed = set(probe.allowed) if probe is not None else set()
+    for f in manifest.features:
+        f.allow_missing = f.name in allowed
+    if probe is not None:
+        report.checks.append(probe.check(report.tolerance))
+        report.notes.extend(probe.notes())
+        manifest.notes.extend(probe.notes())
     if extra_checks:
         report.checks.extend(extra_checks)
         report.passed = report.passed and all(c.get("passed", True) for c in extra_checks)
-    return report
+    return report, why
 
 
 def finish(
@@ -164,18 +206,33 @@ def finish(
     allow_parity_failure: bool = False,
     extra_checks: list[dict[str, Any]] | None = None,
     example_rows: bool = True,
+    native_fn: missing.NativeFn | None = None,
 ) -> PackResult:
     """Load the staged artifact, measure parity on ``sample``, write the bundle or refuse.
 
+    With ``native_fn`` (the native model's predictions on any sample-shaped table), which
+    features may be missing is measured too (:mod:`packserve.pack.missing`) and recorded per
+    feature; without it no feature accepts missing values.
     The staging directory is removed on every failure, so nothing half-made is left.
     """
     manifest = draft_manifest(exp, sample, name=name, version=version, example_rows=example_rows)
     with discard_on_error(staging):
+        if native_fn is None and sample.missing_rows().any():
+            raise SampleError(
+                f"the sample has missing values ({sample.first_missing()}); "
+                f"{exp.model_type.rsplit('.', 1)[-1]} bundles take no missing values"
+            )
+        if native_fn is not None:  # the probe feeds NaN anywhere; final flags come after it
+            for f in manifest.features:
+                f.allow_missing = f.dtype != "string"
         step("checking parity")
-        manifest.parity = _measure(exp, sample, native, staging, manifest, extra_checks)
+        manifest.parity, why_missing = _measure(
+            exp, sample, native, staging, manifest, extra_checks, native_fn)
         if not manifest.parity.passed:
             msg = parity.describe_failure(manifest.parity)
-            if exp.failure_hint:
+            if why_missing:
+                msg += f"; {why_missing}"
+            elif exp.failure_hint:
                 msg += f" ({exp.failure_hint})"
             if not allow_parity_failure:
                 raise ParityError(msg + "; no bundle written", report=manifest.parity)

@@ -13,10 +13,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from packserve.errors import PackError, ParityError
+from packserve.errors import OutputExistsError, PackError, ParityError
+from packserve.pack import missing
 from packserve.pack.build import PackResult, finish, staged
 from packserve.pack.family import ExportJob, Family
+from packserve.pack.parity import NativeOutput
 from packserve.pack.progress import step
+from packserve.pack.signature import SampleTable
 
 
 def _check_options(family: Family, options: Mapping[str, Any]) -> None:
@@ -46,27 +49,40 @@ def run(
     _check_options(family, options)
     family.check(model, options)
     table = family.read_sample(model, sample, feature_names)
-    native = family.native(model, table)
+
+    def native_fn(t: SampleTable) -> NativeOutput:
+        return family.native(model, t)
+
+    native = missing.native_or_refuse(native_fn, table, type(model).__name__)
     attempts = list(family.attempts(model, options))
     failures: list[ParityError] = []
     for i, attempt in enumerate(attempts):
         last = i == len(attempts) - 1
         step(family.step + (f" ({attempt.label})" if attempt.label else ""))
-        with staged(out_dir, force=force) as staging:
-            job = ExportJob(
-                model=model, sample=table, native=native, staging=staging, attempt=attempt,
-                options=options, name=name, previous=failures[-1] if failures else None,
-            )
-            exp = family.export(job)
         try:
+            with staged(out_dir, force=force) as staging:
+                job = ExportJob(
+                    model=model, sample=table, native=native, staging=staging, attempt=attempt,
+                    options=options, name=name, previous=failures[-1] if failures else None,
+                )
+                exp = family.export(job)
             return finish(
                 exp, table, native, staging, out_dir, name=name, version=version,
                 allow_parity_failure=allow_parity_failure and last, example_rows=example_rows,
+                native_fn=native_fn,
             )
         except ParityError as exc:
             failures.append(exc)
             if last:
                 break
+        except PackError as exc:
+            if not failures or isinstance(exc, OutputExistsError):
+                raise
+            # A retry that cannot even be exported/loaded: the first failure is the news.
+            raise ParityError(
+                f"{failures[0].message}; retried with {attempt.label or attempt.name}, which "
+                f"failed: {exc.message}", report=failures[-1].report,
+            ) from None
     raise _combined(failures, attempts)
 
 

@@ -32,6 +32,25 @@ class SampleTable:
     def n_rows(self) -> int:
         return int(self.table.shape[0])
 
+    def _missing(self) -> np.ndarray:
+        out = np.zeros(self.table.shape, dtype=bool)
+        for j, f in enumerate(self.features):
+            if f.dtype != "string":
+                out[:, j] = np.isnan(self.table[:, j].astype(np.float64))
+        return out
+
+    def missing_rows(self) -> np.ndarray:
+        """Per row: does it lack a value (NaN) in some numeric feature?"""
+        return np.asarray(self._missing().any(axis=1))
+
+    def first_missing(self) -> str:
+        """Where the first missing value is, as a user reads it ("feature 'x', row 3")."""
+        hit = np.argwhere(self._missing())
+        if not len(hit):
+            return "none"
+        r, c = hit[0]
+        return f"feature {self.features[int(c)].name!r}, row {int(r)}"
+
 
 def _is_dataframe(obj: object) -> bool:
     return type(obj).__name__ == "DataFrame" and hasattr(obj, "dtypes")
@@ -95,8 +114,11 @@ def sample_table(
     if numeric_cols:
         block = table[:, numeric_cols].astype(np.float64)
         numeric_names = [names[i] for i in numeric_cols]
-        _refuse_infinite(block, numeric_names)
-        _refuse_missing(block, numeric_names)
+        _refuse_infinite(block, numeric_names)  # missing values (NaN) are decided by pack
+        if np.isnan(block).all():
+            raise SampleError(
+                "every numeric value of the sample is missing (NaN); parity needs real values"
+            )
     for i, kind in enumerate(kinds):
         if kind == "string":
             _refuse_missing_text(table[:, i], names[i])
@@ -111,16 +133,6 @@ def _refuse_infinite(block: np.ndarray, names: list[str]) -> None:
         raise SampleError(
             f"sample row {int(r)}, feature {names[int(c)]!r} is infinite; infinity is never a "
             "valid feature value (missing values are NaN / empty cells)"
-        )
-
-
-def _refuse_missing(block: np.ndarray, names: list[str]) -> None:
-    bad = np.isnan(block)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise SampleError(
-            f"sample row {int(r)}, feature {names[int(c)]!r} is missing (NaN or an empty "
-            "cell); drop or fill rows with missing values"
         )
 
 

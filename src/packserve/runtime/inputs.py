@@ -86,7 +86,11 @@ def _mappings_to_table(rows: Sequence[Mapping[str, Any]], names: list[str]) -> l
     return table
 
 
-def _numeric_block(block: np.ndarray, dtype: str, features: list[str]) -> np.ndarray:
+def _numeric_block(
+    block: np.ndarray, dtype: str, features: list[str], missing_ok: np.ndarray | None = None
+) -> np.ndarray:
+    """Validate and convert one numeric block; NaN (missing) only in ``missing_ok`` columns,
+    infinity never."""
     if block.dtype == object:
         try:
             block = block.astype(np.float64)
@@ -99,14 +103,20 @@ def _numeric_block(block: np.ndarray, dtype: str, features: list[str]) -> np.nda
         return block.astype(target)
     finite = np.isfinite(block)
     if not finite.all():
-        r, c = np.argwhere(~finite)[0]
-        raise InputError(
-            "NaN or infinite value", where=f"row {int(r)}, feature {features[int(c)]!r}"
-        )
+        bad = ~finite if missing_ok is None else ~finite & ~(np.isnan(block) & missing_ok)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            value = block[int(r), int(c)]
+            raise InputError(
+                "infinite value" if np.isinf(value) else
+                "missing value (null / NaN): this model does not accept missing values for "
+                "this feature",
+                where=f"row {int(r)}, feature {features[int(c)]!r}",
+            )
     with np.errstate(over="ignore"):
         out = block.astype(target)
     if target is np.float32:
-        ok = np.isfinite(out)
+        ok = np.isfinite(out) | np.isnan(block)
         if not ok.all():
             r, c = np.argwhere(~ok)[0]
             raise InputError(
@@ -118,16 +128,20 @@ def _numeric_block(block: np.ndarray, dtype: str, features: list[str]) -> np.nda
 def table_to_feeds(table: np.ndarray, manifest: Manifest) -> Feeds:
     """Split a validated table into named tensors per :class:`TensorSpec`."""
     col = {f.name: i for i, f in enumerate(manifest.features)}
+    allowed = {f.name for f in manifest.features if f.allow_missing}
     feeds: Feeds = {}
     for spec in manifest.inputs:
         idx = [col[f] for f in spec.features]
         contiguous = idx == list(range(idx[0], idx[0] + len(idx)))
         block = table[:, idx[0] : idx[0] + len(idx)] if contiguous else table[:, idx]
-        feeds[spec.name] = _tensor_from_block(block, spec)
+        ok = np.array([f in allowed for f in spec.features]) if allowed else None
+        feeds[spec.name] = _tensor_from_block(block, spec, ok)
     return feeds
 
 
-def _tensor_from_block(block: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def _tensor_from_block(
+    block: np.ndarray, spec: TensorSpec, missing_ok: np.ndarray | None = None
+) -> np.ndarray:
     if spec.dtype == "string":
         bad = [v for v in block.ravel().tolist() if not isinstance(v, str)]
         if bad:
@@ -137,7 +151,7 @@ def _tensor_from_block(block: np.ndarray, spec: TensorSpec) -> np.ndarray:
             )
         arr = block.astype(object)
     else:
-        arr = _numeric_block(block, spec.dtype, spec.features)
+        arr = _numeric_block(block, spec.dtype, spec.features, missing_ok)
     # [None] / [None, 1] tensors: keep the declared rank.
     if len(spec.shape) == 1:
         arr = arr.reshape(-1)

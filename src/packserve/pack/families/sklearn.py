@@ -284,9 +284,13 @@ class SklearnFamily(Family):
         double: bool | None = options.get("double")
         if double is not None:
             return [FLOAT64 if double else FLOAT32]
-        if _family(model)[0] == "sklearn" or len(getattr(model, "steps", [])) > 1:
+        if len(getattr(model, "steps", [])) > 1:
             return [FLOAT32, FLOAT64]
-        return [FLOAT32]  # a bare booster: float32 *is* its precision; float64 changes nothing
+        if _family(model)[0] == "sklearn" and not _reads_float32(model):
+            return [FLOAT32, FLOAT64]
+        # a bare booster or scikit-learn tree: float32 *is* its precision; float64 changes
+        # nothing (and a float64 tree ensemble does not load in ONNX Runtime)
+        return [FLOAT32]
 
     def export(self, job: ExportJob) -> Export:
         model, st = job.model, job.sample
