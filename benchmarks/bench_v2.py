@@ -140,11 +140,13 @@ def _in_process(bundle: Path, cases: list[tuple[str, str, bytes, str, int | None
 
     from packserve.serve.app import create_app
     from packserve.serve.settings import ServeSettings
+    from packserve.serve.state import freeze_startup_heap
 
     app = create_app(ServeSettings(model_path=bundle, batching=batching))
 
     async def run() -> dict[str, float]:
         await app.state.registry.load_all()
+        freeze_startup_heap()  # as the server's startup does
         out: dict[str, float] = {}
         for name, path, body, ctype, hl, _ in cases:
             headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]

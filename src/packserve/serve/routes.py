@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from packserve.errors import ModelNotFoundError
 from packserve.serve.metrics import Metrics
 from packserve.serve.registry import ModelRegistry
 from packserve.serve.schemas import ErrorBody
@@ -112,7 +113,7 @@ async def health(request: Request) -> Response:
     try:
         handle = registry.get(registry.default_name())
         loaded, version = handle.ready, handle.version
-    except Exception:
+    except ModelNotFoundError:
         loaded = any(h.ready for h in registry.handles())
         version = "unknown"
     body = {"status": "healthy" if ok else status, "model_loaded": loaded, "model_version": version}
@@ -127,7 +128,7 @@ async def list_models(request: Request) -> ModelsResponse:
     registry = _registry(request)
     try:
         default: str | None = registry.default_name()
-    except Exception:
+    except ModelNotFoundError:
         default = None
     items = [ModelInfo(**h.describe()) for h in registry.handles()]
     return ModelsResponse(default_model=default, models=items)

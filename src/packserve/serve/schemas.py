@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
 from packserve.bundle import Manifest
+from packserve.errors import ModelNotFoundError
 from packserve.serve.registry import ModelHandle, ModelRegistry
 from packserve.serve.tensor_schemas import tensor_schemas
 
@@ -226,7 +227,7 @@ def prediction_openapi(
 
     try:
         default = registry.get(registry.default_name())
-    except Exception:
+    except ModelNotFoundError:
         default = None
     if default is not None and id(default) in per_handle:
         add("", default, f"default model {default.name!r}, version {default.version}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +24,6 @@ class ServerState:
     draining: bool = False
     in_flight: int = 0
     loading_done: bool = False
-    started_at: float = field(default_factory=time.monotonic)
     fatal: PackserveError | None = None
     on_fatal: Callable[[PackserveError], None] | None = None
     load_task: asyncio.Task[None] | None = None
@@ -36,10 +35,21 @@ class ServerState:
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
+def freeze_startup_heap() -> None:
+    """Move the startup heap (framework, schemas, sessions) out of the garbage collector's
+    reach, so the occasional full collection under load scans only request garbage: a
+    measurable cut of p99 latency on the hot path. Process-wide, hence here, at server
+    startup, and not in the registry (a library object others may load)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def load_models(registry: ModelRegistry, state: ServerState) -> None:
-    """Background task: load every model; a lone bundle that fails is fatal."""
+    """Background task: load every model, then freeze the startup heap; a lone bundle that
+    fails is fatal."""
     try:
         await registry.load_all()
+        freeze_startup_heap()
     finally:
         state.loading_done = True
     for hook in state.after_load:
@@ -72,4 +82,4 @@ async def lifespan_context(
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["ServerState", "lifespan_context", "load_models"]
+__all__ = ["ServerState", "freeze_startup_heap", "lifespan_context", "load_models"]

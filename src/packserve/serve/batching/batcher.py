@@ -240,7 +240,6 @@ class Batcher:
             self.observer.expired()
             raise DeadlineExceededError("the request's deadline passed before it could run")
         rows = feeds_rows(feeds)
-        self.stats.submitted += 1
         self.policy.arrived(now)
         alone = not self._turn_mark
         if alone:

@@ -55,7 +55,6 @@ class NullObserver:
 class BatcherStats:
     """Counters kept by the batcher itself (tests, health output)."""
 
-    submitted: int = 0
     completed: int = 0
     batches: int = 0
     rows: int = 0

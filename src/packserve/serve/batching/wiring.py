@@ -9,10 +9,9 @@
 * On SIGTERM (``ServerState.on_drain``) every batcher drains: no more waiting for company,
   queued work completes, and whatever cannot finish within ``drain_timeout_s`` gets an
   explicit 503 instead of a dropped connection.
-* :func:`infer_until_disconnect` is how the raw ``/predict`` routes call ``infer`` when a
-  batcher is attached: if the client goes away while its request is queued, the request is
-  cancelled and therefore dropped from its batch (V2 routes, served by FastAPI, do not
-  watch for disconnects).
+* :func:`infer_until_disconnect` is how the gateway's ``/predict`` and V2 ``infer``
+  endpoints call ``infer`` when a batcher is attached: if the client goes away while its
+  request is queued, the request is cancelled and therefore dropped from its batch.
 """
 
 from __future__ import annotations
