@@ -257,7 +257,7 @@ def prepare_output_dir(out_dir: str | os.PathLike[str], *, force: bool) -> Path:
     """Return a fresh staging directory next to ``out_dir``; refuse an existing target."""
     out = Path(out_dir)
     if out.exists() and not force:
-        raise OutputExistsError(f"output directory {out.name!r} already exists (use --force / force=True)")
+        raise OutputExistsError(f"output directory '{out_dir}' already exists (use --force / force=True)")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.packserve-tmp"
     if staging.exists():
@@ -291,7 +291,7 @@ def write_bundle(staging: Path, out_dir: str | os.PathLike[str], manifest: Manif
 def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
     path = Path(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
-        raise BundleError(f"not a packserve bundle: no {MANIFEST_NAME} in {Path(bundle_dir).name!r}")
+        raise BundleError(f"not a packserve bundle: no {MANIFEST_NAME} in '{bundle_dir}'")
     try:
         raw = json.loads(path.read_text())
         return Manifest.model_validate(raw)

@@ -120,3 +120,14 @@ def test_real_subprocess(xgb_files, tmp_path) -> None:
     assert (out / "model.onnx").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 4 and "already exists" in again.stderr
+
+
+def test_no_example_rows_keeps_sample_rows_out_of_the_bundle(xgb_files, tmp_path) -> None:
+    out = tmp_path / "private"
+    r = invoke("pack", xgb_files["model"], out, "--sample", xgb_files["csv"], "--no-example-rows")
+    assert r.exit_code == 0, r.output
+    m = read_manifest(out)
+    assert m.examples == [] and m.parity.passed and m.parity.rows > 0
+    text = (out / "packserve.json").read_text()
+    first = np.loadtxt(xgb_files["csv"], delimiter=",", skiprows=1)[0]
+    assert repr(float(first[0])) not in text

@@ -20,6 +20,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from packserve.cli.fastpath import fast_scan
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args in ([], ["demo"], ["deploy"]):  # a bare group: its help is the answer, exit 0
+        args.append("--help")
     code = fast_scan(args)
     if code is not None:
         sys.exit(code)

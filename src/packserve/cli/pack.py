@@ -27,6 +27,10 @@ def pack_cmd(
     allow_parity_failure: bool = typer.Option(
         False, "--allow-parity-failure", help="Write the bundle even if parity fails "
         "(the failure is recorded in its manifest)."),
+    example_rows: bool = typer.Option(
+        True, "--example-rows/--no-example-rows", help="Store a few sample rows in the manifest "
+        "(the served OpenAPI example, bench inputs). --no-example-rows keeps real data out of "
+        "the bundle; placeholders are used instead."),
 ) -> None:
     """Pack a native model file into a verified bundle (ONNX + manifest with parity)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -38,22 +42,22 @@ def pack_cmd(
     from packserve.pack.report import print_summary
 
     if out_dir.exists() and not force:  # refuse before any slow work
-        raise OutputExistsError(f"output directory {out_dir.name!r} already exists (use --force)")
+        raise OutputExistsError(f"output directory '{out_dir}' already exists (use --force)")
     names = [n.strip() for n in feature_names.split(",")] if feature_names else None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err(), transient=True) as bar:
-        task = bar.add_task(f"loading {src.name}", total=None)
+        task = bar.add_task(f"loading {src}", total=None)
 
         def show(message: str) -> None:
             bar.update(task, description=message)
 
         model = load_model_file(src)
-        show(f"reading sample {sample.name}")
+        show(f"reading sample {sample}")
         table, model_names = align_sample(load_sample_file(sample), model)
         with reporting(show):
             result = pack(model, out_dir, sample=table, name=name or src.stem, version=version,
                           feature_names=names or model_names, force=force,
-                          allow_parity_failure=allow_parity_failure)
+                          allow_parity_failure=allow_parity_failure, example_rows=example_rows)
     print_summary(out(), result.manifest)
     out().print(f"[bold]bundle written:[/] {result.path}", highlight=False, soft_wrap=True)
 

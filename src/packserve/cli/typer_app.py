@@ -107,8 +107,21 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(deploy_app, name="deploy")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from packserve import __version__
+
+        out().print(f"packserve {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", help="Print packserve's version and exit.", is_eager=True,
+        callback=_print_version,
+    ),
+) -> None:
     """Trained model -> safe bundle -> fast, production HTTP inference API."""
 
 

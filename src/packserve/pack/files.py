@@ -122,7 +122,7 @@ def load_model_file(path: str | os.PathLike[str]) -> Any:
     """Load a native model file; refuse pickles and unknown formats with the reason."""
     p = Path(path)
     if not p.is_file():
-        raise PackError(f"model file {p.name!r} does not exist")
+        raise PackError(f"model file '{p}' does not exist")
     fmt = detect_format(p)
     if fmt == PICKLE:
         # Safe migration (scan layer): the file is scanned without executing it and refused on
@@ -133,12 +133,12 @@ def load_model_file(path: str | os.PathLike[str]) -> Any:
         return load_pickle_file(p)
     if fmt == ONNX:
         raise UnsupportedModelError(
-            f"{p.name!r} is already ONNX; `pack` takes the native model ({NATIVE_FORMATS})"
+            f"'{p}' is already ONNX; `pack` takes the native model ({NATIVE_FORMATS})"
         )
     loader = _LOADERS.get(fmt)
     if loader is None:
         raise UnsupportedModelError(
-            f"cannot tell what model format {p.name!r} is; supported: {NATIVE_FORMATS}"
+            f"cannot tell what model format '{p}' is; supported: {NATIVE_FORMATS}"
         )
     try:
         return loader(p)
@@ -146,7 +146,7 @@ def load_model_file(path: str | os.PathLike[str]) -> Any:
         raise
     except Exception as exc:  # the frameworks' own errors; keep the host path out
         raise PackError(
-            f"could not read {p.name!r} as {fmt}: {type(exc).__name__}",
+            f"could not read '{p}' as {fmt}: {type(exc).__name__}",
             detail_for_logs=repr(exc),
         ) from exc
 

@@ -71,9 +71,9 @@ def _read_rows(p: Path) -> list[list[str]]:
         with p.open(newline="", encoding="utf-8-sig") as fh:
             return [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
     except UnicodeDecodeError as exc:
-        raise SampleError(f"sample {p.name!r} is not UTF-8 text (byte {exc.start})") from None
+        raise SampleError(f"sample '{p}' is not UTF-8 text (byte {exc.start})") from None
     except csv.Error as exc:
-        raise SampleError(f"sample {p.name!r} is not valid CSV: {exc}") from None
+        raise SampleError(f"sample '{p}' is not valid CSV: {exc}") from None
 
 
 def _is_index(values: np.ndarray | None) -> bool:
@@ -86,7 +86,7 @@ def _is_index(values: np.ndarray | None) -> bool:
 def _load_csv(p: Path) -> SampleFile:
     rows = _read_rows(p)
     if not rows:
-        raise SampleError(f"sample {p.name!r} is empty")
+        raise SampleError(f"sample '{p}' is empty")
     header = None
     if not all(_is_number(c) for c in rows[0]):
         header = [c.strip() for c in rows[0]]
@@ -96,10 +96,10 @@ def _load_csv(p: Path) -> SampleFile:
         if len(row) != width:
             line = i + (2 if header is not None else 1)
             raise SampleError(
-                f"sample {p.name!r} line {line} has {len(row)} columns, not {width}"
+                f"sample '{p}' line {line} has {len(row)} columns, not {width}"
             )
     if not rows:
-        raise SampleError(f"sample {p.name!r} has a header but no rows")
+        raise SampleError(f"sample '{p}' has a header but no rows")
     columns = [[r[j] for r in rows] for j in range(width)]
     numeric = [_numeric_column(col) for col in columns]
     if header is not None and header[0] in ("", "Unnamed: 0") and _is_index(numeric[0]):
@@ -108,14 +108,14 @@ def _load_csv(p: Path) -> SampleFile:
         width -= 1
     if header is not None and "" in header:
         raise SampleError(
-            f"sample {p.name!r}: header column {header.index('') + 1} has no name"
+            f"sample '{p}': header column {header.index('') + 1} has no name"
         )
     strings = tuple(j for j in range(width) if numeric[j] is None)
     if strings and header is None:
         j = strings[0]
         bad = next(c for c in columns[j] if _number(c) is None)
         raise SampleError(
-            f"sample {p.name!r} has a non-numeric value {bad[:40]!r} in column {j}; a sample "
+            f"sample '{p}' has a non-numeric value {bad[:40]!r} in column {j}; a sample "
             "with string (categorical) columns needs a header row naming its columns"
         )
     if not strings:
@@ -137,17 +137,17 @@ def _load_npy(p: Path) -> SampleFile:
         arr = np.load(p, allow_pickle=False)
     except ValueError as exc:
         raise SampleError(
-            f"{p.name!r} is not a numeric .npy array (object arrays need pickle, which "
+            f"'{p}' is not a numeric .npy array (object arrays need pickle, which "
             "packserve refuses)"
         ) from exc
     except OSError as exc:
-        raise SampleError(f"{p.name!r} is not a readable .npy file: {exc}") from None
+        raise SampleError(f"'{p}' is not a readable .npy file: {exc}") from None
     if arr.dtype.kind not in "fiub":
-        raise SampleError(f"{p.name!r} holds {arr.dtype} values; a numeric array is needed")
+        raise SampleError(f"'{p}' holds {arr.dtype} values; a numeric array is needed")
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:
-        raise SampleError(f"{p.name!r} must be 2-D (rows, features); it is {arr.ndim}-D")
+        raise SampleError(f"'{p}' must be 2-D (rows, features); it is {arr.ndim}-D")
     return SampleFile(table=arr.astype(np.float64), header=None)
 
 
@@ -162,7 +162,7 @@ def _load_parquet(p: Path) -> SampleFile:
         raise MissingDependencyError("pyarrow", "parquet") from exc
     except Exception as exc:  # the engine's own errors; keep the host path out
         raise SampleError(
-            f"could not read {p.name!r} as parquet: {type(exc).__name__}",
+            f"could not read '{p}' as parquet: {type(exc).__name__}",
             detail_for_logs=repr(exc),
         ) from None
     return frame_to_sample(frame, p.name)
@@ -206,14 +206,14 @@ def load_sample_file(path: str | os.PathLike[str]) -> SampleFile:
     """Read a sample from ``.csv`` (header row detected), ``.parquet`` or ``.npy``."""
     p = Path(path)
     if not p.is_file():
-        raise SampleError(f"sample file {p.name!r} does not exist")
+        raise SampleError(f"sample file '{p}' does not exist")
     suffix = p.suffix.lower()
     if suffix == ".npy":
         return _load_npy(p)
     if suffix in (".parquet", ".pq"):
         return _load_parquet(p)
     if suffix != ".csv":
-        raise SampleError(f"sample {p.name!r} must be a {SAMPLE_SUFFIXES} file")
+        raise SampleError(f"sample '{p}' must be a {SAMPLE_SUFFIXES} file")
     return _load_csv(p)
 
 

@@ -184,7 +184,7 @@ def pack_model(
         raise PackError(f"{type(model).__name__} is not a torch.nn.Module")
     if Path(out_dir).exists() and not force:  # refuse before seconds of export work
         raise OutputExistsError(
-            f"output directory {Path(out_dir).name!r} already exists (use --force / force=True)"
+            f"output directory '{out_dir}' already exists (use --force / force=True)"
         )
     st = _sample(sample, feature_names)
     dtype, dtype_name = _input_dtype(model)

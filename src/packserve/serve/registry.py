@@ -193,12 +193,12 @@ class Discovered:
 def discover(path: Path) -> tuple[list[Discovered], bool]:
     """Find bundles: ``path`` itself, or ``path/<name>/<version>/``. Returns (found, single)."""
     if not path.exists():
-        raise ConfigError(f"model path {path.name!r} does not exist")
+        raise ConfigError(f"model path '{path}' does not exist")
     if (path / MANIFEST_NAME).is_file():
         m = read_manifest(path)  # a single bad bundle is fatal: raise with the reason
         return [Discovered(m.name, m.version, path, m)], True
     if not path.is_dir():
-        raise ConfigError(f"model path {path.name!r} is neither a bundle nor a repository folder")
+        raise ConfigError(f"model path '{path}' is neither a bundle nor a repository folder")
     found: list[Discovered] = []
     for name_dir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for ver_dir in sorted(p for p in name_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -212,7 +212,7 @@ def discover(path: Path) -> tuple[list[Discovered], bool]:
             found.append(Discovered(name_dir.name, ver_dir.name, ver_dir, m))
     if not found:
         raise BundleError(
-            f"no bundles in {path.name!r}: expected a bundle or REPO/<name>/<version>/{MANIFEST_NAME}"
+            f"no bundles in '{path}': expected a bundle or REPO/<name>/<version>/{MANIFEST_NAME}"
         )
     return found, False
 
