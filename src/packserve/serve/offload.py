@@ -7,6 +7,9 @@ machine: more than the chapter model's whole ~8 µs ONNX Runtime call. So the ru
 a thread. The estimate ``fixed + per_row * rows`` is measured at warm-up and then tracked
 from every call (a windowed median), so a model that turns slow stops running inline after
 three calls instead of freezing health checks.
+
+This is the server's one inline-or-thread rule: ``ModelHandle.infer`` applies it to
+unbatched calls and hands ``CostModel.inline`` to the model's batcher for its idle fast path.
 """
 
 from __future__ import annotations

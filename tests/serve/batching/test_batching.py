@@ -13,7 +13,8 @@ import pytest
 
 from packserve.errors import DeadlineExceededError, InferenceError, OverloadedError
 from packserve.runtime import Prediction, Predictor, load
-from packserve.serve.batching import WATCH_AFTER_S, Batcher, ClientGone, CostModel, WaitPolicy
+from packserve.serve.batching import WATCH_AFTER_S, BatchCostFit, Batcher, ClientGone, WaitPolicy
+from packserve.serve.offload import CostModel
 
 # --- fakes -----------------------------------------------------------------------------------
 
@@ -370,7 +371,7 @@ def test_drain_timeout_fails_leftovers_explicitly():
 
 
 def test_cost_model_recovers_fixed_and_per_row_cost():
-    cm = CostModel(alpha=0.2)
+    cm = BatchCostFit(alpha=0.2)
     for n in [1, 4, 16, 64, 2, 32, 8] * 5:
         cm.observe(n, 0.002 + 0.0001 * n)
     assert cm.fixed_s == pytest.approx(0.002, rel=0.05)
@@ -378,7 +379,7 @@ def test_cost_model_recovers_fixed_and_per_row_cost():
 
 
 def test_cost_model_ignores_a_cold_first_call_and_follows_a_slower_machine():
-    cm = CostModel(alpha=0.2)
+    cm = BatchCostFit(alpha=0.2)
     cm.observe(1, 0.5)  # cold start: thread spawn, allocations
     for _ in range(3):
         cm.observe(1, 0.001)
@@ -392,7 +393,7 @@ def test_cost_model_ignores_a_cold_first_call_and_follows_a_slower_machine():
 
 
 def test_wait_policy_waits_only_when_a_merge_saves_more_than_it_costs():
-    cm = CostModel()
+    cm = BatchCostFit()
     cm.fixed_s, cm.per_row_s = 0.004, 0.0001
     pol = WaitPolicy(max_batch_size=32, max_wait_s=0.010, cost=cm)
     for t in np.arange(0, 0.01, 0.0005):  # an arrival every 0.5 ms
@@ -406,13 +407,29 @@ def test_wait_policy_waits_only_when_a_merge_saves_more_than_it_costs():
     assert pol.wait_until(now, queued=1, rows=1, oldest=now - 0.011) is None  # budget spent
     cm.fixed_s = 0.0
     assert pol.wait_until(now, queued=1, rows=1, oldest=now) is None  # nothing to save
-    slow = WaitPolicy(max_batch_size=32, max_wait_s=10.0, cost=CostModel(fixed_s=0.004))
+    slow = WaitPolicy(max_batch_size=32, max_wait_s=10.0, cost=BatchCostFit(fixed_s=0.004))
     slow.arrived(0.0)
     slow.arrived(0.5)  # one client, requests far apart
     assert slow.wait_until(0.5, queued=1, rows=1, oldest=0.5) is None
 
 
 # --- inline mode (tiny models) ---------------------------------------------------------------
+
+
+def measured(
+    run: Callable[[dict[str, np.ndarray]], Prediction], *, inline_max_ms: float
+) -> tuple[Callable[[dict[str, np.ndarray]], Prediction], Callable[[int], bool]]:
+    """``run`` timed into a serve-layer CostModel, and that model's inline rule: what the
+    server hands a batcher (``ModelHandle._run`` observes every call; ``cost.inline``)."""
+    cost = CostModel(inline_max_ms / 1000.0)
+
+    def timed(f: dict[str, np.ndarray]) -> Prediction:
+        t0 = time.perf_counter()
+        out = run(f)
+        cost.observe(len(f["x"]), time.perf_counter() - t0)
+        return out
+
+    return timed, cost.inline
 
 
 def test_inline_mode_runs_an_idle_request_on_the_loop_and_concurrent_ones_in_the_thread():
@@ -423,7 +440,8 @@ def test_inline_mode_runs_an_idle_request_on_the_loop_and_concurrent_ones_in_the
         return Prediction(values=f["x"][:, 0].copy())
 
     async def main() -> None:
-        b = Batcher(run, max_batch_size=64, max_wait_ms=0, max_queue=100, inline_max_ms=50)
+        timed, inline = measured(run, inline_max_ms=50)
+        b = Batcher(timed, max_batch_size=64, max_wait_ms=0, max_queue=100, inline=inline)
         b.start()
         assert values(await b.submit(feeds(0))) == [0]  # cost unknown: first call in a thread
         assert values(await b.submit(feeds(1))) == [1]  # idle and alone: on the loop
@@ -446,7 +464,8 @@ def test_inline_request_at_idle_completes_without_a_loop_turn():
         return Prediction(values=f["x"][:, 0].copy())
 
     async def main() -> None:
-        b = Batcher(run, max_batch_size=64, max_wait_ms=1000, max_queue=100, inline_max_ms=50)
+        timed, inline = measured(run, inline_max_ms=50)
+        b = Batcher(timed, max_batch_size=64, max_wait_ms=1000, max_queue=100, inline=inline)
         b.start()
         await b.submit(feeds(0))  # measured once (in the thread)
         await asyncio.sleep(0.05)  # idle, and the next arrival is spaced out
@@ -468,7 +487,8 @@ def test_inline_mode_never_runs_an_expensive_batch_on_the_loop():
         return model.run(f)
 
     async def main() -> None:
-        b = Batcher(run, max_batch_size=64, max_wait_ms=0, max_queue=100, inline_max_ms=1)
+        timed, inline = measured(run, inline_max_ms=1)
+        b = Batcher(timed, max_batch_size=64, max_wait_ms=0, max_queue=100, inline=inline)
         b.start()
         for i in range(3):
             assert values(await b.submit(feeds(i))) == [i]
@@ -506,7 +526,8 @@ def test_inline_fast_path_failure_is_a_clean_inference_error():
         return Prediction(values=f["x"][:, 0].copy())
 
     async def main() -> None:
-        b = Batcher(run, max_batch_size=8, max_wait_ms=0, max_queue=10, inline_max_ms=50)
+        timed, inline = measured(run, inline_max_ms=50)
+        b = Batcher(timed, max_batch_size=8, max_wait_ms=0, max_queue=10, inline=inline)
         b.start()
         await b.submit(feeds(1))
         await asyncio.sleep(0.01)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from packserve.runtime import Prediction
 from packserve.serve.batching import Batcher
+from packserve.serve.offload import CostModel
 
 requests = st.lists(
     st.tuples(st.integers(1, 12), st.sampled_from([0.0, 0.0, 0.0005, 0.002])),
@@ -46,8 +47,16 @@ def test_every_request_gets_exactly_its_rows_in_order(
         return Prediction(values=ids * 10.0 + 1.0)
 
     async def main() -> list[list[float]]:
-        b = Batcher(run, max_batch_size=max_batch, max_wait_ms=max_wait_ms, max_queue=1000,
-                    concurrency=concurrency, inline_max_ms=inline_ms)
+        cost = CostModel(inline_ms / 1000.0)  # the server's inline rule, fed every call
+
+        def timed(feeds: dict[str, np.ndarray]) -> Prediction:
+            t0 = time.perf_counter()
+            out = run(feeds)
+            cost.observe(len(feeds["x"]), time.perf_counter() - t0)
+            return out
+
+        b = Batcher(timed, max_batch_size=max_batch, max_wait_ms=max_wait_ms, max_queue=1000,
+                    concurrency=concurrency, inline=cost.inline)
         b.start()
         tasks = []
         next_id = 0

@@ -1,7 +1,7 @@
 """Dynamic request batching: merge concurrent requests for one model into one model call.
 
 ``batcher`` holds the algorithm (one ``Batcher`` per model), ``policy`` the wait rule and the
-inline-or-thread cost estimate, ``execute`` the merged call, ``observe``/``metrics`` what it
+batch cost fit it rests on, ``execute`` the merged call, ``observe``/``metrics`` what it
 reports, and ``wiring`` how the server attaches batchers to the registry and to HTTP requests.
 Callers outside this folder import from here.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from packserve.serve.batching.batcher import Batcher
 from packserve.serve.batching.metrics import BatchMetrics, ModelBatchObserver
 from packserve.serve.batching.observe import BatcherStats, BatchObserver, NullObserver
-from packserve.serve.batching.policy import CostModel, WaitPolicy
+from packserve.serve.batching.policy import BatchCostFit, WaitPolicy
 from packserve.serve.batching.types import WATCH_AFTER_S, ClientGone, DrainReport, Probe, client_probe
 from packserve.serve.batching.wiring import (
     BatchConfig,
@@ -24,13 +24,13 @@ from packserve.serve.batching.wiring import (
 __all__ = [
     "WATCH_AFTER_S",
     "BatchConfig",
+    "BatchCostFit",
     "BatchMetrics",
     "BatchObserver",
     "Batcher",
     "BatcherStats",
     "Batchers",
     "ClientGone",
-    "CostModel",
     "DrainReport",
     "ModelBatchObserver",
     "NullObserver",

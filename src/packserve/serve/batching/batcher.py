@@ -16,17 +16,18 @@ task to wake up, so an idle request pays no scheduling hop):
    next batch starts the moment the previous one finishes. A request with more rows than
    ``max_batch_size`` (``/predict/batch``) runs alone and **unsplit**: one call, no
    reassembly, and nothing else's latency depends on it beyond that one call.
-4. Optional waiting (``max_wait_ms`` > 0) happens only when the cost model says a merge
+4. Optional waiting (``max_wait_ms`` > 0) happens only when the batch cost fit says a merge
    saves more model time than the waiting costs, and never beyond ``max_wait_ms`` from the
    oldest queued request (see ``policy`` for the rule and its bound).
 5. The batch runs in an executor thread: concatenate feeds, call ``run``, slice the
    :class:`Prediction` back per request, all off the loop. Each caller's future gets exactly
    its own rows, in order. One exception, off by default: a request that finds the model
    idle, the queue empty and *no other request submitted in the same loop turn* runs
-   synchronously inside ``submit``, on the loop, when its measured cost is below the inline
-   bound (``inline_max_ms``, or the serve layer's ``inline(rows)`` rule - the same one it
-   applies to unbatched calls). For a model that costs ~10 µs a call, the thread hop
-   (~100 µs on a busy 2-core host) would *be* the idle penalty. A second submission in the
+   synchronously inside ``submit``, on the loop, when the ``inline(rows)`` rule passed in
+   allows it (the server passes the model's :class:`~packserve.serve.offload.CostModel`, the
+   same rule it applies to unbatched calls; without one, every call runs in a thread). For
+   a model that costs ~10 µs a call, the thread hop (~100 µs on a busy 2-core host) would
+   *be* the idle penalty. A second submission in the
    same loop turn is the evidence of concurrency: it, and everything that arrives while the
    model is busy, goes through the queue and the thread, where batches form and the loop
    stays free for HTTP. That fast path needs no queue entry, future or timer at all.
@@ -66,7 +67,7 @@ from packserve.runtime.inputs import Feeds, feeds_rows
 from packserve.runtime.prediction import Prediction
 from packserve.serve.batching.execute import Outcome, compute, fresh_error
 from packserve.serve.batching.observe import BatcherStats, BatchObserver, NullObserver
-from packserve.serve.batching.policy import CostModel, WaitPolicy
+from packserve.serve.batching.policy import BatchCostFit, WaitPolicy
 from packserve.serve.batching.types import (
     _DONE,
     _QUEUED,
@@ -91,13 +92,18 @@ __all__ = [
     "client_probe",
 ]
 
+def _never(rows: int) -> bool:
+    return False
+
+
 class Batcher:
     """Merge concurrent ``submit`` calls for one model into few ``run`` calls.
 
     ``run`` is called in ``executor`` (default: a private pool of ``concurrency`` threads)
     with the concatenated feeds; at most ``concurrency`` batches are in flight at once.
-    ``inline(rows)``, when given, replaces the ``inline_max_ms`` rule (the serve layer passes
-    its own calibrated cost model, so batched and unbatched calls follow one rule);
+    ``inline(rows)`` is the one inline-or-thread rule (the server passes the handle's
+    calibrated :class:`~packserve.serve.offload.CostModel`, so batched and unbatched calls
+    follow one rule; ``None``: never on the loop);
     ``run_inline(feeds, rows)``, when given, is what the idle fast path calls instead of
     ``run`` (the caller knows it runs on the loop and how many rows there are).
     ``deadline`` values are absolute :func:`time.monotonic` timestamps; ``timeout_ms`` > 0
@@ -113,7 +119,6 @@ class Batcher:
         max_queue: int = 256,
         timeout_ms: float = 0.0,
         concurrency: int = 1,
-        inline_max_ms: float = 0.0,
         inline: Callable[[int], bool] | None = None,
         run_inline: Callable[[Feeds, int], Prediction] | None = None,
         executor: Executor | None = None,
@@ -128,8 +133,7 @@ class Batcher:
         self.timeout_s = max(timeout_ms, 0.0) / 1000.0
         self.concurrency = concurrency
         self.name = name
-        self.inline_max_s = max(inline_max_ms, 0.0) / 1000.0
-        self._inline_rule = inline
+        self._inline = inline or _never
         self._run_inline = run_inline
         self._fast = 0
         self._own_executor = executor is None
@@ -137,7 +141,7 @@ class Batcher:
             max_workers=concurrency, thread_name_prefix=f"packserve-batch-{name}"
         )
         self.observer: BatchObserver = observer or NullObserver()
-        self.cost = CostModel()
+        self.cost = BatchCostFit()
         self.policy = WaitPolicy(max_batch_size, max_wait_ms / 1000.0, self.cost)
         self.stats = BatcherStats()
         self._queue: deque[_Item] = deque()
@@ -245,7 +249,7 @@ class Batcher:
         if alone:
             self._turn_mark = True
             loop.call_soon(self._new_turn)
-            if self._live == 0 and self._in_flight == 0 and self._inline_ok(rows):
+            if self._live == 0 and self._in_flight == 0 and self._inline(rows):
                 return self._run_now(feeds, rows)  # idle, nobody else in sight: on the loop
         item = _Item(feeds, rows, loop.create_future(), now)
         if deadline is not None:
@@ -353,7 +357,7 @@ class Batcher:
         """The idle fast path: one request, computed synchronously, no queue entry at all.
 
         Every idle request takes it, so it is kept to the bone: no helper layers, and the
-        cost model (which only needs the trend) is fed one fast-path call in eight.
+        batch cost fit (which only needs the trend) is fed one fast-path call in eight.
         """
         self._in_flight += 1
         error: PackserveError | None = None
@@ -386,13 +390,6 @@ class Batcher:
         if self.cost.samples < 16 or not self._fast & 7:
             self.cost.observe(rows, dt)
         return pred
-
-    def _inline_ok(self, rows: int) -> bool:
-        if self._inline_rule is not None:
-            return self._inline_rule(rows)
-        if self.inline_max_s <= 0.0 or self.cost.samples == 0:
-            return False  # never before the first measured call: its cost is unknown
-        return self.cost.estimate(rows) <= self.inline_max_s
 
     def _new_turn(self) -> None:
         self._turn_mark = False

@@ -3,7 +3,7 @@
 The batcher asks :class:`WaitPolicy` one question each time the model is free and requests
 are queued: *dispatch now, or wait until when?* The answer comes from two measurements:
 
-* the **batch cost model** ``cost(rows) ≈ fixed + per_row * rows``, fitted online by
+* the **batch cost fit** ``cost(rows) ≈ fixed + per_row * rows``, fitted online by
   exponentially weighted least squares over the batches actually run. ``fixed`` is what a
   merge saves: two requests in one call pay it once instead of twice.
 * the **arrival gap**: an exponentially weighted mean of the time between submissions.
@@ -25,12 +25,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["CostModel", "WaitPolicy"]
+__all__ = ["BatchCostFit", "WaitPolicy"]
 
 
 @dataclass(slots=True)
-class CostModel:
+class BatchCostFit:
     """Online ``cost = fixed + per_row * rows`` fit with exponential forgetting.
+
+    It answers the *wait* question (what a merge saves) and the Retry-After estimate; the
+    inline-or-thread question is :class:`packserve.serve.offload.CostModel`'s alone.
 
     ``alpha`` is the weight of the newest batch; older batches fade so the model follows a
     machine whose speed changes (other tenants, thermal throttling).
@@ -93,7 +96,7 @@ class WaitPolicy:
 
     max_batch_size: int
     max_wait_s: float
-    cost: CostModel
+    cost: BatchCostFit
     gap_alpha: float = 0.1
     mean_gap_s: float = math.inf
     last_arrival: float | None = None
