@@ -141,6 +141,13 @@ def key_fingerprint(path: PathLike) -> str:
         raise ConfigError(f"{p.name!r} is not a readable PEM key or certificate") from exc
 
 
+def trust_summary(anchors: Sequence[TrustAnchor]) -> dict[str, Any]:
+    """What a server reports about enforcement (readiness, logs): nothing secret, fingerprints."""
+    if not anchors:
+        return {"enforced": False}
+    return {"enforced": True, "trusted": [a.fingerprint for a in anchors]}
+
+
 # --- what a signature file says (read, not yet verified) ------------------------------------
 
 
@@ -407,5 +414,6 @@ __all__ = [
     "parse_signature",
     "read_signature",
     "sign_bundle",
+    "trust_summary",
     "verify_signature",
 ]

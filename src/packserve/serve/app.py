@@ -271,7 +271,10 @@ def create_app(
     )
     metrics = Metrics()
     if registry is None:
+        from packserve.signing import load_trust_anchors
+
         registry = ModelRegistry(
+            trusted=load_trust_anchors(settings.trusted_keys),  # a bad key file: exit 2, now
             executor=executor,
             runtime_options=RuntimeOptions(intra_op_threads=settings.resolved_intra_op_threads()),
             max_batch=settings.max_batch,
@@ -282,6 +285,13 @@ def create_app(
         )
     registry.observer = metrics.observe_inference
     registry.on_state.append(metrics.set_model_state)
+    registry.on_refused.append(metrics.observe_refusal)
+    metrics.set_signature_policy(len(registry.trusted))
+    if registry.trusted:
+        log.info("signatures enforced: only bundles signed by %s are served",
+                 ", ".join(a.label for a in registry.trusted))
+    else:
+        log.info("signatures are not enforced (no --trusted-key): bundles are checked by sha256 only")
     if settings.model_path is not None:
         registry.add_path(settings.model_path)
     state = ServerState()

@@ -34,6 +34,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from packserve.errors import SignatureError
 from packserve.serve.registry import ModelHandle, ModelState
 
 LATENCY_BUCKETS = (
@@ -205,7 +206,25 @@ class Metrics:
                                multiprocess_mode="livesum")
         self.draining = Gauge("packserve_draining", "1 after SIGTERM", registry=r,
                               multiprocess_mode="livemax")
+        self.signatures_enforced = Gauge(
+            "packserve_signatures_enforced",
+            "1: only bundles signed by a trusted key are loaded (--trusted-key); 0: signatures not checked",
+            registry=r, multiprocess_mode="livemax",
+        )
+        self.trusted_keys = Gauge("packserve_trusted_keys", "trusted public keys / CA certificates",
+                                  registry=r, multiprocess_mode="livemax")
+        self.signature_refusals = Counter(
+            "packserve_signature_refusals", "model versions refused for their signature, by reason",
+            ["model", "version", "reason"], registry=r,
+        )
         self.observe_request = self.hot.observe_request
+
+    def set_signature_policy(self, trusted: int) -> None:
+        self.signatures_enforced.set(1.0 if trusted else 0.0)
+        self.trusted_keys.set(float(trusted))
+
+    def observe_refusal(self, handle: ModelHandle, exc: SignatureError) -> None:
+        self.signature_refusals.labels(handle.name, handle.version, exc.reason).inc()
 
     def observe_inference(self, handle: ModelHandle, rows: int, seconds: float, inline: bool) -> None:
         self.hot.observe_inference(handle.name, handle.version, rows, seconds, inline)

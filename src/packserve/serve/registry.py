@@ -28,12 +28,14 @@ from packserve.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
     PackserveError,
+    SignatureError,
 )
 from packserve.runtime import Feeds, Prediction, Predictor, RuntimeOptions, feeds_rows, load
 from packserve.serve.encoding import ResponseEncoder
 from packserve.serve.offload import CostModel
 from packserve.serve.tensor_request import TensorRequestDecoder
 from packserve.serve.validation import RequestDecoder, decoder_for
+from packserve.signing import TrustAnchor, trust_summary, verify_signature
 
 log = logging.getLogger("packserve.serve")
 
@@ -75,6 +77,10 @@ class ModelHandle:
     decoder: RequestDecoder | TensorRequestDecoder | None = None
     encoder: ResponseEncoder | None = None
     load_seconds: float | None = None
+    #: with trusted keys: the signature is verified before anything is opened (issue #20)
+    trusted: tuple[TrustAnchor, ...] = ()
+    signer: str | None = None  # fingerprint of the trusted key/CA that verified it
+    refusal: SignatureError | None = None  # why its signature was refused
 
     def __post_init__(self) -> None:
         if self.manifest is not None:
@@ -92,6 +98,8 @@ class ModelHandle:
             out.update(task=m.task, features=m.feature_names, framework=m.framework)
             if m.outputs.classes is not None:
                 out["classes"] = m.outputs.classes
+        if self.signer is not None:
+            out["signed_by"] = self.signer
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -99,12 +107,19 @@ class ModelHandle:
     # --- loading ----------------------------------------------------------------------
 
     def load_sync(self, options: RuntimeOptions) -> None:
-        """Verify (sha256), open, warm up and time the model. Runs in a thread."""
+        """Verify (signature, sha256), open, warm up and time the model. Runs in a thread."""
         t0 = time.perf_counter()
         try:
+            if self.trusted:
+                self.signer = _verified_signer(self.path, self.trusted)
             predictor = load(self.path, options)
             predictor.warmup()
             self.cost.calibrate(_timed_runner(predictor))
+        except SignatureError as exc:  # before any byte reached a runtime
+            self.state, self.error, self.refusal = ModelState.FAILED, exc.message, exc
+            log.error("model %s/%s refused: signature %s: %s %s", self.name, self.version, exc.reason,
+                      exc.message, exc.detail_for_logs or "")
+            return
         except PackserveError as exc:
             self.state, self.error = ModelState.FAILED, exc.message
             log.error("model %s/%s failed to load: %s %s", self.name, self.version, exc.message,
@@ -164,6 +179,11 @@ class ModelHandle:
             self.predictor.close()
             self.predictor = None
         self.state = ModelState.UNLOADED
+
+
+def _verified_signer(path: Path, trusted: tuple[TrustAnchor, ...]) -> str | None:
+    anchor = verify_signature(path, trusted).verified_by
+    return anchor.fingerprint if anchor is not None else None
 
 
 def _timed_runner(predictor: Predictor) -> Callable[[int], float]:
@@ -230,6 +250,7 @@ class ModelRegistry:
         default_model: str | None = None,
         require_all: bool = True,
         keep_versions: int = 0,
+        trusted: tuple[TrustAnchor, ...] = (),
     ) -> None:
         self._models: dict[str, dict[str, ModelHandle]] = {}
         self.executor = executor
@@ -241,12 +262,16 @@ class ModelRegistry:
         #: ready versions kept per model (newest first); older ones are not loaded / are
         #: retired by the repository. 0 = keep every version.
         self.keep_versions = keep_versions
+        #: trusted keys / CAs: when set, only bundles they signed are loaded (issue #20)
+        self.trusted = trusted
         self.single = False
         self.generation = 0
         self._resolved: dict[tuple[str | None, str | None], ModelHandle] = {}
         self._resolved_gen = -1
         self.observer: InferenceObserver | None = None
         self.on_state: list[Callable[[ModelHandle], None]] = []
+        #: after a load whose signature was refused (metrics)
+        self.on_refused: list[Callable[[ModelHandle, SignatureError], None]] = []
 
     # --- building ---------------------------------------------------------------------
 
@@ -254,6 +279,7 @@ class ModelRegistry:
         return ModelHandle(
             name=name, version=version, path=path, manifest=manifest, max_batch=self.max_batch,
             cost=CostModel(self.inline_max_s), executor=self.executor, observer=self.observer,
+            trusted=self.trusted,
         )
 
     def add_path(self, path: Path) -> list[ModelHandle]:
@@ -292,6 +318,9 @@ class ModelRegistry:
         if handle.state is not ModelState.LOADING:
             return
         await asyncio.to_thread(handle.load_sync, self.runtime_options)
+        if handle.refusal is not None:
+            for fn in self.on_refused:
+                fn(handle, handle.refusal)
         self.notify(handle)
 
     async def load_all(self) -> None:
@@ -381,7 +410,8 @@ class ModelRegistry:
                 {"name": h.name, "version": h.version, "state": h.state.value}
                 | ({"error": h.error} if h.error else {})
                 for h in self.handles()
-            ]
+            ],
+            "signatures": trust_summary(self.trusted),
         }
         return ok and bool(states), detail
 

@@ -36,9 +36,15 @@ class ModelStateItem(BaseModel):
     error: str | None = None
 
 
+class SignaturePolicy(BaseModel):
+    enforced: bool = Field(description="only bundles signed by a trusted key are served (--trusted-key)")
+    trusted: list[str] | None = Field(default=None, description="fingerprints of the trusted keys / CAs")
+
+
 class ReadinessResponse(BaseModel):
     status: str = Field(description="ready | loading | failed | draining")
     models: list[ModelStateItem]
+    signatures: SignaturePolicy
 
 
 class ModelInfo(BaseModel):
@@ -49,6 +55,7 @@ class ModelInfo(BaseModel):
     features: list[str] | None = None
     framework: str | None = None
     classes: list[int | str | float | bool] | None = None
+    signed_by: str | None = Field(default=None, description="the trusted key that verified it")
     error: str | None = None
 
 

@@ -57,6 +57,8 @@ async def load_models(registry: ModelRegistry, state: ServerState) -> None:
     failed = registry.failed()
     if registry.single and failed:
         exc = BundleError(f"model {failed[0].name!r} failed to load: {failed[0].error}")
+        if failed[0].refusal is not None:  # the signature's own exit code (6 invalid, 7 missing)
+            exc.exit_code = failed[0].refusal.exit_code
         state.fatal = exc
         if state.on_fatal is not None:
             state.on_fatal(exc)
