@@ -89,7 +89,15 @@ def staged(out_dir: str | os.PathLike[str], *, force: bool) -> Iterator[Path]:
         yield staging
 
 
-def json_examples(sample: SampleTable) -> list[list[Any]]:
+MAX_TENSOR_EXAMPLE_VALUES = 256
+
+
+def json_examples(sample: SampleTable) -> list[Any]:
+    if sample.tensors is not None:  # one instance, only when small enough for OpenAPI
+        size = sum(int(v[0].size) for v in sample.tensors.values())
+        if size > MAX_TENSOR_EXAMPLE_VALUES:
+            return []
+        return [{k: v[0].tolist() for k, v in sample.tensors.items()}]
     rows = sample.table[:MAX_EXAMPLES].tolist()
     return [[v if isinstance(v, str) else float(v) for v in row] for row in rows]
 
@@ -105,6 +113,7 @@ def draft_manifest(
         format=exp.format,  # type: ignore[arg-type]
         artifact=exp.artifact,
         task=exp.outputs.task,
+        signature="tensor" if sample.tensors is not None else "table",
         features=sample.features,
         inputs=exp.inputs,
         outputs=exp.outputs,
@@ -168,12 +177,12 @@ def _measure(
         ) from exc
     probe = None
     try:
-        exported = predictor.predict(sample.table)
+        exported = predictor.predict(sample.inputs)
         report = parity.compare(
             native, exported, proba_tol=exp.proba_tol, reg_rel_tol=exp.reg_rel_tol,
             notes=exp.notes,
         )
-        why = None if report.passed else _missing_value_failure(
+        why = None if report.passed or sample.tensors is not None else _missing_value_failure(
             sample, native, exported, report.tolerance)
         if native_fn is not None and report.passed:
             step("checking missing values")

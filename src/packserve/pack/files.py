@@ -26,7 +26,14 @@ LIGHTGBM_TEXT = "lightgbm-text"
 CATBOOST_CBM = "catboost-cbm"
 PICKLE = "pickle"
 ONNX = "onnx"
+TORCH_PT2 = "torch .pt2"
 UNKNOWN = "unknown"
+PT2_REASON = (
+    "{name!r} is a torch .pt2 archive, which packserve does not load: torch.export.load falls "
+    "back to full unpickling, and AOTInductor packages load compiled native code. Load it "
+    "yourself in a process you trust and pass the ExportedProgram to packserve.pack(ep, ...), "
+    "or export the model to ONNX"
+)
 
 NATIVE_FORMATS = "XGBoost .json/.ubj, LightGBM .txt, CatBoost .cbm"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".sav", ".dill")
@@ -55,6 +62,12 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if head[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(p) as zf:
+                names = zf.namelist()
+                if p.suffix.lower() == ".pt2" or any(
+                    n.endswith(("/archive_format", "/.data/serialization_id")) or "/aotinductor/" in n
+                    for n in names
+                ):
+                    return TORCH_PT2
                 if any(n.endswith((".pkl", "data.pkl")) for n in zf.namelist()):
                     return PICKLE  # torch.save / zipped pickles
         except zipfile.BadZipFile:
@@ -131,6 +144,8 @@ def load_model_file(path: str | os.PathLike[str]) -> Any:
         from packserve.scan.loader import load_pickle_file
 
         return load_pickle_file(p)
+    if fmt == TORCH_PT2:
+        raise UnsupportedModelError(PT2_REASON.format(name=p.name))
     if fmt == ONNX:
         raise UnsupportedModelError(
             f"'{p}' is already ONNX; `pack` takes the native model ({NATIVE_FORMATS})"
@@ -156,6 +171,8 @@ __all__ = [
     "LIGHTGBM_TEXT",
     "NATIVE_FORMATS",
     "PICKLE",
+    "PT2_REASON",
+    "TORCH_PT2",
     "XGBOOST_JSON",
     "XGBOOST_UBJ",
     "SampleFile",

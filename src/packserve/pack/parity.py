@@ -25,6 +25,7 @@ class NativeOutput:
     labels: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     values: np.ndarray | None = None
+    outputs: dict[str, np.ndarray] | None = None  # task='tensor': every raw output by name
 
 
 def labels_are_argmax(native: NativeOutput, classes: list[Any]) -> bool:
@@ -54,6 +55,8 @@ def compare(
 ) -> ParityReport:
     notes = list(notes or [])
     n = len(exported)
+    if native.outputs is not None:
+        return _compare_outputs(native.outputs, exported, reg_rel_tol, notes)
     if native.values is not None:
         assert exported.values is not None
         nv = np.asarray(native.values, dtype=np.float64).reshape(exported.values.shape)
@@ -84,6 +87,33 @@ def compare(
         tolerance_basis="absolute, on class probabilities; labels must all agree",
         passed=passed,
         notes=notes,
+    )
+
+
+def _compare_outputs(
+    native: dict[str, np.ndarray], exported: Prediction, rel_tol: float, notes: list[str]
+) -> ParityReport:
+    """task='tensor': every output within ``rel_tol`` x max|native output| (its own scale)."""
+    assert exported.outputs is not None
+    worst, worst_tol, passed = 0.0, 0.0, True
+    per: list[dict[str, Any]] = []
+    for name, ref in native.items():
+        ref64 = np.asarray(ref, dtype=np.float64)
+        got = np.asarray(exported.outputs[name], dtype=np.float64)
+        finite = np.abs(ref64[np.isfinite(ref64)])
+        scale = float(finite.max()) if finite.size else 0.0
+        tol = rel_tol * max(scale, 1.0)
+        diff = float(np.max(np.abs(ref64 - got.reshape(ref64.shape)))) if ref64.size else 0.0
+        ok = got.size == ref64.size and diff <= tol
+        passed = passed and ok
+        per.append({"check": "output_parity", "output": name, "max_abs_diff": diff,
+                    "tolerance": tol, "passed": ok})
+        if diff / tol >= worst / max(worst_tol, 1e-300):
+            worst, worst_tol = diff, tol
+    return ParityReport(
+        rows=len(exported), max_abs_diff_value=worst, tolerance=worst_tol,
+        tolerance_basis=f"{rel_tol:g} x max(1, max|native output|), per output",
+        passed=passed, notes=notes, checks=per,
     )
 
 

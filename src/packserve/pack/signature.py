@@ -19,6 +19,9 @@ class SampleTable:
     features: list[FeatureSpec]
     table: np.ndarray  # (n, k): float64 when all numeric, else object
     frame: Any | None  # the original DataFrame, when one was given (native models want it)
+    # Tensor bundles (issue #16): the sample as named N-D arrays, batch axis first, in the
+    # artifact's dtypes; ``features`` is then empty and ``table`` unused.
+    tensors: dict[str, np.ndarray] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -30,6 +33,8 @@ class SampleTable:
 
     @property
     def n_rows(self) -> int:
+        if self.tensors is not None:
+            return int(next(iter(self.tensors.values())).shape[0])
         return int(self.table.shape[0])
 
     def _missing(self) -> np.ndarray:
@@ -50,6 +55,11 @@ class SampleTable:
             return "none"
         r, c = hit[0]
         return f"feature {self.features[int(c)].name!r}, row {int(r)}"
+
+    @property
+    def inputs(self) -> Any:
+        """What ``Predictor.predict`` takes for this sample: the table, or the named tensors."""
+        return self.tensors if self.tensors is not None else self.table
 
 
 def _is_dataframe(obj: object) -> bool:

@@ -14,12 +14,9 @@ The two classic PyTorch deployment bugs are guarded here:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,10 @@ from packserve.pack import torch_fidelity as fid
 from packserve.pack.build import Export, PackResult, draft_manifest, finish, open_staged
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable, sample_table
+from packserve.pack.torch_common import TRACE_ADVICE, eval_mode
+from packserve.pack.torch_common import input_dtype as _input_dtype
+from packserve.pack.torch_common import onnx_graph_check as _onnx_graph_check
+from packserve.pack.torch_common import version as _version
 from packserve.pack.torch_export import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -40,49 +41,14 @@ from packserve.pack.torch_export import (
     export_torchscript,
     require_torch,
 )
+from packserve.pack.torch_nd import pack_tensor_model
 from packserve.pack.torch_outputs import final_layer, output_spec
+from packserve.pack.torch_tensor import is_tensor_sample
 from packserve.runtime.postprocess import postprocess
 
 FORMATS = ("onnx", "torchscript")
 METHODS = ("auto", "trace", "script")
-TRACE_ADVICE = (
-    "tracing records only the branch its example input took, so a model with data-dependent "
-    "control flow (an `if` on tensor values or shapes) is traced wrong; use method='script' "
-    "(or method='auto', which falls back to scripting)"
-)
 
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-@contextlib.contextmanager
-def eval_mode(model: Any) -> Iterator[bool]:
-    """Put every submodule in eval mode; restore each one's own mode afterwards.
-
-    Yields whether any submodule was in training mode. Restoring per module (not with
-    ``model.train(was)``) keeps a caller's deliberately mixed modes intact.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield any(t for _, t in modes)
-    finally:
-        for m, t in modes:
-            m.training = t
-
-
-def _input_dtype(model: Any) -> tuple[Any, str]:
-    torch = require_torch()
-    for p in list(model.parameters()) + list(model.buffers()):
-        if p.is_floating_point():
-            if p.dtype == torch.float64:
-                return np.float64, "float64"
-            break
-    return np.float32, "float32"
 
 
 def _sample(sample: Any, feature_names: list[str] | None) -> SampleTable:
@@ -95,6 +61,27 @@ def _sample(sample: Any, feature_names: list[str] | None) -> SampleTable:
     for f in st.features:
         f.dtype = "float32"
     return st
+
+
+def _table_output(model: Any, sample: Any) -> bool:
+    """Whether the model answers a 2-D float sample with one tensor of rank <= 2 (a table
+    model); several outputs or an N-D output need the tensor signature."""
+    torch = require_torch()
+    try:
+        arr = sample.detach().cpu().numpy() if isinstance(sample, torch.Tensor) else np.asarray(
+            sample, dtype=np.float64)
+    except (TypeError, ValueError):
+        return True  # DataFrames with strings etc.: the table path reports it
+    if arr.ndim != 2 or arr.shape[0] < 1:
+        return True
+    dtype, _ = _input_dtype(model)
+    with eval_mode(model):
+        try:
+            with torch.no_grad():
+                out = model(torch.from_numpy(np.ascontiguousarray(arr[:2], dtype=dtype)))
+        except Exception:
+            return True
+    return isinstance(out, torch.Tensor) and out.ndim <= 2
 
 
 def _native(raw: np.ndarray, spec: OutputSpec, manifest_like: Any) -> parity.NativeOutput:
@@ -135,15 +122,6 @@ def _artifact_checks(
     return checks
 
 
-def _onnx_graph_check(staging: Path, artifact: str) -> dict[str, Any]:
-    import onnx
-
-    model = onnx.load(str(staging / artifact), load_external_data=False)
-    found = fid.training_nodes(model)
-    return {"check": "no_training_nodes", "passed": not found, "found": found,
-            "ops": sorted({n.op_type for n in model.graph.node})}
-
-
 def pack_model(
     model: Any,
     out_dir: str | os.PathLike[str],
@@ -162,14 +140,23 @@ def pack_model(
     threshold: float = 0.5,
     opset_version: int | None = None,
     external_data: bool | None = None,
-    fidelity_atol: float = fid.ATOL,
-    fidelity_rtol: float = fid.RTOL,
     example_rows: bool = True,
+    fidelity_atol: float | None = None,
+    fidelity_rtol: float | None = None,
+    dynamic_axes: dict[str, Any] | None = None,
+    value_ranges: dict[str, Any] | None = None,
+    input_names: list[str] | None = None,
 ) -> PackResult:
-    """Export ``model`` (a ``torch.nn.Module``) and write the bundle only if it is faithful.
+    """Export ``model`` (a ``torch.nn.Module`` or ``torch.export.ExportedProgram``) and write
+    the bundle only if it is faithful.
 
+    A 2-D float sample makes a table bundle (named features); any other sample (another
+    rank, integer or boolean inputs, a tuple or mapping of inputs), several outputs, an
+    output that is not 2-D or ``task='tensor'`` makes a tensor bundle
+    (:mod:`packserve.pack.torch_nd`; ``dynamic_axes``, ``value_ranges``, ``input_names``).
     Fidelity passes on a probe when max |artifact - eager| <= ``fidelity_atol`` +
-    ``fidelity_rtol`` x max |eager| (raw outputs, before any sigmoid/softmax).
+    ``fidelity_rtol`` x max |eager| (raw outputs, before any sigmoid/softmax); defaults
+    1e-5 / 1e-5 for tables, 1e-4 / 1e-4 for tensor models (deep float nets).
     """
     torch = require_torch()
     if format not in FORMATS:
@@ -180,12 +167,25 @@ def pack_model(
         raise ConfigError(
             f"method={method!r} applies to format='torchscript'; ONNX uses the dynamo exporter"
         )
-    if not isinstance(model, torch.nn.Module):
+    is_program = isinstance(model, torch.export.ExportedProgram)
+    if not isinstance(model, torch.nn.Module) and not is_program:
         raise PackError(f"{type(model).__name__} is not a torch.nn.Module")
     if Path(out_dir).exists() and not force:  # refuse before seconds of export work
         raise OutputExistsError(
             f"output directory '{out_dir}' already exists (use --force / force=True)"
         )
+    if (is_program or dynamic_axes or value_ranges or input_names
+            or is_tensor_sample(sample, task) or not _table_output(model, sample)):
+        return pack_tensor_model(
+            model, out_dir, sample=sample, name=name, version=version, force=force,
+            allow_parity_failure=allow_parity_failure, format=format, method=method, task=task,
+            output=output, classes=classes, threshold=threshold, opset_version=opset_version,
+            external_data=external_data, fidelity_atol=fidelity_atol,
+            fidelity_rtol=fidelity_rtol, dynamic_axes=dynamic_axes, value_ranges=value_ranges,
+            input_names=input_names, example_rows=example_rows,
+        )
+    fidelity_atol = fid.ATOL if fidelity_atol is None else fidelity_atol
+    fidelity_rtol = fid.RTOL if fidelity_rtol is None else fidelity_rtol
     st = _sample(sample, feature_names)
     dtype, dtype_name = _input_dtype(model)
     x_sample = torch.from_numpy(np.ascontiguousarray(st.table, dtype=dtype))

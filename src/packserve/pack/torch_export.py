@@ -144,8 +144,18 @@ def export_onnx(
     *,
     opset_version: int | None = None,
     external_data: bool | None = None,
+    args: tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    dynamic_shapes: Any = None,
 ) -> Exported:
     """``torch.onnx.export(dynamo=True)`` with a dynamic batch dimension, saved to ``staging``.
+
+    Table models pass one ``example``; tensor models pass ``args`` (positional) or ``kwargs``
+    (named inputs), their names and ``dynamic_shapes`` (batch and declared variable axes,
+    as ``torch.export.Dim``). An ``ExportedProgram`` keeps the dynamic shapes it was
+    exported with (``dynamic_shapes`` must then be ``None``).
 
     Small models are written as one self-contained file; ``external_data`` (default: only
     when the weights exceed :data:`EXTERNAL_DATA_BYTES`) puts the weights in
@@ -158,22 +168,27 @@ def export_onnx(
     except ImportError:  # older onnxscript bundles the IR as onnxscript.ir
         from onnxscript.ir.traversal import RecursiveGraphIterator  # type: ignore[no-redef]
 
+    is_program = isinstance(model, torch.export.ExportedProgram)
     use_external = external_data if external_data is not None else (
-        _param_bytes(model) >= EXTERNAL_DATA_BYTES
+        _param_bytes(model.module() if is_program else model) >= EXTERNAL_DATA_BYTES
     )
+    if args is None and kwargs is None:
+        args = (example,)
+        dynamic_shapes = ({0: torch.export.Dim("batch")},)
     t0 = time.perf_counter()
     with capture() as cap:
         try:
             program = torch.onnx.export(
                 model,
-                (example,),
+                args if args is not None else (),
                 None,
+                kwargs=kwargs,
                 dynamo=True,
                 verbose=False,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                input_names=input_names or [INPUT_NAME],
+                output_names=output_names or [OUTPUT_NAME],
                 opset_version=opset_version,
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                dynamic_shapes=None if is_program else dynamic_shapes,
                 optimize=True,
             )
         except Exception as exc:
@@ -215,8 +230,14 @@ def minimize_archive(path: Path) -> int:
     return len(infos) - len(keep)
 
 
-def export_torchscript(model: Any, example: Any, staging: Path, method: str) -> Exported:
-    """``torch.jit.trace`` or ``torch.jit.script`` the (eval-mode) model and save it."""
+def export_torchscript(
+    model: Any, example: Any, staging: Path, method: str, *,
+    args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None,
+) -> Exported:
+    """``torch.jit.trace`` or ``torch.jit.script`` the (eval-mode) model and save it.
+
+    ``args`` / ``kwargs`` replace the single ``example`` for models with several inputs.
+    """
     torch = require_torch()
     t0 = time.perf_counter()
     with capture() as cap:
@@ -226,8 +247,12 @@ def export_torchscript(model: Any, example: Any, staging: Path, method: str) -> 
                 # check compares on many more inputs than the one example.
                 # _store_inputs=False: otherwise the archive embeds the example (= the
                 # caller's sample rows) in traced_inputs.pkl.
-                module = torch.jit.trace(model, (example,), check_trace=False,
-                                         _store_inputs=False)
+                if kwargs is not None:
+                    module = torch.jit.trace(model, example_kwarg_inputs=kwargs,
+                                             check_trace=False, _store_inputs=False)
+                else:
+                    module = torch.jit.trace(model, args if args is not None else (example,),
+                                             check_trace=False, _store_inputs=False)
             else:
                 module = torch.jit.script(model)
             module.save(str(staging / TORCHSCRIPT_ARTIFACT))

@@ -22,7 +22,7 @@ OUTPUTS = ("probability", "logits")
 PROBA_SLACK = 1e-5
 
 
-def final_layer(model: Any, x: Any) -> str | None:
+def final_layer(model: Any, x: Any, call: Any = None) -> str | None:
     """Class name of the innermost module whose output *is* the model's output, if any."""
     torch = require_torch()
     seen: list[tuple[str, Any]] = []
@@ -33,7 +33,7 @@ def final_layer(model: Any, x: Any) -> str | None:
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with torch.no_grad():
-            final = model(x)
+            final = model(x) if call is None else call()
     finally:
         for h in handles:
             h.remove()
