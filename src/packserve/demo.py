@@ -25,7 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from packserve.errors import PackserveError
+from packserve.errors import ExitCode, PackserveError
 
 
 class _Malicious:
@@ -172,7 +172,7 @@ def run_demo(workdir: Path | None = None, *, bench_seconds: float = 3.0,
     ok &= code == 0
     con.print(f"\nworking directory: {root}" + ("" if workdir else " (temporary)"))
     con.print("[bold green]demo OK[/]" if ok else "[bold red]demo found a problem (see above)[/]")
-    return 0 if ok else 1
+    return ExitCode.OK if ok else ExitCode.FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

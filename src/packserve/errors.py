@@ -1,8 +1,9 @@
-"""packserve's exception hierarchy.
+"""packserve's exception hierarchy and its exit codes.
 
 Every error a user can cause carries two numbers: the CLI exit code and the HTTP status.
 The CLI maps ``exit_code`` and the server maps ``http_status`` in exactly one place each,
-so a new error type never needs a new ``except`` clause anywhere else.
+so a new error type never needs a new ``except`` clause anywhere else. Every exit code is a
+member of :class:`ExitCode`, defined here once; each means one thing (README: "Exit codes").
 
 Messages must be safe to show to a remote client: no stack traces, no absolute paths of
 the serving host. Put host-local detail in ``detail_for_logs`` instead.
@@ -10,13 +11,53 @@ the serving host. Put host-local detail in ``detail_for_logs`` instead.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
+
+
+class ExitCode(IntEnum):
+    """The CLI's exit codes, one meaning each (:data:`EXIT_CODES`; README "Exit codes")."""
+
+    OK = 0
+    UNSAFE = 1
+    USAGE = 2
+    MISSING_DEPENDENCY = 3
+    PACK_FAILED = 4
+    BUNDLE_INVALID = 5
+    SIGNATURE_INVALID = 6
+    SIGNATURE_MISSING = 7
+    SCAN_INCOMPLETE = 8
+    NOT_A_PICKLE = 9
+    INVALID_INPUT = 10
+    FAILED = 11
+
+
+EXIT_CODES: dict[ExitCode, str] = {
+    ExitCode.OK: "success; for scan: pickle data found and all of it verified safe",
+    ExitCode.UNSAFE: "scan: a file is unsafe to load (it has findings)",
+    ExitCode.USAGE: "bad arguments, flags or settings",
+    ExitCode.MISSING_DEPENDENCY: "an optional dependency is not installed",
+    ExitCode.PACK_FAILED: "a model could not be packed (export, sample, parity, output exists)",
+    ExitCode.BUNDLE_INVALID: "a bundle is missing, malformed, tampered with or cannot be loaded",
+    ExitCode.SIGNATURE_INVALID: "a bundle's signature is bad, unreadable or by an untrusted signer",
+    ExitCode.SIGNATURE_MISSING: "a signature is required but the bundle has none",
+    ExitCode.SCAN_INCOMPLETE: "scan: something could not be scanned (unreadable, too large, "
+    "encrypted, corrupt)",
+    ExitCode.NOT_A_PICKLE: "scan: no file given holds pickle data, so nothing was verified",
+    ExitCode.INVALID_INPUT: "input rows do not fit the model's signature",
+    ExitCode.FAILED: "any other failure (the server, a worker or a demo failed)",
+}
+
+
+def exit_code_help() -> str:
+    """The exit-code table as plain text, for ``--help``."""
+    return "\n".join(f"{int(code):>3}  {meaning}" for code, meaning in EXIT_CODES.items())
 
 
 class PackserveError(Exception):
     """Base class: a failure packserve understands and can explain."""
 
-    exit_code: int = 1
+    exit_code: int = ExitCode.FAILED
     http_status: int = 500
     code: str = "error"
 
@@ -36,14 +77,14 @@ class PackserveError(Exception):
 class ConfigError(PackserveError):
     """Invalid settings, flags or arguments."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
     code = "config_error"
 
 
 class MissingDependencyError(PackserveError):
     """An optional framework is needed but not installed; names the extra to install."""
 
-    exit_code = 3
+    exit_code = ExitCode.MISSING_DEPENDENCY
     code = "missing_dependency"
 
     def __init__(self, package: str, extra: str) -> None:
@@ -61,7 +102,7 @@ class MissingDependencyError(PackserveError):
 class PackError(PackserveError):
     """A model could not be turned into a bundle."""
 
-    exit_code = 4
+    exit_code = ExitCode.PACK_FAILED
     code = "pack_error"
 
 
@@ -99,7 +140,7 @@ class OutputExistsError(PackError):
 class BundleError(PackserveError):
     """A bundle directory is missing, malformed, or from an unknown schema."""
 
-    exit_code = 5
+    exit_code = ExitCode.BUNDLE_INVALID
     code = "bundle_error"
 
 
@@ -117,7 +158,7 @@ class SignatureError(BundleError):
     ``unsigned_files``, ``unsupported``.
     """
 
-    exit_code = 6
+    exit_code = ExitCode.SIGNATURE_INVALID
     code = "signature_invalid"
 
     def __init__(self, message: str, *, reason: str = "bad_signature",
@@ -129,7 +170,7 @@ class SignatureError(BundleError):
 class SignatureMissingError(SignatureError):
     """Signatures are required (a trusted key was given) but the bundle has no ``model.sig``."""
 
-    exit_code = 7
+    exit_code = ExitCode.SIGNATURE_MISSING
     code = "signature_missing"
 
     def __init__(self, message: str) -> None:
@@ -142,7 +183,7 @@ class SignatureMissingError(SignatureError):
 class UnsafeFileError(PackserveError):
     """A file was scanned and has findings: it must not be loaded."""
 
-    exit_code = 1
+    exit_code = ExitCode.UNSAFE
     http_status = 400
     code = "unsafe_file"
 
@@ -154,7 +195,7 @@ class UnsafeFileError(PackserveError):
 class ScanFailedError(PackserveError):
     """A file could not be scanned at all (unreadable, unsupported container)."""
 
-    exit_code = 2
+    exit_code = ExitCode.SCAN_INCOMPLETE
     code = "scan_failed"
 
 
@@ -164,7 +205,7 @@ class ScanFailedError(PackserveError):
 class InputError(PackserveError):
     """Input rows do not fit the model's signature. ``where`` points at the culprit."""
 
-    exit_code = 2
+    exit_code = ExitCode.INVALID_INPUT
     http_status = 422
     code = "invalid_input"
 
@@ -256,7 +297,7 @@ class MethodNotAllowedError(PackserveError):
 class ModelLoadError(PackserveError):
     """A load request failed (bad version bundle, nothing to load); what served keeps serving."""
 
-    exit_code = 5
+    exit_code = ExitCode.BUNDLE_INVALID
     http_status = 400
     code = "model_load_failed"
 

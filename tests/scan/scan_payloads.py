@@ -214,7 +214,8 @@ def _crc_broken() -> bytes:
     return bytes(data)
 
 
-def _encrypted() -> bytes:
+def encrypted_zip() -> bytes:
+    """A torch zip whose member is flagged encrypted (as a password-protected zip is)."""
     data = bytearray(torch_zip(BENIGN))
     i = bytes(data).index(b"PK\x01\x02")  # central directory flag bits
     data[i + 8] |= 1
@@ -429,7 +430,6 @@ PAYLOADS: list[Payload] = [
         "zip-anomaly",
     ),
     raw("zip_crc_error", _crc_broken, "zip-crc"),
-    raw("zip_encrypted_flag", _encrypted, "zip-encrypted"),
     raw("zip_duplicate_names", _duplicate, "zip-anomaly"),
     raw(
         "zip_hidden_local_entry",

@@ -10,6 +10,7 @@ from scan_payloads import EVIL
 from typer.testing import CliRunner
 
 from packserve.cli import app
+from packserve.errors import ExitCode
 
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[2] / "src" / "packserve"
@@ -26,7 +27,7 @@ def test_exit_codes(tmp_path: Path, legit_dir: Path) -> None:
     r = invoke("scan", evil)
     assert r.exit_code == 1
     assert "os.system" in r.stdout and "UNSAFE" in r.stdout
-    assert invoke("scan", tmp_path / "missing.pkl").exit_code == 2
+    assert invoke("scan", tmp_path / "missing.pkl").exit_code == ExitCode.SCAN_INCOMPLETE
     # several paths: findings win over errors; clean + clean stays 0
     assert invoke("scan", legit_dir / "rf_p4.pkl", evil, tmp_path / "missing").exit_code == 1
     assert invoke("scan", legit_dir / "rf_p4.pkl", legit_dir / "traced.pt").exit_code == 0
@@ -47,7 +48,7 @@ def test_json_and_sarif(tmp_path: Path) -> None:
     results = sarif["runs"][0]["results"]
     assert any(x["ruleId"] == "dangerous-global" and x["level"] == "error" for x in results)
     assert results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == str(evil)
-    assert invoke("scan", evil, "--json", "--sarif").exit_code == 2
+    assert invoke("scan", evil, "--json", "--sarif").exit_code == ExitCode.USAGE
 
 
 def test_demo_attack() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from scan_payloads import BENIGN, EVIL, torch_zip, zip_bytes
 
+from packserve.errors import ExitCode
 from packserve.scan import scan, scan_bytes
 from packserve.scan.scanner import Scanner
 
@@ -19,7 +20,7 @@ def test_decompression_cap_is_an_error_not_clean(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.joblib"
     bomb.write_bytes(gzip.compress(b"(" + b"N" * (20 << 20)))  # 20 MB of opcodes, tiny file
     report = Scanner(max_decompressed=1 << 20).scan_path(bomb)
-    assert report.exit_code == 2 and not report.clean
+    assert report.exit_code == ExitCode.SCAN_INCOMPLETE and not report.clean
     assert "cap" in report.errors[0].reason
 
 
@@ -92,5 +93,5 @@ def test_value_bomb_is_a_scan_error_not_clean() -> None:
     from packserve.scan.opcodes import MAX_VALUES
 
     report = scan_bytes(b"\x80\x04" + b"N" * (MAX_VALUES + 10) + b".")
-    assert report.exit_code == 2
+    assert report.exit_code == ExitCode.SCAN_INCOMPLETE
     assert "too large to verify" in report.errors[0].reason

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scan_payloads import BENIGN, EVIL, P4, SG, STOP, call, joblib_bytes, torch_zip
 
+from packserve.errors import ExitCode
 from packserve.scan import ScanReport, scan_bytes
 from packserve.scan.policy import is_allowed, plausible_module
 
@@ -72,8 +73,8 @@ def check(data: bytes) -> ScanReport:
     t0 = time.perf_counter()
     report = scan_bytes(data, "fuzz")
     assert time.perf_counter() - t0 < 5.0
-    assert report.exit_code in (0, 1, 2)
-    assert not report.errors or report.exit_code != 0
+    assert report.exit_code in (ExitCode.OK, ExitCode.UNSAFE, ExitCode.SCAN_INCOMPLETE, ExitCode.NOT_A_PICKLE)
+    assert not report.errors or report.exit_code not in (ExitCode.OK, ExitCode.NOT_A_PICKLE)
     if report.clean:
         asked = requested_globals(data)
         bad = {g for g in asked if plausible_module(g[0]) and not is_allowed(*g)}

@@ -28,7 +28,8 @@ def test_directory_scan_visits_every_file(legit_dir: Path) -> None:
     assert report.clean, report.to_dict()
     assert len(report.files) == len([p for p in legit_dir.iterdir() if p.is_file()])
     kinds = set(report.files.values())
-    assert {"zip", "pickle", "npy", "torch legacy", "gzip-compressed", "data (not a pickle)"} <= kinds
+    assert {"zip", "pickle", "npy", "torch legacy", "gzip-compressed", "not a pickle format"} <= kinds
+    assert report.exit_code == 0 and report.not_pickle  # e.g. the .npy of floats, a text file
 
 
 def test_ensure_safe_returns_the_report(legit_dir: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from scan_payloads import PAYLOADS, Payload
 
-from packserve.errors import PackserveError
+from packserve.errors import ExitCode, PackserveError
 from packserve.scan import ensure_safe, scan
 
 
@@ -20,7 +20,7 @@ def test_catalogue_is_large_enough() -> None:
 def test_payload_is_flagged(payload: Payload, tmp_path: Path) -> None:
     path = payload.make(tmp_path)
     report = scan(path)
-    assert report.exit_code in (1, 2), report.to_dict()
+    assert report.exit_code == ExitCode.UNSAFE, report.to_dict()
     assert not report.clean
     rules = {f.rule for f in report.findings}
     assert rules & set(payload.rules), (payload.rules, report.to_dict())

@@ -99,7 +99,7 @@ def test_not_a_pickle_is_data_not_a_finding() -> None:
     for text in (b"hello world\n", b"class Foo(Module):\n  pass\n", b'{"a": 1}', b"3\n"):
         report = scan_bytes(text, "t")
         assert report.clean, (text, report.to_dict())
-        assert report.files["t"] == "data (not a pickle)"
+        assert report.files["t"] == "not a pickle format" and report.not_pickle == ["t"]
 
 
 def test_stack_global_from_allowed_strings_is_still_judged() -> None:

@@ -21,11 +21,12 @@ def demo_run(
 
 def demo_attack() -> None:
     """The chapter's pickle __reduce__ attack, safely: it runs, scan flags it, packserve refuses."""
+    from packserve.errors import ExitCode
     from packserve.scan.demo import run_attack_demo
 
     result = run_attack_demo(lambda line: out().print(line, highlight=False, soft_wrap=True))
     out().print("[green]demo passed[/]" if result.ok else "[bold red]demo FAILED[/]")
-    raise typer.Exit(0 if result.ok else 1)
+    raise typer.Exit(ExitCode.OK if result.ok else ExitCode.FAILED)
 
 
 __all__ = ["demo_attack", "demo_run"]

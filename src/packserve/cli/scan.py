@@ -17,7 +17,9 @@ def scan_cmd(
 ) -> None:
     """Statically scan pickle/joblib/torch/npy files; never executes them.
 
-    Exit code: 0 clean, 1 findings, 2 could not scan (never 0 for anything unknown or broken).
+    A file holding no pickle data (a PNG, a CSV, an ONNX file) is listed as "not a pickle
+    format", never as clean; next to pickles it does not change the exit code, so a repository
+    scan stays usable. Exit codes: `packserve --help`.
     """
     raise typer.Exit(run_scan(paths, json_out=json_out, sarif=sarif))
 

@@ -19,7 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from packserve.cli import bench, demo, deploy, pack, scan
 from packserve.cli.console import out, report_error
-from packserve.errors import PackserveError
+from packserve.errors import PackserveError, exit_code_help
 
 F = TypeVar("F", bound=Callable[..., Any])
 HELP = "Trained model -> safe bundle -> fast, production HTTP inference API."
@@ -98,7 +98,7 @@ def _typer(help_text: str | None, **kw: Any) -> typer.Typer:
     )
 
 
-app = _typer(HELP, name="packserve", cls=LazyGroup)
+app = _typer(HELP, name="packserve", cls=LazyGroup, epilog="\b\nExit codes:\n" + exit_code_help())
 demo_app = _typer("Built-in, self-contained demonstrations.")
 deploy_app = _typer(
     "Run or describe deployments of the one server: Ray Serve, KServe manifests, a Docker image."

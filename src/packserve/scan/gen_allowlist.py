@@ -310,7 +310,62 @@ def gen_torch() -> set[Pair]:
     return pairs
 
 
+# Builtins that compute on plain data and neither import, open, evaluate nor reach attributes
+# (reviewed; getattr/eval/open/__import__/type/... stay out and are judged by the policy).
+HARMLESS_BUILTINS = [
+    "abs",
+    "all",
+    "any",
+    "ascii",
+    "bin",
+    "callable",
+    "chr",
+    "divmod",
+    "enumerate",
+    "filter",
+    "format",
+    "hash",
+    "hex",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "len",
+    "map",
+    "max",
+    "min",
+    "next",
+    "oct",
+    "ord",
+    "pow",
+    "repr",
+    "reversed",
+    "round",
+    "sorted",
+    "sum",
+    "zip",
+]
+
+
+def gen_stdlib() -> set[Pair]:
+    """Harmless stdlib names plain-data pickles may carry: the ABCs of ``collections.abc``
+    (as classes, never instantiable), ``__future__`` feature objects, harmless builtins."""
+    import __future__
+
+    import builtins
+    import collections.abc
+
+    pairs: set[Pair] = {("builtins", n) for n in HARMLESS_BUILTINS if hasattr(builtins, n)}
+    for name, obj in vars(collections.abc).items():
+        if isinstance(obj, type) and not name.startswith("_"):
+            pairs |= {("collections.abc", name), ("_collections_abc", name)}
+    pairs |= {("__future__", n) for n in __future__.all_feature_names}
+    pairs.add(("__future__", "_Feature"))
+    pairs |= observed(__future__.annotations, collections.abc.Iterable, len)
+    return pairs
+
+
 GENERATORS: dict[str, Callable[[], set[Pair]]] = {
+    "stdlib": gen_stdlib,
     "numpy": gen_numpy,
     "sklearn": gen_sklearn,
     "xgboost": gen_xgboost,

@@ -14,7 +14,13 @@ import struct
 from collections.abc import Callable
 
 from packserve.scan import ops_objects  # noqa: F401 - registers its handlers in DISPATCH
-from packserve.scan.machine import MAX_VALUES, PICKLE_LIKE_OPS, WalkResult, WalkState
+from packserve.scan.machine import (
+    MAX_VALUES,
+    PICKLE_LIKE_OPS,
+    STRICT_FIRST,
+    WalkResult,
+    WalkState,
+)
 from packserve.scan.ops_values import DISPATCH
 from packserve.scan.report import Severity
 from packserve.scan.stream import Reader
@@ -70,6 +76,8 @@ class Walker(WalkState):
                     if not self.stack:
                         raise Malformed("STOP with an empty stack")
                     return res
+                if res.ops == 1 and code in STRICT_FIRST and not res.issues:
+                    res.strict_start = True
         except Malformed as exc:
             res.error = exc.reason
             self.issue(Severity.HIGH, exc.rule, exc.reason)

@@ -13,6 +13,8 @@ from packserve.scan.ops_values import _u4, _u8, op
 from packserve.scan.report import Severity
 from packserve.scan.values import MAX_LINE, DictV, GlobalRef, Malformed, Obj, Opaque
 
+NAME_KEEP = 4096  # characters of a GLOBAL/INST name kept for the report
+
 
 @op(b".")
 def _stop(w: WalkState) -> bool:
@@ -160,15 +162,22 @@ def _partial_line(w: WalkState) -> tuple[bytes, bool]:
     data = w.r.readline(MAX_LINE)
     if data is not None:
         return data[:-1], False
+    if w.r.line_too_long(MAX_LINE):
+        raise Malformed(f"a GLOBAL/INST argument longer than {MAX_LINE} bytes", "resource-limit")
     rest = w.r.read(MAX_LINE)
     return rest[:-1], True
+
+
+def _short(text: str) -> str:
+    """Names are kept for the report only: a huge one is cut (and can never match the policy)."""
+    return text if len(text) <= NAME_KEEP else text[:NAME_KEEP] + "…"
 
 
 def _global_text(w: WalkState, opcode: str) -> tuple[str, str]:
     raw_module, cut = _partial_line(w)
     raw_name, cut2 = (b"", True) if cut else _partial_line(w)
-    module = raw_module.decode("utf-8")
-    name = raw_name.decode("utf-8")
+    module = _short(raw_module.decode("utf-8"))
+    name = _short(raw_name.decode("utf-8"))
     if cut or cut2:
         w.add_global(module, name, opcode)
         raise Malformed("truncated: missing newline after a text argument", "truncated")

@@ -174,7 +174,7 @@ def _string(w: WalkState) -> None:
         data = data[1:-1]
     else:
         raise Malformed("STRING argument is not quoted")
-    w.push(_decode_str(w, codecs.escape_decode(data)[0]))
+    w.push(w.text_value(_decode_str(w, codecs.escape_decode(data)[0]), "bytes"))
 
 
 @op(b"T")
@@ -190,7 +190,7 @@ def _short_binstring(w: WalkState) -> None:
 
 @op(b"V")
 def _unicode(w: WalkState) -> None:
-    w.push(str(w.line(), "raw-unicode-escape"))
+    w.push(w.text_value(str(w.line(), "raw-unicode-escape"), "str"))
 
 
 def _text(w: WalkState, n: int) -> Any:

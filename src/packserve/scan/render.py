@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 from typing import IO, Any
 
+from packserve.errors import ExitCode
 from packserve.scan.report import ScanReport, Severity
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning"}
 _STYLE = {Severity.CRITICAL: "bold red", Severity.HIGH: "red", Severity.MEDIUM: "yellow"}
+_VERDICT = {
+    ExitCode.OK: "[green]clean[/]",
+    ExitCode.UNSAFE: "[bold red]UNSAFE[/]",
+    ExitCode.SCAN_INCOMPLETE: "[yellow]NOT VERIFIED[/]",
+    ExitCode.NOT_A_PICKLE: "[yellow]nothing to verify[/]",
+}
+_ANSI = {ExitCode.OK: "32", ExitCode.NOT_A_PICKLE: "33"}
 
 
 def to_json(report: ScanReport) -> dict[str, Any]:
@@ -98,12 +106,14 @@ def render_table(report: ScanReport, console: Any) -> None:
         for e in report.errors:
             table.add_row(e.file, e.member or "", e.reason)
         console.print(table)
-    verdict = {0: "[green]clean[/]", 1: "[bold red]UNSAFE[/]", 2: "[yellow]NOT VERIFIED[/]"}
-    console.print(f"{verdict[report.exit_code]}: {report.summary()}", highlight=False)
+    for name in report.not_pickle:
+        console.print(f"not a pickle format: {name}", highlight=False, soft_wrap=True)
+    console.print(f"{_VERDICT[report.exit_code]}: {report.summary()}", highlight=False)
 
 
 def render_text(report: ScanReport, stream: IO[str]) -> None:
-    """:func:`render_table` when there is something to show; a clean report is one plain line.
+    """:func:`render_table` when there is something to show; otherwise plain lines: the files
+    that are not a pickle format, then the verdict.
 
     rich is imported only for tables: most scans in CI are clean, and its import costs more
     than scanning a small file.
@@ -113,9 +123,13 @@ def render_text(report: ScanReport, stream: IO[str]) -> None:
 
         render_table(report, Console(file=stream))
         return
-    word = "clean"
-    if stream.isatty() and "NO_COLOR" not in os.environ:
-        word = f"\x1b[32m{word}\x1b[0m"
+    color = stream.isatty() and "NO_COLOR" not in os.environ
+    for name in report.not_pickle:
+        stream.write(f"not a pickle format: {name}\n")
+    code = report.exit_code
+    word = "clean" if code == ExitCode.OK else "nothing to verify"
+    if color:
+        word = f"\x1b[{_ANSI[code]}m{word}\x1b[0m"
     stream.write(f"{word}: {report.summary()}\n")
 
 

@@ -1,7 +1,9 @@
 """What a scan returns: findings (the file is unsafe) and errors (the file could not be scanned).
 
-Both are fail-closed signals: only a report with neither is ``clean``. Exit codes follow the CLI
-contract: 0 clean, 1 findings, 2 could not scan.
+Both are fail-closed signals: only a report with neither is ``clean``. Files with no pickle
+data at all (a PNG, a CSV, an ONNX file, corrupt bytes) are listed in ``not_pickle``: they are
+not called clean, and a scan of nothing but them has its own exit code
+(:class:`~packserve.errors.ExitCode`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from packserve.errors import ExitCode
 
 
 class Severity(StrEnum):
@@ -69,6 +73,7 @@ class ScanReport:
     findings: list[Finding] = field(default_factory=list)
     errors: list[ScanError] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # path -> detected format
+    not_pickle: list[str] = field(default_factory=list)  # files holding no pickle data at all
     bytes_scanned: int = 0
 
     @property
@@ -76,30 +81,41 @@ class ScanReport:
         return not self.findings and not self.errors
 
     @property
-    def exit_code(self) -> int:
-        """0 clean, 1 findings, 2 could not scan (findings win: they are the stronger signal)."""
+    def exit_code(self) -> ExitCode:
+        """UNSAFE if any finding (the stronger signal), else SCAN_INCOMPLETE if any error, else
+        NOT_A_PICKLE if no file held pickle data, else OK."""
         if self.findings:
-            return 1
+            return ExitCode.UNSAFE
         if self.errors:
-            return 2
-        return 0
+            return ExitCode.SCAN_INCOMPLETE
+        if len(self.not_pickle) >= len(self.files):
+            return ExitCode.NOT_A_PICKLE
+        return ExitCode.OK
 
     def merge(self, other: ScanReport) -> None:
         self.findings.extend(other.findings)
         self.errors.extend(other.errors)
         self.files.update(other.files)
+        self.not_pickle.extend(f for f in other.not_pickle if f not in self.not_pickle)
         self.bytes_scanned += other.bytes_scanned
 
     def summary(self) -> str:
+        """``2 file(s) verified, 3 not a pickle format`` (or findings and errors)."""
         if self.clean:
-            return f"{len(self.files)} file(s), no findings"
-        return f"{len(self.findings)} finding(s), {len(self.errors)} error(s) in {len(self.files)} file(s)"
+            parts = [f"{len(self.files) - len(self.not_pickle)} file(s) verified"]
+        else:
+            found = f"{len(self.findings)} finding(s), {len(self.errors)} error(s)"
+            parts = [f"{found} in {len(self.files)} file(s)"]
+        if self.not_pickle:
+            parts.append(f"{len(self.not_pickle)} not a pickle format")
+        return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "clean": self.clean,
-            "exit_code": self.exit_code,
+            "exit_code": int(self.exit_code),
             "files": dict(self.files),
+            "not_pickle": list(self.not_pickle),
             "findings": [f.to_dict() for f in self.findings],
             "errors": [e.to_dict() for e in self.errors],
         }

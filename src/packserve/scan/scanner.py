@@ -7,8 +7,10 @@ scanner cannot make sense of is a finding or an error, never silently clean.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ MAX_PICKLES = 1000  # pickles in a row in one stream
 DEFAULT_MAX_DECOMPRESSED = 8 << 30
 ZIP_IN_STREAM_CAP = 512 << 20  # a zip inside a tar/compressed stream is buffered up to this
 POLYGLOT_PROBE = 1 << 16  # leading bytes of a non-pickle container also walked as a pickle
+NOT_A_PICKLE = "not a pickle format"
+PICKLE_NAMES = (".pkl", ".pickle", "_pkl", ".joblib")  # container members loaders unpickle
 
 
 class Scanner:
@@ -33,6 +37,7 @@ class Scanner:
         self.report = ScanReport()
         self.max_decompressed = max_decompressed
         self.verify_crc = verify_crc
+        self.walked = 0  # pickle streams walked so far: a file with none holds no pickle data
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -76,10 +81,24 @@ class Scanner:
                 count += 1
         if count == 0:
             self.report.files[str(p)] = "empty directory"
+            self.report.not_pickle.append(str(p))
         return self.report
 
     def scan_file(self, path: Path) -> None:
         ctx = Ctx(str(path))
+        with self.top_level(ctx):
+            self._scan_file(path, ctx)
+
+    @contextlib.contextmanager
+    def top_level(self, ctx: Ctx) -> Iterator[None]:
+        """Scan one file; if it held no pickle data and nothing was reported, it is listed as
+        not a pickle format (never as clean)."""
+        before = (self.walked, len(self.report.findings), len(self.report.errors))
+        yield
+        if (self.walked, len(self.report.findings), len(self.report.errors)) == before:
+            self.report.not_pickle.append(ctx.file)
+
+    def _scan_file(self, path: Path, ctx: Ctx) -> None:
         if path.is_symlink() and not path.exists():
             self.error(ctx, "broken symbolic link")
             return
@@ -198,7 +217,9 @@ class Scanner:
         first = self.walk_one(r, ctx, must_be_pickle=must_be_pickle)
         if first is None:
             if ctx.member is None:
-                self.report.files[ctx.file] = "data (not a pickle)"
+                self.report.files[ctx.file] = NOT_A_PICKLE
+            elif ctx.member.endswith(PICKLE_NAMES):  # a loader would unpickle it by its name
+                self.error(ctx, "named as a pickle but is not one (corrupt): cannot verify")
             return []
         storages = self.storages(first)
         if not first.ok or r.at_end():
@@ -215,7 +236,10 @@ class Scanner:
             offset=first.end,
         )
         count = 1
-        while not r.at_end() and count < MAX_PICKLES:
+        while not r.at_end():
+            if count >= MAX_PICKLES:
+                self.error(ctx, f"more than {MAX_PICKLES} pickles in a row: the rest was not verified")
+                break
             res = self.walk_one(r, ctx)
             count += 1
             if res is None or not res.ok:
@@ -228,6 +252,7 @@ class Scanner:
         res = walk(r, on_build=lambda w, obj: hooks.joblib_hook(self, w, obj, ctx))
         if not res.ok and not res.looks_like_pickle and not must_be_pickle:
             return None
+        self.walked += 1
         self.judge(res, ctx)
         return res
 
@@ -270,9 +295,9 @@ class Scanner:
             self.finding(ctx, Severity.MEDIUM, "nesting", "pickles nested too deeply to verify")
             return
         res = walk(bytes_reader(data))
-        if not res.ok:
-            return  # looked like a pickle by its first byte only; a real loader would fail too
-        if res.globals or res.issues:
+        if not res.ok and not res.globals:
+            return  # looked like a pickle by its first bytes only; a real loader stops too
+        if res.globals or res.issues:  # globals before a stop are imported all the same
             self.judge(res, ctx)
 
     def storages(self, res: WalkResult) -> list[StorageInfo]:
@@ -313,12 +338,14 @@ def scan_bytes(
     """Scan an in-memory file (the restricted loader scans exactly the bytes it loads)."""
     scanner = Scanner(max_decompressed=max_decompressed)
     scanner.report.bytes_scanned = len(data)
-    try:
-        scanner.scan_stream(io.BytesIO(data), Ctx(name), 0, len(data), seekable_file=True)
-    except ScanLimitError as exc:
-        scanner.error(Ctx(name), str(exc))
-    except Exception as exc:  # fail closed, as in scan_file
-        scanner.error(Ctx(name), f"scanner could not parse this data ({type(exc).__name__})")
+    ctx = Ctx(name)
+    with scanner.top_level(ctx):
+        try:
+            scanner.scan_stream(io.BytesIO(data), ctx, 0, len(data), seekable_file=True)
+        except ScanLimitError as exc:
+            scanner.error(ctx, str(exc))
+        except Exception as exc:  # fail closed, as in scan_file
+            scanner.error(ctx, f"scanner could not parse this data ({type(exc).__name__})")
     return scanner.report
 
 

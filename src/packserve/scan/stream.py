@@ -126,9 +126,15 @@ class Reader:
         return self.buf[self.i : self.i + n]
 
     def readline(self, max_len: int = 1 << 16) -> bytes | None:
-        """Bytes up to and including ``\\n``; ``None`` if there is none within ``max_len``."""
+        """Bytes up to and including ``\\n``; ``None`` if there is none within ``max_len``.
+
+        After ``None``, :meth:`line_too_long` tells a line longer than ``max_len`` from data
+        that ends without a newline. Each byte is searched once and the buffer grows
+        geometrically, so a line of many megabytes costs linear time.
+        """
+        searched = self.i
         while True:
-            j = self.buf.find(b"\n", self.i, self.i + max_len)
+            j = self.buf.find(b"\n", searched, self.i + max_len)
             if j >= 0:
                 line = self.buf[self.i : j + 1]
                 self.i = j + 1
@@ -136,8 +142,13 @@ class Reader:
             have = len(self.buf) - self.i
             if have >= max_len or self.eof:
                 return None
-            if self._fill(have + CHUNK) <= have:
+            if self._fill(min(max_len, max(have + CHUNK, 2 * have))) <= have:
                 return None
+            searched = self.i + have
+
+    def line_too_long(self, max_len: int) -> bool:
+        """After :meth:`readline` returned ``None``: was the line longer than ``max_len``?"""
+        return len(self.buf) - self.i >= max_len
 
     def skip(self, n: int) -> int:
         """Advance ``n`` bytes without keeping them; returns how many were really skipped."""

@@ -12,7 +12,10 @@ from typing import Any
 from packserve.scan.report import Severity
 
 SMALL_BYTES = 1 << 20  # byte strings longer than this are skipped, not read
-MAX_LINE = 1 << 16
+# Text arguments (protocol 0-1) are read whole up to this: CPython reads lines of any length, so
+# a shorter limit would let a long first line hide the opcodes after it. Longer: too large to
+# verify (an error, never "clean").
+MAX_LINE = 64 << 20
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,8 @@ def _check_layout(
             skip = 4 if desc[:4] == b"PK\x07\x08" else 0
             zip64 = info is not None and (info.file_size > 0xFFFFFFFF or csize > 0xFFFFFFFF)
             pos += skip + (20 if zip64 else 12)
+    if pos < end:  # more local entries than the directory lists, even counting hidden ones
+        scanner.finding(ctx, Severity.HIGH, "zip-hidden-entry", "more local zip entries than can be verified")
 
 
 def scan_zip(
@@ -227,7 +229,7 @@ def _check_member(scanner: ScanHost, src: Any, info: zipfile.ZipInfo, mctx: Ctx)
     if info.is_dir():
         return None
     if info.flag_bits & 1:
-        scanner.finding(mctx, Severity.HIGH, "zip-encrypted", "encrypted member: cannot verify")
+        scanner.error(mctx, "encrypted member (password-protected zip): cannot verify")
         return None
     if info.compress_type not in SUPPORTED_METHODS:
         scanner.finding(

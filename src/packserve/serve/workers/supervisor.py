@@ -40,6 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from packserve.errors import ExitCode
 from packserve.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ class Supervisor:
             if len(self._restarts) >= MAX_RESTARTS:
                 log.error("supervisor: %d worker restarts in %.0fs: giving up", MAX_RESTARTS,
                           RESTART_WINDOW_S)
-                self.exit_code = 1
+                self.exit_code = ExitCode.FAILED
                 self.stopping = True
                 continue
             self._restarts.append(now)
@@ -198,7 +199,7 @@ class Supervisor:
         if self.exit_code:
             return self.exit_code
         bad = [c for c in self.exit_codes.values() if c != 0]
-        return (bad[0] if bad[0] > 0 else 1) if bad else 0
+        return (bad[0] if bad[0] > 0 else ExitCode.FAILED) if bad else 0  # >0: a worker's own code
 
 
 @contextlib.contextmanager
