@@ -157,7 +157,11 @@ def run_wrk(wrk: str, url: str, body: str, conns: int, duration: float, pin: str
     }
 
 
-def main() -> None:
+Row = dict[str, float]
+Key = tuple[str, str, int]  # (server or ratio name, path, connections)
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--connections", default="1,16,64")
@@ -165,90 +169,79 @@ def main() -> None:
     ap.add_argument("--no-pin", action="store_true")
     ap.add_argument("--no-batching-variant", dest="batching_variant", action="store_false",
                     help="skip the 'packserve --batching' server (issue #6's dynamic batching)")
-    args = ap.parse_args()
-    conns = [int(c) for c in args.connections.split(",")]
-    wrk = ensure_wrk()
-    cpus = len(os.sched_getaffinity(0))
-    pin_srv, pin_wrk = (None, None) if args.no_pin or cpus < 2 else ("0", "1")
+    return ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+
+def start_servers(bundle: Path, batching_variant: bool, pin: str | None) -> list[Server]:
+    """(a) packserve, (a') with --batching, (b) reference, (c) bare ASGI, (d) minimal."""
+    py = sys.executable
+    uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop",
+          "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    ps = [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}", "--log-level", "warning"]
+    model_env = {"REFERENCE_MODEL": str(bundle / "model.onnx")}
+    # Appended one by one so that a server that fails to start leaves the others stoppable.
     servers: list[Server] = []
-    try:
-        bundle, rows = build_bundle(tmp)
-        single = json.dumps({"features": rows[0]})
-        batch = json.dumps({"instances": [{"features": r} for r in rows[:20]]})
-        py = sys.executable
-        uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop",
-              "--http", "httptools", "--no-access-log", "--log-level", "warning"]
-        servers = [
-            start("packserve", [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
-                                "--log-level", "warning"], {}, "/health/ready", pin_srv),
-            *([start("packserve+batching", [py, "-m", "packserve", "serve", str(bundle), "--port",
-                                            "{port}", "--log-level", "warning", "--batching"],
-                     {}, "/health/ready", pin_srv)] if args.batching_variant else []),
-            start("reference", [*uv, "benchmarks.serve_apps.reference_app:app"],
-                  {"REFERENCE_MODEL": str(bundle / "model.onnx")}, "/health", pin_srv),
-            start("bare-asgi", [*uv, "benchmarks.serve_apps.bare_asgi:app"], {}, "/", pin_srv),
-            start("minimal", [*uv, "benchmarks.serve_apps.minimal_app:app"],
-                  {"REFERENCE_MODEL": str(bundle / "model.onnx")}, "/", pin_srv),
-        ]
-        for s in servers:  # every server answers both shapes correctly before it is measured
-            for path, body in (("/predict", single), ("/predict/batch", batch)):
-                r = httpx.post(s.url + path, content=body, headers={"content-type": "application/json"})
-                assert r.status_code == 200, (s.name, path, r.status_code, r.text[:200])
-        print(f"cpus={cpus} pinning={'server cpu0 / wrk cpu1' if pin_srv else 'off'} "
-              f"duration={args.duration}s", flush=True)
-        for s in servers:  # warm-up
-            run_wrk(wrk, s.url + "/predict", single, 16, 1.0, pin_wrk, tmp)
+    servers.append(start("packserve", ps, {}, "/health/ready", pin))
+    if batching_variant:
+        servers.append(start("packserve+batching", [*ps, "--batching"], {}, "/health/ready", pin))
+    servers.append(start("reference", [*uv, "benchmarks.serve_apps.reference_app:app"],
+                         model_env, "/health", pin))
+    servers.append(start("bare-asgi", [*uv, "benchmarks.serve_apps.bare_asgi:app"], {}, "/", pin))
+    servers.append(start("minimal", [*uv, "benchmarks.serve_apps.minimal_app:app"],
+                         model_env, "/", pin))
+    return servers
 
-        results: dict[tuple[str, str, int], dict[str, float]] = {}
-        ratios: dict[tuple[str, str, int], list[float]] = {}
-        plan = [("/predict", single, c) for c in conns] + [("/predict/batch", batch, 64)]
-        for path, body, c in plan:
-            rounds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
-            for _ in range(args.rounds):  # a, b, c, d back to back: adjacent runs share the noise
-                for s in servers:
-                    res = run_wrk(wrk, s.url + path, body, c, args.duration, pin_wrk, tmp)
-                    rounds[s.name].append(res)
-                    print(f"  {s.name:<10} {path:<15} c={c:<3} {res['rps']:>9.0f} req/s  "
-                          f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
-                          f"errors {int(res['errors'])}", flush=True)
-            for name, runs in rounds.items():
-                results[(name, path, c)] = {
-                    k: statistics.median(r[k] for r in runs) for k in runs[0]
-                } | {"errors": sum(r["errors"] for r in runs)}
-            ratios[("minimal-vs-bare", path, c)] = [
-                a["rps"] / b["rps"] for a, b in zip(rounds["minimal"], rounds["bare-asgi"], strict=True)
-            ]
-            ratios[("minimal-vs-reference", path, c)] = [
-                a["rps"] / b["rps"] for a, b in zip(rounds["minimal"], rounds["reference"], strict=True)
-            ]
-            for other in ("reference", "bare-asgi", "minimal"):
-                ratios[(other, path, c)] = [
-                    a["rps"] / b["rps"] for a, b in zip(rounds["packserve"], rounds[other], strict=True)
-                ]
-                if "packserve+batching" in rounds:
-                    ratios[(other + "/b", path, c)] = [
-                        a["rps"] / b["rps"]
-                        for a, b in zip(rounds["packserve+batching"], rounds[other], strict=True)
-                    ]
-        rss = {s.name: s.peak_rss_mib() for s in servers}
-    finally:
+
+def check_servers(servers: list[Server], single: str, batch: str) -> None:
+    """Every server answers both shapes correctly before it is measured."""
+    for s in servers:
+        for path, body in (("/predict", single), ("/predict/batch", batch)):
+            r = httpx.post(s.url + path, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 200, (s.name, path, r.status_code, r.text[:200])
+
+
+def per_round(rounds: dict[str, list[Row]], a: str, b: str) -> list[float]:
+    return [x["rps"] / y["rps"] for x, y in zip(rounds[a], rounds[b], strict=True)]
+
+
+def measure_setting(servers: list[Server], wrk: str, path: str, body: str, c: int,
+                    args: argparse.Namespace, pin: str | None, tmp: Path,
+                    results: dict[Key, Row], ratios: dict[Key, list[float]]) -> None:
+    """``--rounds`` adjacent a, b, c, d runs of one setting; medians and per-round ratios."""
+    rounds: dict[str, list[Row]] = {s.name: [] for s in servers}
+    for _ in range(args.rounds):  # a, b, c, d back to back: adjacent runs share the noise
         for s in servers:
-            s.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+            res = run_wrk(wrk, s.url + path, body, c, args.duration, pin, tmp)
+            rounds[s.name].append(res)
+            print(f"  {s.name:<10} {path:<15} c={c:<3} {res['rps']:>9.0f} req/s  "
+                  f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
+                  f"errors {int(res['errors'])}", flush=True)
+    for name, runs in rounds.items():
+        results[(name, path, c)] = {
+            k: statistics.median(r[k] for r in runs) for k in runs[0]
+        } | {"errors": sum(r["errors"] for r in runs)}
+    ratios[("minimal-vs-bare", path, c)] = per_round(rounds, "minimal", "bare-asgi")
+    ratios[("minimal-vs-reference", path, c)] = per_round(rounds, "minimal", "reference")
+    for other in ("reference", "bare-asgi", "minimal"):
+        ratios[(other, path, c)] = per_round(rounds, "packserve", other)
+        if "packserve+batching" in rounds:
+            ratios[(other + "/b", path, c)] = per_round(rounds, "packserve+batching", other)
 
+
+def report(results: dict[Key, Row], ratios: dict[Key, list[float]], rss: dict[str, float],
+           conns: list[int], n_rounds: int) -> None:
     print("\n| server | endpoint | conns | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     for (name, path, c), r in results.items():
         print(f"| {name} | {path} | {c} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
               f"| {int(r['errors'])} |")
     print("\npeak RSS (VmHWM): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()))
+
     def ratio(other: str, path: str, c: int) -> str:
         rs = ratios[(other, path, c)]
         return f"{statistics.median(rs):.2f}x" + (f" [{min(rs):.2f}-{max(rs):.2f}]" if len(rs) > 1 else "")
 
-    print(f"\nratios (same run; median of {args.rounds} adjacent rounds [min-max]):")
+    print(f"\nratios (same run; median of {n_rounds} adjacent rounds [min-max]):")
     for c in conns:
         print(f"  /predict c={c:<3} packserve/bare {ratio('bare-asgi', '/predict', c)}   "
               f"packserve/reference {ratio('reference', '/predict', c)}")
@@ -272,6 +265,38 @@ def main() -> None:
           f"{ratio('minimal-vs-reference', '/predict/batch', 64)}   "
           f"packserve/minimal {ratio('minimal', '/predict/batch', 64)}")
     print(f"  target peak RSS <= 1.1x reference: {rss['packserve'] / rss['reference']:.2f}x")
+
+
+def main() -> None:
+    args = parse_args()
+    conns = [int(c) for c in args.connections.split(",")]
+    wrk = ensure_wrk()
+    cpus = len(os.sched_getaffinity(0))
+    pin_srv, pin_wrk = (None, None) if args.no_pin or cpus < 2 else ("0", "1")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    servers: list[Server] = []
+    results: dict[Key, Row] = {}
+    ratios: dict[Key, list[float]] = {}
+    try:
+        bundle, rows = build_bundle(tmp)
+        single = json.dumps({"features": rows[0]})
+        batch = json.dumps({"instances": [{"features": r} for r in rows[:20]]})
+        servers = start_servers(bundle, args.batching_variant, pin_srv)
+        check_servers(servers, single, batch)
+        print(f"cpus={cpus} pinning={'server cpu0 / wrk cpu1' if pin_srv else 'off'} "
+              f"duration={args.duration}s", flush=True)
+        for s in servers:  # warm-up
+            run_wrk(wrk, s.url + "/predict", single, 16, 1.0, pin_wrk, tmp)
+        plan = [("/predict", single, c) for c in conns] + [("/predict/batch", batch, 64)]
+        for path, body, c in plan:
+            measure_setting(servers, wrk, path, body, c, args, pin_wrk, tmp, results, ratios)
+        rss = {s.name: s.peak_rss_mib() for s in servers}
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results, ratios, rss, conns, args.rounds)
 
 
 if __name__ == "__main__":

@@ -89,39 +89,29 @@ def _server(bundle: Path, port: int, log: Path) -> Iterator[subprocess.Popen[byt
                 proc.wait()
 
 
-def run_demo(workdir: Path | None = None, *, bench_seconds: float = 3.0,
-             console: Console | None = None) -> int:
-    """Run the whole demo, printing a report. Returns the process exit code (0 = all good)."""
-    import httpx
-
-    import packserve
-    from packserve.bench import render_table, run_bench
+def _scan_step(con: Console, root: Path, model: Any) -> bool:
+    """Scan the model as a colleague would send it, and the chapter's attack."""
     from packserve.scan import scan
 
-    con = console or Console()
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="packserve-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
-    ok = True
-
-    con.rule("[bold]1. train[/] the chapter's XGBoost model")
-    model, xte, _yte, acc, train_s = _train()
-    con.print(f"XGBClassifier(100 trees, depth 6) on make_classification(5000 x 15): "
-              f"test accuracy {acc:.4f}, trained in {train_s:.2f} s")
-
-    con.rule("[bold]2. scan[/] legacy pickle files without loading them")
     legacy = root / "legacy_model.pkl"
     legacy.write_bytes(pickle.dumps(model))  # what a colleague would send
     attack = root / "model_from_the_internet.pkl"
     attack.write_bytes(pickle.dumps(_Malicious()))
     table = Table("file", "verdict", "findings", "first finding")
+    ok = True
     for path in (legacy, attack):
         rep = scan(path)
         first = rep.findings[0].reason if rep.findings else ""
         table.add_row(path.name, "clean" if rep.clean else "[red]REFUSED[/]", str(len(rep.findings)), first)
         ok &= rep.clean == (path is legacy)
     con.print(table)
+    return ok
 
-    con.rule("[bold]3. pack[/] to ONNX with measured parity")
+
+def _pack_step(con: Console, root: Path, model: Any, xte: np.ndarray) -> Any:
+    """Pack with measured parity; returns the PackResult."""
+    import packserve
+
     t = time.perf_counter()
     res = packserve.pack(model, root / "bundle", sample=xte, name="fraud", force=True)
     pack_s = time.perf_counter() - t
@@ -131,40 +121,65 @@ def run_demo(workdir: Path | None = None, *, bench_seconds: float = 3.0,
     con.print(f"parity on {p.rows} held-out rows: label agreement {p.label_agreement:.2%}, "
               f"max |Δprobability| {p.max_abs_diff_probability:.2e} (tolerance {p.tolerance:g}) "
               f"-> {'[green]PASS[/]' if p.passed else '[red]FAIL[/]'}")
-    ok &= p.passed
+    return res
+
+
+def _predict_step(con: Console, url: str, model: Any, xte: np.ndarray) -> bool:
+    """Single and batch predictions over HTTP against the native model, and one bad request."""
+    import httpx
+
+    rows = xte[:5]
+    native = model.predict_proba(rows)[:, 1]
+    single = httpx.post(f"{url}/predict", json={"features": rows[0].tolist()}).json()
+    batch = httpx.post(
+        f"{url}/predict/batch", json={"instances": [{"features": r.tolist()} for r in rows]}
+    ).json()
+    pt = Table("row", "prediction", "P(class 1) served", "P(class 1) native", "|Δ|")
+    ok = True
+    for i, pred in enumerate(batch["predictions"]):
+        served = pred["probabilities"]["1"]
+        pt.add_row(str(i), str(pred["prediction"]), f"{served:.6f}", f"{native[i]:.6f}",
+                   f"{abs(served - native[i]):.1e}")
+        ok &= abs(served - native[i]) <= 1e-5
+    con.print(f"POST /predict -> {single}")
+    con.print(pt)
+    bad = httpx.post(f"{url}/predict", json={"features": [1.0] * 14})
+    con.print(f"a bad request (14 features) -> HTTP {bad.status_code}: {bad.json()}")
+    return ok and bad.status_code == 422
+
+
+def run_demo(workdir: Path | None = None, *, bench_seconds: float = 3.0,
+             console: Console | None = None) -> int:
+    """Run the whole demo, printing a report. Returns the process exit code (0 = all good)."""
+    from packserve.bench import render_table, run_bench
+
+    con = console or Console()
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="packserve-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+
+    con.rule("[bold]1. train[/] the chapter's XGBoost model")
+    model, xte, _yte, acc, train_s = _train()
+    con.print(f"XGBClassifier(100 trees, depth 6) on make_classification(5000 x 15): "
+              f"test accuracy {acc:.4f}, trained in {train_s:.2f} s")
+    con.rule("[bold]2. scan[/] legacy pickle files without loading them")
+    ok = _scan_step(con, root, model)
+    con.rule("[bold]3. pack[/] to ONNX with measured parity")
+    res = _pack_step(con, root, model, xte)
+    ok &= res.manifest.parity.passed
 
     con.rule("[bold]4. serve[/] the bundle over HTTP (a real packserve server)")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with _server(res.path, port, root / "server.log") as proc:
         con.print(f"serving at {url}  (pid {proc.pid}; docs at {url}/docs)")
-
         con.rule("[bold]5. predict[/] over HTTP, compared with the native model")
-        rows = xte[:5]
-        native = model.predict_proba(rows)[:, 1]
-        single = httpx.post(f"{url}/predict", json={"features": rows[0].tolist()}).json()
-        batch = httpx.post(
-            f"{url}/predict/batch", json={"instances": [{"features": r.tolist()} for r in rows]}
-        ).json()
-        pt = Table("row", "prediction", "P(class 1) served", "P(class 1) native", "|Δ|")
-        for i, pred in enumerate(batch["predictions"]):
-            served = pred["probabilities"]["1"]
-            pt.add_row(str(i), str(pred["prediction"]), f"{served:.6f}", f"{native[i]:.6f}",
-                       f"{abs(served - native[i]):.1e}")
-            ok &= abs(served - native[i]) <= 1e-5
-        con.print(f"POST /predict -> {single}")
-        con.print(pt)
-        bad = httpx.post(f"{url}/predict", json={"features": [1.0] * 14})
-        con.print(f"a bad request (14 features) -> HTTP {bad.status_code}: {bad.json()}")
-        ok &= bad.status_code == 422
-
+        ok &= _predict_step(con, url, model, xte)
         con.rule(f"[bold]6. bench[/] {bench_seconds:g} s closed loop, 8 connections, /predict")
         result = run_bench(
             url, concurrency=8, duration=bench_seconds, pid=proc.pid, bundle=res.path
         )
         con.print(render_table(result))
         ok &= result.phase.error_count == 0
-
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=40)
     con.rule("[bold]7. shutdown[/]")

@@ -61,8 +61,20 @@ def test_batch_and_named_model_with_bundle_rows(packserve_server: Server,
 def test_find_max_on_packserve_is_bounded_and_explained(packserve_server: Server) -> None:
     fm = find_max(packserve_server.url, step_duration=0.75, start_rate=400, max_steps=4,
                   slo_p99_ms=250)
-    assert 1 <= len(fm.steps) <= 4
-    assert fm.stop_reason
+    schedule = [100.0, 200.0, 300.0, 360.0]  # 0.25, 0.5, 0.75, 0.9 x start_rate
+    rates = [round(s.phase.offered_rate, 1) for s in fm.steps]
+    assert rates == sorted(rates)
+    ramp = [r for r in rates if r in schedule]
+    bisect = [r for r in rates if r not in schedule]
+    assert ramp == schedule[:len(ramp)] and ramp  # the schedule, in order, from its start
+    if all(fm.passed):  # every one of the 4 steps ran and passed, and no 5th was tried
+        assert ramp == schedule and not bisect
+        assert "every step up to 4 passed" in fm.stop_reason
+    else:  # it stopped at the first failing step, after at most refine=2 bisection steps
+        first_fail = min(r for r, ok in zip(rates, fm.passed, strict=True) if not ok)
+        assert fm.stop_reason.startswith(f"at {first_fail:g} req/s offered"), fm.stop_reason
+        assert len(bisect) <= 2
+        assert all(r < max(ramp) for r in bisect)
     if fm.passed[0]:
         assert fm.max_throughput > 0.8 * 100  # 0.25 x 400 offered was sustained
 

@@ -57,7 +57,9 @@ def test_find_max_matches_the_known_capacity(slow_server: Slow) -> None:
     assert fm.steps and fm.passed[0]
     if fm.generator_limited:  # the machine was too busy to tell: it must say so, not guess
         assert "at least" in fm.stop_reason
-        return
+        assert fm.max_throughput <= 1.15 * CAPACITY, fm.to_dict()["steps"]
+        pytest.skip("the load generator, not the server, was the limit on this busy machine "
+                    f"({fm.stop_reason}); the capacity could not be measured")
     assert 0.6 * CAPACITY <= fm.max_throughput <= 1.15 * CAPACITY, fm.to_dict()["steps"]
     assert not fm.passed[-1]  # it stopped because a step failed, and says why
     assert "req/s offered" in fm.stop_reason

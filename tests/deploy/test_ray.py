@@ -37,6 +37,28 @@ def replicas(driver: int) -> list[psutil.Process]:
     return out
 
 
+def still_alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``procs`` that still run (``is_running`` also rules out a reused pid)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def describe(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for p in procs:
+        try:
+            out.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
+        except psutil.Error:
+            out.append(f"{p.pid} (gone)")
+    return out
+
+
 def wait_for(cond: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,5 +152,17 @@ def test_ray_replicas_survive_a_killed_replica_and_bound_the_queue(repo: Path, l
         assert burst.count(503) >= 1 and burst.count(200) >= 8, burst
         assert httpx.post(f"{url}/models/fraud/predict", json={"features": ROW}).status_code == 200
         print(f"load {total} req in {load_s:.1f}s, retried {retried[0]}, burst 503s {burst.count(503)}")
+        # Everything the deployment runs, recorded while the driver is alive: once it exits its
+        # children are re-parented, so they can no longer be found through it.
+        tree = [psutil.Process(driver), *psutil.Process(driver).children(recursive=True)]
+        assert {p.pid for p in replicas(driver)} <= {p.pid for p in tree}
+        assert len(replicas(driver)) == 2
     assert srv.proc.returncode == 0
-    assert not replicas(driver) if psutil.pid_exists(driver) else True
+    # The driver, its replicas and every Ray process it started are gone (no orphan keeps
+    # serving or holding the port); Ray may need a moment to reap the last of them.
+    leftover = still_alive(tree)
+    deadline = time.monotonic() + 30
+    while leftover and time.monotonic() < deadline:
+        time.sleep(0.2)
+        leftover = still_alive(tree)
+    assert not leftover, describe(leftover)

@@ -14,11 +14,11 @@ from packserve.bench.histogram import Histogram, Summary
 from packserve.bench.html import render_html, write_html
 from packserve.bench.inputs import Signature, build_bodies
 from packserve.bench.locustgen import locustfile_for, render_locustfile
+from packserve.bench.ramp import find_max
 from packserve.bench.report import live_progress, render_find_max, render_table, to_json
 from packserve.bench.runner import (
     BenchResult,
     FindMaxResult,
-    find_max,
     resolve_signature,
     run_bench,
     soak,

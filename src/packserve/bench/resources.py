@@ -50,10 +50,6 @@ class ResourceSeries:
     samples: list[tuple[float, float, float]] = field(default_factory=list)
     note: str = ""
 
-    @property
-    def available(self) -> bool:
-        return bool(self.samples)
-
     def rss_mib(self) -> dict[str, float] | None:
         if not self.samples:
             return None

@@ -1,4 +1,5 @@
-"""``run_bench``, ``find_max`` and ``soak``: load phases plus the server's resources, judged.
+"""``run_bench`` and ``soak``: load phases plus the server's resources, judged
+(``find_max``, a search over such phases, is :mod:`packserve.bench.ramp`).
 
 This is the library API the CLI and the demo call. It talks HTTP only (never imports the
 server): the signature comes from the server's model metadata or from a bundle manifest.
@@ -286,109 +287,9 @@ def soak(url: str, duration: float, **kwargs: Any) -> BenchResult:
     return run_bench(url, duration=duration, soak=True, **kwargs)
 
 
-def find_max(
-    url: str,
-    *,
-    slo_p99_ms: float | None = None,
-    max_error_rate: float = 0.01,
-    step_duration: float = 5.0,
-    start_rate: float | None = None,
-    probe_concurrency: int = 16,
-    max_steps: int = 14,
-    refine: int = 2,
-    model: str | None = None,
-    bundle: str | Path | None = None,
-    signature: Signature | None = None,
-    progress: ProgressFactory | None = None,
-    **kwargs: Any,
-) -> FindMaxResult:
-    """Ramp the open-loop rate until errors, the p99 SLO, or falling behind the offered rate.
-
-    Steps are fractions of a capacity estimate (a short closed-loop probe at
-    ``probe_concurrency``, or ``start_rate``): 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0,
-    then x1.25 each; after the first failing step, ``refine`` more steps bisect between it and
-    the last sustained one. A step passes when the error rate is within ``max_error_rate``, p99 is
-    within the SLO, the server completed at least 95% of the offered rate, and the generator
-    kept up. Steps are returned in order of offered rate.
-    """
-    sig = signature or resolve_signature(url, model=model, bundle=bundle)
-    common = dict(model=model, signature=sig, progress=progress, **kwargs)
-    probe: BenchResult | None = None
-    if start_rate is None:
-        probe = run_bench(url, concurrency=probe_concurrency,
-                          duration=max(1.0, min(3.0, step_duration / 2)), **common)
-        start_rate = max(probe.throughput, 1.0)
-    fractions = [0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0]
-    rates = [round(start_rate * f, 1) for f in fractions]
-    steps: list[BenchResult] = []
-    passed: list[bool] = []
-    reasons: list[str] = []
-    stop_reason = f"every step up to {max_steps} passed (raise --rate to ramp further)"
-    generator_limited = False
-    def step(rate: float) -> tuple[BenchResult, bool, str]:
-        r = run_bench(url, rate=rate, duration=step_duration, **common)
-        if r.generator_limited:  # a noisy neighbour, or the real limit: try once more
-            time.sleep(0.5)
-            r = run_bench(url, rate=rate, duration=step_duration, **common)
-        ok, why = _judge(r, slo_p99_ms, max_error_rate)
-        steps.append(r)
-        passed.append(ok)
-        reasons.append(why)
-        time.sleep(0.2)  # let the server drain between steps
-        return r, ok, why
-
-    last_ok: float | None = None
-    for i in range(max_steps):
-        rate = rates[i] if i < len(rates) else round(rates[-1] * 1.25 ** (i - len(rates) + 1), 1)
-        r, ok, why = step(rate)
-        if ok:
-            last_ok = rate
-            continue
-        generator_limited = r.generator_limited
-        # bisect between the last sustained rate and this one (not past a generator limit)
-        fail_rate, fail_r, fail_why = rate, r, why
-        for _ in range(refine if last_ok is not None and not generator_limited else 0):
-            assert last_ok is not None
-            mid = round((last_ok + fail_rate) / 2, 1)
-            if fail_rate - last_ok < 0.04 * fail_rate:
-                break
-            r, ok, why = step(mid)
-            if ok:
-                last_ok = mid
-            else:
-                fail_rate, fail_r, fail_why = mid, r, why
-                generator_limited = r.generator_limited
-                if generator_limited:
-                    break
-        detail = ("; ".join(fail_r.health.reasons) + "; the server's limit is at least the "
-                  "best sustained step") if generator_limited else fail_why
-        stop_reason = f"at {fail_rate:g} req/s offered: {detail}"
-        break
-    order = sorted(range(len(steps)), key=lambda k: steps[k].phase.offered_rate)
-    steps = [steps[k] for k in order]
-    passed = [passed[k] for k in order]
-    reasons = [reasons[k] for k in order]
-    return FindMaxResult(steps, passed, reasons, probe, slo_p99_ms, max_error_rate,
-                         stop_reason, generator_limited)
-
-
-def _judge(r: BenchResult, slo_p99_ms: float | None, max_error_rate: float) -> tuple[bool, str]:
-    if r.generator_limited:
-        return False, "generator could not keep up"
-    if r.error_rate > max_error_rate:
-        return False, f"errors {r.error_rate:.1%} > {max_error_rate:.1%}"
-    p99 = r.latency.percentiles_ms.get("p99", 0.0)
-    if slo_p99_ms is not None and p99 > slo_p99_ms:
-        return False, f"p99 {p99:.1f} ms > SLO {slo_p99_ms:g} ms"
-    if r.throughput < KEEP_UP * r.phase.offered_rate:
-        return False, "completed < 95% of offered (queue growing)"
-    return True, "sustained"
-
-
 __all__ = [
     "BenchResult",
     "FindMaxResult",
-    "find_max",
     "parse_duration",
     "predict_path",
     "resolve_signature",
