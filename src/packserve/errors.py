@@ -238,8 +238,15 @@ class PayloadTooLargeError(PackserveError):
 
 
 class UnauthorizedError(PackserveError):
+    """No valid API key. ``challenges`` become ``WWW-Authenticate`` headers: ``Bearer`` for the
+    API, plus ``Basic`` on the docs pages so that a browser asks for the key there."""
+
     http_status = 401
     code = "unauthorized"
+
+    def __init__(self, message: str, *, challenges: tuple[str, ...] = ("Bearer",)) -> None:
+        super().__init__(message)
+        self.challenges = challenges
 
 
 class ModelNotFoundError(PackserveError):

@@ -114,3 +114,40 @@ def test_redoc_offline_renders_every_operation(browser: Any, docs_server: Server
     others = [e for e in guard.console_errors if not (REDOC_LOGO in e and "Content Security" in e)]
     assert others == []
     assert_not_blank(tmp_path / "redoc.png")
+
+
+def test_docs_behind_an_api_key_ask_the_browser_and_authorize_try_it_out(
+    browser: Any, chapter_bundle: Path, tmp_path: Path
+) -> None:
+    """Key set: /docs answers 401 with a Basic challenge (a browser prompts; the key is the
+    password); inside, "Authorize" with the key makes "Try it out" on /predict succeed."""
+    key = "br0wser-key"
+    with running_server(chapter_bundle, env={"PACKSERVE_API_KEY": key}) as srv:
+        ctx, page, _ = open_page(browser)
+        try:
+            r = ctx.request.get(f"{srv.url}/docs")
+            assert r.status == 401 and "Basic realm=" in r.headers["www-authenticate"]
+            # headless, nobody answers the browser's password prompt: it gives up on auth
+            with pytest.raises(Exception, match="ERR_INVALID_AUTH_CREDENTIALS"):
+                page.goto(f"{srv.url}/docs")
+        finally:
+            ctx.close()
+        expected = _operations(srv.url, headers={"x-api-key": key})
+        ctx, page, guard = open_page(browser, http_credentials={"username": "me", "password": key})
+        try:
+            assert page.goto(f"{srv.url}/docs").status == 200
+            page.wait_for_selector(".opblock")
+            assert expected <= _shown_operations(page)
+            page.locator("button.authorize").first.click()
+            box = page.locator(".auth-container").filter(has_text="X-API-Key")
+            box.locator("input").fill(key)
+            box.locator("button.authorize").click()
+            page.locator("button.btn-done").first.click()
+            status, io, block = try_predict(page)
+            assert status == "200", io
+            assert io["got"]["model_version"] == "1.0.0"
+            block.screenshot(path=tmp_path / "docs-authorized.png")
+        finally:
+            ctx.close()
+    assert guard.blocked == [] and guard.console_errors == []
+    assert_not_blank(tmp_path / "docs-authorized.png")

@@ -118,3 +118,49 @@ def test_pack_without_example_rows_stores_none(tmp_path: Path) -> None:
 
     body = asyncio.run(doc())["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     assert body["example"] == {"features": [0.0] * 4}  # a placeholder: the bundle has no rows
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_with_an_api_key_the_docs_need_it_unless_public_docs(chapter_bundle: Path) -> None:
+    from packserve.serve import create_app
+
+    docs = ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", asset_url("swagger-ui.css")]
+
+    async def main() -> None:
+        app = create_app(ServeSettings(model_path=chapter_bundle, api_key="k3y"))
+        public = create_app(ServeSettings(model_path=chapter_bundle, api_key="k3y", public_docs=True))
+        await app.registry.load_all()
+        await public.registry.load_all()
+        row = {"features": [0.0] * 15}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            for path in docs:
+                r = await c.get(path)
+                assert r.status_code == 401 and r.json()["error"] == "unauthorized", path
+                challenges = r.headers.get_list("www-authenticate")
+                assert challenges[0] == "Bearer" and challenges[1].startswith('Basic realm='), path
+                for good in ({"x-api-key": "k3y"}, {"authorization": "Bearer k3y"},
+                             _basic("anyone", "k3y"), _basic("", "k3y")):
+                    assert (await c.get(path, headers=good)).status_code == 200, (path, good)
+                for bad in (_basic("k3y", "wrong"), {"authorization": "Basic !!!"},
+                            {"x-api-key": "k3"}, {"authorization": "Bearer k3y2"}):
+                    assert (await c.get(path, headers=bad)).status_code == 401, (path, bad)
+            # Basic is for the browser on the docs pages only, not for the API
+            r = await c.post("/predict", json=row, headers=_basic("u", "k3y"))
+            assert r.status_code == 401 and r.headers.get_list("www-authenticate") == ["Bearer"]
+            for path in ("/health", "/health/live", "/health/ready", "/v2/health/ready", "/metrics"):
+                assert (await c.get(path)).status_code == 200, path  # probes, scrapers: open
+            assert (await c.get("/models")).status_code == 401
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=public),
+                                     base_url="http://t") as c:
+            for path in docs:
+                assert (await c.get(path)).status_code == 200, path
+            assert (await c.post("/predict", json=row)).status_code == 401
+            doc = (await c.get("/openapi.json")).json()
+            assert doc["paths"]["/predict"]["post"]["security"]  # the API still says it needs a key
+
+    asyncio.run(main())

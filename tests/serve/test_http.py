@@ -385,9 +385,11 @@ def test_api_key(chapter_bundle: Path) -> None:
         ok = httpx.post(f"{srv.url}/models/fraud/predict", json=body, headers={"x-api-key": "s3cret-key"})
         assert ok.status_code == 200
         assert httpx.get(f"{srv.url}/models", headers={"x-api-key": "s3cret-key"}).status_code == 200
-        for open_path in ("/health", "/health/live", "/health/ready", "/metrics", "/openapi.json"):
+        for open_path in ("/health", "/health/live", "/health/ready", "/metrics"):
             assert httpx.get(f"{srv.url}{open_path}").status_code == 200, open_path
-        doc = httpx.get(f"{srv.url}/openapi.json").json()
+        for docs_path in ("/openapi.json", "/docs", "/redoc"):  # the docs need the key too
+            assert_clean_error(httpx.get(f"{srv.url}{docs_path}"), 401)
+        doc = httpx.get(f"{srv.url}/openapi.json", headers={"x-api-key": "s3cret-key"}).json()
         assert "bearerAuth" in doc["components"]["securitySchemes"]
         assert doc["paths"]["/predict"]["post"]["security"]
         lines = [json.loads(ln) for ln in srv.output().splitlines() if ln.startswith('{"ts"')]

@@ -36,7 +36,7 @@ from packserve.errors import (
     UnauthorizedError,
 )
 from packserve.runtime import RuntimeOptions
-from packserve.serve.docs import docs_router
+from packserve.serve.docs import DOCS_CHALLENGES, docs_router, is_docs_surface
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
     INTERNAL_ERROR_BODY_V2,
@@ -68,8 +68,11 @@ ROUTERS: list[Callable[[], APIRouter]] = [
 ]
 
 #: Paths that never need the API key and are answered while draining.
-OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-OPEN_PREFIXES = ("/health/", "/v2/health/", "/docs/assets/")
+#: Paths that never need the API key and are answered while draining: health, for probes and
+#: load balancers that cannot hold a key. (/metrics: open unless ``metrics_auth``; the docs
+#: surface: see :func:`packserve.serve.docs.is_docs_surface`.)
+OPEN_PATHS = frozenset({"/health"})
+OPEN_PREFIXES = ("/health/", "/v2/health/")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -117,6 +120,8 @@ class PackserveApp(FastAPI):
     def needs_key(self, path: str) -> bool:
         if self._key is None or self.is_open(path):
             return False
+        if is_docs_surface(path):
+            return not self.settings.public_docs
         return path != "/metrics" or self.settings.metrics_auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,11 +152,11 @@ class PackserveApp(FastAPI):
             elif (
                 self._key is not None
                 and self.needs_key(path)
-                and not api_key_ok(header_map(scope), self._key)
+                and not api_key_ok(header_map(scope), self._key, basic=(docs := is_docs_surface(path)))
             ):
-                await send_error(
-                    tracked, UnauthorizedError("missing or invalid API key"), v2=is_v2_path(path)
-                )
+                await send_error(tracked, UnauthorizedError(
+                    "missing or invalid API key", challenges=DOCS_CHALLENGES if docs else ("Bearer",)
+                ), v2=is_v2_path(path))
                 route = hit[0] if hit is not None else route
             elif hit is not None:  # the hot path: the endpoint sends itself, reports its status
                 route = hit[0]

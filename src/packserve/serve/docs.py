@@ -30,6 +30,7 @@ DOCS_PATH = "/docs"
 REDOC_PATH = "/redoc"
 OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
 ASSETS_PREFIX = "/docs/assets/"
+OPENAPI_PATH = "/openapi.json"
 
 #: The files the pages use, with their media types (anything else under the prefix is a 404).
 ASSETS: dict[str, str] = {
@@ -82,7 +83,7 @@ def _page(html: HTMLResponse) -> HTMLResponse:
     return html
 
 
-def docs_router(openapi_url: str = "/openapi.json", title: str = "packserve") -> APIRouter:
+def docs_router(openapi_url: str = OPENAPI_PATH, title: str = "packserve") -> APIRouter:
     """The doc pages and their assets (all ``include_in_schema=False``: the OpenAPI document
     stays exactly what it was)."""
     router = APIRouter(include_in_schema=False)
@@ -135,8 +136,20 @@ def docs_router(openapi_url: str = "/openapi.json", title: str = "packserve") ->
 
 
 def is_docs_path(path: str) -> bool:
-    """The documentation surface: pages, their assets (the OpenAPI document is separate)."""
+    """The documentation pages and their assets (the OpenAPI document is separate)."""
     return path in (DOCS_PATH, REDOC_PATH, OAUTH2_REDIRECT_PATH) or path.startswith(ASSETS_PREFIX)
+
+
+def is_docs_surface(path: str) -> bool:
+    """What ``--public-docs`` opens: the pages, their assets and the OpenAPI document. With an
+    API key set and without that flag, they need the key like the API itself (the document
+    describes every model, its features and, unless ``--no-example-rows``, an example row)."""
+    return path == OPENAPI_PATH or is_docs_path(path)
+
+
+#: ``WWW-Authenticate`` on a 401 from the docs surface: Bearer for API clients, and Basic so
+#: that a browser prompts; the key is the password (any user name).
+DOCS_CHALLENGES = ("Bearer", 'Basic realm="packserve API docs", charset="UTF-8"')
 
 
 __all__ = [
@@ -144,12 +157,15 @@ __all__ = [
     "ASSETS_PREFIX",
     "ASSET_PACKAGE",
     "CSP",
+    "DOCS_CHALLENGES",
     "DOCS_PATH",
     "OAUTH2_REDIRECT_PATH",
+    "OPENAPI_PATH",
     "REDOC_PATH",
     "asset_url",
     "assets_dir",
     "assets_version",
     "docs_router",
     "is_docs_path",
+    "is_docs_surface",
 ]

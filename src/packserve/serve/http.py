@@ -8,6 +8,8 @@ a JSON body; the fast prediction routes call it directly and FastAPI's exception
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 from typing import Any
@@ -22,6 +24,7 @@ from packserve.errors import (
     OverloadedError,
     PackserveError,
     PayloadTooLargeError,
+    UnauthorizedError,
     UnsupportedMediaTypeError,
 )
 
@@ -61,7 +64,9 @@ def error_parts(exc: PackserveError, *, v2: bool = False) -> tuple[int, bytes, H
         headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
     if isinstance(exc, MethodNotAllowedError):
         headers.append((b"allow", ", ".join(exc.allow).encode()))
-    if status == 401:
+    if isinstance(exc, UnauthorizedError):
+        headers.extend((b"www-authenticate", c.encode()) for c in exc.challenges)
+    elif status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     if isinstance(exc, PayloadTooLargeError | BadRequestError):
         # The rest of the body may still be on the wire: don't parse it as a next request.
@@ -165,11 +170,21 @@ def limited_receive(receive: Receive, limit: int) -> Receive:
     return wrapped
 
 
-def api_key_ok(headers: dict[bytes, bytes], key: bytes) -> bool:
-    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, compared in constant time."""
+def api_key_ok(headers: dict[bytes, bytes], key: bytes, *, basic: bool = False) -> bool:
+    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, compared in constant time.
+
+    ``basic=True`` (the docs pages only) also takes the key as the password of HTTP Basic
+    auth, any user name: the one way a browser can send a key on its own (it prompts).
+    """
     auth = headers.get(b"authorization")
     if auth is not None and auth[:7].lower() == b"bearer " and hmac.compare_digest(auth[7:].strip(), key):
         return True
+    if basic and auth is not None and auth[:6].lower() == b"basic ":
+        try:
+            _, _, password = base64.b64decode(auth[6:].strip(), validate=True).partition(b":")
+        except (ValueError, binascii.Error):
+            return False
+        return hmac.compare_digest(password, key)
     given = headers.get(b"x-api-key")
     return given is not None and hmac.compare_digest(given, key)
 

@@ -173,9 +173,16 @@ class ServeSettings(BaseSettings):
 
     # --- auth --------------------------------------------------------------------------------
     api_key: SecretStr | None = Field(
-        default=None, description="when set, prediction/model endpoints need it (Bearer or X-API-Key)"
+        default=None,
+        description="when set, every endpoint but health (and /metrics, see --metrics-auth) needs "
+        "it: Authorization: Bearer KEY or X-API-Key: KEY",
     )
     metrics_auth: bool = Field(default=False, description="also require the API key for /metrics")
+    public_docs: bool = Field(
+        default=False,
+        description="serve /docs, /redoc and /openapi.json without the API key (they need it "
+        "otherwise; a browser is asked for it as the password of HTTP Basic auth)",
+    )
     example_rows: bool = Field(
         default=True,
         description="put each bundle's first example row (real pack-sample data) in the OpenAPI "
