@@ -99,7 +99,8 @@ def json_examples(sample: SampleTable) -> list[Any]:
             return []
         return [{k: v[0].tolist() for k, v in sample.tensors.items()}]
     rows = sample.table[:MAX_EXAMPLES].tolist()
-    return [[v if isinstance(v, str) else float(v) for v in row] for row in rows]
+    return [[v if isinstance(v, str) else None if v != v else float(v) for v in row]  # NaN: missing
+            for row in rows]
 
 
 def draft_manifest(

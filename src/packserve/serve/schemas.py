@@ -38,8 +38,12 @@ def _ident(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "model"
 
 
-def _py_type(dtype: str) -> Any:
-    return str if dtype == "string" else float
+def _py_type(dtype: str, missing: bool = False) -> Any:
+    """The JSON type of one feature: ``number | null`` only where the model accepts a
+    missing value (measured at pack time, ``allow_missing``)."""
+    if dtype == "string":
+        return str
+    return float | None if missing else float
 
 
 def schema_prefix(handle: ModelHandle) -> str:
@@ -94,16 +98,19 @@ def model_schemas(
     listing = ", ".join(names[:20]) + (", ..." if n > 20 else "")
     strict = ConfigDict(extra="forbid")
     described = Field(description=f"the {n} features in manifest order: {listing}")
-    if all(f.dtype != "string" for f in manifest.features):
-        array: Any = Annotated[list[float], Field(min_length=n, max_length=n), described]
+    kinds = {_py_type(f.dtype, f.allow_missing) for f in manifest.features}
+    if len(kinds) == 1 and str not in kinds:  # one numeric type: a plain array
+        array: Any = Annotated[list[kinds.pop()], Field(min_length=n, max_length=n), described]  # type: ignore[misc]
     else:
-        types = tuple(_py_type(f.dtype) for f in manifest.features)
+        types = tuple(_py_type(f.dtype, f.allow_missing) for f in manifest.features)
         array = Annotated[tuple[types], described]  # type: ignore[valid-type]
+    gaps = "; null = missing, where the feature's type allows it" if manifest.missing_values != "none" else ""
     by_name = create_model(  # type: ignore[call-overload]
         f"{prefix}_Features",
         __config__=strict,
-        __doc__=f"the {n} features by name (all required)",
-        **{f"f{i}": (_py_type(f.dtype), Field(alias=f.name)) for i, f in enumerate(manifest.features)},
+        __doc__=f"the {n} features by name (all required{gaps})",
+        **{f"f{i}": (_py_type(f.dtype, f.allow_missing), Field(alias=f.name))
+           for i, f in enumerate(manifest.features)},
     )
     example = example_row(manifest, real=example_rows)
     extra = {"examples": [{"features": example}]} if example is not None else {}

@@ -86,6 +86,9 @@ class RequestDecoder:
         self.f32_cols = np.array([d == "float32" for d in dtypes])
         self.int_cols = {i: d for i, d in enumerate(dtypes) if d in _INT_RANGE}
         self.bool_cols = [i for i, d in enumerate(dtypes) if d == "bool"]
+        # ``null`` means "missing" (NaN) in the features the model accepts missing values for.
+        self.missing_ok = np.array([f.allow_missing for f in manifest.features])
+        self.num_types = _NUM_TYPES | {type(None)} if self.missing_ok.any() else _NUM_TYPES
         # One tensor holding every feature in manifest order: skip the generic splitter.
         inp = manifest.inputs
         self._direct: tuple[str, Any, bool] | None = None
@@ -213,14 +216,26 @@ class RequestDecoder:
     def _numeric_table(self, rows: list[Any], single: bool) -> np.ndarray:
         # Widths were checked; one flat list is cheaper to type-check and convert than nested rows.
         flat = list(chain.from_iterable(rows))
-        if not set(map(type, flat)) <= _NUM_TYPES:
+        types = set(map(type, flat))
+        if not types <= self.num_types:
             self._locate_type_error(rows, single)
-        return np.array(flat, dtype=np.float64).reshape(len(rows), self.n)
+        table = np.array(flat, dtype=np.float64).reshape(len(rows), self.n)
+        if type(None) in types:
+            self._check_missing(table, single)
+        return table
+
+    def _check_missing(self, num: np.ndarray, single: bool) -> None:
+        """``null`` only where the model accepts missing values (then it is passed as NaN)."""
+        self._first_bad(
+            np.isnan(num) & ~self.missing_ok, single,
+            "must be a number, got null (this model does not accept missing values here)",
+        )
 
     def _mixed_table(self, rows: list[Any], single: bool) -> np.ndarray:
         columns = list(zip(*rows, strict=True))
         for j in self.numeric_cols:
-            if not set(map(type, columns[j])) <= _NUM_TYPES:
+            allowed = _NUM_TYPES | {type(None)} if self.missing_ok[j] else _NUM_TYPES
+            if not set(map(type, columns[j])) <= allowed:
                 self._locate_type_error(rows, single)
         for j in self.string_cols:
             if not set(map(type, columns[j])) <= _STR_TYPES:
@@ -235,11 +250,14 @@ class RequestDecoder:
         for i, row in enumerate(rows):
             for j, v in enumerate(row):
                 want_str = j in string
-                ok = type(v) is str if want_str else type(v) in _NUM_TYPES
+                ok = type(v) is str if want_str else type(v) in _NUM_TYPES or (
+                    v is None and bool(self.missing_ok[j]))
                 if not ok:
                     need = "a string" if want_str else "a number"
+                    why = (" (this model does not accept missing values here)"
+                           if v is None and not want_str else "")
                     raise InputError(
-                        f"must be {need}, got {_json_type(v)}",
+                        f"must be {need}, got {_json_type(v)}{why}",
                         where=self._where(i, single, self.names[j]),
                     )
         raise AssertionError("unreachable")  # pragma: no cover
@@ -250,7 +268,7 @@ class RequestDecoder:
             raise InputError(what, where=self._where(int(r), single, self.names[int(c)]))
 
     def _check_f32(self, table: np.ndarray, single: bool) -> None:
-        if np.abs(table).max() > _F32_MAX:
+        if np.fmax.reduce(np.abs(table), axis=None, initial=0.0) > _F32_MAX:  # NaN: missing
             self._first_bad(np.abs(table) > _F32_MAX, single, "value overflows float32")
 
     def _check_numeric_ranges(self, table: np.ndarray, single: bool) -> None:

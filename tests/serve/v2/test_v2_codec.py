@@ -70,6 +70,10 @@ def _body(inputs, outputs=None, **kw) -> tuple[bytes, int | None]:
     return body, json_size
 
 
+def _json_body(inputs: list) -> tuple[bytes, None]:
+    return orjson.dumps({"inputs": inputs}), None
+
+
 def _roundtrip(pred, inputs, outputs=None, **kw):
     body, json_size = _body(inputs, outputs, **kw)
     req = v2.parse_infer_request(body, pred.manifest, header_length=json_size)
@@ -300,17 +304,52 @@ def _binary_req(raw: bytes, *, shape=(1, 15), datatype="FP32", size=None, traile
     return head + raw + trailer, len(head)
 
 
-@pytest.mark.parametrize(
-    "value, fragment",
-    [(np.nan, "NaN or infinite value at element 3"), (np.inf, "NaN or infinite"),
-     (-np.inf, "NaN or infinite")],
-)
-def test_non_finite_binary_floats_are_400(fraud, value: float, fragment: str) -> None:
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infinite_floats_are_400_even_where_missing_is_allowed(fraud, value, binary) -> None:
+    assert fraud.manifest.missing_values == "all"
     x = np.zeros((1, 15), np.float32)
     x[0, 3] = value
-    body, size = _body([_inp("input", x, "FP32", True)])
-    with pytest.raises(BadRequestError, match=fragment):
+    if binary:
+        body, size = _body([_inp("input", x, "FP32", True)])
+    else:  # JSON cannot say Infinity; a huge number overflows FP32 instead
+        body, size = _json_body([{"name": "input", "datatype": "FP32", "shape": [1, 15],
+                                  "data": [0.0] * 3 + [1e39 * float(np.sign(value))] + [0.0] * 11}])
+    with pytest.raises(BadRequestError, match="infinite value at element 3" if binary
+                       else "value overflows FP32 at element 3"):
         v2.parse_infer_request(body, fraud.manifest, header_length=size)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_missing_values_where_the_model_takes_them(fraud, iris, binary) -> None:
+    """NaN (binary) / null (JSON) is "missing": passed where allowed, refused naming the
+    feature where not."""
+    x = np.ones((2, 15), np.float32)
+    x[1, 4] = np.nan
+    if binary:
+        inputs = [_inp("input", x, "FP32", True)]
+    else:
+        inputs = [{"name": "input", "datatype": "FP32", "shape": [2, 15],
+                   "data": [None if np.isnan(v) else float(v) for v in x.ravel()]}]
+    body, size = _body(inputs) if binary else _json_body(inputs)
+    req = v2.parse_infer_request(body, fraud.manifest, header_length=size)
+    got = fraud.run(req.feeds)
+    want = fraud.predict(x.astype(np.float64))
+    assert got.probabilities is not None and want.probabilities is not None
+    assert np.array_equal(got.probabilities, want.probabilities)
+    assert iris.manifest.missing_values == "none"
+    y = np.ones((1, 4), np.float32)
+    y[0, 3] = np.nan
+    if binary:
+        inputs = [_inp("input", y, "FP32", True)]
+    else:
+        inputs = [{"name": "input", "datatype": "FP32", "shape": [1, 4],
+                   "data": [1.0, 1.0, 1.0, None]}]
+    body, size = _body(inputs) if binary else _json_body(inputs)
+    with pytest.raises(BadRequestError) as info:
+        v2.parse_infer_request(body, iris.manifest, header_length=size)
+    assert ("missing value (NaN / null) at element 3 (feature 'petal_width')" in info.value.message
+            if binary else "does not accept missing values" in info.value.message)
 
 
 @pytest.mark.parametrize(

@@ -194,8 +194,7 @@ def _binary_body(x: np.ndarray, datatype: str = "FP32") -> tuple[bytes, dict]:
 @pytest.mark.parametrize(
     "case, status, fragment",
     [
-        ("nan-binary", 400, "NaN or infinite"),
-        ("inf-binary", 400, "NaN or infinite"),
+        ("inf-binary", 400, "infinite value at element 4"),
         ("nan-json", 400, "not valid JSON"),
         ("shape", 400, "does not match the model's [-1, 15]"),
         ("datatype", 400, "datatype is FP64"),
@@ -212,8 +211,8 @@ def test_bad_requests(srv, case: str, status: int, fragment: str) -> None:
     path = "/v2/models/fraud/infer"
     x = np.zeros((1, 15), np.float32)
     headers: dict = {}
-    if case in ("nan-binary", "inf-binary"):
-        x[0, 4] = np.nan if case == "nan-binary" else -np.inf
+    if case == "inf-binary":  # (NaN is a missing value, which this XGBoost model takes)
+        x[0, 4] = -np.inf
         body, headers = _binary_body(x)
     elif case == "nan-json":
         body = (b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,15],"data":[NaN'
@@ -252,7 +251,7 @@ def test_tritonclient_sees_the_error_message(client) -> None:
     with pytest.raises(InferenceServerException) as info:
         client.infer("fraud", [t])
     assert info.value.status() == "400"
-    assert "NaN or infinite value at element 0" in info.value.message()
+    assert "infinite value at element 0" in info.value.message()
 
 
 def test_other_v2_errors_use_the_protocol_shape(srv) -> None:

@@ -58,6 +58,8 @@ class _Plan:
 
     inputs: dict[str, tuple[TensorSpec, str, tuple[int, ...]]]  # name -> (spec, datatype, shape)
     order: tuple[str, ...]
+    # name -> per-column "may be missing" (NaN / null), for inputs filled from features
+    missing: dict[str, np.ndarray]
     outputs: dict[str, TensorMeta]
     all_outputs: dict[bool, tuple[RequestedOutput, ...]]
 
@@ -74,6 +76,7 @@ def plan_for(manifest: Manifest) -> _Plan:
     plan = _Plan(
         inputs={s.name: (s, FROM_MANIFEST[s.dtype], v2_shape(s)) for s in manifest.inputs},
         order=tuple(s.name for s in manifest.inputs),
+        missing=_missing_masks(manifest),
         outputs=outs,
         all_outputs={b: tuple(RequestedOutput(n, b) for n in outs) for b in (False, True)},
     )
@@ -81,6 +84,12 @@ def plan_for(manifest: Manifest) -> _Plan:
         _PLANS.clear()
     _PLANS[id(manifest)] = (manifest, plan)
     return plan
+
+
+def _missing_masks(manifest: Manifest) -> dict[str, np.ndarray]:
+    allowed = {f.name for f in manifest.features if f.allow_missing}
+    return {s.name: np.array([f in allowed for f in s.features]) for s in manifest.inputs
+            if s.features}
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,15 +188,21 @@ def _nested_flat(data: list[Any], shape: tuple[int, ...], where: str) -> list[An
     return flat
 
 
-def _from_json(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+def _from_json(
+    data: Any, datatype: str, shape: tuple[int, ...], where: str, missing: _Missing = None
+) -> np.ndarray:
     if not isinstance(data, list):
         raise _bad(f"{where}: 'data' must be a JSON array")
     flat = _nested_flat(data, shape, where)
     allowed = _JSON_TYPES[datatype]
+    if missing is not None and missing[0].any() and datatype in ("FP32", "FP64"):
+        allowed = allowed | {type(None)}
     found = set(map(type, flat))
     if not found <= allowed:
         bad = sorted({_JSON_NAMES.get(t, "unsupported") for t in found - allowed})
-        raise _bad(f"{where}: {datatype} data cannot hold {', '.join(bad)} values")
+        why = ("; null is a missing value and this model does not accept missing values here"
+               if type(None) in found and datatype in ("FP32", "FP64") else "")
+        raise _bad(f"{where}: {datatype} data cannot hold {', '.join(bad)} values{why}")
     if datatype == "BYTES":
         arr = np.empty(len(flat), dtype=object)
         arr[:] = flat
@@ -200,14 +215,19 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> 
             raise _bad(f"{where}: a value is out of the {datatype} range")
         return np.asarray(flat, dtype=WIRE[datatype]).reshape(shape)
     try:
-        wide = np.asarray(flat, dtype=np.float64)
+        wide = np.asarray(flat, dtype=np.float64)  # null -> NaN (only where missing is allowed)
     except OverflowError:
         raise _bad(f"{where}: an integer value is too large for {datatype}") from None
-    return _finite(wide, datatype, where).reshape(shape)
+    return _finite(wide, datatype, where, missing).reshape(shape)
 
 
-def _finite(wide: np.ndarray, datatype: str, where: str) -> np.ndarray:
-    """Refuse NaN/Inf (also values that only overflow when narrowed to FP32).
+# Per-column "may be missing" of one input, with its feature names; None: nothing may be.
+_Missing = tuple[np.ndarray, list[str]] | None
+
+
+def _finite(wide: np.ndarray, datatype: str, where: str, missing: _Missing = None) -> np.ndarray:
+    """Refuse Inf (also values that only overflow when narrowed to FP32) and NaN, except NaN
+    in a feature the model accepts missing values for.
 
     One ``isfinite`` pass on the final array covers all three (NaN and Inf survive the
     narrowing, an overflow becomes Inf); the wide array is consulted only to say which."""
@@ -217,19 +237,36 @@ def _finite(wide: np.ndarray, datatype: str, where: str) -> np.ndarray:
         with np.errstate(over="ignore"):
             out = wide.astype(np.float32)
     if not np.isfinite(out).all():
-        i = _first_bad(out)
-        if np.isfinite(wide.reshape(-1)[i]):
-            raise _bad(f"{where}: value overflows FP32 at element {i}")
-        raise _bad(f"{where}: NaN or infinite value at element {i}")
+        _refuse_non_finite(out, wide, where, missing)
     return out
 
 
-def _first_bad(arr: np.ndarray) -> int:
-    return int(np.flatnonzero(~np.isfinite(arr.reshape(-1)))[0])
+def _refuse_non_finite(out: np.ndarray, wide: np.ndarray, where: str, missing: _Missing) -> None:
+    flat = out.reshape(-1)
+    bad = ~np.isfinite(flat)
+    if missing is not None:
+        ok, _ = missing
+        cols = np.resize(ok, flat.shape[0])  # row-major: element i is column i % n_columns
+        bad &= ~(np.isnan(flat) & cols)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    value = wide.reshape(-1)[i]
+    if np.isfinite(value):
+        raise _bad(f"{where}: value overflows FP32 at element {i}")
+    if np.isinf(value):
+        raise _bad(f"{where}: infinite value at element {i}")
+    feature = ""
+    if missing is not None:
+        feature = f" (feature {missing[1][i % len(missing[1])]!r})"
+    raise _bad(
+        f"{where}: missing value (NaN / null) at element {i}{feature}; this model does not "
+        "accept missing values there"
+    )
 
 
 def _from_binary(
-    raw: memoryview, datatype: str, shape: tuple[int, ...], where: str
+    raw: memoryview, datatype: str, shape: tuple[int, ...], where: str, missing: _Missing = None
 ) -> np.ndarray:
     count = math.prod(shape)
     wire = WIRE[datatype]
@@ -247,7 +284,7 @@ def _from_binary(
         return octets.astype(np.bool_).reshape(shape)
     arr = np.frombuffer(raw, dtype=wire).astype(wire.newbyteorder("="))  # copy, native order
     if datatype in ("FP32", "FP64") and not np.isfinite(arr).all():
-        raise _bad(f"{where}: NaN or infinite value at element {_first_bad(arr)}")
+        _refuse_non_finite(arr, arr, where, missing)
     return arr.reshape(shape)
 
 
@@ -318,6 +355,8 @@ def _parse_inputs(
         assert isinstance(datatype, str)
         shape = _shape_of(item, where)
         _check_against_spec(where, datatype, shape, known[1], known[2], max_rows)
+        mask = plan.missing.get(name)
+        gaps = None if mask is None else (mask, known[0].features)
         params = _params(item, where)
         if "shared_memory_region" in params:
             raise _bad(f"{where}: the shared-memory extension is not supported")
@@ -332,10 +371,10 @@ def _parse_inputs(
                     f"{where}: binary_data_size {size} runs past the end of the body "
                     f"({len(binary) - offset} binary bytes left)"
                 )
-            arr = _from_binary(binary[offset : offset + size], datatype, shape, where)
+            arr = _from_binary(binary[offset : offset + size], datatype, shape, where, gaps)
             offset += size
         elif "data" in item:
-            arr = _from_json(item["data"], datatype, shape, where)
+            arr = _from_json(item["data"], datatype, shape, where, gaps)
         else:
             raise _bad(f"{where}: has neither 'data' nor parameters.binary_data_size")
         feeds[name] = arr
