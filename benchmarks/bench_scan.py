@@ -1,8 +1,18 @@
-"""Scanner throughput (MB/s) and peak RSS on a >= 500 MB torch checkpoint (issue #4).
+"""`packserve scan` per file against picklescan (issue #14), and scanner throughput (issue #4).
 
-    python benchmarks/bench_scan.py [--size-mb 512] [--repeat 3]
+    python benchmarks/bench_scan.py [cli] [--rounds 7] [--baseline-rev REV]
+    python benchmarks/bench_scan.py throughput [--size-mb 512] [--repeat 3]
 
-Builds, in a temp dir (deleted at the end), a torch.save state_dict of ``--size-mb`` MB (zip
+``cli`` (the default): per-file wall time of the ``packserve scan FILE`` command against
+``picklescan --path FILE`` on the same small files (a scikit-learn pickle, a joblib dump, a
+torch checkpoint, a malicious pickle, a CSV), in interleaved rounds, with the median ratio;
+``python -c pass`` is the interpreter's floor, ``packserve --help`` the typer path.
+picklescan is installed in the benchmark's own venv (``~/.cache/packserve-bench/``, created
+with ``pip install picklescan`` on first use), never in packserve's dependencies.
+``--baseline-rev`` also times packserve's ``src/`` at a git revision (exported to a temp dir)
+in the same rounds: start-up before/after a change.
+
+``throughput``: builds, in a temp dir (deleted at the end), a torch.save state_dict of ``--size-mb`` MB (zip
 format) and the same in the legacy format, plus an uncompressed joblib dump with big arrays.
 Each measurement runs in a fresh child process so peak RSS (VmHWM) is its own. Baselines
 in the same run: ``read`` = streaming the file once in 8 MiB chunks with zlib.crc32 (the floor
@@ -86,11 +96,7 @@ def build(d: Path, size_mb: int) -> dict[str, Path]:
     return paths
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size-mb", type=int, default=512)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+def throughput(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scan-") as tmp:
         t0 = time.perf_counter()
         paths = build(Path(tmp), args.size_mb)
@@ -157,6 +163,119 @@ def _timed(fn: object) -> float:
     t0 = time.perf_counter()
     fn()  # type: ignore[operator]
     return time.perf_counter() - t0
+
+
+# --- cli: packserve scan vs picklescan, per file ---------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "packserve-bench"
+
+
+def picklescan_venv() -> Path:
+    """The benchmark's own venv with picklescan (created once; not a packserve dependency)."""
+    venv = CACHE / "picklescan-venv"
+    exe = venv / "bin" / "picklescan"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "picklescan"],
+                       check=True)
+    return exe
+
+
+def small_files(d: Path) -> dict[str, Path]:
+    import pickle
+
+    import joblib
+    import numpy as np
+    import torch
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    rf = RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0).fit(x, x[:, 0] > 0)
+    files = {"sklearn.pkl": pickle.dumps(rf, protocol=4),
+             "evil.pkl": b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueq\x01\x85R.",
+             "table.csv": b"a,b\n" + b"1,2\n" * 1000}
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    joblib.dump({"x": x, "rf": rf}, d / "model.joblib")
+    torch.save(torch.nn.Linear(16, 4).state_dict(), d / "linear.pt")
+    return {p.name: p for p in sorted(d.iterdir())}
+
+
+def export_src(rev: str, d: Path) -> Path:
+    """``src/`` of packserve at ``rev`` (git archive), for a before/after comparison."""
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True,
+                         capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(d)], input=tar, check=True)
+    return d / "src"
+
+
+def wall(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    rc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    return time.perf_counter() - t0, rc
+
+
+def cli(args: argparse.Namespace) -> None:
+    import random
+    import statistics
+
+    pscan = picklescan_venv()
+    with tempfile.TemporaryDirectory(prefix="bench-scan-cli-") as tmp:
+        files = small_files(Path(tmp))
+        here = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        tools: dict[str, tuple[list[str], dict[str, str]]] = {
+            "packserve": ([sys.executable, "-m", "packserve", "scan"], here),
+            "picklescan": ([str(pscan), "--path"], dict(os.environ)),
+        }
+        if args.baseline_rev:
+            before = dict(os.environ, PYTHONPATH=str(export_src(args.baseline_rev, Path(tmp))))
+            tools[f"packserve@{args.baseline_rev}"] = ([sys.executable, "-m", "packserve", "scan"], before)
+        extra = {"python -c pass": ([sys.executable, "-c", "pass"], here),
+                 "packserve --help": ([sys.executable, "-m", "packserve", "--help"], here)}
+        if args.baseline_rev:
+            extra[f"--help@{args.baseline_rev}"] = ([sys.executable, "-m", "packserve", "--help"], before)
+        times: dict[tuple[str, str], list[float]] = {}
+        codes: dict[tuple[str, str], int] = {}
+        rnd = random.Random(0)
+        for _ in range(args.rounds):  # interleaved, order shuffled per file: drift hits all alike
+            for fname, path in files.items():
+                order = list(tools)
+                rnd.shuffle(order)
+                for tool in order:
+                    cmd, env = tools[tool]
+                    dt, rc = wall([*cmd, str(path)], env)
+                    times.setdefault((tool, fname), []).append(dt)
+                    codes[(tool, fname)] = rc
+            for name, (cmd, env) in extra.items():
+                times.setdefault((name, ""), []).append(wall(cmd, env)[0])
+        med = {k: statistics.median(v) for k, v in times.items()}
+        cols = list(tools)
+        print(f"median wall time per file, ms ({args.rounds} interleaved rounds; exit code in [])")
+        print(f"{'file':14s}" + "".join(f"{c:>22s}" for c in cols) + f"{'packserve/picklescan':>22s}")
+        for fname in files:
+            cells = "".join(f"{med[(c, fname)] * 1e3:17.0f} [{codes[(c, fname)]}]" for c in cols)
+            ratio = med[("packserve", fname)] / med[("picklescan", fname)]
+            print(f"{fname:14s}{cells}{ratio:21.2f}x")
+        ratios = [med[("packserve", f)] / med[("picklescan", f)] for f in files]
+        print(f"median ratio packserve/picklescan: {statistics.median(ratios):.2f}x (target <= 1.5x)")
+        for name in extra:
+            print(f"{name:24s} {med[(name, '')] * 1e3:7.0f} ms")
+        print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="part")
+    c = sub.add_parser("cli", help="packserve scan vs picklescan per file (default)")
+    c.add_argument("--rounds", type=int, default=7)
+    c.add_argument("--baseline-rev", default=None, help="also time packserve's src/ at this git rev")
+    t = sub.add_parser("throughput", help="MB/s and peak RSS on a big checkpoint")
+    t.add_argument("--size-mb", type=int, default=512)
+    t.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(sys.argv[1:] or ["cli"])
+    (throughput if args.part == "throughput" else cli)(args)
 
 
 if __name__ == "__main__":

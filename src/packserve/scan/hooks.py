@@ -11,6 +11,7 @@ Every mismatch is a finding: we never guess where opcodes resume.
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any
 
@@ -48,6 +49,9 @@ STORAGE_ELEMENT_SIZE = {
 }
 
 
+_SIMPLE_DTYPE = re.compile(r"[<>|=]?([biufcmMSUV])(\d+)|[|=]?(\?)")
+
+
 def _dtype_info(dtype: Any) -> tuple[int, bool] | None:
     """(itemsize, hasobject) from a pickled ``numpy.dtype`` reduce, without trusting it."""
     if not (isinstance(dtype, Obj) and isinstance(dtype.func, GlobalRef)):
@@ -65,6 +69,10 @@ def _dtype_info(dtype: Any) -> tuple[int, bool] | None:
         return 0, True
     if len(state) > 5 and isinstance(state[5], int) and state[5] > 0:
         return state[5], False
+    simple = _SIMPLE_DTYPE.fullmatch(code)
+    if simple:  # most dtypes: no numpy import (it costs more than scanning a small file)
+        kind, size = simple.group(1), int(simple.group(2) or 1)  # "?" (bool): one byte
+        return (size * 4 if kind == "U" else size), False
     import numpy as np
 
     try:
