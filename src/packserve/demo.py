@@ -2,8 +2,11 @@
 
 Everything runs for real on a built-in example (the chapter's XGBoost model on
 ``make_classification``): the server is a real ``packserve serve`` subprocess on a free
-127.0.0.1 port, predictions go over HTTP, and the short bench uses packserve's own load
-generator. Like the CLI, this module only wires the layers together.
+127.0.0.1 port, predictions go over HTTP, and the short bench is open loop (a fixed offered
+rate, latency from each request's scheduled send time: the README's question) with
+packserve's own load generator. Files go to a temporary folder that is removed at the end
+unless ``keep`` (or a ``workdir`` of the caller's). Like the CLI, this module only wires the
+layers together.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,14 +94,22 @@ def _server(bundle: Path, port: int, log: Path) -> Iterator[subprocess.Popen[byt
 
 
 def _scan_step(con: Console, root: Path, model: Any) -> bool:
-    """Scan the model as a colleague would send it, and the chapter's attack."""
+    """Scan two pickle files without executing them: the same model as a colleague would send
+    it, and the chapter's attack."""
     from packserve.scan import scan
 
     legacy = root / "legacy_model.pkl"
     legacy.write_bytes(pickle.dumps(model))  # what a colleague would send
     attack = root / "model_from_the_internet.pkl"
     attack.write_bytes(pickle.dumps(_Malicious()))
+    con.print(f"{legacy.name}: the model trained in step 1, saved with pickle the way models are "
+              "often handed over (the bundle above needs no pickle).\n"
+              f"{attack.name}: the chapter's attack, a pickle whose loading runs a shell "
+              "command.\nscan reads their opcodes and never executes them:", soft_wrap=True)
     table = Table("file", "verdict", "findings", "first finding")
+    table.columns[0].no_wrap = True  # file names are never cut
+    table.columns[1].no_wrap = True
+    table.columns[3].overflow = "fold"
     ok = True
     for path in (legacy, attack):
         rep = scan(path)
@@ -117,7 +129,7 @@ def _pack_step(con: Console, root: Path, model: Any, xte: np.ndarray) -> Any:
     pack_s = time.perf_counter() - t
     p = res.manifest.parity
     con.print(f"bundle: {res.path}  ({res.manifest.files['model.onnx'].size / 1024:.0f} KiB, "
-              f"opsets {res.manifest.opsets}, packed in {pack_s:.2f} s)")
+              f"opsets {res.manifest.opsets}, packed in {pack_s:.2f} s)", soft_wrap=True)
     con.print(f"parity on {p.rows} held-out rows: label agreement {p.label_agreement:.2%}, "
               f"max |Δprobability| {p.max_abs_diff_probability:.2e} (tolerance {p.tolerance:g}) "
               f"-> {'[green]PASS[/]' if p.passed else '[red]FAIL[/]'}")
@@ -148,24 +160,51 @@ def _predict_step(con: Console, url: str, model: Any, xte: np.ndarray) -> bool:
     return ok and bad.status_code == 422
 
 
-def run_demo(workdir: Path | None = None, *, bench_seconds: float = 3.0,
-             console: Console | None = None) -> int:
-    """Run the whole demo, printing a report. Returns the process exit code (0 = all good)."""
-    from packserve.bench import render_table, run_bench
+def _bench_step(con: Console, url: str, pid: int, bundle: Path, root: Path, *, rate: float,
+                seconds: float, kept: bool) -> bool:
+    """Open loop: ``rate`` requests/s whatever the server does, latency from each request's
+    scheduled send time; the HTML report goes next to the bundle."""
+    from packserve.bench import render_table, run_bench, write_html
 
+    result = run_bench(url, rate=rate, duration=seconds, pid=pid, bundle=bundle)
+    con.print(render_table(result))
+    report = write_html(result, root / "bench-report.html")
+    con.print(f"HTML report: {report}" + ("" if kept else " (removed with the folder at the end; "
+              "--keep keeps it)"), soft_wrap=True)
+    return result.phase.error_count == 0
+
+
+def run_demo(workdir: Path | None = None, *, bench_seconds: float = 3.0, bench_rate: float = 200.0,
+             keep: bool = False, console: Console | None = None) -> int:
+    """Run the whole demo, printing a report. Returns the process exit code (0 = all good).
+
+    Files go to ``workdir`` (kept), or to a temporary folder removed at the end unless ``keep``.
+    """
     con = console or Console()
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="packserve-demo-"))
     root.mkdir(parents=True, exist_ok=True)
+    remove = workdir is None and not keep
+    try:
+        ok = _run(con, root, bench_seconds=bench_seconds, bench_rate=bench_rate, kept=not remove)
+    finally:
+        if remove:
+            shutil.rmtree(root, ignore_errors=True)
+    where = (f"{root} (temporary, removed; --keep keeps it)" if remove else str(root))
+    con.print(f"\nworking directory: {where}", soft_wrap=True)
+    con.print("[bold green]demo OK[/]" if ok else "[bold red]demo found a problem (see above)[/]")
+    return ExitCode.OK if ok else ExitCode.FAILED
 
+
+def _run(con: Console, root: Path, *, bench_seconds: float, bench_rate: float, kept: bool) -> bool:
     con.rule("[bold]1. train[/] the chapter's XGBoost model")
     model, xte, _yte, acc, train_s = _train()
     con.print(f"XGBClassifier(100 trees, depth 6) on make_classification(5000 x 15): "
               f"test accuracy {acc:.4f}, trained in {train_s:.2f} s")
-    con.rule("[bold]2. scan[/] legacy pickle files without loading them")
-    ok = _scan_step(con, root, model)
-    con.rule("[bold]3. pack[/] to ONNX with measured parity")
+    con.rule("[bold]2. pack[/] to ONNX with measured parity")
     res = _pack_step(con, root, model, xte)
-    ok &= res.manifest.parity.passed
+    ok = res.manifest.parity.passed
+    con.rule("[bold]3. scan[/] legacy pickle files without loading them")
+    ok &= _scan_step(con, root, model)
 
     con.rule("[bold]4. serve[/] the bundle over HTTP (a real packserve server)")
     port = _free_port()
@@ -174,20 +213,15 @@ def run_demo(workdir: Path | None = None, *, bench_seconds: float = 3.0,
         con.print(f"serving at {url}  (pid {proc.pid}; docs at {url}/docs)")
         con.rule("[bold]5. predict[/] over HTTP, compared with the native model")
         ok &= _predict_step(con, url, model, xte)
-        con.rule(f"[bold]6. bench[/] {bench_seconds:g} s closed loop, 8 connections, /predict")
-        result = run_bench(
-            url, concurrency=8, duration=bench_seconds, pid=proc.pid, bundle=res.path
-        )
-        con.print(render_table(result))
-        ok &= result.phase.error_count == 0
+        con.rule(f"[bold]6. bench[/] open loop: {bench_rate:g} req/s offered for {bench_seconds:g} s, "
+                 "/predict")
+        ok &= _bench_step(con, url, proc.pid, res.path, root, rate=bench_rate, seconds=bench_seconds,
+                          kept=kept)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=40)
     con.rule("[bold]7. shutdown[/]")
     con.print(f"SIGTERM -> server drained and exited with code {code}")
-    ok &= code == 0
-    con.print(f"\nworking directory: {root}" + ("" if workdir else " (temporary)"))
-    con.print("[bold green]demo OK[/]" if ok else "[bold red]demo found a problem (see above)[/]")
-    return ExitCode.OK if ok else ExitCode.FAILED
+    return ok and code == 0
 
 
 if __name__ == "__main__":  # pragma: no cover
