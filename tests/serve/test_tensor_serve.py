@@ -186,3 +186,33 @@ def test_compute_groups_parts_by_their_non_batch_axes(two_input_bundle: Path) ->
     assert out.error is None and p.calls - before == 2  # two shapes -> two model calls
     for part, res in zip(parts, out.results, strict=True):
         assert np.array_equal(res.outputs["emb"], p.run(part).outputs["emb"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_v2_tritonclient_equals_the_python_api(srv: Server, two_input_bundle: Path, binary: bool) -> None:
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    c = httpclient.InferenceServerClient(srv.url.removeprefix("http://"))
+    meta = c.get_model_metadata("two")
+    assert {i["name"]: (i["datatype"], i["shape"]) for i in meta["inputs"]} == {
+        "tokens": ("INT64", [-1, -1]), "image": ("FP32", [-1, 3, 4, 4])}
+    assert {o["name"]: o["shape"] for o in meta["outputs"]} == {"emb": [-1, 4], "pooled": [-1, 3]}
+    x = _x(6, seq=7, seed=9)
+    ref = packserve.load(two_input_bundle).predict(x).outputs
+    inputs = []
+    for name, dtype in (("tokens", "INT64"), ("image", "FP32")):
+        t = httpclient.InferInput(name, list(x[name].shape), dtype)
+        t.set_data_from_numpy(x[name], binary_data=binary)
+        inputs.append(t)
+    outs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("emb", "pooled")]
+    res = c.infer("two", inputs, outputs=outs)
+    for n in ("emb", "pooled"):
+        assert np.array_equal(res.as_numpy(n), ref[n])  # type: ignore[index]
+    bad = x["tokens"].copy()
+    bad[4, 1] = VOCAB
+    inputs[0].set_data_from_numpy(bad, binary_data=binary)
+    with pytest.raises(InferenceServerException,
+                       match=r"input 'tokens', instance 4: must be within \[0, 49\]"):
+        c.infer("two", inputs, outputs=outs)
+    c.close()

@@ -81,6 +81,10 @@ __all__ = [
 
 def prediction_tensors(prediction: Prediction, manifest: Manifest) -> dict[str, tuple[str, np.ndarray]]:
     """``{output name: (datatype, array)}`` holding exactly what ``/predict`` reports."""
+    if manifest.outputs.task == "tensor":
+        assert prediction.outputs is not None
+        metas = plan_for(manifest).outputs
+        return {k: (metas[k].datatype, np.ascontiguousarray(v)) for k, v in prediction.outputs.items()}
     if manifest.outputs.task == "regression":
         assert prediction.values is not None
         return {"value": ("FP64", np.ascontiguousarray(prediction.values, dtype=np.float64))}

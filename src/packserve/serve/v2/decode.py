@@ -18,8 +18,9 @@ import numpy as np
 import orjson
 
 from packserve.bundle import Manifest, TensorSpec
-from packserve.errors import BadRequestError
+from packserve.errors import BadRequestError, InputError
 from packserve.runtime.inputs import Feeds
+from packserve.runtime.tensors import InputChecker
 from packserve.serve.v2.metadata import (
     FROM_MANIFEST,
     HEADER_LENGTH,
@@ -60,6 +61,9 @@ class _Plan:
     order: tuple[str, ...]
     # name -> per-column "may be missing" (NaN / null), for inputs filled from features
     missing: dict[str, np.ndarray]
+    # tensor bundles: each input's value checks (integer ranges, booleans, float overflow),
+    # the same code as /predict and the Python API
+    checkers: dict[str, InputChecker]
     outputs: dict[str, TensorMeta]
     all_outputs: dict[bool, tuple[RequestedOutput, ...]]
 
@@ -77,6 +81,7 @@ def plan_for(manifest: Manifest) -> _Plan:
         inputs={s.name: (s, FROM_MANIFEST[s.dtype], v2_shape(s)) for s in manifest.inputs},
         order=tuple(s.name for s in manifest.inputs),
         missing=_missing_masks(manifest),
+        checkers={s.name: InputChecker(s) for s in manifest.inputs} if manifest.is_tensor else {},
         outputs=outs,
         all_outputs={b: tuple(RequestedOutput(n, b) for n in outs) for b in (False, True)},
     )
@@ -377,6 +382,12 @@ def _parse_inputs(
             arr = _from_json(item["data"], datatype, shape, where, gaps)
         else:
             raise _bad(f"{where}: has neither 'data' nor parameters.binary_data_size")
+        checker = plan.checkers.get(name)
+        if checker is not None:
+            try:
+                arr = checker.convert(arr)
+            except InputError as exc:
+                raise _bad(exc.message) from None
         feeds[name] = arr
     if offset != len(binary):
         raise _bad(f"{len(binary) - offset} bytes of binary data are not claimed by any input")

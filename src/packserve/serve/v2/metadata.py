@@ -52,6 +52,8 @@ WIRE: dict[str, np.dtype[Any] | None] = {
 FROM_MANIFEST = {
     "float32": "FP32",
     "float64": "FP64",
+    "float16": "FP16",
+    "uint8": "UINT8",
     "int64": "INT64",
     "int32": "INT32",
     "bool": "BOOL",
@@ -98,6 +100,8 @@ def output_metadata(manifest: Manifest, *, value_width: int | None = None) -> li
     row); the manifest does not record it, so callers that know it (from warm-up) pass it.
     """
     spec = manifest.outputs
+    if spec.task == "tensor":  # every raw output by name, as the artifact computes it
+        return [TensorMeta(t.name, FROM_MANIFEST[t.dtype], v2_shape(t)) for t in spec.tensors]
     if spec.task == "regression":
         shape = (-1,) if value_width is None else (-1, value_width)
         return [TensorMeta("value", "FP64", shape)]
