@@ -258,9 +258,13 @@ def sign_bundle(
     key_path = Path(private_key)
     check_private_key(key_path, password)
     config = _lib("signing").Config().set_hashing_config(_hashing_config())
+    if certificate is not None and password:
+        raise ConfigError("model_signing cannot sign with a certificate and an encrypted key: "
+                          "use an unencrypted key (kept on the signing machine) for --cert")
     try:
-        if certificate is None:
-            config.use_elliptic_key_signer(private_key=key_path, password=password)
+        if certificate is None:  # the library hands the password to cryptography, which wants bytes
+            config.use_elliptic_key_signer(private_key=key_path,
+                                           password=password.encode() if password else None)
         else:
             config.use_certificate_signer(
                 private_key=key_path, signing_certificate=Path(certificate),
@@ -286,8 +290,9 @@ def check_private_key(private_key: PathLike, password: str | None = None) -> Non
     data = _read(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password.encode() if password else None)
-    except TypeError as exc:
-        raise ConfigError(f"private key {path.name!r}: {exc}") from exc
+    except TypeError as exc:  # encrypted without a password, or a password for a plain key
+        raise ConfigError(f"private key {path.name!r}: {exc} (CLI: the password comes from "
+                          "$PACKSERVE_SIGNING_KEY_PASSWORD)") from exc
     except ValueError as exc:
         raise ConfigError(
             f"{path.name!r} is not a PEM private key (or its password is wrong)"

@@ -157,7 +157,7 @@ def test_a_lone_refused_bundle_exits_with_the_signature_code(
     env, log = ort_trap_env(tmp_path / "trap")
     proc = subprocess.run(
         [sys.executable, "-m", "packserve", "serve", str(bad), "--port", str(free_port()),
-         "--trusted-keys", str(keys.public)],
+         "--trusted-key", str(keys.other_public), "--trusted-key", str(keys.public)],
         capture_output=True, text=True, timeout=120, env={**os.environ, **env},
     )
     assert proc.returncode == code, proc.stderr[-2000:]

@@ -22,6 +22,9 @@ def deploy_kserve(
     memory_limit: str = typer.Option("2Gi", help="memory limit"),
     min_replicas: int = typer.Option(1, min=0),
     max_replicas: int = typer.Option(3, min=1),
+    trusted_key: list[Path] = typer.Option(
+        [], "--trusted-key", help="serve only bundles signed by this public key / CA certificate "
+        "(PEM; repeatable): a ConfigMap holds it, the runtime enforces it; bundles are verified now"),
 ) -> None:
     """Write a KServe ServingRuntime (V2 protocol, port 8080, /mnt/models) and an InferenceService."""
     from packserve.deploy.kserve import write_kserve
@@ -29,7 +32,7 @@ def deploy_kserve(
 
     paths = write_kserve(inspect_target(path), out_dir, image=image, name=name, storage_uri=storage_uri,
                          cpu=cpu, memory=memory, memory_limit=memory_limit,
-                         min_replicas=min_replicas, max_replicas=max_replicas)
+                         min_replicas=min_replicas, max_replicas=max_replicas, trusted_keys=trusted_key)
     for p in paths:
         out().print(f"wrote {p}", highlight=False)
 
@@ -41,12 +44,16 @@ def deploy_docker(
         None, help="a packserve wheel to install (default: packserve==VERSION from the index)"),
     python: str = typer.Option("3.11", help="python:<version>-slim base image"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty --out folder"),
+    trusted_key: list[Path] = typer.Option(
+        [], "--trusted-key", help="serve only bundles signed by this public key / CA certificate "
+        "(PEM; repeatable): copied into the image and enforced; bundles are verified now"),
 ) -> None:
     """Write a Docker build context: Dockerfile, .dockerignore and a copy of the models."""
     from packserve.deploy.docker import write_docker
     from packserve.deploy.target import inspect_target
 
-    write_docker(inspect_target(path), out_dir, python=python, wheel=wheel, force=force)
+    write_docker(inspect_target(path), out_dir, python=python, wheel=wheel, force=force,
+                 trusted_keys=trusted_key)
     out().print(f"wrote {out_dir}/Dockerfile, .dockerignore, model/ — build: docker build -t IMAGE {out_dir}",
               highlight=False)
 

@@ -31,6 +31,9 @@ def pack_cmd(
         True, "--example-rows/--no-example-rows", help="Store a few sample rows in the manifest "
         "(the served OpenAPI example, bench inputs). --no-example-rows keeps real data out of "
         "the bundle; placeholders are used instead."),
+    sign_key: Path | None = typer.Option(
+        None, "--sign-key", help="Sign the finished bundle with this EC private key (PEM): "
+        "model.sig, as `packserve sign` writes it."),
 ) -> None:
     """Pack a native model file into a verified bundle (ONNX + manifest with parity)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -57,17 +60,23 @@ def pack_cmd(
         with reporting(show):
             result = pack(model, out_dir, sample=table, name=name or src.stem, version=version,
                           feature_names=names or model_names, force=force,
-                          allow_parity_failure=allow_parity_failure, example_rows=example_rows)
+                          allow_parity_failure=allow_parity_failure, example_rows=example_rows,
+                          sign_key=sign_key)
     print_summary(out(), result.manifest)
     out().print(f"[bold]bundle written:[/] {result.path}", highlight=False, soft_wrap=True)
+    if result.signature is not None:
+        out().print(f"[bold]signed:[/] key {result.signature.key_fingerprint}", highlight=False)
 
 
 def inspect_cmd(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    key: list[Path] = typer.Option([], "--key", "-k", help="Also verify the signature with this "
+                                   "trusted public key / CA certificate (PEM); repeatable."),
 ) -> None:
-    """Summarise a bundle and verify its files' sha256 (exit 5 if tampered)."""
+    """Summarise a bundle, verify its files' sha256 (exit 5) and show its signature status."""
     from packserve.bundle import read_manifest, verify_bundle
+    from packserve.cli.signing import signature_line
     from packserve.errors import IntegrityError
     from packserve.pack.report import print_summary
 
@@ -81,6 +90,11 @@ def inspect_cmd(
         typer.echo(manifest.model_dump_json(indent=2))
     else:
         print_summary(out(), manifest, integrity=problem.message if problem else None)
+    status, refused = signature_line(bundle, key)
+    if not as_json:
+        out().print(f"[bold]signature[/]  {status}", highlight=False, soft_wrap=True)
+    if refused is not None:
+        raise refused
     if problem is not None:
         raise problem
 

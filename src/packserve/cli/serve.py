@@ -11,6 +11,9 @@ from typing import Any, Optional
 
 import typer
 
+#: list-valued settings: field -> its repeatable flag (the env var takes a comma-separated list)
+REPEATABLE = {"trusted_keys": "--trusted-key"}
+
 
 def _serve_signature() -> tuple[inspect.Signature, dict[str, Any]]:
     """``packserve serve`` flags generated from ServeSettings: one flag per field, always in sync.
@@ -34,17 +37,19 @@ def _serve_signature() -> tuple[inspect.Signature, dict[str, Any]]:
         if name == "model_path":
             continue
         ann = field.annotation
-        kind: type = bool if ann is bool else int if ann is int else float if ann is float else str
+        kind: Any = bool if ann is bool else int if ann is int else float if ann is float else str
         flag = "--" + name.replace("_", "-")
         decl = f"{flag}/--no-{name.replace('_', '-')}" if kind is bool else flag
+        if name in REPEATABLE:  # list fields: one value per flag, the flag named in the singular
+            kind, decl = list[str], REPEATABLE[name]
         default = field.default if field.default is not None else None
         # parentheses, not brackets: rich would read "[default: x]" as markup and drop it
-        shown = "" if name == "api_key" or default is None else f" (default: {default})"
+        shown = "" if name == "api_key" or default in (None, []) else f" (default: {default})"
         params.append(
             inspect.Parameter(
                 name, kw,
                 default=typer.Option(None, decl, help=(field.description or "") + shown,
-                                     show_default=False),
+                                     show_default=False, metavar="PEM" if name in REPEATABLE else None),
                 annotation=Optional[kind],  # noqa: UP045
             )
         )
@@ -58,7 +63,7 @@ def serve(**flags: Any) -> None:
     from packserve.serve.settings import ServeSettings
 
     path = flags.pop("path", None)
-    given = {k: v for k, v in flags.items() if v is not None}
+    given = {k: v for k, v in flags.items() if v is not None and v != []}
     if path is not None:
         given["model_path"] = path
     try:

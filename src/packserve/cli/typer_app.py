@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from packserve.cli import bench, demo, deploy, pack, scan
+from packserve.cli import bench, demo, deploy, pack, scan, signing
 from packserve.cli.console import out, report_error
 from packserve.errors import PackserveError, exit_code_help
 
@@ -137,6 +137,8 @@ COMMANDS: list[tuple[typer.Typer, str, Callable[..., Any]]] = [
     (app, "version", version),
     (app, "pack", pack.pack_cmd),
     (app, "inspect", pack.inspect_cmd),
+    (app, "sign", signing.sign_cmd),
+    (app, "verify", signing.verify_cmd),
     (app, "scan", scan.scan_cmd),
     (app, "bench", bench.bench),
     (app, "locustfile", bench.locustfile),
