@@ -36,6 +36,7 @@ from packserve.errors import (
     UnauthorizedError,
 )
 from packserve.runtime import RuntimeOptions
+from packserve.serve.admission import Admission
 from packserve.serve.docs import DOCS_CHALLENGES, docs_router, is_docs_surface
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
@@ -92,10 +93,18 @@ class PackserveApp(FastAPI):
         self.state.serving, self.state.metrics = state, metrics
         key = settings.api_key
         self._key = key.get_secret_value().encode() if key is not None else None
-        self._predict = PredictEndpoint(
-            registry, max_body_bytes=settings.max_body_bytes, draining=lambda: state.draining
+        self.admission = Admission(
+            budget_ms=settings.admission_budget_ms, max_in_flight=settings.max_in_flight,
+            parallelism=settings.resolved_inference_threads(), timeout_ms=settings.timeout_ms,
+            metrics_registry=metrics.registry,
         )
-        self._v2_infer = InferEndpoint(registry, max_body_bytes=settings.max_body_bytes)
+        self._predict = PredictEndpoint(
+            registry, max_body_bytes=settings.max_body_bytes, draining=lambda: state.draining,
+            admission=self.admission,
+        )
+        self._v2_infer = InferEndpoint(
+            registry, max_body_bytes=settings.max_body_bytes, admission=self.admission
+        )
         self._limit = settings.max_body_bytes
         self._access = settings.access_log
         self._openapi_gen = -1

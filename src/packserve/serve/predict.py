@@ -10,11 +10,13 @@ OpenAPI description is still exact: :mod:`packserve.serve.schemas` builds it per
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from starlette.types import Receive, Scope, Send
 
 from packserve.errors import MethodNotAllowedError, PackserveError
+from packserve.serve.admission import Admission
 from packserve.serve.batching import infer_until_disconnect
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
@@ -69,9 +71,10 @@ class PredictEndpoint:
 
     def __init__(
         self, registry: ModelRegistry, *, max_body_bytes: int,
-        draining: Callable[[], bool] = lambda: False,
+        draining: Callable[[], bool] = lambda: False, admission: Admission | None = None,
     ) -> None:
         self.registry = registry
+        self.admission = admission or Admission(budget_ms=0)
         self.max_body_bytes = max_body_bytes
         self.draining = draining
 
@@ -82,11 +85,13 @@ class PredictEndpoint:
             if scope["method"] != "POST":
                 raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
             handle = self.registry.resolve(name, version)
-            # held from routing on (body reading included): an unload or a newer version
-            # waits for this request, which finishes on the version it was routed to
-            handle.in_flight += 1
+            now = time.monotonic()
+            # admitted (or 503 at once) before the body is read; held from routing on: an
+            # unload or a newer version waits for it, it finishes on the version it got
+            self.admission.enter(handle, now)
             try:
                 request_headers = header_map(scope)
+                deadline = self.admission.deadline(request_headers, now)
                 check_json(request_headers)
                 body = await read_body(receive, request_headers, self.max_body_bytes)
                 obj = parse_json(body)
@@ -94,12 +99,12 @@ class PredictEndpoint:
                 assert decoder is not None and encoder is not None
                 if batch:
                     feeds = decoder.decode_batch(obj)
-                    out = encoder.batch(await infer_until_disconnect(handle, feeds, receive))
+                    out = encoder.batch(await infer_until_disconnect(handle, feeds, receive, deadline))
                 else:
                     feeds = decoder.decode_single(obj)
-                    out = encoder.single(await infer_until_disconnect(handle, feeds, receive))
+                    out = encoder.single(await infer_until_disconnect(handle, feeds, receive, deadline))
             finally:
-                handle.in_flight -= 1
+                self.admission.leave(handle)
         except PackserveError as exc:
             status, out, headers = error_parts(exc)
         except ClientDisconnect:

@@ -50,6 +50,13 @@ class ModelState(enum.StrEnum):
 class Submitter(Protocol):
     """What a batcher offers ``ModelHandle.infer`` (see ``serve/batching/``)."""
 
+    max_batch_size: int
+    max_queue: int
+    concurrency: int
+
+    @property
+    def queue_depth(self) -> int: ...
+
     async def submit(self, feeds: Feeds, *, deadline: float | None = None) -> Prediction: ...
 
 
@@ -150,17 +157,25 @@ class ModelHandle:
         try:
             if self.batcher is not None:
                 return await self.batcher.submit(feeds, deadline=deadline)
-            return await self.compute(feeds)
+            return await self.compute(feeds, deadline=deadline)
         finally:
             self.in_flight -= 1
 
-    async def compute(self, feeds: Feeds) -> Prediction:
-        """Run ``predictor.run`` inline if measured cheap, else in the inference executor."""
+    async def compute(self, feeds: Feeds, *, deadline: float | None = None) -> Prediction:
+        """Run ``predictor.run`` inline if measured cheap, else in the inference executor
+        (where a request whose ``deadline`` passed while it waited for a thread is dropped)."""
         rows = feeds_rows(feeds)
         if self.cost.inline(rows):
             return self._run(feeds, rows, True)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._run, feeds, rows, False)
+        if deadline is None:
+            return await loop.run_in_executor(self.executor, self._run, feeds, rows, False)
+        return await loop.run_in_executor(self.executor, self._run_before, feeds, rows, deadline)
+
+    def _run_before(self, feeds: Feeds, rows: int, deadline: float) -> Prediction:
+        if time.monotonic() > deadline:
+            raise DeadlineExceededError("the request's deadline passed before it was computed")
+        return self._run(feeds, rows, False)
 
     def _run(self, feeds: Feeds, rows: int, inline: bool) -> Prediction:
         predictor = self.predictor

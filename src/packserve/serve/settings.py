@@ -87,6 +87,19 @@ class ServeSettings(BaseSettings):
         description="readiness needs every model of a repository (else: >= 1 ready, none loading)",
     )
 
+    # --- admission control (serve/admission.py) ------------------------------------------
+    admission_budget_ms: float = Field(
+        default=30.0, ge=0.0,
+        description="most queueing an accepted prediction may meet: beyond it (the event loop "
+        "behind, or a model's accepted work needing longer than this to drain) new requests get "
+        "503 + Retry-After at once, before their body is read. 0 = admit everything",
+    )
+    max_in_flight: int = Field(
+        default=0, ge=0,
+        description="accepted requests per model (in flight + queued); 0 = sized from the model's "
+        "measured per-call cost and admission_budget_ms",
+    )
+
     # --- dynamic batching (serve/batching/) ---------------------------------------------
     batching: bool = Field(
         default=False,
@@ -107,7 +120,8 @@ class ServeSettings(BaseSettings):
     )
     timeout_ms: float = Field(
         default=0.0, ge=0.0,
-        description="a batched request still queued after this gets 504 and is not computed; 0 = no limit",
+        description="a request still queued after this gets 504 and is not computed (every path; a "
+        "client's X-Request-Timeout-Ms header may shorten it); 0 = no limit",
     )
     model_batching: dict[str, BatchingOverride] = Field(
         default={},

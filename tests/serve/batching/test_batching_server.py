@@ -258,7 +258,8 @@ def test_full_queue_answers_503_with_retry_after_at_once(chapter_bundle, chapter
             t.join(30)
         assert [o.status_code for o in out] == [200, 200, 200]
         metrics = httpx.get(f"{srv.url}/metrics").text
-    assert 'packserve_batch_rejected_total{model="fraud",reason="queue_full",version="1.0.0"} 1.0' in metrics
+    # refused at the door (admission control), before its body was parsed
+    assert 'packserve_admission_rejected_total{model="fraud",reason="queue_full"} 1.0' in metrics
     # every answered request - the blocked one and the two queued behind it - is timed
     assert 'packserve_batch_request_seconds_count{model="fraud",version="1.0.0"} 3.0' in metrics
 

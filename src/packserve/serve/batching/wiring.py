@@ -149,7 +149,7 @@ def install_batching(
 
 
 async def infer_until_disconnect(
-    handle: ModelHandle, feeds: Feeds, receive: Receive
+    handle: ModelHandle, feeds: Feeds, receive: Receive, deadline: float | None = None
 ) -> Prediction:
     """``handle.infer(feeds)``, dropped from the batcher's queue if the client disconnects.
 
@@ -158,7 +158,7 @@ async def infer_until_disconnect(
     Raises :class:`~packserve.serve.http.ClientDisconnect` when the client went away.
     """
     if handle.batcher is None:
-        return await handle.infer(feeds)
+        return await handle.infer(feeds, deadline=deadline)
 
     async def probe() -> bool:
         message = await receive()
@@ -166,7 +166,7 @@ async def infer_until_disconnect(
 
     token = client_probe.set(probe)
     try:
-        return await handle.infer(feeds)
+        return await handle.infer(feeds, deadline=deadline)
     except ClientGone:
         raise ClientDisconnect from None
     finally:

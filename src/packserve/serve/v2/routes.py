@@ -36,6 +36,7 @@ from packserve.errors import (
     RouteNotFoundError,
     UnsupportedMediaTypeError,
 )
+from packserve.serve.admission import Admission
 from packserve.serve.batching import ClientGone, client_probe
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY_V2,
@@ -196,6 +197,7 @@ async def infer_body(
     header_length: str | bytes | None,
     content_encoding: str | bytes | None,
     limit: int,
+    deadline: float | None = None,
 ) -> codec.EncodedResponse:
     """The one V2 inference path: read, decode, validate, ``handle.infer``, encode.
 
@@ -212,7 +214,9 @@ async def infer_body(
         req = codec.parse_infer_request(
             body, handle.manifest, header_length=header_length, max_rows=handle.max_batch
         )
-        deadline = None if req.timeout_s is None else time.monotonic() + req.timeout_s
+        if req.timeout_s is not None:  # the protocol's parameters.timeout; the earlier wins
+            asked = time.monotonic() + req.timeout_s
+            deadline = asked if deadline is None else min(deadline, asked)
         prediction = await handle.infer(req.feeds, deadline=deadline)
     finally:
         handle.in_flight -= 1
@@ -242,9 +246,12 @@ class InferEndpoint:
     """V2 inference at the ASGI level, like ``/predict`` (no per-request FastAPI machinery:
     it costs more than validating and running a small model). Returns the status it sent."""
 
-    def __init__(self, registry: ModelRegistry, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, registry: ModelRegistry, *, max_body_bytes: int, admission: Admission | None = None
+    ) -> None:
         self.registry = registry
         self.max_body_bytes = max_body_bytes
+        self.admission = admission or Admission(budget_ms=0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, hit: InferMatch) -> int:
         _, name, version = hit
@@ -252,6 +259,19 @@ class InferEndpoint:
             if scope["method"] != "POST":
                 raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
             handle = self.registry.resolve(name, version)
+            now = time.monotonic()
+            self.admission.enter(handle, now)  # 503 at once, before the body is read
+            try:
+                return await self._infer(scope, receive, send, handle, now)
+            finally:
+                self.admission.leave(handle)
+        except PackserveError as exc:
+            return await send_error(send, exc, v2=True)
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, handle: ModelHandle, now: float
+    ) -> int:
+        try:
             headers = header_map(scope)
 
             async def probe() -> bool:  # asked by the batcher only once the body is read
@@ -266,6 +286,7 @@ class InferEndpoint:
                     header_length=headers.get(b"inference-header-content-length"),
                     content_encoding=headers.get(b"content-encoding"),
                     limit=self.max_body_bytes,
+                    deadline=self.admission.deadline(headers, now),
                 )
             except ClientGone:
                 raise ClientDisconnect from None

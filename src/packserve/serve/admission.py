@@ -1,0 +1,174 @@
+"""Admission control: shed overload at the door, before a request's body is parsed.
+
+Without it an overloaded server accepts everything, queues it (in the event loop, in the
+kernel's socket buffers, in the executor or the batcher) and answers late: clients that give
+up after a few seconds still get their work computed, accepted latency grows to the clients'
+timeout and health checks wait behind the queue. Two signals decide, both before the body is
+read (so a refused request costs a fraction of an accepted one):
+
+* **queueing delay** — how long the current event-loop pass has been running
+  (:class:`LoopClock`). Requests that arrived while the loop was busy are served in one
+  pass; when that pass has already run for more than ``budget_s``, the requests behind it
+  waited at least that long: new ones are refused until the loop catches up. This is the
+  signal for cheap models computed on the loop, whose queue is invisible to the app (it sits
+  in socket buffers and the loop's ready queue).
+* **accepted work per model** — requests routed to a model and not yet answered (in flight
+  plus queued in the executor or batcher). The bound is sized from the model's measured
+  per-call cost so that the admitted work drains within ``budget_s``
+  (``budget_s * parallelism / cost``, at least two per thread), or set explicitly
+  (``max_in_flight``). With batching, a full batcher queue is also refused here, before
+  the body is parsed, so the batcher's own late 503 is only a backstop for a race.
+
+Beyond either, the request gets 503 with ``Retry-After`` at once (:class:`OverloadedError`).
+Health, readiness and ``/metrics`` never pass through here. A per-request deadline
+(``X-Request-Timeout-Ms`` header, ``timeout_ms`` setting; the earlier wins) makes work still
+queued when it passes a 504 instead of a late answer (:meth:`Admission.deadline`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter
+
+from packserve.errors import OverloadedError
+from packserve.serve.registry import ModelHandle
+
+__all__ = ["TIMEOUT_HEADER", "Admission", "LoopClock"]
+
+#: request header: the client's remaining budget in milliseconds (work after it -> 504)
+TIMEOUT_HEADER = b"x-request-timeout-ms"
+
+_MAX_LIMIT = 10_000
+
+
+class LoopClock:
+    """How long the current event-loop pass has been running (seconds).
+
+    The first caller in a pass stamps the time and schedules a reset with ``call_soon``;
+    that callback runs only after every callback already queued for this pass, i.e. at the
+    start of the next pass. Costs one ``perf_counter`` call per request and one callback per
+    busy pass; nothing at all while idle.
+    """
+
+    __slots__ = ("_armed", "_start")
+
+    def __init__(self) -> None:
+        self._start = 0.0
+        self._armed = False
+
+    def elapsed(self, now: float) -> float:
+        if self._armed:
+            return now - self._start
+        self._armed = True
+        self._start = now
+        asyncio.get_running_loop().call_soon(self._reset)
+        return 0.0
+
+    def _reset(self) -> None:
+        self._armed = False
+
+
+class Admission:
+    """One per app: ``enter(handle, now)`` before reading a body, ``leave(handle)`` after."""
+
+    def __init__(
+        self,
+        *,
+        budget_ms: float,
+        max_in_flight: int = 0,
+        parallelism: int = 1,
+        timeout_ms: float = 0.0,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.budget_s = max(budget_ms, 0.0) / 1000.0
+        self.max_in_flight = max_in_flight
+        self.parallelism = max(1, parallelism)
+        self.timeout_s = max(timeout_ms, 0.0) / 1000.0
+        self.clock = LoopClock()
+        self._counts: dict[str, int] = {}
+        self.rejected = Counter(
+            "packserve_admission_rejected", "requests refused at the door (503), by reason",
+            ["model", "reason"], registry=metrics_registry,
+        ) if metrics_registry is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget_s > 0 or self.max_in_flight > 0
+
+    def limit(self, handle: ModelHandle) -> int:
+        """Accepted requests allowed for ``handle``'s model (in flight + queued)."""
+        if self.max_in_flight:
+            return self.max_in_flight
+        batcher = handle.batcher
+        cost = handle.cost
+        if batcher is not None:
+            size = batcher.max_batch_size
+            per_request = cost.estimate(size) / size
+            parallel = batcher.concurrency
+        else:
+            per_request = cost.estimate(1)
+            parallel = 1 if cost.inline(1) else self.parallelism
+        if not per_request > 0 or math.isinf(per_request):
+            limit = _MAX_LIMIT
+        else:
+            limit = int(self.budget_s * parallel / per_request)
+        # at least one running and one waiting per thread: arrivals a moment apart must not
+        # bounce off a model that is merely busy
+        return max(2 * parallel, min(limit, _MAX_LIMIT))
+
+    def enter(self, handle: ModelHandle, now: float) -> None:
+        """Admit one request to ``handle`` or raise :class:`OverloadedError` (503) at once.
+
+        Admitted requests hold the handle (``in_flight``) until :meth:`leave`: an unload or a
+        newer version waits for them.
+        """
+        name = handle.name
+        if self.budget_s > 0 and self.clock.elapsed(now) > self.budget_s:
+            self._reject(name, "queue_delay")
+            raise OverloadedError("the server is overloaded; retry later", retry_after_s=1.0)
+        batcher = handle.batcher
+        if batcher is not None and batcher.queue_depth >= batcher.max_queue:
+            # the batcher would refuse it after parsing: refuse it now, for a fraction of that
+            self._reject(name, "queue_full")
+            raise OverloadedError(
+                f"model {name!r} has {batcher.queue_depth} requests queued; retry later",
+                retry_after_s=1.0,
+            )
+        n = self._counts.get(name, 0)
+        if self.enabled and n >= self.limit(handle):
+            self._reject(name, "in_flight")
+            raise OverloadedError(
+                f"model {name!r} has {n} requests in progress; retry later", retry_after_s=1.0
+            )
+        self._counts[name] = n + 1
+        handle.in_flight += 1
+
+    def leave(self, handle: ModelHandle) -> None:
+        handle.in_flight -= 1
+        self._counts[handle.name] -= 1
+
+    def in_progress(self, name: str) -> int:
+        return self._counts.get(name, 0)
+
+    def deadline(self, headers: Mapping[bytes, bytes], now: float) -> float | None:
+        """The request's deadline on ``time.monotonic()``: the setting or the header, earlier wins.
+
+        A malformed header is ignored (it is advice from the client, not input to validate).
+        """
+        timeout = self.timeout_s
+        raw = headers.get(TIMEOUT_HEADER)
+        if raw is not None:
+            try:
+                asked = float(raw) / 1000.0
+            except ValueError:
+                asked = 0.0
+            if asked > 0 and math.isfinite(asked) and (timeout == 0 or asked < timeout):
+                timeout = asked
+        return None if timeout <= 0 else now + timeout
+
+    def _reject(self, name: str, reason: str) -> None:
+        if self.rejected is not None:
+            self.rejected.labels(name, reason).inc()

@@ -1,0 +1,139 @@
+"""Admission control (issue #15): overload is refused at the door, before the body is read.
+
+Real server, the slow model in a thread (one inference thread), so the amount of accepted
+work is known exactly: a bound of 2 accepted requests, the third gets 503 + Retry-After at
+once — with only its headers sent. A request whose deadline passes while it waits for the
+model gets 504 and is not computed; health stays fast meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers.models import make_slow_bundle
+from helpers.server import running_server
+from packserve.serve.admission import LoopClock
+
+ARGS = ("--max-in-flight", "2", "--inference-threads", "1", "--batching")
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` carrying ``labels`` (all series when none given)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((f"{name}{{", f"{name} ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            total += float(line.split()[-1])
+    return total
+
+
+def _body(rows: int) -> bytes:
+    return json.dumps({"instances": [{"features": [0.1] * 4}] * rows}).encode()
+
+
+@pytest.fixture(scope="module")
+def slow_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_slow_bundle(tmp_path_factory.mktemp("adm") / "slow")
+
+
+def _busy(url: str, n: int, rows: int = 512) -> tuple[list[threading.Thread], list[int]]:
+    codes: list[int] = []
+
+    def send() -> None:
+        with httpx.Client(timeout=60) as c:
+            codes.append(c.post(f"{url}/predict/batch", content=_body(rows),
+                                headers={"content-type": "application/json"}).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads, codes
+
+
+def _wait_in_flight(url: str, n: int) -> None:
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        m = httpx.get(f"{url}/metrics").text
+        if _metric(m, "packserve_requests_in_flight") >= n + 1:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{n} requests never in flight")
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_beyond_the_bound_503_with_retry_after_before_the_body(
+    slow_bundle: Path, batching: bool
+) -> None:
+    args = ARGS if batching else ARGS[:-1]
+    with running_server(slow_bundle, *args) as srv:
+        threads, codes = _busy(srv.url, 2)
+        _wait_in_flight(srv.url, 2)
+        # only the headers: the answer comes at once, the body is never waited for
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        try:
+            t0 = time.monotonic()
+            sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: 100000\r\n\r\n")
+            head = sock.recv(65536)
+            elapsed = time.monotonic() - t0
+        finally:
+            sock.close()
+        assert head.startswith(b"HTTP/1.1 503"), head[:200]
+        assert b"retry-after: 1" in head.lower()
+        assert elapsed < 1.0
+        t0 = time.monotonic()
+        r = httpx.get(f"{srv.url}/health/ready", timeout=5)  # health answers under overload
+        assert r.status_code == 200 and time.monotonic() - t0 < 1.0
+        v2 = httpx.post(f"{srv.url}/v2/models/slow/infer", json={"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0.1] * 4}]})
+        assert v2.status_code == 503 and "retry-after" in v2.headers and list(v2.json()) == ["error"]
+        for t in threads:
+            t.join(60)
+        assert codes == [200, 200]
+        m = httpx.get(f"{srv.url}/metrics").text
+        assert _metric(m, "packserve_admission_rejected_total", model="slow", reason="in_flight") == 2
+        assert httpx.post(f"{srv.url}/predict", json={"features": [0.1] * 4}).status_code == 200
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_deadline_header_gives_504_and_skips_the_work(slow_bundle: Path, batching: bool) -> None:
+    args = ("--inference-threads", "1", *(("--batching",) if batching else ()))
+    with running_server(slow_bundle, *args) as srv:
+        threads, codes = _busy(srv.url, 1)
+        _wait_in_flight(srv.url, 1)
+        before = _metric(httpx.get(f"{srv.url}/metrics").text, "packserve_inference_rows_count")
+        r = httpx.post(f"{srv.url}/predict", json={"features": [0.1] * 4}, timeout=30,
+                       headers={"X-Request-Timeout-Ms": "50"})
+        assert r.status_code == 504 and r.json()["error"] == "deadline_exceeded", r.text
+        for t in threads:
+            t.join(60)
+        assert codes == [200]
+        after = _metric(httpx.get(f"{srv.url}/metrics").text, "packserve_inference_rows_count")
+        assert after == before + 1  # the busy request's call only: the expired one never ran
+        ok = httpx.post(f"{srv.url}/predict", json={"features": [0.1] * 4},
+                        headers={"X-Request-Timeout-Ms": "30000"})
+        assert ok.status_code == 200
+
+
+def test_loop_clock_measures_the_current_pass() -> None:
+    async def main() -> tuple[float, float, float]:
+        clock = LoopClock()
+        first = clock.elapsed(time.monotonic())
+        time.sleep(0.03)  # the rest of this pass is busy
+        late = clock.elapsed(time.monotonic())
+        await asyncio.sleep(0)  # a new pass
+        await asyncio.sleep(0)
+        fresh = clock.elapsed(time.monotonic())
+        return first, late, fresh
+
+    first, late, fresh = asyncio.run(main())
+    assert first == 0.0 and late >= 0.03 and fresh == 0.0
