@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--factor", type=float, default=2.0)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=";".join(VARIANTS), help="names separated by ;")
     ap.add_argument("--no-pin", action="store_true")
     args = ap.parse_args()
     cpus = len(os.sched_getaffinity(0))
@@ -153,7 +153,7 @@ def main() -> None:
     body = orjson.dumps({"features": rows[0]})
     py = sys.executable
     rows_out: list[dict[str, object]] = []
-    names = [v.strip() for v in args.variants.split(",")]
+    names = [v.strip() for v in args.variants.split(";")]
     print(f"cpus={cpus} pinning={'server cpu0 / generator cpu1' if pin_srv else 'off'} "
           f"duration={args.duration}s factor={args.factor}x", flush=True)
     for _ in range(args.rounds):

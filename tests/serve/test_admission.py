@@ -125,15 +125,17 @@ def test_deadline_header_gives_504_and_skips_the_work(slow_bundle: Path, batchin
 
 
 def test_loop_clock_measures_the_current_pass() -> None:
-    async def main() -> tuple[float, float, float]:
+    async def main() -> tuple[float, float, int, float, int]:
         clock = LoopClock()
         first = clock.elapsed(time.monotonic())
         time.sleep(0.03)  # the rest of this pass is busy
         late = clock.elapsed(time.monotonic())
+        count = clock.count
         await asyncio.sleep(0)  # a new pass
         await asyncio.sleep(0)
         fresh = clock.elapsed(time.monotonic())
-        return first, late, fresh
+        return first, late, count, fresh, clock.count
 
-    first, late, fresh = asyncio.run(main())
-    assert first == 0.0 and late >= 0.03 and fresh == 0.0
+    first, late, count, fresh, fresh_count = asyncio.run(main())
+    assert first == 0.0 and late >= 0.03 and count == 2
+    assert fresh == 0.0 and fresh_count == 1

@@ -8,8 +8,9 @@ read (so a refused request costs a fraction of an accepted one):
 
 * **queueing delay** — how long the current event-loop pass has been running
   (:class:`LoopClock`). Requests that arrived while the loop was busy are served in one
-  pass; when that pass has already run for more than ``budget_s``, the requests behind it
-  waited at least that long: new ones are refused until the loop catches up. This is the
+  pass; when that pass has already run for more than ``budget_s`` (and carries a real
+  backlog, :data:`MIN_BACKLOG` requests), the requests behind it waited at least that long:
+  new ones are refused until the loop catches up. This is the
   signal for cheap models computed on the loop, whose queue is invisible to the app (it sits
   in socket buffers and the loop's ready queue).
 * **accepted work per model** — requests routed to a model and not yet answered (in flight
@@ -42,28 +43,36 @@ __all__ = ["TIMEOUT_HEADER", "Admission", "LoopClock"]
 TIMEOUT_HEADER = b"x-request-timeout-ms"
 
 _MAX_LIMIT = 10_000
+#: a long pass sheds only when it carries at least this many requests: a pass made long by
+#: something else (a model loading in a thread, the process descheduled on a busy host)
+#: with a few clients behind it is not a backlog that refusing could shrink
+MIN_BACKLOG = 64
 
 
 class LoopClock:
-    """How long the current event-loop pass has been running (seconds).
+    """How long the current event-loop pass has been running (seconds), and how many
+    requests it has started (``count``).
 
     The first caller in a pass stamps the time and schedules a reset with ``call_soon``;
     that callback runs only after every callback already queued for this pass, i.e. at the
-    start of the next pass. Costs one ``perf_counter`` call per request and one callback per
-    busy pass; nothing at all while idle.
+    start of the next pass. Costs one clock read per request and one callback per busy pass;
+    nothing at all while idle.
     """
 
-    __slots__ = ("_armed", "_start")
+    __slots__ = ("_armed", "_start", "count")
 
     def __init__(self) -> None:
         self._start = 0.0
         self._armed = False
+        self.count = 0
 
     def elapsed(self, now: float) -> float:
         if self._armed:
+            self.count += 1
             return now - self._start
         self._armed = True
         self._start = now
+        self.count = 1
         asyncio.get_running_loop().call_soon(self._reset)
         return 0.0
 
@@ -126,7 +135,8 @@ class Admission:
         newer version waits for them.
         """
         name = handle.name
-        if self.budget_s > 0 and self.clock.elapsed(now) > self.budget_s:
+        clock = self.clock
+        if self.budget_s > 0 and clock.elapsed(now) > self.budget_s and clock.count > MIN_BACKLOG:
             self._reject(name, "queue_delay")
             raise OverloadedError("the server is overloaded; retry later", retry_after_s=1.0)
         batcher = handle.batcher
