@@ -59,6 +59,8 @@ class ScanHost(Protocol):
 
     def error(self, ctx: Ctx, reason: str) -> None: ...
 
+    def note_verified(self) -> None: ...
+
     def scan_stream(
         self,
         f: Source,

@@ -55,6 +55,8 @@ def sniff(head: bytes) -> str:
         return "lzma"
     if is_tar_header(head):
         return "tar"
+    if head[:8] == b"\x89HDF\r\n\x1a\n":
+        return "hdf5"  # Keras .h5 (see packserve.scan.keras)
     return "pickle"
 
 

@@ -59,6 +59,10 @@ class Scanner:
     def error(self, ctx: Ctx, reason: str) -> None:
         self.report.errors.append(ScanError(ctx.file, ctx.member, reason))
 
+    def note_verified(self) -> None:
+        """Data a loader would run (a pickle, a Keras config) was found and judged."""
+        self.walked += 1
+
     # --- entry points ----------------------------------------------------------------------
 
     def scan_path(self, path: str | os.PathLike[str]) -> ScanReport:
@@ -165,6 +169,18 @@ class Scanner:
         if kind == "npy":
             formats.scan_npy(self, r, ctx)
             return
+        if kind == "hdf5":
+            from packserve.scan.keras import scan_h5
+
+            if seekable_file and start == 0 and ctx.member is None:
+                scan_h5(self, f, ctx)
+                return
+            data = r.read(ZIP_IN_STREAM_CAP + 1)
+            if len(data) > ZIP_IN_STREAM_CAP:
+                self.error(ctx, "HDF5 file inside a container is too large to verify in memory")
+                return
+            scan_h5(self, io.BytesIO(data), ctx)
+            return
         if kind == "tar":
             formats.scan_tar(self, f, r, ctx, start, length, seekable_file)
             return
@@ -252,7 +268,7 @@ class Scanner:
         res = walk(r, on_build=lambda w, obj: hooks.joblib_hook(self, w, obj, ctx))
         if not res.ok and not res.looks_like_pickle and not must_be_pickle:
             return None
-        self.walked += 1
+        self.note_verified()
         self.judge(res, ctx)
         return res
 

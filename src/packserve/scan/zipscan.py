@@ -17,6 +17,7 @@ import zlib
 from typing import Any
 
 from packserve.scan.context import Ctx, ScanHost
+from packserve.scan.keras import is_keras_archive, judge_member
 from packserve.scan.report import Severity
 from packserve.scan.stream import CHUNK, Reader, ScanLimitError, Source
 
@@ -184,6 +185,10 @@ def scan_zip(
         if data_offset is not None:
             members.append((info, data_offset, mctx))
     _check_layout(scanner, src, zf, infos, ctx)
+    if is_keras_archive([i.filename for i in infos]):
+        if ctx.member is None and not polyglot:
+            scanner.report.files[ctx.file] = "keras"
+        members = _keras_members(scanner, zf, src, members)
     _scan_members(scanner, zf, src, members)
 
 
@@ -273,6 +278,25 @@ def _scan_members(
             for sub in ("data", "constants", ".data"):
                 storage_members.add(posixpath.join(folder, sub, s.key))
         _check_crc(scanner, zf, src, info, data_offset, mctx, storage=False)
+
+
+def _keras_members(
+    scanner: ScanHost, zf: zipfile.ZipFile, src: Any, members: list[tuple[zipfile.ZipInfo, int, Ctx]]
+) -> list[tuple[zipfile.ZipInfo, int, Ctx]]:
+    """A ``.keras`` archive: judge ``config.json``; HDF5 weights are arrays (CRC-checked only).
+
+    Returns the members left to scan by content (metadata, assets).
+    """
+    rest = []
+    for info, data_offset, mctx in members:
+        if info.filename == "config.json":
+            judge_member(scanner, zf, info, mctx)
+            _check_crc(scanner, zf, src, info, data_offset, mctx, storage=False)
+        elif info.filename.endswith(".h5"):
+            _check_crc(scanner, zf, src, info, data_offset, mctx, storage=True)
+        else:
+            rest.append((info, data_offset, mctx))
+    return rest
 
 
 def _scan_member(
