@@ -13,8 +13,10 @@ import pytest
 from helpers.browser import CHROMIUM_ARGS, NAV_TIMEOUT_MS, chromium_path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped on purpose: while Playwright's sync API runs, its event loop is this
+    thread's running loop, so an ``asyncio.run`` in any later test would fail."""
     exe = chromium_path()
     if exe is None:
         pytest.skip("no Chromium installed (scripts/test.sh installs Debian's `chromium` with "
