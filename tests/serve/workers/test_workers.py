@@ -200,3 +200,28 @@ def test_repository_api_is_refused_with_several_workers(chapter_bundle: Path) ->
     )
     # a load/unload call would reach one worker only (ServeSettings refuses the combination)
     assert proc.returncode == 2 and "one worker" in proc.stderr, proc.stderr
+
+
+def test_a_crash_looping_worker_backs_off_and_never_stops_the_healthy_one(chapter_bundle: Path) -> None:
+    """Seven deaths of one worker within seconds (more than MAX_RESTARTS): its restarts back
+    off, the other worker keeps serving throughout, and SIGTERM still exits 0."""
+    with running_server(chapter_bundle, "--workers", "2") as srv:
+        healthy, victim = worker_pids(srv.proc)
+        for _ in range(7):
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                assert srv.proc.poll() is None, srv.output()[-2000:]
+                assert fresh_connection_predict(srv.url) == 200
+                pids = worker_pids(srv.proc)
+                assert healthy in pids
+                fresh = [p for p in pids if p not in (healthy, victim)]
+                if fresh:
+                    victim = fresh[0]
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the dead worker was never replaced")
+        assert "backing off" in srv.output()
+        assert fresh_connection_predict(srv.url) == 200
+        assert srv.terminate(30) == 0

@@ -13,6 +13,12 @@ count the whole server, not whichever worker the kernel handed the scrape to.
   exits 0 when every worker exited 0. A second SIGINT is forwarded as SIGINT (force exit).
 * A worker that dies on its own (OOM kill, segfault, SIGKILL) is replaced; a worker that exits
   with a packserve exit code (bad bundle: 5, config: 2) stops the whole server with that code.
+* Crash loops back off, they never stop healthy workers: the first ``MAX_RESTARTS`` deaths
+  within ``RESTART_WINDOW_S`` (counted across workers) are replaced at once; each further
+  one waits twice as long as the previous (1 s, 2 s, 4 s ... at most ``MAX_BACKOFF_S``) while
+  the live workers keep serving. Only when no worker is alive and deaths keep coming (the
+  whole server crash-loops) does the supervisor give up, with exit code 1, so that the
+  process manager above it (systemd, Kubernetes) takes over.
 * Metrics: prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a fresh folder
   per run): counters and histograms are summed over all workers, dead ones included;
   ``packserve_requests_in_flight`` is the live workers' sum, ``packserve_draining`` their max,
@@ -49,9 +55,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("packserve.serve")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-#: replacements allowed within RESTART_WINDOW_S before the supervisor gives up (crash loop)
+#: replacements made at once within RESTART_WINDOW_S; beyond them restarts back off
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
+BACKOFF_BASE_S = 1.0
+MAX_BACKOFF_S = 30.0
 _POLL_S = 0.05
 _WORKER_CMD = (
     "import sys; from packserve.serve.workers import worker_main; sys.exit(worker_main(sys.argv[1:]))"
@@ -103,6 +111,7 @@ class Supervisor:
         self.forced = False
         self.exit_code = 0
         self._restarts: list[float] = []
+        self._due: dict[int, float] = {}  # worker index -> when its replacement starts
         self._payload = settings_payload(settings)
         self._stop_deadline = 0.0
 
@@ -161,16 +170,27 @@ class Supervisor:
                 continue
             now = time.monotonic()
             self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S]
-            if len(self._restarts) >= MAX_RESTARTS:
-                log.error("supervisor: %d worker restarts in %.0fs: giving up", MAX_RESTARTS,
-                          RESTART_WINDOW_S)
+            excess = len(self._restarts) - MAX_RESTARTS + 1
+            if excess > 0 and not self.workers:  # every worker is down: the whole server loops
+                log.error("supervisor: no worker alive and %d deaths in %.0fs: giving up",
+                          len(self._restarts) + 1, RESTART_WINDOW_S)
                 self.exit_code = ExitCode.FAILED
                 self.stopping = True
                 continue
             self._restarts.append(now)
-            log.warning("supervisor: worker %d (pid %d) died (%d): starting a new one", index,
-                        w.proc.pid, code)
-            self.spawn(index)
+            delay = 0.0 if excess <= 0 else min(MAX_BACKOFF_S, BACKOFF_BASE_S * 2 ** (excess - 1))
+            log.warning("supervisor: worker %d (pid %d) died (%d): starting a new one%s", index,
+                        w.proc.pid, code, f" in {delay:g}s (crash loop: backing off)" if delay else "")
+            self._due[index] = now + delay
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for index, due in list(self._due.items()):
+            if self.stopping:
+                del self._due[index]
+            elif now >= due:
+                del self._due[index]
+                self.spawn(index)
 
     def run(self) -> int:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -178,7 +198,7 @@ class Supervisor:
             for i in range(self.settings.workers):
                 self.spawn(i)
             stop_sent = forced_sent = False
-            while self.workers:
+            while self.workers or self._due:
                 if self.stopping and not stop_sent:
                     stop_sent = True
                     self._begin_stop()
@@ -190,6 +210,7 @@ class Supervisor:
                     self._signal_all(signal.SIGKILL)
                     self._stop_deadline = float("inf")
                 self._reap()
+                self._respawn_due()
                 time.sleep(_POLL_S)
         finally:
             for s, handler in old.items():
