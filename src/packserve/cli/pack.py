@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,8 +13,8 @@ from packserve.cli.console import err, out
 def pack_cmd(
     src: Path = typer.Argument(..., metavar="SRC", help="Model file: XGBoost .json/.ubj, "
                                "LightGBM .txt, "
-                               "CatBoost .cbm; pickle/joblib only via the scanner's safe "
-                               "migration."),
+                               "CatBoost .cbm, an ONNX .onnx file (sample: .npz keyed by input "
+                               "name); pickle/joblib only via the scanner's safe migration."),
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Bundle directory to create."),
     sample: Path = typer.Option(..., "--sample", "-s", help="Sample rows (.csv with optional "
                                 "header — empty cells / NA are missing values —, .parquet or "
@@ -34,6 +35,14 @@ def pack_cmd(
     sign_key: Path | None = typer.Option(
         None, "--sign-key", help="Sign the finished bundle with this EC private key (PEM): "
         "model.sig, as `packserve sign` writes it."),
+    expected: Path | None = typer.Option(
+        None, "--expected", help="ONNX files: the outputs the source framework computed on "
+        "the sample (.npz keyed by output name); the bundle must match them."),
+    out_task: str | None = typer.Option(
+        None, "--task", help="ONNX files: binary | multiclass | regression | tensor (default: "
+        "tensor, every output served by name)."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="ONNX files: comma-separated class labels, in output column order."),
 ) -> None:
     """Pack a native model file into a verified bundle (ONNX + manifest with parity)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -54,14 +63,24 @@ def pack_cmd(
         def show(message: str) -> None:
             bar.update(task, description=message)
 
-        model = load_model_file(src)
-        show(f"reading sample {sample}")
-        table, model_names = align_sample(load_sample_file(sample), model)
-        with reporting(show):
-            result = pack(model, out_dir, sample=table, name=name or src.stem, version=version,
-                          feature_names=names or model_names, force=force,
-                          allow_parity_failure=allow_parity_failure, example_rows=example_rows,
-                          sign_key=sign_key)
+        if src.suffix.lower() == ".onnx":
+            onnx_opts: dict[str, Any] = {"expected": expected, "task": out_task}
+            if classes:
+                onnx_opts["classes"] = [c.strip() for c in classes.split(",")]
+            with reporting(show):
+                result = pack(src, out_dir, sample=sample, name=name or src.stem,
+                              version=version, force=force,
+                              allow_parity_failure=allow_parity_failure,
+                              example_rows=example_rows, sign_key=sign_key, **onnx_opts)
+        else:
+            model = load_model_file(src)
+            show(f"reading sample {sample}")
+            table, model_names = align_sample(load_sample_file(sample), model)
+            with reporting(show):
+                result = pack(model, out_dir, sample=table, name=name or src.stem,
+                              version=version, feature_names=names or model_names, force=force,
+                              allow_parity_failure=allow_parity_failure,
+                              example_rows=example_rows, sign_key=sign_key)
     print_summary(out(), result.manifest)
     out().print(f"[bold]bundle written:[/] {result.path}", highlight=False, soft_wrap=True)
     if result.signature is not None:

@@ -20,6 +20,7 @@ from packserve.pack import flow
 from packserve.pack.build import Export, PackResult
 from packserve.pack.families import SUPPORTED, family_for
 from packserve.pack.family import Attempt, ExportJob, Family
+from packserve.pack.onnx_model import OnnxModel
 
 
 def framework_of(model: Any) -> str:
@@ -56,7 +57,11 @@ def pack(
     Framework-specific ``options`` are passed to the family's packer: scikit-learn /
     XGBoost / LightGBM estimators take ``target_opset`` (dict) and ``double`` (force float64
     or float32 inputs instead of "float32, then float64 if that fails parity"); torch takes
-    ``format``, ``method``, ``task``, ``output``, ``classes``. Phases are announced through
+    ``format``, ``method``, ``task`` (incl. ``'tensor'``), ``output``, ``classes``,
+    ``dynamic_axes``, ``value_ranges``, ``input_names`` (tensor models: any-rank samples, tuples
+    or mappings of inputs, ``torch.export.ExportedProgram``). A path ending in ``.onnx`` packs
+    that ONNX file (``sample``: arrays or an ``.npz`` keyed by input name; ``expected``: the
+    source framework's outputs; ``task``, ``classes``, ``probability_output``). Phases are announced through
     :func:`packserve.pack.progress.reporting` (the CLI's progress display uses it).
 
     ``example_rows=False`` keeps the sample's rows out of the bundle: by default a few are
@@ -68,6 +73,10 @@ def pack(
     chain). The key is checked before packing; if signing fails the bundle is removed, so
     no unsigned bundle is left where a signed one was asked for.
     """
+    onnx_file = OnnxModel.of(model)  # bring your own ONNX: a path ending in .onnx
+    if onnx_file is not None:
+        model = onnx_file
+        name = name or onnx_file.path.stem
     family = family_for(model)
     if sign_key is not None:
         from packserve.signing import check_private_key

@@ -47,6 +47,8 @@ class Registration:
 
 
 REGISTRY: tuple[Registration, ...] = (
+    Registration("onnx", ("packserve",), "ONNX files (a path ending in .onnx)",
+                 type_names=("OnnxModel",)),
     Registration("torch", ("torch",), "torch.nn.Module", legacy="packserve.pack.torch"),
     Registration("catboost", ("catboost",), "CatBoostClassifier/CatBoostRegressor"),
     Registration("booster", ("xgboost", "lightgbm"), "xgboost.Booster, lightgbm.Booster",
