@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packserve.bench import tensor_inputs
 from packserve.bench.client import Target
+from packserve.bench.tensor_inputs import TensorInput
 from packserve.errors import ConfigError
 
 NUMERIC = ("float32", "float64", "int64", "int32")
@@ -40,16 +42,24 @@ class Signature:
     examples: list[list[Any]] = field(default_factory=list)
     source: str = ""
     dtypes_known: bool = True
+    # tensor models (issue #16): named N-D inputs instead of features
+    tensors: list[TensorInput] = field(default_factory=list)
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path) -> Signature:
         from packserve.bundle import read_manifest
 
         m = read_manifest(bundle_dir)
+        if m.is_tensor:
+            return cls(m.name, [], [], source=f"bundle {m.name!r} (tensor inputs)",
+                       tensors=tensor_inputs.from_manifest(m))
         feats = [Feature(f.name, f.dtype) for f in m.features]
         return cls(m.name, feats, [list(r) for r in m.examples], source=f"bundle {m.name!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        if self.tensors:
+            return {"model": self.model, "source": self.source,
+                    "tensors": [t.to_dict() for t in self.tensors]}
         return {"model": self.model, "source": self.source,
                 "features": [{"name": f.name, "dtype": f.dtype} for f in self.features],
                 "examples": self.examples}
@@ -210,6 +220,10 @@ def resolve_signature(url: str, *, model: str | None = None,
             sig = parse_model_metadata(r.json(), model)
             break
         except ConfigError:
+            if model is not None:
+                sig = _v2_tensor_signature(base, model)
+                if sig is not None:
+                    return sig
             if path != "/models" or model is None:
                 raise
         except ValueError:
@@ -227,11 +241,38 @@ def resolve_signature(url: str, *, model: str | None = None,
     return sig
 
 
+def _v2_tensor_signature(base: str, model: str) -> Signature | None:
+    """A tensor model's inputs from its V2 metadata (``/models`` lists no features for it)."""
+    import httpx
+
+    try:
+        r = httpx.get(f"{base}/v2/models/{model}", timeout=10.0)
+        found = tensor_inputs.from_v2_metadata(r.json()) if r.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not found:
+        return None
+    return Signature(model, [], [], source=f"/v2/models/{model} (tensor inputs; variable axes "
+                     "at length 1, integers in [0, 10]: --bundle gives the real ones)",
+                     tensors=found)
+
+
 def build_bodies(signature: Signature, *, batch_size: int = 1, count: int = 256,
                  seed: int = 0) -> list[bytes]:
-    """``count`` distinct JSON bodies: ``{"features"}`` or ``{"instances": [...]}``."""
+    """``count`` distinct JSON bodies: ``{"features"}`` or ``{"instances": [...]}``
+    (tensor models: ``{"inputs": {...}}`` or ``{"instances": [{"inputs": ...}]}``)."""
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
+    if signature.tensors:
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(count):
+            insts = tensor_inputs.json_instances(signature.tensors, rng, batch_size)
+            body: Any = insts[0] if batch_size == 1 else {"instances": insts}
+            out.append(json.dumps(body, separators=(",", ":")).encode())
+        return out
     if not signature.features:
         raise ConfigError("the model's signature has no features")
     gen = RowGenerator(signature, seed=seed)

@@ -92,6 +92,37 @@ class InferenceUser(HttpUser):
 '''
 
 
+_TENSOR_PART = '''
+
+TENSORS = {tensors}
+
+
+def _nested(shape, draw):
+    if not shape:
+        return draw()
+    return [_nested(shape[1:], draw) for _ in range(shape[0])]
+
+
+def make_inputs():
+    """One instance: every input as a nested list (floats N(0, 1), integers in the range
+    the model accepts, booleans at random)."""
+    out = {{}}
+    for t in TENSORS:
+        if t["dtype"].startswith("float"):
+            draw = lambda: round(random.gauss(0.0, 1.0), 4)  # noqa: E731
+        elif t["dtype"] == "bool":
+            draw = lambda: random.random() < 0.5  # noqa: E731
+        else:
+            draw = lambda t=t: random.randint(t["low"], t["high"])  # noqa: E731
+        out[t["name"]] = _nested(t["shape"], draw)
+    return out
+
+
+def make_row():  # noqa: F811 - tensor models send inputs, not rows
+    return make_inputs()
+'''
+
+
 def _literal(v: Any) -> Any:
     """A value that is a valid Python literal (NaN/inf cannot be written as one)."""
     return None if isinstance(v, float) and not math.isfinite(v) else v
@@ -105,7 +136,14 @@ def render_locustfile(signature: Signature, *, model: str | None = None,
            "features": [{"name": f.name, "dtype": f.dtype} for f in signature.features],
            "examples": [[_literal(v) for v in row] for row in signature.examples]}
     host_line = f"    host = {host!r}\n" if host else ""
-    return _TEMPLATE.format(
+    template = _TEMPLATE
+    if signature.tensors:  # tensor models: {"inputs": {...}} instead of {"features": [...]}
+        tensors = pprint.pformat([t.to_dict() for t in signature.tensors], width=96)
+        head, tail = template.split("\n\nclass InferenceUser", 1)
+        template = (head + _TENSOR_PART.replace("{tensors}", tensors.replace("{", "{{").replace(
+            "}", "}}")) + "\n\nclass InferenceUser" + tail.replace('{{"features": make_row()}}',
+                                                                   '{{"inputs": make_row()}}'))
+    return template.format(
         model_label=repr(model or signature.model or "default"), filename=filename,
         host_hint=host or "http://127.0.0.1:8000",
         signature=pprint.pformat(sig, width=96, compact=True, sort_dicts=False),
