@@ -16,12 +16,27 @@ from hypothesis import strategies as st
 import packserve
 from packserve.errors import BadRequestError, InputError
 from packserve.runtime import Predictor
+from packserve.serve.gateway import RouteTable
 from packserve.serve.offload import CostModel
-from packserve.serve.predict import match
-from packserve.serve.registry import ModelHandle
+from packserve.serve.predict import PredictEndpoint
+from packserve.serve.registry import ModelHandle, ModelRegistry
 from packserve.serve.schemas import model_schemas
 from packserve.serve.settings import ServeSettings
+from packserve.serve.v2 import InferEndpoint
 from packserve.serve.validation import RequestDecoder, parse_json
+
+
+def route_table() -> RouteTable:
+    registry = ModelRegistry()
+    return RouteTable(
+        [PredictEndpoint(registry, max_body_bytes=1), InferEndpoint(registry, max_body_bytes=1)]
+    )
+
+
+def match(path: str) -> tuple[str, str | None, str | None, bool] | None:
+    """The gateway's one table, as (template, name, version, batch?)."""
+    hit = route_table().match(path)
+    return None if hit is None else (hit[0].template, hit[1], hit[2], hit[0].batch)
 
 
 def test_match_table() -> None:
@@ -34,6 +49,20 @@ def test_match_table() -> None:
     assert match("/models/a/versions/2/predict/batch")[3] is True
     for miss in ("/models", "/models/a", "/models//predict", "/models/a/versions/2", "/predictx",
                  "/models/a/predict/batch/x", "/models/a/versions//predict", "/health"):
+        assert match(miss) is None, miss
+
+
+def test_match_table_v2_infer_and_endpoints() -> None:
+    table = route_table()
+    v2 = table.match("/v2/models/a/infer")
+    assert v2 is not None and isinstance(v2[0].endpoint, InferEndpoint)
+    assert match("/v2/models/a/infer") == ("/v2/models/{name}/infer", "a", None, False)
+    assert match("/v2/models/a/versions/3/infer") == (
+        "/v2/models/{name}/versions/{version}/infer", "a", "3", False)
+    hit = table.match("/models/a/predict")
+    assert hit is not None and isinstance(hit[0].endpoint, PredictEndpoint)
+    for miss in ("/v2/models/a", "/v2/models//infer", "/v2/models/a/versions//infer", "/v2/models/a/ready",
+                 "/v2/models/a/infer/x", "/v2", "", "/"):
         assert match(miss) is None, miss
 
 

@@ -1,9 +1,11 @@
 """The app factory: ``create_app(settings) -> PackserveApp`` (a FastAPI subclass).
 
 :class:`PackserveApp` puts a thin gateway in front of FastAPI's stack. For every HTTP request
-it counts in-flight requests (drain), answers 503 while draining, checks the API key,
-serves the prediction paths itself (:mod:`packserve.serve.predict`), caps bodies for the
-other routes, and records metrics / the access log. Everything else — health, ``/models``,
+it runs a few small steps (parts in :mod:`packserve.serve.gateway`): count the request in
+flight (drain); refuse it while draining or without the API key (:meth:`PackserveApp.refusal`);
+serve the raw inference paths of its one :class:`~packserve.serve.gateway.RouteTable`
+(``/predict...`` and V2 ``infer``, :mod:`packserve.serve.endpoint`); cap bodies for the
+other routes; record metrics and the access log. Everything else — health, ``/models``,
 ``/metrics``, ``/docs``, and routers other layers add (``ROUTERS``, or
 ``app.include_router`` on the returned app) — is plain FastAPI.
 """
@@ -12,25 +14,22 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from packserve import __version__
 from packserve.errors import (
     InputError,
     MethodNotAllowedError,
     PackserveError,
-    PayloadTooLargeError,
     RouteNotFoundError,
     ShuttingDownError,
     UnauthorizedError,
@@ -38,6 +37,7 @@ from packserve.errors import (
 from packserve.runtime import RuntimeOptions
 from packserve.serve.admission import Admission
 from packserve.serve.docs import DOCS_CHALLENGES, docs_router, is_docs_surface
+from packserve.serve.gateway import RouteTable, TrackedSend, body_limit, log_access
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
     INTERNAL_ERROR_BODY_V2,
@@ -45,17 +45,16 @@ from packserve.serve.http import (
     error_response,
     header_map,
     is_v2_path,
-    limited_receive,
     send_error,
 )
 from packserve.serve.metrics import Metrics
-from packserve.serve.predict import PredictEndpoint, match
+from packserve.serve.predict import PredictEndpoint
 from packserve.serve.registry import ModelRegistry
 from packserve.serve.routes import health_router, metrics_router, models_router
 from packserve.serve.schemas import SECURITY_SCHEMES, prediction_openapi
 from packserve.serve.settings import ServeSettings
 from packserve.serve.state import ServerState, lifespan_context
-from packserve.serve.v2 import InferEndpoint, match_infer, v2_router
+from packserve.serve.v2 import InferEndpoint, v2_router
 
 log = logging.getLogger("packserve.serve")
 access_log = logging.getLogger("packserve.access")
@@ -68,13 +67,11 @@ ROUTERS: list[Callable[[], APIRouter]] = [
     lambda: v2_router,
 ]
 
-#: Paths that never need the API key and are answered while draining.
 #: Paths that never need the API key and are answered while draining: health, for probes and
 #: load balancers that cannot hold a key. (/metrics: open unless ``metrics_auth``; the docs
 #: surface: see :func:`packserve.serve.docs.is_docs_surface`.)
 OPEN_PATHS = frozenset({"/health"})
 OPEN_PREFIXES = ("/health/", "/v2/health/")
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class PackserveApp(FastAPI):
@@ -98,12 +95,10 @@ class PackserveApp(FastAPI):
             parallelism=settings.resolved_inference_threads(), timeout_ms=settings.timeout_ms,
             metrics_registry=metrics.registry,
         )
-        self._predict = PredictEndpoint(
-            registry, max_body_bytes=settings.max_body_bytes, draining=lambda: state.draining,
-            admission=self.admission,
-        )
-        self._v2_infer = InferEndpoint(
-            registry, max_body_bytes=settings.max_body_bytes, admission=self.admission
+        limit, draining, admission = settings.max_body_bytes, lambda: state.draining, self.admission
+        self.route_table = RouteTable(
+            endpoint(registry, max_body_bytes=limit, draining=draining, admission=admission)
+            for endpoint in (PredictEndpoint, InferEndpoint)
         )
         self._limit = settings.max_body_bytes
         self._access = settings.access_log
@@ -133,6 +128,18 @@ class PackserveApp(FastAPI):
             return not self.settings.public_docs
         return path != "/metrics" or self.settings.metrics_auth
 
+    def refusal(self, scope: Scope, path: str) -> PackserveError | None:
+        """Draining (503, but health, docs and metrics still answer), then the API key (401)."""
+        if self.serving.draining and not (self.is_open(path) or path == "/metrics"):
+            return ShuttingDownError("the server is shutting down", retry_after_s=1)
+        if self._key is not None and self.needs_key(path):
+            docs = is_docs_surface(path)
+            if not api_key_ok(header_map(scope), self._key, basic=docs):
+                return UnauthorizedError(
+                    "missing or invalid API key", challenges=DOCS_CHALLENGES if docs else ("Bearer",)
+                )
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
@@ -141,73 +148,33 @@ class PackserveApp(FastAPI):
         t0 = time.perf_counter()
         state.in_flight += 1
         path: str = scope["path"]
+        hit = self.route_table.match(path)
+        route = "unmatched" if hit is None else hit[0].template
         status = 0
-        route = "unmatched"
-
-        async def tracked(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if state.draining:  # let keep-alive clients go elsewhere
-                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
-            await send(message)
-
+        tracked: TrackedSend | None = None
         try:
-            hit = match(path)
-            if state.draining and not (self.is_open(path) or path == "/metrics"):
-                await send_error(tracked, ShuttingDownError("the server is shutting down", retry_after_s=1),
-                                 v2=is_v2_path(path))
-                route = hit[0] if hit is not None else route
-            elif (
-                self._key is not None
-                and self.needs_key(path)
-                and not api_key_ok(header_map(scope), self._key, basic=(docs := is_docs_surface(path)))
-            ):
-                await send_error(tracked, UnauthorizedError(
-                    "missing or invalid API key", challenges=DOCS_CHALLENGES if docs else ("Bearer",)
-                ), v2=is_v2_path(path))
-                route = hit[0] if hit is not None else route
-            elif hit is not None:  # the hot path: the endpoint sends itself, reports its status
-                route = hit[0]
-                status = await self._predict(scope, receive, send, hit)
-            elif (v2_hit := match_infer(path)) is not None:
-                route = v2_hit[0]
-                if await self._v2_infer(scope, receive, tracked, v2_hit) == 499:
-                    status = 499
-            else:
-                if scope["method"] in _BODY_METHODS:
-                    declared = header_map(scope).get(b"content-length")
-                    if declared is not None and declared.isdigit() and int(declared) > self._limit:
-                        await send_error(tracked, PayloadTooLargeError(
-                            f"body of {int(declared)} bytes exceeds the limit of {self._limit} bytes"),
-                            v2=is_v2_path(path))
-                        return
-                    receive = limited_receive(receive, self._limit)
-                await super().__call__(scope, receive, tracked)
-                r = scope.get("route")
-                route = getattr(r, "path", None) or (path if path in self.static_paths() else route)
+            refused = self.refusal(scope, path)
+            if refused is None and hit is not None:  # the hot path: the endpoint sends itself
+                target, name, version = hit
+                status = await target.endpoint(scope, receive, send, name, version, target.batch)
+                return
+            tracked = TrackedSend(send, state)
+            if refused is None:
+                receive, refused = body_limit(scope, receive, self._limit)
+            if refused is not None:
+                await send_error(tracked, refused, v2=is_v2_path(path))
+                return
+            await super().__call__(scope, receive, tracked)
+            r = scope.get("route")
+            route = getattr(r, "path", None) or (path if path in self.static_paths() else route)
         finally:
             state.in_flight -= 1
+            if tracked is not None:
+                status = tracked.status
             dt = time.perf_counter() - t0
             self.metrics.observe_request(route, scope["method"], status or 500, dt)
             if self._access:
-                self._log_access(scope, route, status or 500, dt)
-
-    @staticmethod
-    def _log_access(scope: Scope, route: str, status: int, seconds: float) -> None:
-        client = scope.get("client")
-        line = orjson.dumps(
-            {
-                "ts": round(time.time(), 3),
-                "method": scope["method"],
-                "path": scope["path"],
-                "route": route,
-                "status": status,
-                "ms": round(seconds * 1000, 3),
-                "client": client[0] if client else None,
-            }
-        )
-        sys.stderr.write(line.decode() + "\n")
+                log_access(scope, route, status or 500, dt)
 
     def openapi(self) -> dict[str, Any]:
         """FastAPI's schema for the regular routes + exact per-model prediction paths."""

@@ -16,7 +16,6 @@ from packserve.serve.batching.types import WATCH_AFTER_S, ClientGone, DrainRepor
 from packserve.serve.batching.wiring import (
     BatchConfig,
     Batchers,
-    infer_until_disconnect,
     install_batching,
     resolve_config,
 )
@@ -37,7 +36,6 @@ __all__ = [
     "Probe",
     "WaitPolicy",
     "client_probe",
-    "infer_until_disconnect",
     "install_batching",
     "resolve_config",
 ]

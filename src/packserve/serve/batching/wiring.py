@@ -9,9 +9,9 @@
 * On SIGTERM (``ServerState.on_drain``) every batcher drains: no more waiting for company,
   queued work completes, and whatever cannot finish within ``drain_timeout_s`` gets an
   explicit 503 instead of a dropped connection.
-* :func:`infer_until_disconnect` is how the gateway's ``/predict`` and V2 ``infer``
-  endpoints call ``infer`` when a batcher is attached: if the client goes away while its
-  request is queued, the request is cancelled and therefore dropped from its batch.
+* The raw ``/predict`` and V2 ``infer`` endpoints hand the batcher a disconnect probe
+  (:class:`packserve.serve.endpoint.DisconnectProbe`): if the client goes away while its
+  request is queued, the request is dropped from its batch.
 """
 
 from __future__ import annotations
@@ -23,19 +23,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from packserve.runtime import Feeds, Prediction, feeds_rows
-from packserve.serve.batching.batcher import Batcher, ClientGone, client_probe
+from packserve.serve.batching.batcher import Batcher
 from packserve.serve.batching.metrics import BatchMetrics
-from packserve.serve.http import ClientDisconnect
 from packserve.serve.registry import ModelHandle, ModelRegistry, ModelState
 from packserve.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
-    from starlette.types import Receive
 
 log = logging.getLogger("packserve.serve")
 
-__all__ = ["BatchConfig", "Batchers", "infer_until_disconnect", "install_batching", "resolve_config"]
+__all__ = ["BatchConfig", "Batchers", "install_batching", "resolve_config"]
 
 
 @dataclass(frozen=True)
@@ -147,27 +145,3 @@ def install_batching(
     registry.on_state.append(batchers.on_state)
     return batchers
 
-
-async def infer_until_disconnect(
-    handle: ModelHandle, feeds: Feeds, receive: Receive, deadline: float | None = None
-) -> Prediction:
-    """``handle.infer(feeds)``, dropped from the batcher's queue if the client disconnects.
-
-    The probe travels in a context variable, so ``ModelHandle.infer`` keeps its signature;
-    the batcher only starts it for a request that stays queued (see ``WATCH_AFTER_S``).
-    Raises :class:`~packserve.serve.http.ClientDisconnect` when the client went away.
-    """
-    if handle.batcher is None:
-        return await handle.infer(feeds, deadline=deadline)
-
-    async def probe() -> bool:
-        message = await receive()
-        return bool(message["type"] == "http.disconnect")
-
-    token = client_probe.set(probe)
-    try:
-        return await handle.infer(feeds, deadline=deadline)
-    except ClientGone:
-        raise ClientDisconnect from None
-    finally:
-        client_probe.reset(token)

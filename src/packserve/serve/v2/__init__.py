@@ -10,23 +10,21 @@ from __future__ import annotations
 from packserve.serve.v2.codec import EncodedResponse, encode_infer_response, prediction_tensors
 from packserve.serve.v2.decode import InferRequest, RequestedOutput, parse_infer_request
 from packserve.serve.v2.routes import (
+    INFER_ROUTES,
     InferEndpoint,
-    InferMatch,
     infer_body,
-    match_infer,
     repository_for,
     v2_router,
 )
 
 __all__ = [
+    "INFER_ROUTES",
     "EncodedResponse",
     "InferEndpoint",
-    "InferMatch",
     "InferRequest",
     "RequestedOutput",
     "encode_infer_response",
     "infer_body",
-    "match_infer",
     "parse_infer_request",
     "prediction_tensors",
     "repository_for",

@@ -25,34 +25,27 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 
 from packserve import __version__
 from packserve.errors import (
     BadRequestError,
-    MethodNotAllowedError,
-    PackserveError,
     PayloadTooLargeError,
     RouteNotFoundError,
     UnsupportedMediaTypeError,
 )
-from packserve.serve.admission import Admission
-from packserve.serve.batching import ClientGone, client_probe
+from packserve.serve.endpoint import Endpoint
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY_V2,
-    ClientDisconnect,
     Headers,
-    header_map,
     read_body,
-    send_bytes,
-    send_error,
 )
 from packserve.serve.registry import ModelHandle, ModelRegistry
 from packserve.serve.repository import ModelRepository
 from packserve.serve.routes import readiness
 from packserve.serve.v2 import codec
 
-__all__ = ["InferEndpoint", "InferMatch", "infer_body", "match_infer", "repository_for", "v2_router"]
+__all__ = ["INFER_ROUTES", "InferEndpoint", "infer_body", "repository_for", "v2_router"]
 
 log = logging.getLogger("packserve.serve")
 
@@ -201,110 +194,57 @@ async def infer_body(
 ) -> codec.EncodedResponse:
     """The one V2 inference path: read, decode, validate, ``handle.infer``, encode.
 
-    The handle is held (``in_flight``) from routing on, body reading included: an unload
-    waits for this request, and it finishes on the version it was routed to even if a newer
-    version is swapped in meanwhile.
+    The caller holds the handle (``in_flight``) from routing on, body reading included: an
+    unload waits for this request, and it finishes on the version it was routed to even if a
+    newer version is swapped in meanwhile.
     """
     assert handle.manifest is not None
-    handle.in_flight += 1
-    try:
-        if isinstance(content_encoding, bytes):
-            content_encoding = content_encoding.decode("latin-1")
-        body = _decompress(await read(), content_encoding, limit)
-        req = codec.parse_infer_request(
-            body, handle.manifest, header_length=header_length, max_rows=handle.max_batch
-        )
-        if req.timeout_s is not None:  # the protocol's parameters.timeout; the earlier wins
-            asked = time.monotonic() + req.timeout_s
-            deadline = asked if deadline is None else min(deadline, asked)
-        prediction = await handle.infer(req.feeds, deadline=deadline)
-    finally:
-        handle.in_flight -= 1
+    if isinstance(content_encoding, bytes):
+        content_encoding = content_encoding.decode("latin-1")
+    body = _decompress(await read(), content_encoding, limit)
+    req = codec.parse_infer_request(
+        body, handle.manifest, header_length=header_length, max_rows=handle.max_batch
+    )
+    if req.timeout_s is not None:  # the protocol's parameters.timeout; the earlier wins
+        asked = time.monotonic() + req.timeout_s
+        deadline = asked if deadline is None else min(deadline, asked)
+    prediction = await handle.infer(req.feeds, deadline=deadline)
     return codec.encode_infer_response(
         prediction, handle.manifest, req, model_name=handle.name, model_version=handle.version
     )
 
 
-InferMatch = tuple[str, str, str | None]
-"""(route template, model name, version or None = the newest ready one)"""
+#: (path template, batch?) of the V2 inference paths, for the gateway's route table
+INFER_ROUTES: tuple[tuple[str, bool], ...] = (
+    ("/v2/models/{name}/infer", False),
+    ("/v2/models/{name}/versions/{version}/infer", False),
+)
 
 
-def match_infer(path: str) -> InferMatch | None:
-    """Recognise a V2 inference path without regexes (it runs on every request)."""
-    if not path.startswith("/v2/models/"):
-        return None
-    parts = path[11:].split("/")
-    n = len(parts)
-    if n == 2 and parts[1] == "infer" and parts[0]:
-        return ("/v2/models/{name}/infer", parts[0], None)
-    if n == 4 and parts[1] == "versions" and parts[3] == "infer" and parts[0] and parts[2]:
-        return ("/v2/models/{name}/versions/{version}/infer", parts[0], parts[2])
-    return None
-
-
-class InferEndpoint:
+class InferEndpoint(Endpoint):
     """V2 inference at the ASGI level, like ``/predict`` (no per-request FastAPI machinery:
-    it costs more than validating and running a small model). Returns the status it sent."""
+    it costs more than validating and running a small model); the shared skeleton is
+    :mod:`~packserve.serve.endpoint`."""
 
-    def __init__(
-        self, registry: ModelRegistry, *, max_body_bytes: int, admission: Admission | None = None
-    ) -> None:
-        self.registry = registry
-        self.max_body_bytes = max_body_bytes
-        self.admission = admission or Admission(budget_ms=0)
+    routes = INFER_ROUTES
+    v2 = True
+    internal_error = INTERNAL_ERROR_BODY_V2
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, hit: InferMatch) -> int:
-        _, name, version = hit
-        try:
-            if scope["method"] != "POST":
-                raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
-            handle = self.registry.resolve(name, version)
-            now = time.monotonic()
-            self.admission.enter(handle, now)  # 503 at once, before the body is read
-            try:
-                return await self._infer(scope, receive, send, handle, now)
-            finally:
-                self.admission.leave(handle)
-        except PackserveError as exc:
-            return await send_error(send, exc, v2=True)
-
-    async def _infer(
-        self, scope: Scope, receive: Receive, send: Send, handle: ModelHandle, now: float
-    ) -> int:
-        try:
-            headers = header_map(scope)
-
-            async def probe() -> bool:  # asked by the batcher only once the body is read
-                return bool((await receive())["type"] == "http.disconnect")
-
-            # like /predict: a request still queued for a batch is dropped if its client left
-            token = client_probe.set(probe) if handle.batcher is not None else None
-            try:
-                enc = await infer_body(
-                    handle,
-                    lambda: read_body(receive, headers, self.max_body_bytes),
-                    header_length=headers.get(b"inference-header-content-length"),
-                    content_encoding=headers.get(b"content-encoding"),
-                    limit=self.max_body_bytes,
-                    deadline=self.admission.deadline(headers, now),
-                )
-            except ClientGone:
-                raise ClientDisconnect from None
-            finally:
-                if token is not None:
-                    client_probe.reset(token)
-        except PackserveError as exc:
-            return await send_error(send, exc, v2=True)
-        except ClientDisconnect:
-            return 499
-        except Exception:
-            log.exception("unhandled error in %s", scope["path"])
-            await send_bytes(send, 500, INTERNAL_ERROR_BODY_V2)
-            return 500
+    async def answer(
+        self, handle: ModelHandle, headers: dict[bytes, bytes], receive: Receive, batch: bool,
+        deadline: float | None,
+    ) -> tuple[bytes, Headers]:
+        enc = await infer_body(
+            handle,
+            lambda: read_body(receive, headers, self.max_body_bytes),
+            header_length=headers.get(b"inference-header-content-length"),
+            content_encoding=headers.get(b"content-encoding"),
+            limit=self.max_body_bytes,
+            deadline=deadline,
+        )
         raw: Headers = [(b"content-type", enc.media_type.encode())]
         raw.extend((k.lower().encode(), v.encode()) for k, v in enc.headers.items())
-        await send_bytes(send, 200, enc.body, raw)
-        return 200
+        return enc.body, raw
 
 
 # The app's gateway serves these paths with InferEndpoint; the FastAPI routes below describe
@@ -313,13 +253,17 @@ class InferEndpoint:
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     handle = _registry(request).resolve(name, version)
-    enc = await infer_body(
-        handle,
-        request.body,
-        header_length=request.headers.get(codec.HEADER_LENGTH),
-        content_encoding=request.headers.get("content-encoding"),
-        limit=request.app.state.settings.max_body_bytes,
-    )
+    handle.in_flight += 1  # held from routing on, as the gateway's Endpoint does
+    try:
+        enc = await infer_body(
+            handle,
+            request.body,
+            header_length=request.headers.get(codec.HEADER_LENGTH),
+            content_encoding=request.headers.get("content-encoding"),
+            limit=request.app.state.settings.max_body_bytes,
+        )
+    finally:
+        handle.in_flight -= 1
     return Response(enc.body, media_type=enc.media_type, headers=enc.headers)
 
 

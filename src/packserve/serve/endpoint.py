@@ -1,0 +1,144 @@
+"""The skeleton every raw inference endpoint shares (``/predict...`` and V2 ``infer``).
+
+The hot inference paths are served at the ASGI level, not through FastAPI: its per-request
+machinery costs more than validating and running a small model. What such an endpoint does
+around its own work is the same for every protocol, so it is written once here: POST only,
+resolve the model version, admit the request or refuse it at once before its body is read
+(:class:`~packserve.serve.admission.Admission`, which also holds the version from routing on
+so an unload or a newer version waits for this request), its deadline, watch for a client
+that leaves while the request is queued for a batch (:class:`DisconnectProbe`), map errors
+through the one error mapping, add ``Connection: close`` once a drain began, send, and
+report the status for metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, ClassVar
+
+from starlette.types import Receive, Scope, Send
+
+from packserve.errors import MethodNotAllowedError, PackserveError
+from packserve.serve.admission import Admission
+from packserve.serve.batching import ClientGone, client_probe
+from packserve.serve.http import (
+    INTERNAL_ERROR_BODY,
+    JSON_HEADERS,
+    ClientDisconnect,
+    Headers,
+    error_parts,
+    header_map,
+    send_bytes,
+)
+from packserve.serve.registry import ModelHandle, ModelRegistry
+
+if TYPE_CHECKING:
+    from contextvars import Token
+
+    from packserve.serve.batching import Probe
+
+log = logging.getLogger("packserve.serve")
+
+CLOSE: tuple[bytes, bytes] = (b"connection", b"close")
+
+
+class DisconnectProbe:
+    """While entered, a request queued in the handle's batcher is dropped if its client left.
+
+    The probe travels in a context variable (``ModelHandle.infer`` keeps its signature); the
+    batcher only starts it for a request that stays queued (``WATCH_AFTER_S``), and only once
+    the body has been read, so it never competes with body reading for ``receive``. Exiting
+    turns the batcher's :class:`ClientGone` into :class:`ClientDisconnect` (status 499).
+    """
+
+    __slots__ = ("_handle", "_receive", "_token")
+
+    def __init__(self, handle: ModelHandle, receive: Receive) -> None:
+        self._handle = handle
+        self._receive = receive
+        self._token: Token[Probe | None] | None = None
+
+    def __enter__(self) -> DisconnectProbe:
+        if self._handle.batcher is not None:  # unbatched calls are never queued
+            self._token = client_probe.set(self._probe)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._token is not None:
+            client_probe.reset(self._token)
+        if kind is ClientGone:
+            raise ClientDisconnect from None
+
+    async def _probe(self) -> bool:
+        return bool((await self._receive())["type"] == "http.disconnect")
+
+
+class Endpoint:
+    """One raw inference endpoint; a protocol implements :meth:`answer` (see module doc).
+
+    ``__call__`` returns the status it sent (499: the client left, nothing was sent).
+    """
+
+    #: (path template, batch?) pairs this endpoint serves: the gateway's route table
+    routes: ClassVar[tuple[tuple[str, bool], ...]] = ()
+    #: error bodies in the V2 shape (``{"error": ...}`` only)
+    v2: ClassVar[bool] = False
+    internal_error: ClassVar[bytes] = INTERNAL_ERROR_BODY
+
+    def __init__(
+        self, registry: ModelRegistry, *, max_body_bytes: int,
+        draining: Callable[[], bool] = lambda: False, admission: Admission | None = None,
+    ) -> None:
+        self.registry = registry
+        self.admission = admission or Admission(budget_ms=0)
+        self.max_body_bytes = max_body_bytes
+        self.draining = draining
+
+    async def answer(
+        self, handle: ModelHandle, headers: dict[bytes, bytes], receive: Receive, batch: bool,
+        deadline: float | None,
+    ) -> tuple[bytes, Headers]:
+        """Read, decode, infer (by ``deadline``), encode: the 200 body and its headers."""
+        raise NotImplementedError
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send,
+        name: str | None, version: str | None, batch: bool,
+    ) -> int:
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
+            handle = self.registry.resolve(name, version)
+            now = time.monotonic()
+            # admitted (or 503 at once) before the body is read; held from routing on: an
+            # unload or a newer version waits for it, it finishes on the version it got
+            self.admission.enter(handle, now)
+            try:
+                request_headers = header_map(scope)
+                deadline = self.admission.deadline(request_headers, now)
+                with DisconnectProbe(handle, receive):
+                    body, headers = await self.answer(
+                        handle, request_headers, receive, batch, deadline
+                    )
+            finally:
+                self.admission.leave(handle)
+            status = 200
+        except PackserveError as exc:
+            status, body, headers = error_parts(exc, v2=self.v2)
+        except ClientDisconnect:
+            return 499
+        except Exception:
+            log.exception("unhandled error in %s", scope["path"])
+            status, body, headers = 500, self.internal_error, JSON_HEADERS
+        if self.draining() and CLOSE not in headers:  # keep-alive clients: go elsewhere
+            headers = [*headers, CLOSE]
+        await send_bytes(send, status, body, headers)
+        return status
+
+
+__all__ = ["CLOSE", "DisconnectProbe", "Endpoint"]
