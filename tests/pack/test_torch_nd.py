@@ -217,3 +217,55 @@ def test_pt2_archives_are_refused_with_the_reason(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["pack", str(tmp_path / "m.pt2"), str(tmp_path / "out"),
                                    "--sample", str(tmp_path / "s.csv")])
     assert res.exit_code != 0 and "unpickling" in res.output and not (tmp_path / "out").exists()
+
+
+def test_served_torch_bundles_answer_like_the_python_api(nd_dir: Path, tmp_path: Path) -> None:
+    """/predict, /predict/batch and V2 (tritonclient, binary) equal packserve.load().predict."""
+    import shutil
+
+    import httpx
+    import tritonclient.http as httpclient
+
+    from helpers.server import running_server
+
+    repo = tmp_path / "repo"
+    for kind, fmt in (("text", "onnx"), ("two_inputs", "torchscript"), ("tuple", "onnx")):
+        shutil.copytree(packed(kind, fmt, nd_dir), repo / kind.replace("_", "-") / "1")
+    with running_server(repo) as srv:
+        c = httpclient.InferenceServerClient(srv.url.removeprefix("http://"))
+        for kind in ("text", "two_inputs", "tuple"):
+            name = kind.replace("_", "-")
+            local = packserve.load(repo / name / "1")
+            x = KINDS[kind][1](2)
+            named = x if isinstance(x, dict) else {local.manifest.inputs[0].name: x}
+            ref = local.predict(named)
+            insts = [{"inputs": {k: v[i].tolist() for k, v in named.items()}} for i in range(4)]
+            r = httpx.post(f"{srv.url}/models/{name}/predict/batch", json={"instances": insts})
+            assert r.status_code == 200, r.text
+            preds = r.json()["predictions"]
+            one = httpx.post(f"{srv.url}/models/{name}/predict", json=insts[0]).json()
+            assert one.keys() == {*preds[0], "model_version"}  # batch size 1 vs 4: same to 1e-6
+            assert json.dumps(one.get("prediction")) == json.dumps(preds[0].get("prediction")) or \
+                np.allclose(one["prediction"], preds[0]["prediction"], atol=1e-6)
+            if ref.outputs is not None:
+                for k, v in ref.outputs.items():
+                    assert np.allclose([p["outputs"][k] for p in preds], v[:4], atol=1e-6)
+            elif ref.labels is not None:
+                assert [p["prediction"] for p in preds] == ref.labels[:4].tolist()
+            else:
+                assert np.allclose([p["prediction"] for p in preds], ref.values[:4].reshape(4, -1)[:, 0])
+            meta = {i["name"]: i["datatype"] for i in c.get_model_metadata(name)["inputs"]}
+            inputs = []
+            for k, v in named.items():
+                t = httpclient.InferInput(k, list(v.shape), meta[k])
+                t.set_data_from_numpy(v, binary_data=True)
+                inputs.append(t)
+            res = c.infer(name, inputs)
+            if ref.outputs is not None:
+                for k, v in ref.outputs.items():
+                    assert np.array_equal(res.as_numpy(k), v)
+            elif ref.probabilities is not None:
+                assert np.array_equal(res.as_numpy("probabilities"), ref.probabilities)
+            else:
+                assert np.allclose(res.as_numpy("value").reshape(-1), ref.values.reshape(-1))
+        c.close()
