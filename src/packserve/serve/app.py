@@ -48,6 +48,7 @@ from packserve.serve.http import (
     send_error,
 )
 from packserve.serve.metrics import Metrics
+from packserve.serve.openapi_status import document_statuses
 from packserve.serve.predict import PredictEndpoint
 from packserve.serve.registry import ModelRegistry
 from packserve.serve.routes import health_router, metrics_router, models_router
@@ -195,6 +196,8 @@ class PackserveApp(FastAPI):
                 if self.needs_key(p):
                     for op in item.values():
                         op.setdefault("security", [{"bearerAuth": []}, {"apiKeyHeader": []}])
+        document_statuses(doc, needs_key=self.needs_key,
+                          drains=lambda p: not (self.is_open(p) or p == "/metrics"))
         self._openapi_doc = doc
         self._openapi_gen = gen
         return doc
