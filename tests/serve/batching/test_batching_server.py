@@ -217,8 +217,10 @@ def test_real_concurrency_without_gate_every_caller_gets_its_own_rows(
     for r, w in zip(responses, want, strict=True):
         assert r.status_code == 200
         assert_same(r.json(), w)
-    assert stats.rows == 64 and stats.completed == 64
-    assert stats.batches <= 64
+    assert stats.rows == 64 and stats.completed == 64  # every row accounted, exactly once
+    # 64 concurrent callers on one model: some must have shared a call (the inline fast path
+    # takes only a request alone in its loop turn; the rest queue behind the running batch)
+    assert stats.batches < 64 and stats.max_batch_rows >= 2, stats
 
 
 def test_idle_request_is_not_held_for_max_wait(chapter_bundle, chapter_data):
@@ -349,7 +351,9 @@ def test_bad_input_and_failing_batch_fail_only_themselves(chapter_bundle, chapte
 
 def test_drain_completes_queued_requests_and_refuses_new(chapter_bundle, chapter_data):
     x = chapter_data.x_test
-    srv = InProcess(chapter_bundle, max_batch_size=2)
+    # a grace period long enough for the refused request below to reach a listening socket
+    # on a busy machine (at 0.1 s it sometimes met a closed one: connection refused)
+    srv = InProcess(chapter_bundle, max_batch_size=2, shutdown_grace_s=2.0)
     try:
         gate = srv.gate()
         out: dict[int, httpx.Response] = {}
