@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from packserve.pack import PackResult, pack
     from packserve.runtime import Prediction, Predictor, RuntimeOptions, load
     from packserve.scan import ScanReport, scan
+    from packserve.signing import sign_bundle, verify_signature
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,8 @@ _LAZY = {
     "load": "packserve.runtime",
     "ScanReport": "packserve.scan",
     "scan": "packserve.scan",
+    "sign_bundle": "packserve.signing",
+    "verify_signature": "packserve.signing",
 }
 _FUNCTIONS = {"pack", "scan"}  # names that are both a public function and a subpackage
 
@@ -79,5 +82,7 @@ __all__ = [
     "pack",
     "read_manifest",
     "scan",
+    "sign_bundle",
     "verify_bundle",
+    "verify_signature",
 ]
