@@ -42,7 +42,7 @@ warnings.filterwarnings("ignore")
 N_FIT, N_SAMPLE, N_HELD = 300, 60, 200
 
 
-class _Timeout(Exception):
+class _Timeout(BaseException):  # not an Exception: nothing may wrap it
     pass
 
 

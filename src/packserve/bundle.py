@@ -34,7 +34,11 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "packserve.json"
 
-Task = Literal["binary", "multiclass", "regression", "tensor"]
+Task = Literal["binary", "multiclass", "regression", "tensor", "labels", "cluster", "transform"]
+#: tasks whose predictions are named raw outputs (``OutputSpec.tensors``), served as they are:
+#: N-D tensor models, and scikit-learn classifiers without probabilities (labels + decision
+#: scores), clusterers (cluster id + distances) and standalone transformers
+NAMED_OUTPUT_TASKS = frozenset({"tensor", "labels", "cluster", "transform"})
 Dtype = Literal[
     "float32", "float64", "float16", "int64", "int32", "uint8", "string", "bool"
 ]
@@ -206,8 +210,8 @@ class Manifest(_Model):
                 self.schema_version = 2
         elif not self.features:
             raise ValueError("a table bundle lists its features")
-        if self.task == "tensor" and not self.outputs.tensors:
-            raise ValueError("task='tensor' needs outputs.tensors")
+        if self.task in NAMED_OUTPUT_TASKS and not self.outputs.tensors:
+            raise ValueError(f"task={self.task!r} needs outputs.tensors")
         return self
 
     @property
@@ -326,6 +330,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "INTEGER_DTYPES",
     "MANIFEST_NAME",
+    "NAMED_OUTPUT_TASKS",
     "READABLE_SCHEMA_VERSIONS",
     "SCHEMA_VERSION",
     "Dtype",

@@ -59,13 +59,17 @@ def test_unfitted_model(tmp_path) -> None:
         packserve.pack(RandomForestClassifier(), tmp_path / "b", sample=np.zeros((2, 3)))
 
 
-def test_svc_without_probabilities(tmp_path) -> None:
+def test_svc_without_probabilities_serves_labels_and_scores(tmp_path) -> None:
     from sklearn.svm import SVC
 
     x = np.random.default_rng(0).normal(size=(60, 3))
     model = SVC().fit(x, x[:, 0] > 0)
-    with pytest.raises(UnsupportedModelError, match="predict_proba"):
-        packserve.pack(model, tmp_path / "b", sample=x[:10])
+    res = packserve.pack(model, tmp_path / "b", sample=x[:10])
+    assert res.manifest.task == "labels"
+    pred = packserve.load(res.path).predict(x[10:])
+    assert pred.outputs is not None
+    assert pred.outputs["label"].astype(str).tolist() == model.predict(x[10:]).astype(str).tolist()
+    assert np.abs(pred.outputs["scores"] - model.decision_function(x[10:])).max() <= 1e-4
 
 
 @pytest.mark.parametrize("key", ["xgboost-binary", "lightgbm-booster-binary", "catboost-binary",
@@ -200,9 +204,10 @@ def test_artifact_that_does_not_load_is_a_pack_error(zoo: Zoo, tmp_path, monkeyp
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".*packserve-tmp"))
 
 
-def test_clusterer_is_not_packed_as_a_regressor(tmp_path) -> None:
+def test_clusterer_is_packed_as_a_clusterer_not_a_regressor(tmp_path) -> None:
     from sklearn.cluster import KMeans
 
     x = np.random.default_rng(0).normal(size=(60, 3))
-    with pytest.raises(UnsupportedModelError, match="neither a classifier nor a regressor"):
-        packserve.pack(KMeans(n_clusters=2, n_init=1).fit(x), tmp_path / "b", sample=x[:5])
+    res = packserve.pack(KMeans(n_clusters=2, n_init=1).fit(x), tmp_path / "b", sample=x[:5])
+    assert res.manifest.task == "cluster"
+    assert [t.name for t in res.manifest.outputs.tensors] == ["label", "distances"]

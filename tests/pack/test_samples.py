@@ -77,9 +77,8 @@ def test_unusable_parquet_is_a_sample_error(tmp_path) -> None:
     pytest.importorskip("pyarrow")
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"not parquet at all")
-    with pytest.raises(SampleError, match="could not read 'junk.parquet' as parquet") as info:
-        samples.load_sample_file(junk)
-    assert str(tmp_path) not in info.value.message
+    with pytest.raises(SampleError, match="junk.parquet' as parquet: ArrowInvalid"):
+        samples.load_sample_file(junk)  # (paths are named as given: issue #21)
     dates = tmp_path / "d.parquet"
     pd.DataFrame({"when": pd.to_datetime(["2024-01-01"]), "x": [1.0]}).to_parquet(dates)
     with pytest.raises(SampleError, match="column 'when' holds datetime64"):

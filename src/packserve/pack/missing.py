@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from packserve.errors import PackError, PackserveError, SampleError
-from packserve.pack.parity import NativeOutput
+from packserve.pack.parity import NativeOutput, label_strings
 from packserve.pack.signature import SampleTable
 from packserve.runtime.prediction import Prediction
 
@@ -96,6 +96,13 @@ def probe_table(sample: SampleTable, numeric: list[int], per_feature: int) -> tu
 def _native_nan(out: NativeOutput) -> np.ndarray:
     """Per row: did the native model answer NaN (it does not really take the value)?"""
     parts = [a for a in (out.probabilities, out.values) if a is not None]
+    if out.outputs is not None:  # named outputs: any float output NaN
+        floats = [np.asarray(a, dtype=np.float64) for a in out.outputs.values()
+                  if np.asarray(a).dtype.kind == "f"]
+        if floats:
+            n = floats[0].shape[0]
+            return np.asarray(np.column_stack([np.isnan(a.reshape(n, -1)).any(axis=1)
+                                               for a in floats]).any(axis=1))
     if not parts:
         return np.zeros(0, dtype=bool)
     arr = np.asarray(parts[0], dtype=np.float64)
@@ -103,7 +110,21 @@ def _native_nan(out: NativeOutput) -> np.ndarray:
 
 
 def row_diffs(native: NativeOutput, got: Prediction) -> np.ndarray:
-    """Per row: max |Δ| of probabilities (inf where labels disagree) or of values."""
+    """Per row: max |Δ| of probabilities (inf where labels disagree) or of values; for
+    named outputs the worst of them (labels must agree)."""
+    if native.outputs is not None:
+        assert got.outputs is not None
+        n = len(got)
+        worst = np.zeros(n)
+        for name, ref in native.outputs.items():
+            mine = np.asarray(got.outputs[name])
+            if np.asarray(ref).dtype.kind != "f":
+                same = label_strings(ref).reshape(n, -1) == label_strings(mine).reshape(n, -1)
+                worst = np.where(same.all(axis=1), worst, np.inf)
+            else:
+                d = np.abs(ref.reshape(n, -1) - mine.reshape(n, -1).astype(np.float64))
+                worst = np.maximum(worst, d.max(axis=1))
+        return worst
     if native.values is not None:
         assert got.values is not None
         nv = np.asarray(native.values, dtype=np.float64).reshape(got.values.shape)

@@ -90,6 +90,12 @@ def compare(
     )
 
 
+def label_strings(labels: Any) -> np.ndarray:
+    """Labels compared as text; booleans as 0/1 (converters emit bool classes as int64)."""
+    arr = np.asarray(labels).reshape(-1)
+    return (arr.astype(np.int64) if arr.dtype.kind == "b" else arr).astype(str)
+
+
 def _compare_outputs(
     native: dict[str, np.ndarray], exported: Prediction, rel_tol: float, notes: list[str]
 ) -> ParityReport:
@@ -98,6 +104,17 @@ def _compare_outputs(
     worst, worst_tol, passed = 0.0, 0.0, True
     per: list[dict[str, Any]] = []
     for name, ref in native.items():
+        if np.asarray(ref).dtype.kind not in "f":  # labels / cluster ids: must all agree
+            got_l = label_strings(exported.outputs[name])
+            ref_l = label_strings(ref)
+            ok = got_l.shape == ref_l.shape and bool(np.all(got_l == ref_l))
+            passed = passed and ok
+            if not ok:
+                notes.append(f"output {name!r}: labels differ from the native ones")
+            per.append({"check": "output_parity", "output": name,
+                        "agreement": float(np.mean(got_l == ref_l)) if ok or
+                        got_l.shape == ref_l.shape else 0.0, "passed": ok})
+            continue
         ref64 = np.asarray(ref, dtype=np.float64)
         got = np.asarray(exported.outputs[name], dtype=np.float64)
         finite = np.abs(ref64[np.isfinite(ref64)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from packserve.bundle import Label, Manifest
+from packserve.bundle import NAMED_OUTPUT_TASKS, Label, Manifest
 from packserve.runtime.prediction import Prediction
 
 TIE_EPS = 1e-6
@@ -50,7 +50,7 @@ class Postprocessor:
 
     def __init__(self, manifest: Manifest) -> None:
         spec = manifest.outputs
-        self.tensor = spec.task == "tensor"
+        self.tensor = spec.task in NAMED_OUTPUT_TASKS
         self.tensor_names = [t.name for t in spec.tensors]
         self.regression = spec.task == "regression"
         self.value_output = spec.value_output

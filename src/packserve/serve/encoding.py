@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from packserve.bundle import Manifest
+from packserve.bundle import NAMED_OUTPUT_TASKS, Manifest
 from packserve.runtime.prediction import Prediction
 
 
@@ -23,7 +23,7 @@ class ResponseEncoder:
 
     def __init__(self, manifest: Manifest, version: str) -> None:
         self.version = version
-        self.tensor = manifest.task == "tensor"
+        self.tensor = manifest.task in NAMED_OUTPUT_TASKS
         self.classifier = manifest.is_classifier
         classes = list(manifest.outputs.classes or [])
         self.keys = [str(c) for c in classes]

@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
-from packserve.bundle import Manifest
+from packserve.bundle import NAMED_OUTPUT_TASKS, Manifest
 from packserve.errors import ModelNotFoundError
 from packserve.serve.registry import ModelHandle, ModelRegistry
-from packserve.serve.tensor_schemas import tensor_schemas
+from packserve.serve.tensor_schemas import named_model, tensor_schemas
 
 REF = "#/components/schemas/{model}"
 
@@ -53,6 +53,9 @@ def schema_prefix(handle: ModelHandle) -> str:
 def _item_fields(manifest: Manifest, prefix: str) -> dict[str, Any]:
     """The fields of one prediction: label + probabilities, or a value."""
     strict = ConfigDict(extra="forbid")
+    if manifest.task in NAMED_OUTPUT_TASKS:
+        outputs = named_model(prefix, "Outputs", manifest.outputs.tensors, is_input=False)
+        return {"outputs": (outputs, Field(description="every output by name, one row"))}
     if manifest.is_classifier:
         classes = list(manifest.outputs.classes or [])
         label: Any = Literal[tuple(classes)] if classes else str  # type: ignore[valid-type]

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from packserve.bundle import FLOAT_DTYPES, INTEGER_DTYPES, Manifest, TensorSpec
+from packserve.bundle import FLOAT_DTYPES, INTEGER_DTYPES, NAMED_OUTPUT_TASKS, Manifest, TensorSpec
 from packserve.runtime.tensors import InputChecker, shape_text
 
 _STRICT = ConfigDict(extra="forbid")
@@ -53,7 +53,7 @@ def _describe(spec: TensorSpec) -> str:
     return text
 
 
-def _named(prefix: str, suffix: str, specs: list[TensorSpec], *, is_input: bool) -> type[BaseModel]:
+def named_model(prefix: str, suffix: str, specs: list[TensorSpec], *, is_input: bool) -> type[BaseModel]:
     fields = {
         f"t{i}": (nested_type(s, is_input=is_input), Field(alias=s.name, description=_describe(s)))
         for i, s in enumerate(specs)
@@ -69,7 +69,7 @@ def tensor_schemas(manifest: Manifest, prefix: str, max_batch: int,
     """Request/response models for a tensor bundle; ``classifier_items`` (label/probability
     fields) for a classifier, ``None`` for regression / ``task='tensor'``."""
     specs = manifest.inputs
-    inputs_model = _named(prefix, "Inputs", specs, is_input=True)
+    inputs_model = named_model(prefix, "Inputs", specs, is_input=True)
     inputs_type: Any = inputs_model
     doc = "the inputs by name"
     if len(specs) == 1:
@@ -91,8 +91,8 @@ def tensor_schemas(manifest: Manifest, prefix: str, max_batch: int,
     )
     if classifier_items is not None:
         item_fields = classifier_items
-    elif manifest.task == "tensor":
-        outputs = _named(prefix, "Outputs", manifest.outputs.tensors, is_input=False)
+    elif manifest.task in NAMED_OUTPUT_TASKS:
+        outputs = named_model(prefix, "Outputs", manifest.outputs.tensors, is_input=False)
         item_fields = {"outputs": (outputs, Field(description="every output by name, one instance"))}
     else:
         item_fields = {"prediction": (float | list[float], Field(description="predicted value(s)"))}

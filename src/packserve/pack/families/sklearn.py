@@ -30,6 +30,7 @@ from packserve.pack.families.converters import (
     require,
     xgb_without_names,
 )
+from packserve.pack.families.sklearn_kinds import kind_of, named_output_spec, native_outputs
 from packserve.pack.family import (
     Attempt,
     Export,
@@ -72,31 +73,18 @@ def _check_model(model: Any) -> None:
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
-    if not hasattr(model, "predict"):
-        raise UnsupportedModelError(f"{type(model).__name__} has no predict(); it is not a model")
+    kind_of(model, final_estimator(model))  # refuses what cannot be served, with the reason
     try:
         check_is_fitted(model)
     except NotFittedError as exc:
         raise PackError(f"{type(model).__name__} is not fitted; fit it before packing") from exc
     except TypeError:  # not an estimator check_is_fitted understands; conversion will tell
         pass
-    from sklearn.base import is_regressor
-
-    if not is_classifier(model) and not is_regressor(model):
-        raise UnsupportedModelError(
-            f"{type(final_estimator(model)).__name__} is neither a classifier nor a regressor; "
-            "packserve packs predictive models (classification, regression)"
-        )
     if compat.native_categorical_hist_gradient_boosting(model):
         raise UnsupportedModelError(
             "skl2onnx cannot convert HistGradientBoosting with categorical_features (native "
             "categorical splits); encode those columns in the pipeline (e.g. OneHotEncoder or "
             "OrdinalEncoder in a ColumnTransformer) instead"
-        )
-    if is_classifier(model) and not hasattr(model, "predict_proba"):
-        raise UnsupportedModelError(
-            f"{type(final_estimator(model)).__name__} has no predict_proba, which packserve "
-            "needs for classifiers (for SVC: probability=True, or wrap it in CalibratedClassifierCV)"
         )
 
 
@@ -152,6 +140,9 @@ def _initial_types(
 
 
 def _native(model: Any, sample: SampleTable) -> parity.NativeOutput:
+    kind = kind_of(model, final_estimator(model))
+    if kind not in ("classifier", "regressor"):
+        return native_outputs(model, kind, sample)
     x = sample.frame if sample.frame is not None else sample.table
     if is_classifier(model):
         return parity.NativeOutput(
@@ -184,7 +175,13 @@ def _convert(
             workarounds.append(stack.enter_context(compat.hist_gradient_boosting_fix()))
         stack.enter_context(converter_errors(f"skl2onnx could not convert {type(model).__name__}"))
         try:
-            onx = convert_sklearn(model, initial_types=types, target_opset=opset, options=options)
+            try:
+                onx = convert_sklearn(model, initial_types=types, target_opset=opset,
+                                      options=options)
+            except NameError as exc:  # this converter has no zipmap option (LinearSVC, RFE)
+                if "zipmap" not in str(exc):
+                    raise
+                onx = convert_sklearn(model, initial_types=types, target_opset=opset)
         except (MissingConverter, MissingShapeCalculator) as exc:
             found = re.search(r"type '?<?class '([^']+)'", str(exc))
             what = found.group(1).rsplit(".", 1)[-1] if found else type(model).__name__
@@ -205,6 +202,11 @@ def _output_spec(onx: Any, model: Any, native: parity.NativeOutput) -> OutputSpe
         if not o.type.HasField("tensor_type"):
             raise PackError(f"converter emitted a non-tensor output {o.name!r} (ZipMap left on?)")
     if is_classifier(model):
+        if len(names) < 2:
+            raise UnsupportedModelError(
+                f"skl2onnx's converter for {type(model).__name__} emits labels only, without "
+                "the probabilities its predict_proba gives; it cannot be packed as a classifier"
+            )
         classes = [c.item() if hasattr(c, "item") else c for c in np.asarray(model.classes_)]
         graph_label = type(final_estimator(model)).__name__ in LABEL_NOT_ARGMAX or not (
             parity.labels_are_argmax(native, classes)
@@ -221,7 +223,9 @@ def _output_spec(onx: Any, model: Any, native: parity.NativeOutput) -> OutputSpe
 
 
 def _label_rule(outputs: OutputSpec) -> str:
-    if outputs.task == "regression":
+    if outputs.task in ("labels", "cluster"):
+        return "graph output 'label' (the native predict())"
+    if outputs.task in ("regression", "transform"):
         return "n/a"
     if outputs.label_output:
         return f"graph output {outputs.label_output!r} (native labels are not argmax of probabilities)"
@@ -240,6 +244,13 @@ def _reads_float32(final: Any) -> bool:
     model never sees.
     """
     return type(final).__module__.startswith(_FLOAT32_TREE_MODULES)
+
+
+def _has_trees(model: Any) -> bool:
+    """Whether a float32 tree split could be what went wrong (the hint applies)."""
+    final = final_estimator(model)
+    return _reads_float32(final) or _root(final) in BOOSTERS or "HistGradientBoosting" in (
+        type(final).__name__)
 
 
 FLOAT32_HINT = (
@@ -301,9 +312,14 @@ class SklearnFamily(Family):
         cast = use_double and (fam in BOOSTERS or _reads_float32(final_estimator(model)))
         convertible, changes = _convertible(model, cast_before_final=cast)
         types, specs = _initial_types(st, use_double, named)
-        onx, workarounds = _convert(convertible, types, opset, is_classifier(model))
+        kind = kind_of(model, final_estimator(model))
+        onx, workarounds = _convert(convertible, types, opset, kind in ("classifier", "labels"))
+        if kind in ("classifier", "regressor"):
+            outputs = _output_spec(onx, model, job.native)
+        else:
+            outputs, reshaped = named_output_spec(onx, kind, job.native, specs, st)
+            changes.extend(reshaped)
         opsets = write_onnx(job.staging, onx)
-        outputs = _output_spec(onx, model, job.native)
         return Export(
             artifact="model.onnx",
             inputs=specs,
@@ -321,7 +337,7 @@ class SklearnFamily(Family):
                 "labels": _label_rule(outputs),
             },
             notes=_notes(job, changes, workarounds),
-            failure_hint=None if use_double else FLOAT32_HINT,
+            failure_hint=None if use_double or not _has_trees(model) else FLOAT32_HINT,
         )
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from packserve.bundle import Manifest
+from packserve.bundle import NAMED_OUTPUT_TASKS, Manifest
 from packserve.runtime.prediction import Prediction
 from packserve.serve.v2.decode import InferRequest, RequestedOutput, parse_infer_request, plan_for
 from packserve.serve.v2.metadata import (
@@ -81,10 +81,18 @@ __all__ = [
 
 def prediction_tensors(prediction: Prediction, manifest: Manifest) -> dict[str, tuple[str, np.ndarray]]:
     """``{output name: (datatype, array)}`` holding exactly what ``/predict`` reports."""
-    if manifest.outputs.task == "tensor":
+    if manifest.outputs.task in NAMED_OUTPUT_TASKS:
         assert prediction.outputs is not None
         metas = plan_for(manifest).outputs
-        return {k: (metas[k].datatype, np.ascontiguousarray(v)) for k, v in prediction.outputs.items()}
+        out: dict[str, tuple[str, np.ndarray]] = {}
+        for name, arr in prediction.outputs.items():
+            datatype = metas[name].datatype
+            if datatype == "BYTES":
+                out[name] = (datatype, np.asarray([str(v) for v in arr.reshape(-1).tolist()],
+                                                  dtype=object).reshape(arr.shape))
+            else:
+                out[name] = (datatype, np.ascontiguousarray(arr, dtype=WIRE[datatype]))
+        return out
     if manifest.outputs.task == "regression":
         assert prediction.values is not None
         return {"value": ("FP64", np.ascontiguousarray(prediction.values, dtype=np.float64))}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from packserve.bundle import Manifest, TensorSpec
+from packserve.bundle import NAMED_OUTPUT_TASKS, Manifest, TensorSpec
 
 __all__ = [
     "FROM_MANIFEST",
@@ -100,7 +100,7 @@ def output_metadata(manifest: Manifest, *, value_width: int | None = None) -> li
     row); the manifest does not record it, so callers that know it (from warm-up) pass it.
     """
     spec = manifest.outputs
-    if spec.task == "tensor":  # every raw output by name, as the artifact computes it
+    if spec.task in NAMED_OUTPUT_TASKS:  # every raw output by name, as the artifact computes it
         return [TensorMeta(t.name, FROM_MANIFEST[t.dtype], v2_shape(t)) for t in spec.tensors]
     if spec.task == "regression":
         shape = (-1,) if value_width is None else (-1, value_width)
