@@ -149,15 +149,16 @@ def test_hot_reload_refuses_every_tampered_version(
     assert len(paths) == 2 and all(p.startswith(allowed) for p in paths), paths
 
 
-@pytest.mark.parametrize("case, code", [("byte_in_artifact", 6), ("signature_missing", 7)])
+@pytest.mark.parametrize("case, code, workers", [
+    ("byte_in_artifact", 6, "1"), ("signature_missing", 7, "1"), ("manifest_rewritten", 6, "2")])
 def test_a_lone_refused_bundle_exits_with_the_signature_code(
-    case: str, code: int, signed_bundle: Path, keys: Keys, tmp_path: Path
+    case: str, code: int, workers: str, signed_bundle: Path, keys: Keys, tmp_path: Path
 ) -> None:
     bad = tampered_copy(signed_bundle, tmp_path / "fraud", case, keys)
     env, log = ort_trap_env(tmp_path / "trap")
     proc = subprocess.run(
         [sys.executable, "-m", "packserve", "serve", str(bad), "--port", str(free_port()),
-         "--trusted-key", str(keys.other_public), "--trusted-key", str(keys.public)],
+         "--trusted-key", str(keys.other_public), "--trusted-key", str(keys.public), "--workers", workers],
         capture_output=True, text=True, timeout=120, env={**os.environ, **env},
     )
     assert proc.returncode == code, proc.stderr[-2000:]
