@@ -11,7 +11,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from packserve.bundle import Manifest, ParityReport
+from packserve.bundle import NAMED_OUTPUT_TASKS, Manifest, ParityReport
 
 
 def parity_line(p: ParityReport) -> Text:
@@ -45,11 +45,25 @@ def _inputs_table(m: Manifest) -> Table:
 
 def _outputs_line(m: Manifest) -> str:
     out = m.outputs
+    if out.task in NAMED_OUTPUT_TASKS:
+        return "named outputs: " + ", ".join(
+            f"{t.name} {t.dtype}{['N', *t.shape[1:]]}" for t in out.tensors)
     if out.task == "regression":
         return f"values from {out.value_output!r}"
     labels = (f"graph output {out.label_output!r}" if out.label_output
               else "argmax of probabilities")
     return f"probabilities from {out.probability_output!r} ({out.postprocess}); labels: {labels}"
+
+
+def _missing_line(m: Manifest) -> str:
+    """Which features take a missing value (null / NaN), as measured at pack time."""
+    allowed = [f.name for f in m.features if f.allow_missing]
+    if m.missing_values == "all":
+        return "accepted (null / NaN) for every numeric feature"
+    if m.missing_values == "some":
+        shown = ", ".join(allowed[:8]) + (", ..." if len(allowed) > 8 else "")
+        return f"accepted for {len(allowed)} feature(s): {shown}; refused for the others"
+    return "refused (the model does not take them)" if m.features else "-"
 
 
 def summary(m: Manifest, *, integrity: str | None = None) -> Group:
@@ -72,6 +86,7 @@ def summary(m: Manifest, *, integrity: str | None = None) -> Group:
         ("precision", str(m.export.get("input_precision", "-"))),
         ("outputs", _outputs_line(m)),
         ("parity", parity_line(m.parity)),
+        ("missing values", _missing_line(m)),
         ("created", m.created_at),
     ]
     for key, value in rows:
