@@ -4,7 +4,8 @@ For each server variant — ``packserve serve`` with default settings, with ``--
 the same two with admission control off (``--admission-budget-ms 0``: the behaviour before
 issue #15, measured in the same run as the baseline) — this script
 
-1. measures capacity with a short closed loop (``packserve bench``, 64 connections);
+1. measures capacity with a short closed loop (``packserve bench``, 64 connections) on the
+   family's "no admission" server (run first), the offered rate of both of the family's;
 2. offers 2x that rate open loop for ``--duration`` s (15) with a 5 s client deadline
    (a request not answered within 5 s counts as a timeout and its connection is dropped);
 3. meanwhile probes ``GET /health/ready`` every 50 ms (1 s timeout) and sends a
@@ -36,11 +37,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import Server, build_bundle, start
 
+#: the "no admission" server of a family runs first and its closed-loop capacity sets the
+#: offered rate for both (a server that sheds would under-report its own capacity)
 VARIANTS: dict[str, list[str]] = {
-    "default": [],
-    "batching": ["--batching"],
     "default, no admission": ["--admission-budget-ms", "0"],
+    "default": [],
     "batching, no admission": ["--batching", "--admission-budget-ms", "0"],
+    "batching": ["--batching"],
 }
 
 
@@ -101,11 +104,15 @@ def admission_counts(url: str) -> str:
 
 
 def one_run(
-    name: str, srv: Server, bundle: Path, body: bytes, duration: float, factor: float
+    name: str, srv: Server, bundle: Path, body: bytes, duration: float, factor: float,
+    capacity: dict[str, float],
 ) -> dict[str, object]:
     from packserve.bench import run_bench
 
-    cap = run_bench(srv.url, concurrency=64, duration=3.0, bundle=bundle).throughput
+    family = name.split(",")[0]
+    if family not in capacity or "no admission" in name:
+        capacity[family] = run_bench(srv.url, concurrency=64, duration=3.0, bundle=bundle).throughput
+    cap = capacity[family]
     rate = factor * cap
     p = Probes()
     threads = [threading.Thread(target=probe_health, args=(srv.url, p), daemon=True),
@@ -129,6 +136,9 @@ def one_run(
         "health_fail": p.health_fail,
         "503_checked": p.s503, "503_no_retry_after": p.s503_no_retry_after,
         "server_rejects": admission_counts(srv.url),
+        "generator": "kept up" if res["generator"].get("ok", True) else "could NOT keep up",
+        "gen_cpu": round(float(res["generator"].get("cpu_util", 0.0)), 2),
+        "gen_lag_p50_ms": round(float(res["generator"].get("schedule_lag_p50_ms", 0.0)), 1),
     }
     print(row, flush=True)
     return row
@@ -141,27 +151,38 @@ def main() -> None:
     ap.add_argument("--factor", type=float, default=2.0)
     ap.add_argument("--variants", default=";".join(VARIANTS), help="names separated by ;")
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--model", choices=("chapter", "slow"), default="chapter",
+                    help="slow: a dense 1024x1024x8 ONNX model computed in a thread (~ms per call), "
+                    "a rate a generator on a busy host can keep")
     args = ap.parse_args()
     cpus = len(os.sched_getaffinity(0))
     pin_srv = None if args.no_pin or cpus < 2 else "0"
     if pin_srv is not None:
         os.sched_setaffinity(0, {1})  # the generator and probes on the other CPU
     tmp = Path(tempfile.mkdtemp(prefix="bench-overload-"))
-    bundle, rows = build_bundle(tmp)
     import orjson
 
-    body = orjson.dumps({"features": rows[0]})
+    if args.model == "slow":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from helpers.models import make_slow_bundle
+
+        bundle = make_slow_bundle(tmp / "slow", width=1024, layers=8)
+        body = orjson.dumps({"features": [0.1, 0.2, 0.3, 0.4]})
+    else:
+        bundle, rows = build_bundle(tmp)
+        body = orjson.dumps({"features": rows[0]})
     py = sys.executable
     rows_out: list[dict[str, object]] = []
     names = [v.strip() for v in args.variants.split(";")]
     print(f"cpus={cpus} pinning={'server cpu0 / generator cpu1' if pin_srv else 'off'} "
-          f"duration={args.duration}s factor={args.factor}x", flush=True)
+          f"duration={args.duration}s factor={args.factor}x model={args.model}", flush=True)
+    capacity: dict[str, float] = {}
     for _ in range(args.rounds):
         for name in names:
             srv = start(name, [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
                                "--log-level", "warning", *VARIANTS[name]], {}, "/health/ready", pin_srv)
             try:
-                rows_out.append(one_run(name, srv, bundle, body, args.duration, args.factor))
+                rows_out.append(one_run(name, srv, bundle, body, args.duration, args.factor, capacity))
             finally:
                 srv.stop()
     print("\n| variant | capacity req/s | offered | 2xx | 503 | timeouts | other errors "

@@ -140,7 +140,7 @@ class Admission:
             self._reject(name, "queue_delay")
             raise OverloadedError("the server is overloaded; retry later", retry_after_s=1.0)
         batcher = handle.batcher
-        if batcher is not None and batcher.queue_depth >= batcher.max_queue:
+        if batcher is not None and batcher.queue_depth >= batcher.max_queue and self.enabled:
             # the batcher would refuse it after parsing: refuse it now, for a fraction of that
             self._reject(name, "queue_full")
             raise OverloadedError(
