@@ -82,8 +82,8 @@ async def main() -> None:
 
     from packserve.runtime.postprocess import postprocess
     from packserve.serve.app import create_app
+    from packserve.serve.payloads.validation import parse_json
     from packserve.serve.settings import ServeSettings
-    from packserve.serve.validation import parse_json
 
     bundle, rows = build_bundle(Path(tempfile.mkdtemp(prefix="profile-predict-")))
     rows = (rows * (args.rows // len(rows) + 1))[: args.rows]

@@ -12,7 +12,7 @@ from packserve.bench.inputs import Signature, build_bodies
 from packserve.bench.locustgen import locustfile_for
 from packserve.bench.tensor_inputs import from_v2_metadata
 from packserve.bundle import read_manifest
-from packserve.serve.tensor_request import TensorRequestDecoder
+from packserve.serve.payloads.tensor import TensorRequestDecoder
 
 
 def test_bench_bodies_are_valid_requests(two_input_bundle: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from packserve.serve.docs import ASSETS, CSP, asset_url, assets_version
+from packserve.serve.openapi.docs import ASSETS, CSP, asset_url, assets_version
 from packserve.serve.settings import ServeSettings
 
 

@@ -18,12 +18,12 @@ from packserve.errors import BadRequestError, InputError
 from packserve.runtime import Predictor
 from packserve.serve.gateway import RouteTable
 from packserve.serve.offload import CostModel
+from packserve.serve.openapi.schemas import model_schemas
+from packserve.serve.payloads.validation import RequestDecoder, parse_json
 from packserve.serve.predict import PredictEndpoint
 from packserve.serve.registry import ModelHandle, ModelRegistry
-from packserve.serve.schemas import model_schemas
 from packserve.serve.settings import ServeSettings
 from packserve.serve.v2 import InferEndpoint
-from packserve.serve.validation import RequestDecoder, parse_json
 
 
 def route_table() -> RouteTable:
@@ -152,7 +152,7 @@ def test_decoder_feeds_match_runtime(chapter_bundle: Path, chapter_data) -> None
 
 @pytest.mark.parametrize("fixture", ["chapter_bundle", "iris_string_bundle", "credit_bundle"])
 def test_small_and_large_batch_encodings_agree(fixture: str, request: pytest.FixtureRequest) -> None:
-    from packserve.serve.encoding import ResponseEncoder
+    from packserve.serve.payloads.encoding import ResponseEncoder
 
     bundle = request.getfixturevalue(fixture)
     p = packserve.load(bundle)

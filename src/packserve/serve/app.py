@@ -36,7 +36,6 @@ from packserve.errors import (
 )
 from packserve.runtime import RuntimeOptions
 from packserve.serve.admission import Admission
-from packserve.serve.docs import DOCS_CHALLENGES, docs_router, is_docs_surface
 from packserve.serve.gateway import RouteTable, TrackedSend, body_limit, log_access
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
@@ -48,11 +47,17 @@ from packserve.serve.http import (
     send_error,
 )
 from packserve.serve.metrics import Metrics
-from packserve.serve.openapi_status import document_statuses
+from packserve.serve.openapi import (
+    DOCS_CHALLENGES,
+    SECURITY_SCHEMES,
+    docs_router,
+    document_statuses,
+    is_docs_surface,
+    prediction_openapi,
+)
 from packserve.serve.predict import PredictEndpoint
 from packserve.serve.registry import ModelRegistry
 from packserve.serve.routes import health_router, metrics_router, models_router
-from packserve.serve.schemas import SECURITY_SCHEMES, prediction_openapi
 from packserve.serve.settings import ServeSettings
 from packserve.serve.state import ServerState, lifespan_context
 from packserve.serve.v2 import InferEndpoint, v2_router
@@ -70,7 +75,7 @@ ROUTERS: list[Callable[[], APIRouter]] = [
 
 #: Paths that never need the API key and are answered while draining: health, for probes and
 #: load balancers that cannot hold a key. (/metrics: open unless ``metrics_auth``; the docs
-#: surface: see :func:`packserve.serve.docs.is_docs_surface`.)
+#: surface: see :func:`packserve.serve.openapi.docs.is_docs_surface`.)
 OPEN_PATHS = frozenset({"/health"})
 OPEN_PREFIXES = ("/health/", "/v2/health/")
 
@@ -283,7 +288,7 @@ def create_app(
         title="packserve",
         version=__version__,
         description="Prediction API over packserve bundles.",
-        docs_url=None,  # FastAPI's pages load from a CDN: serve/docs.py serves them offline
+        docs_url=None,  # FastAPI's pages load from a CDN: serve/openapi/docs.py serves them offline
         redoc_url=None,
         lifespan=lambda _app: lifespan_context(registry, state, executor),
     )

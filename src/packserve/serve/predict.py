@@ -4,7 +4,7 @@
 skip FastAPI's per-request machinery (dependency solving, a Pydantic object per instance,
 ``jsonable_encoder``): the body is read with a size cap, parsed by orjson, validated
 vectorised by the model's :class:`RequestDecoder` and answered with orjson bytes. Their
-OpenAPI description is still exact: :mod:`packserve.serve.schemas` builds it per model.
+OpenAPI description is still exact: :mod:`packserve.serve.openapi.schemas` builds it per model.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from starlette.types import Receive
 
 from packserve.serve.endpoint import Endpoint
 from packserve.serve.http import JSON_HEADERS, Headers, check_json, read_body
+from packserve.serve.payloads import parse_json
 from packserve.serve.registry import ModelHandle
-from packserve.serve.validation import parse_json
 
 #: (path template, batch?) of every prediction path, for the gateway's route table
 PREDICT_ROUTES: tuple[tuple[str, bool], ...] = (

@@ -31,10 +31,8 @@ from packserve.errors import (
     SignatureError,
 )
 from packserve.runtime import Feeds, Prediction, Predictor, RuntimeOptions, feeds_rows, load
-from packserve.serve.encoding import ResponseEncoder
 from packserve.serve.offload import CostModel
-from packserve.serve.tensor_request import TensorRequestDecoder
-from packserve.serve.validation import RequestDecoder, decoder_for
+from packserve.serve.payloads import RequestDecoder, ResponseEncoder, TensorRequestDecoder, decoder_for
 from packserve.signing import TrustAnchor, trust_summary, verify_signature
 
 log = logging.getLogger("packserve.serve")

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from packserve.errors import ModelNotFoundError
 from packserve.serve.metrics import Metrics
+from packserve.serve.openapi import ErrorBody
 from packserve.serve.registry import ModelRegistry
-from packserve.serve.schemas import ErrorBody
 from packserve.serve.state import ServerState
 
 

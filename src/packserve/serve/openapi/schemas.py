@@ -6,7 +6,7 @@ per-feature types (strings for ColumnTransformer columns), class labels with the
 and an example row: the first of ``manifest.examples`` (a real row of the pack sample) or,
 with ``example_rows=False`` (``serve --no-example-rows``), a placeholder row (0 / "") so
 that no user data reaches the document. The Pydantic models are built for the
-schema only; requests are validated by :class:`~packserve.serve.validation.RequestDecoder`,
+schema only; requests are validated by :class:`~packserve.serve.payloads.validation.RequestDecoder`,
 which accepts exactly what these schemas describe.
 """
 
@@ -20,8 +20,8 @@ from pydantic.json_schema import models_json_schema
 
 from packserve.bundle import NAMED_OUTPUT_TASKS, Manifest
 from packserve.errors import ModelNotFoundError
+from packserve.serve.openapi.tensor import named_model, tensor_schemas
 from packserve.serve.registry import ModelHandle, ModelRegistry
-from packserve.serve.tensor_schemas import named_model, tensor_schemas
 
 REF = "#/components/schemas/{model}"
 

@@ -1,6 +1,6 @@
 """Prediction -> response JSON bytes, straight to orjson (no response-model objects).
 
-Shapes (the OpenAPI schemas in :mod:`packserve.serve.schemas` describe exactly these):
+Shapes (the OpenAPI schemas in :mod:`packserve.serve.openapi.schemas` describe exactly these):
 classification ``{"prediction", "probability", "probabilities", "model_version"}``,
 regression ``{"prediction", "model_version"}``, ``task='tensor'`` ``{"outputs": {name: nested
 array}, "model_version"}``, batch ``{"predictions", "batch_size", "model_version"}`` with one

@@ -20,7 +20,7 @@ import orjson
 from packserve.bundle import Manifest
 from packserve.errors import BadRequestError, InputError
 from packserve.runtime.inputs import Feeds, table_to_feeds
-from packserve.serve.tensor_request import TensorRequestDecoder
+from packserve.serve.payloads.tensor import TensorRequestDecoder
 
 _NUM_TYPES = frozenset({int, float})
 _STR_TYPES = frozenset({str})

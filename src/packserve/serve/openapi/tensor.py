@@ -3,7 +3,7 @@
 Exact per input: one nested array level per axis with ``minItems``/``maxItems`` for every
 fixed axis, the element type (``number``, ``integer`` with the recorded ``minimum`` /
 ``maximum`` for token ids, ``boolean``) and the dtype in the description. The request
-bodies are what :class:`~packserve.serve.tensor_request.TensorRequestDecoder` accepts.
+bodies are what :class:`~packserve.serve.payloads.tensor.TensorRequestDecoder` accepts.
 """
 
 from __future__ import annotations
