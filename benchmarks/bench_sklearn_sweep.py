@@ -89,6 +89,17 @@ def held_out_agrees(est: Any, path: Path, x: np.ndarray) -> bool:
     import packserve
 
     pred = packserve.load(path).predict(x)
+    if pred.outputs is not None:  # named outputs: label vs predict(), output vs transform()
+        if "label" in pred.outputs:
+            want_l = np.asarray(est.predict(x))
+            want_l = want_l.astype(np.int64) if want_l.dtype.kind == "b" else want_l
+            got_l = pred.outputs["label"]
+            got_l = got_l.astype(np.int64) if got_l.dtype.kind == "b" else got_l
+            return bool(np.all(got_l.reshape(want_l.shape).astype(str) == want_l.astype(str)))
+        t = est.transform(x)
+        want = np.asarray(t.toarray() if hasattr(t, "toarray") else t, dtype=np.float64)
+        got = pred.outputs["output"].astype(np.float64).reshape(want.shape)
+        return bool(np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.abs(want).max())))
     if pred.values is not None and hasattr(est, "predict"):
         want = np.asarray(est.predict(x), dtype=np.float64)
         tol = 1e-5 * max(float(np.mean(np.abs(want))), 1e-12)

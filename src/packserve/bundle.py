@@ -61,7 +61,8 @@ class FeatureSpec(_Model):
 
     name: str
     dtype: Dtype = "float32"
-    allow_missing: bool = False
+    # Written only when true, so a bundle without missing values reads in older packserve.
+    allow_missing: bool = Field(default=False, exclude_if=lambda v: not v)
 
 
 class TensorSpec(_Model):
@@ -210,6 +211,10 @@ class Manifest(_Model):
                 self.schema_version = 2
         elif not self.features:
             raise ValueError("a table bundle lists its features")
+        elif self.schema_version < 2 and (
+            self.task in NAMED_OUTPUT_TASKS or any(f.allow_missing for f in self.features)
+        ):  # what an older reader would misread (it refuses schema 2 with a clear message)
+            self.schema_version = 2
         if self.task in NAMED_OUTPUT_TASKS and not self.outputs.tensors:
             raise ValueError(f"task={self.task!r} needs outputs.tensors")
         return self

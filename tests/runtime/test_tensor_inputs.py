@@ -25,15 +25,20 @@ def _inputs(n: int = 3, seq: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
             "image": rng.normal(size=(n, 3, 4, 4)).astype(np.float32)}
 
 
-def test_manifest_round_trip_and_schema_version(two_input_bundle: Path, chapter_bundle: Path) -> None:
+def test_manifest_round_trip_and_schema_version(two_input_bundle: Path, chapter_bundle: Path,
+                                                iris_string_bundle: Path) -> None:
     m = read_manifest(two_input_bundle)
     assert m.is_tensor and m.task == "tensor" and m.schema_version == 2
     assert m.input("tokens").value_range == (0, VOCAB - 1)
     assert m.input("tokens").axes == {0: "batch", 1: "seq"}
     assert m.input("image").example_shape(2) == (2, 3, 4, 4)
     assert m.input("tokens").example_shape(2) == (2, 6)  # the variable axis as in the sample
-    table = read_manifest(chapter_bundle)
+    table = read_manifest(iris_string_bundle)
     assert table.signature == "table" and table.schema_version == 1  # old readers still read it
+    assert "allow_missing" not in (iris_string_bundle / "packserve.json").read_text()
+    # XGBoost takes missing values (#19): an older reader would drop that, so it says 2
+    gaps = read_manifest(chapter_bundle)
+    assert gaps.missing_values == "all" and gaps.schema_version == 2
 
 
 def test_future_schema_version_is_refused(two_input_bundle: Path, tmp_path: Path) -> None:

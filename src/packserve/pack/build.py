@@ -194,6 +194,8 @@ def _measure(
     allowed = set(probe.allowed) if probe is not None else set()
     for f in manifest.features:
         f.allow_missing = f.name in allowed
+    if allowed and manifest.schema_version < 2:  # an older reader must not drop the flag
+        manifest.schema_version = 2
     if probe is not None:
         report.checks.append(probe.check(report.tolerance))
         report.notes.extend(probe.notes())
