@@ -216,7 +216,7 @@ def _handle(bundle: Path, delay: float) -> ModelHandle:
     h = ModelHandle("fraud", "1", bundle, inner.manifest, cost=CostModel(0.00025),
                     executor=ThreadPoolExecutor(4))
     h.predictor = Sleepy(inner, delay)
-    from packserve.serve.registry import ModelState, _timed_runner
+    from packserve.serve.handle import ModelState, _timed_runner
 
     h.cost.calibrate(_timed_runner(h.predictor))
     h.state = ModelState.READY
