@@ -398,7 +398,16 @@ def test_sigterm_on_a_real_process_loses_no_request(tmp_path):
                 tasks = [asyncio.ensure_future(c.post(f"{srv.url}/predict",
                                                       json={"features": [0.1 * i, 0.2, 0.3, 0.4]}))
                          for i in range(40)]
-                await asyncio.sleep(0.15)
+                # SIGTERM once requests are being served (a fixed 0.15 s was sometimes before
+                # the first one arrived on a busy host: every request then got 503)
+                end = time.monotonic() + 20
+                async with httpx.AsyncClient(timeout=10) as probe:
+                    while time.monotonic() < end:
+                        m = (await probe.get(f"{srv.url}/metrics")).text
+                        if any(line.startswith("packserve_requests_in_flight ")
+                               and float(line.split()[1]) >= 2 for line in m.splitlines()):
+                            break
+                        await asyncio.sleep(0.01)
                 srv.proc.send_signal(signal.SIGTERM)
                 return await asyncio.gather(*tasks, return_exceptions=True)
 
