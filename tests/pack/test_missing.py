@@ -125,3 +125,17 @@ def test_converter_that_gets_missing_values_wrong(mdata, tmp_path) -> None:
     assert any("handles them differently" in n for n in m.notes)
     with pytest.raises(ParityError, match="rows with missing values"):
         packserve.pack(model, tmp_path / "dt2", sample=mdata.x_test[:80])
+
+
+def test_knn_imputer_pipeline_packs_with_the_opset_its_converter_needs(mdata, tmp_path) -> None:
+    from sklearn.impute import KNNImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(KNNImputer(), LogisticRegression()).fit(mdata.x_train, mdata.y_train)
+    res = packserve.pack(model, tmp_path / "knn", sample=mdata.x_test[:40])
+    assert res.manifest.missing_values == "all" and res.manifest.opsets[""] == 18
+    assert any("opset 18" in w for w in res.manifest.export["workarounds"])
+    pred = packserve.load(res.path).predict(mdata.x_test)
+    assert pred.probabilities is not None
+    _close(model.predict_proba(mdata.x_test), pred.probabilities, True)

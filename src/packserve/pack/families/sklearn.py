@@ -182,6 +182,14 @@ def _convert(
                 if "zipmap" not in str(exc):
                     raise
                 onx = convert_sklearn(model, initial_types=types, target_opset=opset)
+            except AssertionError as exc:  # "no longer works for opset 17 < 18" (KNNImputer)
+                needs = re.search(r"opset (\d+) < (\d+)", str(exc))
+                if not needs:
+                    raise
+                opset = {**opset, "": int(needs.group(2))}
+                onx = convert_sklearn(model, initial_types=types, target_opset=opset,
+                                      options=options)
+                workarounds.append(f"ai.onnx opset {needs.group(2)} (a step's converter needs it)")
         except (MissingConverter, MissingShapeCalculator) as exc:
             found = re.search(r"type '?<?class '([^']+)'", str(exc))
             what = found.group(1).rsplit(".", 1)[-1] if found else type(model).__name__
