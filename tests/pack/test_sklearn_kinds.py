@@ -33,6 +33,7 @@ def _models(d: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     from sklearn.compose import ColumnTransformer
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.mixture import GaussianMixture
     from sklearn.multioutput import MultiOutputClassifier
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
     from sklearn.svm import SVC, LinearSVC
@@ -46,6 +47,7 @@ def _models(d: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         "linearsvc": (LinearSVC().fit(x, y3), x),
         "sgd": (SGDClassifier(random_state=0).fit(x, y), x),
         "kmeans": (KMeans(n_clusters=3, n_init=2, random_state=0).fit(x), x),
+        "gmm": (GaussianMixture(n_components=3, random_state=0).fit(x), x),
         "multioutput": (MultiOutputClassifier(LogisticRegression()).fit(x, np.c_[y, y3]), x),
         "pca": (PCA(n_components=3).fit(x), x),
         "columns": (ct.fit(df), df),
@@ -74,7 +76,8 @@ def packed(data, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 TASKS = {"svc": "labels", "svc3": "labels", "linearsvc": "labels", "sgd": "labels",
-         "kmeans": "cluster", "multioutput": "labels", "pca": "transform", "columns": "transform"}
+         "kmeans": "cluster", "gmm": "cluster", "multioutput": "labels", "pca": "transform",
+         "columns": "transform"}
 
 
 @pytest.mark.parametrize("name", list(TASKS))

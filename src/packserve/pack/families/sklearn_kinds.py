@@ -59,9 +59,7 @@ def kind_of(model: Any, final: Any) -> str:
         return "regressor"
     if is_outlier_detector(final) and hasattr(model, "predict"):
         return "labels"
-    if (hasattr(model, "predict") and hasattr(final, "cluster_centers_")) or (
-        hasattr(model, "predict") and getattr(final, "_estimator_type", "") == "clusterer"
-    ):
+    if hasattr(model, "predict") and (hasattr(final, "cluster_centers_") or _is_clusterer(final)):
         return "cluster"
     if hasattr(model, "transform"):
         return "transform"
@@ -73,6 +71,14 @@ def kind_of(model: Any, final: Any) -> str:
     raise UnsupportedModelError(
         f"{name} has neither predict() nor transform(); packserve serves models and transformers"
     )
+
+
+def _is_clusterer(est: Any) -> bool:
+    """Clusterers, and density estimators whose predict() names a component (GaussianMixture)."""
+    tags = getattr(est, "__sklearn_tags__", None)
+    kind = getattr(tags(), "estimator_type", None) if callable(tags) else None
+    kind = kind or getattr(est, "_estimator_type", "")
+    return kind in ("clusterer", "density_estimator")
 
 
 def native_outputs(model: Any, kind: str, sample: SampleTable) -> parity.NativeOutput:
