@@ -7,6 +7,7 @@ import __future__
 
 import collections.abc
 import io
+import json
 import pickle
 import re
 import struct
@@ -111,3 +112,15 @@ def test_every_exit_code_is_distinct_and_documented_once() -> None:
     listing = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout
     for code, meaning in EXIT_CODES.items():
         assert f"{int(code):>3}  {meaning}" in listing
+
+
+def test_a_long_list_of_non_pickles_is_cut_in_text_and_whole_in_json(tmp_path: Path) -> None:
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps([1], protocol=4))
+    for i in range(25):
+        (tmp_path / f"t{i:02d}.csv").write_bytes(b"a,b\n")
+    r = CliRunner().invoke(app, ["scan", str(tmp_path)])
+    assert r.exit_code == ExitCode.OK
+    assert r.stdout.count("not a pickle format: ") == 20 and "... and 5 more" in r.stdout
+    assert r.stdout.splitlines()[-1] == "clean: 1 file(s) verified, 25 not a pickle format"
+    body = CliRunner().invoke(app, ["scan", str(tmp_path), "--json"]).stdout
+    assert len(json.loads(body)["not_pickle"]) == 25

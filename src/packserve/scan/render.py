@@ -106,9 +106,17 @@ def render_table(report: ScanReport, console: Any) -> None:
         for e in report.errors:
             table.add_row(e.file, e.member or "", e.reason)
         console.print(table)
-    for name in report.not_pickle:
-        console.print(f"not a pickle format: {name}", highlight=False, soft_wrap=True)
+    for line in _not_pickle_lines(report):
+        console.print(line, highlight=False, soft_wrap=True)
     console.print(f"{_VERDICT[report.exit_code]}: {report.summary()}", highlight=False)
+
+
+def _not_pickle_lines(report: ScanReport, most: int = 20) -> list[str]:
+    """The files that hold no pickle data, the first ``most`` of them (--json lists all)."""
+    lines = [f"not a pickle format: {name}" for name in report.not_pickle[:most]]
+    if len(report.not_pickle) > most:
+        lines.append(f"... and {len(report.not_pickle) - most} more not a pickle format (--json lists all)")
+    return lines
 
 
 def render_text(report: ScanReport, stream: IO[str]) -> None:
@@ -124,8 +132,8 @@ def render_text(report: ScanReport, stream: IO[str]) -> None:
         render_table(report, Console(file=stream))
         return
     color = stream.isatty() and "NO_COLOR" not in os.environ
-    for name in report.not_pickle:
-        stream.write(f"not a pickle format: {name}\n")
+    for line in _not_pickle_lines(report):
+        stream.write(line + "\n")
     code = report.exit_code
     word = "clean" if code == ExitCode.OK else "nothing to verify"
     if color:

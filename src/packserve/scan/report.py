@@ -96,7 +96,8 @@ class ScanReport:
         self.findings.extend(other.findings)
         self.errors.extend(other.errors)
         self.files.update(other.files)
-        self.not_pickle.extend(f for f in other.not_pickle if f not in self.not_pickle)
+        known = set(self.not_pickle)  # a set: a directory may list 100k CSVs
+        self.not_pickle.extend(f for f in other.not_pickle if f not in known)
         self.bytes_scanned += other.bytes_scanned
 
     def summary(self) -> str:
