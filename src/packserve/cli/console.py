@@ -35,7 +35,9 @@ def err() -> Console:
 
 def report_error(exc: PackserveError) -> int:
     """Print ``error: <message>`` on stderr and return the error's exit code (the one mapping)."""
-    err().print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # messages hold "[extra]" / "[0, 9]": text, not markup
+
+    err().print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
     return exc.exit_code
 
 

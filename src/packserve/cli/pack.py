@@ -12,13 +12,15 @@ from packserve.cli.console import err, out
 
 def pack_cmd(
     src: Path = typer.Argument(..., metavar="SRC", help="Model file: XGBoost .json/.ubj, "
-                               "LightGBM .txt, "
-                               "CatBoost .cbm, an ONNX .onnx file (sample: .npz keyed by input "
-                               "name); pickle/joblib only via the scanner's safe migration."),
+                               "LightGBM .txt, CatBoost .cbm, Keras .keras/.h5 (scanned, then "
+                               "loaded with safe_mode), a TensorFlow SavedModel directory, an "
+                               "ONNX .onnx file (sample: .npz keyed by input name); "
+                               "pickle/joblib only via the scanner's safe migration."),
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Bundle directory to create."),
     sample: Path = typer.Option(..., "--sample", "-s", help="Sample rows (.csv with optional "
                                 "header — empty cells / NA are missing values —, .parquet or "
-                                ".npy): signature inference + parity check."),
+                                ".npy; an N-D .npy or a .npz of named inputs for tensor "
+                                "models): signature inference + parity check."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: file stem)."),
     version: str = typer.Option("1.0.0", "--version", help="Model version."),
     feature_names: str | None = typer.Option(
@@ -39,8 +41,9 @@ def pack_cmd(
         None, "--expected", help="ONNX files: the outputs the source framework computed on "
         "the sample (.npz keyed by output name); the bundle must match them."),
     out_task: str | None = typer.Option(
-        None, "--task", help="ONNX files: binary | multiclass | regression | tensor (default: "
-        "tensor, every output served by name)."),
+        None, "--task", help="ONNX files, Keras/TensorFlow: binary | multiclass | regression | "
+        "tensor (ONNX default: tensor, every output served by name; Keras: what the final "
+        "layer / compiled loss says)."),
     classes: str | None = typer.Option(
         None, "--classes", help="ONNX files: comma-separated class labels, in output column order."),
 ) -> None:
@@ -52,6 +55,7 @@ def pack_cmd(
     from packserve.pack.files import align_sample, load_model_file, load_sample_file
     from packserve.pack.progress import reporting
     from packserve.pack.report import print_summary
+    from packserve.pack.samples import load_tensor_sample
 
     if out_dir.exists() and not force:  # refuse before any slow work
         raise OutputExistsError(f"output directory '{out_dir}' already exists (use --force)")
@@ -75,12 +79,17 @@ def pack_cmd(
         else:
             model = load_model_file(src)
             show(f"reading sample {sample}")
-            table, model_names = align_sample(load_sample_file(sample), model)
+            tensors = load_tensor_sample(sample)
+            if tensors is not None:
+                table, model_names = tensors, None
+            else:
+                table, model_names = align_sample(load_sample_file(sample), model)
+            options = {"task": out_task} if out_task is not None else {}
             with reporting(show):
                 result = pack(model, out_dir, sample=table, name=name or src.stem,
                               version=version, feature_names=names or model_names, force=force,
                               allow_parity_failure=allow_parity_failure,
-                              example_rows=example_rows, sign_key=sign_key)
+                              example_rows=example_rows, sign_key=sign_key, **options)
     print_summary(out(), result.manifest)
     out().print(f"[bold]bundle written:[/] {result.path}", highlight=False, soft_wrap=True)
     if result.signature is not None:

@@ -2,8 +2,11 @@
 
 The format is detected from the file's content (its first bytes), not trusted from its
 extension. Supported: XGBoost ``.json`` / ``.ubj``, LightGBM text ``.txt``, CatBoost
-``.cbm``. Pickle-based files (``.pkl``, ``.pickle``, ``.joblib``) go through the scan layer's
-safe migration (:func:`packserve.scan.loader.load_pickle_file`): scanned without executing
+``.cbm``, Keras ``.keras`` (zip) / ``.h5`` (HDF5) — scanned, then loaded with
+``safe_mode=True`` (:mod:`packserve.pack.keras_files`) — and a TensorFlow SavedModel directory
+(converted from its graph, :mod:`packserve.pack.families.savedmodel`). Pickle-based files
+(``.pkl``, ``.pickle``, ``.joblib``) go through the scan layer's safe migration
+(:func:`packserve.scan.loader.load_pickle_file`): scanned without executing
 anything, refused on any finding, then unpickled with the allowlist enforced. Torch ``.pt``
 zips are refused.
 
@@ -27,6 +30,9 @@ CATBOOST_CBM = "catboost-cbm"
 PICKLE = "pickle"
 ONNX = "onnx"
 TORCH_PT2 = "torch .pt2"
+KERAS = "keras"
+KERAS_H5 = "keras-h5"
+SAVED_MODEL = "tensorflow-savedmodel"
 UNKNOWN = "unknown"
 PT2_REASON = (
     "{name!r} is a torch .pt2 archive, which packserve does not load: torch.export.load falls "
@@ -35,7 +41,9 @@ PT2_REASON = (
     "or export the model to ONNX"
 )
 
-NATIVE_FORMATS = "XGBoost .json/.ubj, LightGBM .txt, CatBoost .cbm"
+NATIVE_FORMATS = ("XGBoost .json/.ubj, LightGBM .txt, CatBoost .cbm, Keras .keras/.h5, "
+                  "a TensorFlow SavedModel directory")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".sav", ".dill")
 _COMPRESSED = {  # joblib.dump(compress=...) wraps the pickle in one of these
     b"\x78": "zlib", b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz",
@@ -51,7 +59,11 @@ def _first(path: Path, n: int = 256) -> bytes:
 def detect_format(path: str | os.PathLike[str]) -> str:
     """Name the model format of ``path`` from its first bytes (extension only as a tiebreak)."""
     p = Path(path)
+    if p.is_dir():
+        return SAVED_MODEL if (p / "saved_model.pb").is_file() else UNKNOWN
     head = _first(p)
+    if head.startswith(HDF5_MAGIC):
+        return KERAS_H5  # the scan decides whether it holds a Keras model config
     stripped = head.lstrip()
     if head[:4] == b"CBM1":
         return CATBOOST_CBM
@@ -70,6 +82,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
                     return TORCH_PT2
                 if any(n.endswith((".pkl", "data.pkl")) for n in zf.namelist()):
                     return PICKLE  # torch.save / zipped pickles
+                if "config.json" in names and (
+                        "metadata.json" in names or "model.weights.h5" in names):
+                    return KERAS
         except zipfile.BadZipFile:
             pass
         return UNKNOWN
@@ -134,9 +149,21 @@ _LOADERS = {
 def load_model_file(path: str | os.PathLike[str]) -> Any:
     """Load a native model file; refuse pickles and unknown formats with the reason."""
     p = Path(path)
+    if p.is_dir():
+        if detect_format(p) != SAVED_MODEL:
+            raise UnsupportedModelError(
+                f"'{p}' is a directory without saved_model.pb; a directory is packed only as a "
+                "TensorFlow SavedModel")
+        from packserve.pack.families.savedmodel import SavedModelDir
+
+        return SavedModelDir(p)
     if not p.is_file():
         raise PackError(f"model file '{p}' does not exist")
     fmt = detect_format(p)
+    if fmt in (KERAS, KERAS_H5):
+        from packserve.pack.keras_files import load_keras_file
+
+        return load_keras_file(p)
     if fmt == PICKLE:
         # Safe migration (scan layer): the file is scanned without executing it and refused on
         # any finding (UnsafeFileError) or scan failure; only then is it unpickled, with the
@@ -168,10 +195,13 @@ def load_model_file(path: str | os.PathLike[str]) -> Any:
 
 __all__ = [
     "CATBOOST_CBM",
+    "KERAS",
+    "KERAS_H5",
     "LIGHTGBM_TEXT",
     "NATIVE_FORMATS",
     "PICKLE",
     "PT2_REASON",
+    "SAVED_MODEL",
     "TORCH_PT2",
     "XGBOOST_JSON",
     "XGBOOST_UBJ",

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from packserve.bundle import NAMED_OUTPUT_TASKS, Manifest, ParityReport
+from packserve.pack.advice import format_advice
 
 
 def parity_line(p: ParityReport) -> Text:
@@ -81,6 +82,7 @@ def summary(m: Manifest, *, integrity: str | None = None) -> Group:
         ("task", task),
         ("artifact", f"{m.artifact} ({m.format}), {len(m.files)} file(s), "
                      f"{sum(f.size for f in m.files.values()) / 1024:.1f} KiB"),
+        ("format", format_advice(m)),
         ("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in sorted(m.opsets.items())) or "-"),
         ("converters", ", ".join(f"{k} {v}" for k, v in sorted(m.converters.items())) or "-"),
         ("precision", str(m.export.get("input_precision", "-"))),

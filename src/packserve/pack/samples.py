@@ -217,6 +217,26 @@ def load_sample_file(path: str | os.PathLike[str]) -> SampleFile:
     return _load_csv(p)
 
 
+def load_tensor_sample(path: str | os.PathLike[str]) -> np.ndarray | dict[str, np.ndarray] | None:
+    """An N-D ``.npy`` (one input, batch axis first) or a ``.npz`` (one array per named input)
+    for tensor models; ``None`` when the file is a 2-D table (read by :func:`load_sample_file`).
+    Never unpickles (``allow_pickle=False``)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".npy", ".npz") or not p.is_file():
+        return None
+    try:
+        loaded = np.load(p, allow_pickle=False)
+        if suffix == ".npz":
+            with loaded:
+                return {str(k): np.asarray(loaded[k]) for k in loaded.files}
+    except (ValueError, OSError) as exc:
+        raise SampleError(f"'{p}' is not a numeric {suffix} file (pickled arrays are refused): "
+                          f"{type(exc).__name__}") from None
+    arr = np.asarray(loaded)
+    return arr if arr.ndim != 2 else None
+
+
 def model_feature_names(model: Any) -> list[str] | None:
     """Feature names a loaded model carries, if they are real names (not f0/Column_0/0)."""
     names: Any = getattr(model, "feature_names_in_", None)
@@ -282,5 +302,6 @@ __all__ = [
     "align_sample",
     "frame_to_sample",
     "load_sample_file",
+    "load_tensor_sample",
     "model_feature_names",
 ]

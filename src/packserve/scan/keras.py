@@ -67,6 +67,12 @@ _CLASS_NAMES = """
     Recall Mean Sum MeanMetricWrapper LossScaleOptimizer DTypePolicy Policy
 """
 KERAS_CLASSES = frozenset(_CLASS_NAMES.split())
+# Keras 3's own serialization markers for values inside a config (serialization_lib): data,
+# or a reference to another layer's output in a functional graph; none names code to run.
+VALUE_MARKERS = frozenset({
+    "__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__typespec__", "__ellipsis__",
+    "__slice__",
+})
 
 
 def is_keras_archive(names: list[str]) -> bool:
@@ -143,7 +149,7 @@ def _judge_node(node: dict[str, Any]) -> tuple[Severity, str, str, str] | None:
     if (isinstance(registered, str) and ">" in registered) or ">" in cls:
         return (Severity.HIGH, "keras-custom-object", str(registered or cls),
                 "registered custom object: the loading process must provide (run) its code")
-    if module is None and "config" in node and cls not in KERAS_CLASSES:
+    if module is None and "config" in node and cls not in KERAS_CLASSES | VALUE_MARKERS:
         return (Severity.HIGH, "keras-custom-object", cls,
                 "not a Keras class: a custom object whose code the loader must run")
     return None
