@@ -99,32 +99,31 @@ def test_regression_needs_a_task_when_nothing_says_it(tmp_path: Path) -> None:
     assert res.manifest.task == "regression" and res.parity.passed
 
 
-LAMBDA_MODEL = r"""
-import sys, keras
-touch = eval("lambda x: (__import__('pathlib').Path(%r).write_text('ran'), x)[1]" % sys.argv[1])
-m = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(touch), keras.layers.Dense(1)])
-m.save(sys.argv[2]); m.save(sys.argv[3])
-"""
-
-UNSAFE_LOAD = "import sys, keras; keras.saving.load_model(sys.argv[1], safe_mode=False)"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 @pytest.fixture(scope="module")
-def lambda_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A .keras and an .h5 whose Lambda writes MARKER when it runs (built in a subprocess)."""
+def lambda_files(keras_zoo: KerasZoo, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A .keras and an .h5 whose Lambda writes MARKER when it runs (built in this process,
+    whose TensorFlow the session fixture imported: a TF import costs ~20 s here)."""
+    import keras
+
     d = tmp_path_factory.mktemp("lambda")
-    subprocess.run([sys.executable, "-c", LAMBDA_MODEL, str(d / "MARKER"), str(d / "l.keras"),
-                    str(d / "l.h5")], check=True, capture_output=True, env=ENV, timeout=120)
-    (d / "MARKER").unlink(missing_ok=True)  # saving traced the Lambda once
+    touch = eval(  # a lambda whose bytecode Keras marshals into the file; it names no globals
+        f"lambda x: (__import__('pathlib').Path({str(d / 'MARKER')!r}).write_text('ran'), x)[1]")
+    m = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(touch), keras.layers.Dense(1)])
+    m.save(d / "l.keras")
+    m.save(d / "l.h5")
+    (d / "MARKER").unlink(missing_ok=True)  # building traced the Lambda once
     return d / "l.keras", d / "l.h5"
 
 
 def test_an_unsafe_load_of_the_lambda_file_does_run_its_code(lambda_files: tuple[Path, Path]) -> None:
     """The control for the test below: the marker proves code ran, so its absence can fail."""
+    import keras
+
     marker = lambda_files[0].parent / "MARKER"
-    subprocess.run([sys.executable, "-c", UNSAFE_LOAD, str(lambda_files[0])],
-                   capture_output=True, env=ENV, timeout=120)
+    keras.saving.load_model(lambda_files[0], safe_mode=False)
     assert marker.exists()
     marker.unlink()
 
@@ -180,21 +179,19 @@ def test_saved_model_directory_is_converted_from_its_graph(keras_zoo: KerasZoo, 
     assert np.max(np.abs(got - case.native)) <= 1e-5
 
 
-PYFUNC_MODEL = r"""
-import sys, tensorflow as tf
-class M(tf.Module):
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
-    def __call__(self, x):
-        return {"y": tf.py_function(lambda t: t * 2, [x], tf.float32)}
-m = M()
-tf.saved_model.save(m, sys.argv[1], signatures={"serving_default": m.__call__})
-"""
+def test_saved_model_calling_python_is_refused_before_loading(
+    keras_zoo: KerasZoo, tmp_path: Path
+) -> None:
+    import tensorflow as tf
 
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def __call__(self, x: object) -> object:
+            return {"y": tf.py_function(lambda t: t * 2, [x], tf.float32)}
 
-def test_saved_model_calling_python_is_refused_before_loading(tmp_path: Path) -> None:
     sm = tmp_path / "pyfunc"
-    subprocess.run([sys.executable, "-c", PYFUNC_MODEL, str(sm)], check=True,
-                   capture_output=True, env=ENV, timeout=120)
+    m = M()
+    tf.saved_model.save(m, str(sm), signatures={"serving_default": m.__call__})
     from packserve.errors import UnsafeFileError
     from packserve.pack import pack
     from packserve.pack.files import load_model_file
