@@ -48,3 +48,13 @@ def test_v2_metadata_gives_tensor_inputs() -> None:
     got = from_v2_metadata(meta)
     assert [(t.name, t.dtype, t.shape) for t in got] == [("tokens", "int64", (1,)),
                                                          ("image", "float32", (3, 4, 4))]
+    assert (got[0].low, got[0].high) == (0, 1)  # no range in V2 metadata: ids any model accepts
+
+
+def test_bench_without_bundle_reads_a_tensor_model_from_v2(two_input_bundle: Path) -> None:
+    from helpers.server import running_server
+    from packserve.bench.inputs import resolve_signature
+
+    with running_server(two_input_bundle) as srv:
+        sig = resolve_signature(srv.url)  # no --model, no --bundle: the default model via V2
+    assert [t.name for t in sig.tensors] == ["tokens", "image"] and "/v2/models/" in sig.source

@@ -220,8 +220,9 @@ def resolve_signature(url: str, *, model: str | None = None,
             sig = parse_model_metadata(r.json(), model)
             break
         except ConfigError:
-            if model is not None:
-                sig = _v2_tensor_signature(base, model)
+            name = model or _default_model(r)  # a tensor model lists no features: ask V2
+            if name is not None:
+                sig = _v2_tensor_signature(base, name)
                 if sig is not None:
                     return sig
             if path != "/models" or model is None:
@@ -241,6 +242,14 @@ def resolve_signature(url: str, *, model: str | None = None,
     return sig
 
 
+def _default_model(response: Any) -> str | None:
+    try:
+        name = response.json().get("default_model")
+    except (ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def _v2_tensor_signature(base: str, model: str) -> Signature | None:
     """A tensor model's inputs from its V2 metadata (``/models`` lists no features for it)."""
     import httpx
@@ -253,7 +262,7 @@ def _v2_tensor_signature(base: str, model: str) -> Signature | None:
     if not found:
         return None
     return Signature(model, [], [], source=f"/v2/models/{model} (tensor inputs; variable axes "
-                     "at length 1, integers in [0, 10]: --bundle gives the real ones)",
+                     "at length 1, integers 0/1: --bundle gives the real shapes and ranges)",
                      tensors=found)
 
 

@@ -44,7 +44,8 @@ def from_manifest(manifest: Any) -> list[TensorInput]:
 
 
 def from_v2_metadata(meta: Any) -> list[TensorInput]:
-    """From ``GET /v2/models/{name}``: variable axes become 1, integers draw from [0, 10]."""
+    """From ``GET /v2/models/{name}``: variable axes become 1; integers draw from {0, 1}, which
+    any id input accepts (V2 metadata carries no range; ``--bundle`` gives the real one)."""
     inputs = meta.get("inputs") if isinstance(meta, dict) else None
     out = []
     for t in inputs or []:
@@ -53,7 +54,7 @@ def from_v2_metadata(meta: Any) -> list[TensorInput]:
         if dtype is None or not isinstance(shape, list) or not shape:
             return []
         out.append(TensorInput(str(t.get("name")), dtype,
-                               tuple(1 if int(d) < 0 else int(d) for d in shape[1:])))
+                               tuple(1 if int(d) < 0 else int(d) for d in shape[1:]), 0, 1))
     return out
 
 
