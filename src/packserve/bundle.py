@@ -148,6 +148,67 @@ class OutputSpec(_Model):
     )
 
 
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
+
+
+class ImagePreprocess(_Model):
+    """How an encoded image becomes the model's input tensor (issue #17), recorded so that the
+    server runs exactly the pipeline the model was trained with instead of a re-typed copy.
+
+    decode -> ``mode`` (RGB / L) -> ``resize`` (an int: the shorter side, aspect kept, as
+    torchvision's ``Resize(n)``; ``[h, w]``: exact) with ``interpolation`` -> ``crop`` (center,
+    ``[h, w]``, zero-padded when larger, as torchvision) -> ``scale`` (/255 to [0, 1]) ->
+    ``mean``/``std`` -> ``layout`` -> ``dtype``. ``max_bytes``/``max_pixels`` bound what a
+    request may send (checked before the full decode).
+    """
+
+    input: str
+    mode: Literal["RGB", "L"] = "RGB"
+    resize: int | tuple[int, int] | None = None
+    interpolation: Interpolation = "bilinear"
+    antialias: bool = True
+    crop: tuple[int, int] | None = None
+    scale: bool = True
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    dtype: Literal["float32", "float16", "uint8"] = "float32"
+    max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(default=40_000_000, gt=0)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ImagePreprocess:
+        channels = self.channels
+        for name, v in (("mean", self.mean), ("std", self.std)):
+            if v is not None and len(v) not in (1, channels):
+                raise ValueError(f"{name} needs 1 or {channels} values for mode {self.mode}")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError("std values must be > 0")
+        if self.dtype == "uint8" and (self.scale or self.mean or self.std):
+            raise ValueError("dtype uint8 takes raw pixels: scale=False and no mean/std")
+        if not self.antialias and self.interpolation != "nearest":
+            raise ValueError("antialias=False is not implemented (Pillow always antialiases)")
+        if self.output_size is None:
+            raise ValueError("give crop=[h, w] or an exact resize=[h, w]: a batch needs one size")
+        return self
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.mode == "RGB" else 1
+
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        """(height, width) of every preprocessed image."""
+        if self.crop is not None:
+            return self.crop
+        return self.resize if isinstance(self.resize, tuple) else None
+
+    def instance_shape(self) -> list[int]:
+        h, w = self.output_size or (0, 0)
+        c = self.channels
+        return [c, h, w] if self.layout == "NCHW" else [h, w, c]
+
+
 class FileEntry(_Model):
     sha256: str
     size: int
@@ -191,6 +252,8 @@ class Manifest(_Model):
     examples: list[Any] = Field(default_factory=list)
     export: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    #: image bundles (#17): the preprocessing every encoded image goes through
+    preprocess: ImagePreprocess | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @field_validator("schema_version")
     @classmethod
@@ -215,9 +278,19 @@ class Manifest(_Model):
             self.task in NAMED_OUTPUT_TASKS or any(f.allow_missing for f in self.features)
         ):  # what an older reader would misread (it refuses schema 2 with a clear message)
             self.schema_version = 2
+        if self.preprocess is not None:
+            self._check_image_input(self.preprocess)
         if self.task in NAMED_OUTPUT_TASKS and not self.outputs.tensors:
             raise ValueError(f"task={self.task!r} needs outputs.tensors")
         return self
+
+    def _check_image_input(self, pre: ImagePreprocess) -> None:
+        if self.signature != "tensor" or len(self.inputs) != 1 or self.inputs[0].name != pre.input:
+            raise ValueError("preprocess needs a tensor bundle whose single input it names")
+        shape = self.inputs[0].shape[1:]
+        want = pre.instance_shape()
+        if len(shape) != 3 or any(d is not None and d != w for d, w in zip(shape, want, strict=True)):
+            raise ValueError(f"preprocess makes instances {want}, the input takes {shape}")
 
     @property
     def is_tensor(self) -> bool:
@@ -341,6 +414,7 @@ __all__ = [
     "Dtype",
     "FeatureSpec",
     "FileEntry",
+    "ImagePreprocess",
     "Label",
     "Manifest",
     "OutputSpec",

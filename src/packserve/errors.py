@@ -220,6 +220,12 @@ class InputError(PackserveError):
         return body
 
 
+class ImageError(InputError):
+    """An image that cannot be decoded (truncated, corrupt, animated): 422, never a 500."""
+
+    code = "invalid_image"
+
+
 class BadRequestError(PackserveError):
     """The request body is not parseable (malformed JSON, wrong envelope)."""
 
@@ -235,6 +241,12 @@ class UnsupportedMediaTypeError(PackserveError):
 class PayloadTooLargeError(PackserveError):
     http_status = 413
     code = "payload_too_large"
+
+
+class ImageTooLargeError(PayloadTooLargeError):
+    """An image over the bundle's byte or pixel limit, refused before it is decoded."""
+
+    code = "image_too_large"
 
 
 class UnauthorizedError(PackserveError):

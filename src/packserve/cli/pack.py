@@ -84,7 +84,7 @@ def pack_cmd(
                 table, model_names = tensors, None
             else:
                 table, model_names = align_sample(load_sample_file(sample), model)
-            options = {"task": out_task} if out_task is not None else {}
+            options: dict[str, Any] = {"task": out_task} if out_task is not None else {}
             with reporting(show):
                 result = pack(model, out_dir, sample=table, name=name or src.stem,
                               version=version, feature_names=names or model_names, force=force,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from packserve.errors import UnsupportedModelError
@@ -20,6 +20,7 @@ from packserve.pack import flow
 from packserve.pack.build import Export, PackResult
 from packserve.pack.families import SUPPORTED, family_for
 from packserve.pack.family import Attempt, ExportJob, Family
+from packserve.pack.images import check_preprocess, record_preprocess
 from packserve.pack.onnx_model import OnnxModel
 
 
@@ -48,6 +49,7 @@ def pack(
     sign_key: str | os.PathLike[str] | None = None,
     sign_certificate: str | os.PathLike[str] | None = None,
     sign_chain: Sequence[str | os.PathLike[str]] = (),
+    preprocess: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> PackResult:
     """Export ``model`` to a bundle in ``out_dir`` and prove parity on ``sample``.
@@ -72,12 +74,18 @@ def pack(
     OpenSSF model-signing format; with ``sign_certificate``/``sign_chain`` by certificate
     chain). The key is checked before packing; if signing fails the bundle is removed, so
     no unsigned bundle is left where a signed one was asked for.
+
+    ``preprocess`` (image classifiers, #17): the :class:`~packserve.bundle.ImagePreprocess`
+    fields (``input`` defaults to the single input's name); checked against the input tensor
+    and recorded in the manifest, so the server accepts encoded images.
     """
     onnx_file = OnnxModel.of(model)  # bring your own ONNX: a path ending in .onnx
     if onnx_file is not None:
         model = onnx_file
         name = name or onnx_file.path.stem
     family = family_for(model)
+    if preprocess is not None:
+        check_preprocess(preprocess, preprocess.get("input", "image"))
     if sign_key is not None:
         from packserve.signing import check_private_key
 
@@ -95,6 +103,8 @@ def pack(
             feature_names=feature_names, force=force,
             allow_parity_failure=allow_parity_failure, example_rows=example_rows, **options,
         )
+    if preprocess is not None:
+        result = dataclasses.replace(result, manifest=record_preprocess(result.path, preprocess))
     if sign_key is None:
         return result
     from packserve.signing import sign_bundle

@@ -53,6 +53,14 @@ class Predictor(abc.ABC):
     def predict(self, rows: Any) -> Prediction:
         return self.run(self.to_feeds(rows))
 
+    def predict_images(self, images: Any) -> Prediction:
+        """Image bundles: encoded images (bytes) or Pillow images, one or a list, through the
+        manifest's preprocessing (:mod:`packserve.runtime.images`) and the model."""
+        from packserve.runtime.images import ImagePipeline
+
+        items = images if isinstance(images, list | tuple) else [images]
+        return self.run(ImagePipeline(self.manifest).feeds(items))
+
     def example_feeds(self, batch: int = 1) -> Feeds:
         """Valid feeds of ``batch`` instances (warm-up and timing)."""
         m = self.manifest

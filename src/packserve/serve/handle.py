@@ -30,6 +30,7 @@ from packserve.errors import (
 from packserve.runtime import Feeds, Prediction, Predictor, RuntimeOptions, feeds_rows, load
 from packserve.serve.offload import CostModel
 from packserve.serve.payloads import RequestDecoder, ResponseEncoder, TensorRequestDecoder, decoder_for
+from packserve.serve.payloads.images import ImageRequestDecoder
 from packserve.signing import TrustAnchor, verify_signature
 
 log = logging.getLogger("packserve.serve")
@@ -78,6 +79,7 @@ class ModelHandle:
     observer: InferenceObserver | None = None
     decoder: RequestDecoder | TensorRequestDecoder | None = None
     encoder: ResponseEncoder | None = None
+    images: ImageRequestDecoder | None = None  # image bundles (#17): encoded images in
     load_seconds: float | None = None
     #: with trusted keys: the signature is verified before anything is opened (issue #20)
     trusted: tuple[TrustAnchor, ...] = ()
@@ -88,6 +90,10 @@ class ModelHandle:
         if self.manifest is not None:
             self.decoder = decoder_for(self.manifest, max_batch=self.max_batch)
             self.encoder = ResponseEncoder(self.manifest, self.version)
+            if self.manifest.preprocess is not None:
+                self.images = ImageRequestDecoder(
+                    self.manifest, self.version, max_batch=self.max_batch
+                )
 
     @property
     def ready(self) -> bool:

@@ -9,11 +9,14 @@ OpenAPI description is still exact: :mod:`packserve.serve.openapi.schemas` build
 
 from __future__ import annotations
 
-from starlette.types import Receive
+from contextvars import ContextVar
+
+from starlette.types import Receive, Scope, Send
 
 from packserve.serve.endpoint import Endpoint
 from packserve.serve.http import JSON_HEADERS, Headers, check_json, read_body
 from packserve.serve.payloads import parse_json
+from packserve.serve.payloads.images import top_k_param
 from packserve.serve.registry import ModelHandle
 
 #: (path template, batch?) of every prediction path, for the gateway's route table
@@ -26,18 +29,37 @@ PREDICT_ROUTES: tuple[tuple[str, bool], ...] = (
     ("/models/{name}/versions/{version}/predict/batch", True),
 )
 
+#: the request's query string (``top_k`` of image bundles); ``answer`` takes no scope
+_query: ContextVar[bytes] = ContextVar("packserve_predict_query", default=b"")
+
 
 class PredictEndpoint(Endpoint):
     """One object serves every prediction path (the shared skeleton: :mod:`~packserve.serve.endpoint`)."""
 
     routes = PREDICT_ROUTES
 
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send,
+        name: str | None, version: str | None, batch: bool,
+    ) -> int:
+        token = _query.set(scope.get("query_string", b""))
+        try:
+            return await super().__call__(scope, receive, send, name, version, batch)
+        finally:
+            _query.reset(token)
+
     async def answer(
         self, handle: ModelHandle, headers: dict[bytes, bytes], receive: Receive, batch: bool,
         deadline: float | None,
     ) -> tuple[bytes, Headers]:
-        check_json(headers)
-        obj = parse_json(await read_body(receive, headers, self.max_body_bytes))
+        if handle.images is not None:
+            answered, body = await self._images(handle, headers, receive, batch, deadline)
+            if answered is not None:
+                return answered
+            obj = parse_json(body)  # a JSON tensor body: the client preprocessed
+        else:
+            check_json(headers)
+            obj = parse_json(await read_body(receive, headers, self.max_body_bytes))
         decoder, encoder = handle.decoder, handle.encoder
         assert decoder is not None and encoder is not None
         if batch:
@@ -45,6 +67,27 @@ class PredictEndpoint(Endpoint):
             return encoder.batch(await handle.infer(feeds, deadline=deadline)), JSON_HEADERS
         feeds = decoder.decode_single(obj)
         return encoder.single(await handle.infer(feeds, deadline=deadline)), JSON_HEADERS
+
+    async def _images(
+        self, handle: ModelHandle, headers: dict[bytes, bytes], receive: Receive, batch: bool,
+        deadline: float | None,
+    ) -> tuple[tuple[bytes, Headers] | None, bytes]:
+        """Encoded images -> (top-k labels, body); (None, body) for JSON without images."""
+        images = handle.images
+        assert images is not None
+        top_k = top_k_param(_query.get())
+        body = await read_body(receive, headers, self.max_body_bytes)
+        blobs = images.images(headers, body)
+        if blobs is None:
+            return None, body
+        pred = await handle.infer(await images.feeds(blobs), deadline=deadline)
+        if pred.probabilities is None:  # not a classifier: the raw outputs
+            encoder = handle.encoder
+            assert encoder is not None
+            many = batch or len(blobs) > 1
+            return (encoder.batch(pred) if many else encoder.single(pred), JSON_HEADERS), body
+        out = images.encode(pred, top_k=top_k, batch=batch or len(blobs) > 1)
+        return (out, JSON_HEADERS), body
 
 
 __all__ = ["PREDICT_ROUTES", "PredictEndpoint"]
