@@ -137,20 +137,24 @@ def preprocess(img: Image, spec: ImagePreprocess) -> np.ndarray:
         arr = arr[:, :, None]
     if spec.crop is not None:
         arr = _center_crop(arr, spec.crop)
+    if spec.layout == "NCHW":  # transpose the uint8 pixels: 4x less to move than floats
+        arr = arr.transpose(2, 0, 1)
     if spec.dtype == "uint8":
-        out = arr
-    else:
-        x = arr.astype(np.float32)
-        if spec.scale:
-            x /= np.float32(255.0)
-        if spec.mean is not None:
-            x -= np.asarray(spec.mean, dtype=np.float32)
-        if spec.std is not None:
-            x /= np.asarray(spec.std, dtype=np.float32)
-        out = x.astype(spec.dtype, copy=False)
-    if spec.layout == "NCHW":
-        out = out.transpose(2, 0, 1)
-    return np.ascontiguousarray(out)
+        return np.ascontiguousarray(arr)
+    a, b = _affine(spec, arr.shape[0] if spec.layout == "NCHW" else arr.shape[-1])
+    shape = (-1, 1, 1) if spec.layout == "NCHW" else (1, 1, -1)
+    x = arr.astype(np.float32)  # contiguous copy
+    x *= a.reshape(shape)  # scale, mean and std folded into one multiply-add
+    x += b.reshape(shape)
+    return x if spec.dtype == "float32" else x.astype(spec.dtype)
+
+
+def _affine(spec: ImagePreprocess, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``((p / 255) - mean) / std`` as ``p * a + b``, per channel."""
+    scale = 1.0 / 255.0 if spec.scale else 1.0
+    mean = np.broadcast_to(np.asarray(spec.mean or [0.0], np.float64), (channels,))
+    std = np.broadcast_to(np.asarray(spec.std or [1.0], np.float64), (channels,))
+    return (scale / std).astype(np.float32), (-mean / std).astype(np.float32)
 
 
 def _center_crop(arr: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
