@@ -1,6 +1,7 @@
 """Dynamic request batching: merge concurrent requests for one model into one model call.
 
-``batcher`` holds the algorithm (one ``Batcher`` per model), ``policy`` the wait rule and the
+``batcher`` holds the algorithm (one ``Batcher`` per model; its queue state, expiry,
+disconnect sweep and drain/close are in ``backlog``), ``policy`` the wait rule and the
 batch cost fit it rests on, ``execute`` the merged call, ``observe``/``metrics`` what it
 reports, and ``wiring`` how the server attaches batchers to the registry and to HTTP requests.
 Callers outside this folder import from here.

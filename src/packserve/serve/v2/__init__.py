@@ -1,6 +1,7 @@
 """The KServe Open Inference Protocol (V2): ``/v2/...`` routes over the same registry.
 
-``decode`` turns a request (JSON or binary tensor data) into feeds, ``codec`` encodes
+``decode`` turns a request (JSON or binary tensor data) into feeds, with ``arrays`` decoding
+the tensor values and ``plan`` the per-manifest plan and request types; ``codec`` encodes
 responses, ``metadata`` holds the datatype tables and model/server metadata, and ``routes`` is
 the HTTP surface (FastAPI router plus the hot ``infer`` endpoint the gateway dispatches to).
 """

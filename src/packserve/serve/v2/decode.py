@@ -4,115 +4,31 @@ Everything a client can get wrong raises :class:`BadRequestError` (HTTP 400) bef
 is computed: JSON that is not JSON (NaN/Infinity literals included), unknown or missing
 inputs, a datatype or shape the model does not take, ragged or mistyped ``data``, NaN/Inf in
 JSON or binary floats, binary sizes that do not add up, invalid UTF-8 in ``BYTES``.
+
+This module reads the request's structure (header split, JSON document, inputs, outputs,
+parameters); the element values are decoded in :mod:`~packserve.serve.v2.arrays`, and the
+per-manifest plan and request types live in :mod:`~packserve.serve.v2.plan`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
-import numpy as np
 import orjson
 
-from packserve.bundle import Manifest, TensorSpec
+from packserve.bundle import Manifest
 from packserve.errors import BadRequestError, InputError
 from packserve.runtime.inputs import Feeds
-from packserve.runtime.tensors import InputChecker
-from packserve.serve.v2.metadata import (
-    FROM_MANIFEST,
-    HEADER_LENGTH,
-    U32,
-    WIRE,
-    TensorMeta,
-    output_metadata,
-    v2_shape,
-)
+from packserve.serve.v2.arrays import from_binary, from_json
+from packserve.serve.v2.metadata import HEADER_LENGTH, WIRE
+from packserve.serve.v2.plan import InferRequest, Plan, RequestedOutput, plan_for
 
 __all__ = ["InferRequest", "RequestedOutput", "parse_infer_request", "plan_for"]
-
-# Python element types JSON ``data`` may hold per datatype (bool is *not* a number here).
-_JSON_TYPES: dict[str, frozenset[type]] = {
-    "FP32": frozenset({float, int}),
-    "FP64": frozenset({float, int}),
-    "INT32": frozenset({int}),
-    "INT64": frozenset({int}),
-    "BOOL": frozenset({bool}),
-    "BYTES": frozenset({str}),
-}
-_JSON_NAMES: dict[type, str] = {
-    bool: "boolean", int: "integer", float: "decimal number", str: "string",
-    type(None): "null", list: "array", dict: "object",
-}
-_INT_RANGE = {"INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
 
 
 def _bad(message: str) -> BadRequestError:
     return BadRequestError(message)
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What parsing and encoding need from a manifest, computed once per manifest."""
-
-    inputs: dict[str, tuple[TensorSpec, str, tuple[int, ...]]]  # name -> (spec, datatype, shape)
-    order: tuple[str, ...]
-    # name -> per-column "may be missing" (NaN / null), for inputs filled from features
-    missing: dict[str, np.ndarray]
-    # tensor bundles: each input's value checks (integer ranges, booleans, float overflow),
-    # the same code as /predict and the Python API
-    checkers: dict[str, InputChecker]
-    outputs: dict[str, TensorMeta]
-    all_outputs: dict[bool, tuple[RequestedOutput, ...]]
-
-
-_PLANS: dict[int, tuple[Manifest, _Plan]] = {}
-
-
-def plan_for(manifest: Manifest) -> _Plan:
-    """The manifest's parsing/encoding plan, computed once per manifest object."""
-    hit = _PLANS.get(id(manifest))
-    if hit is not None and hit[0] is manifest:
-        return hit[1]
-    outs = {t.name: t for t in output_metadata(manifest)}
-    plan = _Plan(
-        inputs={s.name: (s, FROM_MANIFEST[s.dtype], v2_shape(s)) for s in manifest.inputs},
-        order=tuple(s.name for s in manifest.inputs),
-        missing=_missing_masks(manifest),
-        checkers={s.name: InputChecker(s) for s in manifest.inputs} if manifest.is_tensor else {},
-        outputs=outs,
-        all_outputs={b: tuple(RequestedOutput(n, b) for n in outs) for b in (False, True)},
-    )
-    if len(_PLANS) >= 256:  # loaded manifests are few; never let hot reloads grow this
-        _PLANS.clear()
-    _PLANS[id(manifest)] = (manifest, plan)
-    return plan
-
-
-def _missing_masks(manifest: Manifest) -> dict[str, np.ndarray]:
-    allowed = {f.name for f in manifest.features if f.allow_missing}
-    return {s.name: np.array([f in allowed for f in s.features]) for s in manifest.inputs
-            if s.features}
-
-
-@dataclass(frozen=True, slots=True)
-class RequestedOutput:
-    name: str
-    binary: bool
-
-
-@dataclass(slots=True)
-class InferRequest:
-    """A validated inference request: ready-to-run feeds and what to send back."""
-
-    feeds: Feeds
-    rows: int
-    outputs: list[RequestedOutput]
-    id: str | None = None
-    timeout_s: float | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _split_body(body: bytes, header_length: str | bytes | int | None) -> tuple[bytes, memoryview]:
@@ -169,153 +85,6 @@ def _shape_of(obj: Mapping[str, Any], where: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _nested_flat(data: list[Any], shape: tuple[int, ...], where: str) -> list[Any]:
-    """Flatten ``data`` (flat, fully or partly nested, row-major) checking it fits ``shape``."""
-    dims = [len(data)]
-    flat = data
-    while flat and type(flat[0]) is list:
-        if len(dims) >= len(shape):
-            raise _bad(f"{where}: 'data' is nested deeper than the shape {list(shape)}")
-        if set(map(type, flat)) != {list}:
-            raise _bad(f"{where}: 'data' mixes lists and values at one level")
-        widths = set(map(len, flat))
-        if len(widths) != 1:
-            raise _bad(f"{where}: 'data' is ragged (rows of different lengths)")
-        dims.append(widths.pop())
-        flat = list(chain.from_iterable(flat))
-    k = len(dims) - 1
-    fits = tuple(dims[:k]) == shape[:k] and dims[k] == math.prod(shape[k:])
-    if not fits:
-        raise _bad(
-            f"{where}: 'data' has {len(flat)} elements laid out as {dims}, "
-            f"which does not match the shape {list(shape)}"
-        )
-    return flat
-
-
-def _from_json(
-    data: Any, datatype: str, shape: tuple[int, ...], where: str, missing: _Missing = None
-) -> np.ndarray:
-    if not isinstance(data, list):
-        raise _bad(f"{where}: 'data' must be a JSON array")
-    flat = _nested_flat(data, shape, where)
-    allowed = _JSON_TYPES[datatype]
-    if missing is not None and missing[0].any() and datatype in ("FP32", "FP64"):
-        allowed = allowed | {type(None)}
-    found = set(map(type, flat))
-    if not found <= allowed:
-        bad = sorted({_JSON_NAMES.get(t, "unsupported") for t in found - allowed})
-        why = ("; null is a missing value and this model does not accept missing values here"
-               if type(None) in found and datatype in ("FP32", "FP64") else "")
-        raise _bad(f"{where}: {datatype} data cannot hold {', '.join(bad)} values{why}")
-    if datatype == "BYTES":
-        arr = np.empty(len(flat), dtype=object)
-        arr[:] = flat
-        return arr.reshape(shape)
-    if datatype == "BOOL":
-        return np.asarray(flat, dtype=np.bool_).reshape(shape)
-    if datatype in _INT_RANGE:
-        lo, hi = _INT_RANGE[datatype]
-        if flat and (min(flat) < lo or max(flat) > hi):
-            raise _bad(f"{where}: a value is out of the {datatype} range")
-        return np.asarray(flat, dtype=WIRE[datatype]).reshape(shape)
-    try:
-        wide = np.asarray(flat, dtype=np.float64)  # null -> NaN (only where missing is allowed)
-    except OverflowError:
-        raise _bad(f"{where}: an integer value is too large for {datatype}") from None
-    return _finite(wide, datatype, where, missing).reshape(shape)
-
-
-# Per-column "may be missing" of one input, with its feature names; None: nothing may be.
-_Missing = tuple[np.ndarray, list[str]] | None
-
-
-def _finite(wide: np.ndarray, datatype: str, where: str, missing: _Missing = None) -> np.ndarray:
-    """Refuse Inf (also values that only overflow when narrowed to FP32) and NaN, except NaN
-    in a feature the model accepts missing values for.
-
-    One ``isfinite`` pass on the final array covers all three (NaN and Inf survive the
-    narrowing, an overflow becomes Inf); the wide array is consulted only to say which."""
-    if datatype == "FP64":
-        out = wide
-    else:
-        with np.errstate(over="ignore"):
-            out = wide.astype(np.float32)
-    if not np.isfinite(out).all():
-        _refuse_non_finite(out, wide, where, missing)
-    return out
-
-
-def _refuse_non_finite(out: np.ndarray, wide: np.ndarray, where: str, missing: _Missing) -> None:
-    flat = out.reshape(-1)
-    bad = ~np.isfinite(flat)
-    if missing is not None:
-        ok, _ = missing
-        cols = np.resize(ok, flat.shape[0])  # row-major: element i is column i % n_columns
-        bad &= ~(np.isnan(flat) & cols)
-    if not bad.any():
-        return
-    i = int(np.flatnonzero(bad)[0])
-    value = wide.reshape(-1)[i]
-    if np.isfinite(value):
-        raise _bad(f"{where}: value overflows FP32 at element {i}")
-    if np.isinf(value):
-        raise _bad(f"{where}: infinite value at element {i}")
-    feature = ""
-    if missing is not None:
-        feature = f" (feature {missing[1][i % len(missing[1])]!r})"
-    raise _bad(
-        f"{where}: missing value (NaN / null) at element {i}{feature}; this model does not "
-        "accept missing values there"
-    )
-
-
-def _from_binary(
-    raw: memoryview, datatype: str, shape: tuple[int, ...], where: str, missing: _Missing = None
-) -> np.ndarray:
-    count = math.prod(shape)
-    wire = WIRE[datatype]
-    if wire is None:
-        return _bytes_elements(raw, count, where).reshape(shape)
-    if len(raw) != count * wire.itemsize:
-        raise _bad(
-            f"{where}: binary_data_size is {len(raw)} bytes but shape {list(shape)} of "
-            f"{datatype} needs {count * wire.itemsize}"
-        )
-    if datatype == "BOOL":
-        octets = np.frombuffer(raw, dtype=np.uint8)
-        if (octets > 1).any():
-            raise _bad(f"{where}: BOOL binary data must be bytes 0 or 1")
-        return octets.astype(np.bool_).reshape(shape)
-    arr = np.frombuffer(raw, dtype=wire).astype(wire.newbyteorder("="))  # copy, native order
-    if datatype in ("FP32", "FP64") and not np.isfinite(arr).all():
-        _refuse_non_finite(arr, arr, where, missing)
-    return arr.reshape(shape)
-
-
-def _bytes_elements(raw: memoryview, count: int, where: str) -> np.ndarray:
-    """Decode ``count`` length-prefixed UTF-8 strings that must fill ``raw`` exactly."""
-    if 4 * count > len(raw):  # every element has a 4-byte length: refuse before allocating
-        raise _bad(f"{where}: binary_data_size {len(raw)} is too small for {count} BYTES elements")
-    out = np.empty(count, dtype=object)
-    buf = raw.tobytes()
-    pos = 0
-    for i in range(count):
-        if pos + 4 > len(buf):
-            raise _bad(f"{where}: BYTES binary data ends inside element {i}")
-        (n,) = U32.unpack_from(buf, pos)
-        pos += 4
-        if pos + n > len(buf):
-            raise _bad(f"{where}: BYTES element {i} runs past binary_data_size")
-        try:
-            out[i] = buf[pos : pos + n].decode("utf-8")
-        except UnicodeDecodeError:
-            raise _bad(f"{where}: BYTES element {i} is not valid UTF-8 text") from None
-        pos += n
-    if pos != len(buf):
-        raise _bad(f"{where}: binary_data_size has {len(buf) - pos} bytes beyond {count} elements")
-    return out
-
 
 def _check_against_spec(
     where: str, datatype: str, shape: tuple[int, ...], expected: str, want: tuple[int, ...],
@@ -334,7 +103,7 @@ def _check_against_spec(
 
 
 def _parse_inputs(
-    doc: Mapping[str, Any], binary: memoryview, plan: _Plan, max_rows: int | None
+    doc: Mapping[str, Any], binary: memoryview, plan: Plan, max_rows: int | None
 ) -> tuple[Feeds, int]:
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -376,10 +145,10 @@ def _parse_inputs(
                     f"{where}: binary_data_size {size} runs past the end of the body "
                     f"({len(binary) - offset} binary bytes left)"
                 )
-            arr = _from_binary(binary[offset : offset + size], datatype, shape, where, gaps)
+            arr = from_binary(binary[offset : offset + size], datatype, shape, where, gaps)
             offset += size
         elif "data" in item:
-            arr = _from_json(item["data"], datatype, shape, where, gaps)
+            arr = from_json(item["data"], datatype, shape, where, gaps)
         else:
             raise _bad(f"{where}: has neither 'data' nor parameters.binary_data_size")
         checker = plan.checkers.get(name)
@@ -402,7 +171,7 @@ def _parse_inputs(
 
 
 def _parse_outputs(
-    doc: Mapping[str, Any], plan: _Plan, binary_default: bool
+    doc: Mapping[str, Any], plan: Plan, binary_default: bool
 ) -> list[RequestedOutput]:
     raw = doc.get("outputs")
     if raw is None:
