@@ -90,7 +90,7 @@ def test_zip_inside_streams_is_scanned() -> None:
 
 
 def test_value_bomb_is_a_scan_error_not_clean() -> None:
-    from packserve.scan.opcodes import MAX_VALUES
+    from packserve.scan.pickle.opcodes import MAX_VALUES
 
     report = scan_bytes(b"\x80\x04" + b"N" * (MAX_VALUES + 10) + b".")
     assert report.exit_code == ExitCode.SCAN_INCOMPLETE

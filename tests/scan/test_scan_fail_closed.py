@@ -11,8 +11,8 @@ import pytest
 from scan_payloads import EVIL, P4, STOP, G
 
 from packserve.scan import scan_bytes
-from packserve.scan.machine import PICKLE_LIKE_OPS
-from packserve.scan.values import MAX_LINE, SMALL_BYTES
+from packserve.scan.pickle.machine import PICKLE_LIKE_OPS
+from packserve.scan.pickle.values import MAX_LINE, SMALL_BYTES
 
 SYSTEM = b"cos\nsystem\n(S'echo pwned'\ntR."  # protocol 0: GLOBAL os.system, REDUCE
 PAST = 1 << 16  # longer than the walker's old 64 KiB line limit

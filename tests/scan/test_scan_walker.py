@@ -7,7 +7,7 @@ import pickle
 from scan_payloads import EVIL, GET, P2, P4, SG, STOP, SU, G, U, call
 
 from packserve.scan import Severity, scan_bytes
-from packserve.scan.opcodes import walk
+from packserve.scan.pickle.opcodes import walk
 from packserve.scan.policy import allowlist, is_allowed, judge, normalize
 from packserve.scan.stream import bytes_reader
 
@@ -139,7 +139,7 @@ def test_old_protocols_are_not_mistaken_for_compression() -> None:
 def test_every_pickle_opcode_has_a_handler() -> None:
     import pickletools
 
-    from packserve.scan.opcodes import walk as _walk  # noqa: F401 - registers every handler
-    from packserve.scan.ops_values import DISPATCH
+    from packserve.scan.pickle.opcodes import walk as _walk  # noqa: F401 - registers every handler
+    from packserve.scan.pickle.ops_values import DISPATCH
 
     assert set(DISPATCH) == {ord(o.code.encode("latin1")) for o in pickletools.opcodes}

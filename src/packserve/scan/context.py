@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from packserve.scan.machine import WalkResult
+from packserve.scan.pickle.machine import WalkResult
 from packserve.scan.report import ScanReport, Severity
 from packserve.scan.stream import Reader, Source
 

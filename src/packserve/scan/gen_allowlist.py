@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import io
-import pickle
 import pkgutil
 import sys
 import warnings
@@ -29,12 +27,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from packserve.scan.opcodes import walk
+from packserve.scan.observe import Pair, classes_in, observed, observed_torch_save
 from packserve.scan.policy import DANGEROUS_NAMES, dangerous_reason, normalize
-from packserve.scan.stream import bytes_reader
 
 DATA = Path(__file__).with_name("data")
-Pair = tuple[str, str]
 
 # Helpers that would run a nested loader or call an arbitrary function: never allowlisted.
 EXCLUDE_NAMES = {
@@ -67,52 +63,6 @@ SKLEARN_SKIP = (
     "_show_versions",
     "_min_dependencies",
 )
-
-
-def observed(*objs: Any) -> set[Pair]:
-    """Globals named by the pickles of ``objs`` (protocols 2-5), found by walking, not loading."""
-    found: set[Pair] = set()
-    for obj in objs:
-        for proto in (2, 4, 5):
-            data = pickle.dumps(obj, protocol=proto)
-            found |= {(g.module, g.name) for g in walk(bytes_reader(data)).globals}
-    return found
-
-
-def observed_torch_save(*objs: Any) -> set[Pair]:
-    import zipfile
-
-    import torch
-
-    found: set[Pair] = set()
-    for obj in objs:
-        for zipped in (True, False):
-            buf = io.BytesIO()
-            torch.save(obj, buf, _use_new_zipfile_serialization=zipped)
-            raw = buf.getvalue()
-            if zipped:
-                with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-                    for n in zf.namelist():
-                        if n.endswith(".pkl"):
-                            r = bytes_reader(zf.read(n))
-                            found |= {(g.module, g.name) for g in walk(r).globals}
-            else:
-                r = bytes_reader(raw)
-                for _ in range(5):
-                    res = walk(r)
-                    found |= {(g.module, g.name) for g in res.globals}
-    return found
-
-
-def classes_in(module: Any, base: type | None = None) -> set[Pair]:
-    out: set[Pair] = set()
-    for _, obj in inspect.getmembers(module, inspect.isclass):
-        if obj.__module__.split(".")[0] != module.__name__.split(".")[0]:
-            continue
-        if base is not None and not issubclass(obj, base):
-            continue
-        out.add((obj.__module__, obj.__qualname__))
-    return out
 
 
 def gen_numpy() -> set[Pair]:

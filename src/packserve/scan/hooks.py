@@ -16,12 +16,12 @@ import struct
 from typing import Any
 
 from packserve.scan.context import Ctx, ScanHost, StorageInfo
-from packserve.scan.machine import WalkState
-from packserve.scan.opcodes import Walker
+from packserve.scan.pickle.machine import WalkState
+from packserve.scan.pickle.opcodes import Walker
+from packserve.scan.pickle.values import DictV, GlobalRef, Malformed, Obj
 from packserve.scan.policy import judge, plausible_module
 from packserve.scan.report import Severity
 from packserve.scan.stream import Reader, bytes_reader
-from packserve.scan.values import DictV, GlobalRef, Malformed, Obj
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")

@@ -1,7 +1,7 @@
 """Scan a path: sniff each file's content, walk every pickle it holds, judge every global.
 
 Containers are recognised by their bytes, never by extension. Every pickle stream goes through
-:mod:`packserve.scan.opcodes`; every global through :mod:`packserve.scan.policy`. Anything the
+:mod:`packserve.scan.pickle.opcodes`; every global through :mod:`packserve.scan.policy`. Anything the
 scanner cannot make sense of is a finding or an error, never silently clean.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from packserve.scan import formats, hooks
 from packserve.scan.context import Ctx, StorageInfo
-from packserve.scan.opcodes import GlobalRef, WalkResult, walk
+from packserve.scan.pickle.opcodes import GlobalRef, WalkResult, walk
 from packserve.scan.policy import judge, plausible_module
 from packserve.scan.report import Finding, ScanError, ScanReport, Severity
 from packserve.scan.stream import Reader, ScanLimitError, Source, bytes_reader

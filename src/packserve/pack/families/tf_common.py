@@ -28,7 +28,7 @@ from packserve.bundle import Label, OutputSpec, TensorSpec
 from packserve.errors import ConfigError, MissingDependencyError, SampleError
 from packserve.pack import parity
 from packserve.pack.signature import SampleTable, sample_table
-from packserve.pack.torch_outputs import output_spec
+from packserve.pack.torch.outputs import output_spec
 from packserve.runtime.postprocess import postprocess
 
 EXTRA = "tensorflow"

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from packserve.pack import torch_fidelity as fid
-from packserve.pack.torch_export import require_torch
+from packserve.pack.torch import fidelity as fid
+from packserve.pack.torch.export import require_torch
 
 TRACE_ADVICE = (
     "tracing records only the branch its example input took, so a model with data-dependent "

@@ -7,7 +7,7 @@ The two classic PyTorch deployment bugs are guarded here:
   and the manifest says the switch happened; eval-mode determinism is then checked;
 * **traced control flow** — a trace records the one branch its example took. Every
   artifact is compared with the eager model on the sample *and* on probes of other batch
-  sizes and value ranges (:mod:`packserve.pack.torch_fidelity`); ``method="auto"`` falls
+  sizes and value ranges (:mod:`packserve.pack.torch.fidelity`); ``method="auto"`` falls
   back from ``trace`` to ``script`` when the trace is unfaithful, and anything unfaithful
   is refused. The dynamo ONNX exporter refuses data-dependent branches outright.
 """
@@ -25,15 +25,15 @@ import numpy as np
 from packserve.bundle import Label, OutputSpec, TensorSpec, prepare_output_dir
 from packserve.errors import ConfigError, OutputExistsError, PackError, ParityError, SampleError
 from packserve.pack import parity
-from packserve.pack import torch_fidelity as fid
 from packserve.pack.build import Export, PackResult, draft_manifest, finish, open_staged
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable, sample_table
-from packserve.pack.torch_common import TRACE_ADVICE, eval_mode
-from packserve.pack.torch_common import input_dtype as _input_dtype
-from packserve.pack.torch_common import onnx_graph_check as _onnx_graph_check
-from packserve.pack.torch_common import version as _version
-from packserve.pack.torch_export import (
+from packserve.pack.torch import fidelity as fid
+from packserve.pack.torch.common import TRACE_ADVICE, eval_mode
+from packserve.pack.torch.common import input_dtype as _input_dtype
+from packserve.pack.torch.common import onnx_graph_check as _onnx_graph_check
+from packserve.pack.torch.common import version as _version
+from packserve.pack.torch.export import (
     INPUT_NAME,
     OUTPUT_NAME,
     Exported,
@@ -41,9 +41,9 @@ from packserve.pack.torch_export import (
     export_torchscript,
     require_torch,
 )
-from packserve.pack.torch_nd import pack_tensor_model
-from packserve.pack.torch_outputs import final_layer, output_spec
-from packserve.pack.torch_tensor import is_tensor_sample
+from packserve.pack.torch.nd import pack_tensor_model
+from packserve.pack.torch.outputs import final_layer, output_spec
+from packserve.pack.torch.tensor import is_tensor_sample
 from packserve.runtime.postprocess import postprocess
 
 FORMATS = ("onnx", "torchscript")
@@ -153,7 +153,7 @@ def pack_model(
     A 2-D float sample makes a table bundle (named features); any other sample (another
     rank, integer or boolean inputs, a tuple or mapping of inputs), several outputs, an
     output that is not 2-D or ``task='tensor'`` makes a tensor bundle
-    (:mod:`packserve.pack.torch_nd`; ``dynamic_axes``, ``value_ranges``, ``input_names``).
+    (:mod:`packserve.pack.torch.nd`; ``dynamic_axes``, ``value_ranges``, ``input_names``).
     Fidelity passes on a probe when max |artifact - eager| <= ``fidelity_atol`` +
     ``fidelity_rtol`` x max |eager| (raw outputs, before any sigmoid/softmax); defaults
     1e-5 / 1e-5 for tables, 1e-4 / 1e-4 for tensor models (deep float nets).

@@ -3,7 +3,7 @@
 
 Also packs a ``torch.export.ExportedProgram`` (and its ``.module()``, whose ``eval()``
 raises): the program is exported to ONNX with the dynamic shapes it was exported with, and
-its module is the eager reference. See :mod:`packserve.pack.torch_tensor` for the sample,
+its module is the eager reference. See :mod:`packserve.pack.torch.tensor` for the sample,
 probes and tolerance rules.
 """
 
@@ -19,20 +19,21 @@ import numpy as np
 from packserve.bundle import Label, OutputSpec, TensorSpec
 from packserve.errors import ConfigError, PackError, ParityError, SampleError
 from packserve.pack import parity
-from packserve.pack import torch_fidelity as fid
-from packserve.pack import torch_tensor as tt
 from packserve.pack.build import Export, PackResult, draft_manifest, finish, open_staged, staged
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable
-from packserve.pack.torch_common import TRACE_ADVICE, eval_mode, input_dtype, onnx_graph_check, version
-from packserve.pack.torch_export import (
+from packserve.pack.torch import fidelity as fid
+from packserve.pack.torch import probes as tp
+from packserve.pack.torch import tensor as tt
+from packserve.pack.torch.common import TRACE_ADVICE, eval_mode, input_dtype, onnx_graph_check, version
+from packserve.pack.torch.export import (
     OUTPUT_NAME,
     Exported,
     export_onnx,
     export_torchscript,
     require_torch,
 )
-from packserve.pack.torch_outputs import final_layer, output_spec
+from packserve.pack.torch.outputs import final_layer, output_spec
 from packserve.runtime.postprocess import postprocess
 
 
@@ -131,7 +132,7 @@ def pack_tensor_model(
         ts = tt.read_sample(module, sample, float_dtype=dtype, input_names=input_names,
                             dynamic_axes=dynamic_axes)
         _value_ranges(ts, tt.embedding_ranges(module, ts), value_ranges)
-        probes = tt.make_probes(ts)
+        probes = tp.make_probes(ts)
         eager: dict[str, tt.Arrays] = {}
         skipped: list[str] = []
         for p in probes:
@@ -223,8 +224,8 @@ def _determinism(module: Any, ts: tt.TensorSample, probes: list[tt.TensorProbe],
     for p in probes:
         again = tt.run_eager(module, ts, p.x, f"the probe {p.name!r}")
         for k, ref in eager[p.name].items():
-            d = tt.max_abs_diff(ref, again[k])
-            if d > fid.DETERMINISM_RTOL * max(1.0, tt.tolerance(ref, 0.0, 1.0)):
+            d = tp.max_abs_diff(ref, again[k])
+            if d > fid.DETERMINISM_RTOL * max(1.0, tp.tolerance(ref, 0.0, 1.0)):
                 raise PackError(
                     f"{type(module).__name__} is not deterministic in eval mode: two runs on the "
                     f"same input ({p.why}) differ by max |Δ| = {d:.3g} in output {k!r}. Something "
@@ -267,7 +268,7 @@ class _Job:
 
     def example(self) -> tuple[tuple[Any, ...] | None, dict[str, Any] | None]:
         torch = require_torch()
-        ex = {k: torch.from_numpy(v) for k, v in tt.export_example(self.ts).items()}
+        ex = {k: torch.from_numpy(v) for k, v in tp.export_example(self.ts).items()}
         if self.ts.by_keyword:
             return None, ex
         return tuple(ex[n] for n in self.ts.names), None
@@ -283,7 +284,7 @@ class _Job:
             predictor = open_staged(staging, manifest, **kw)
             label = f"onnxruntime(optimization={opt})" if exp.format == "onnx" else "torch.jit"
             try:
-                out += tt.compare(self.eager, predictor._run_raw, self.probes, label,
+                out += tp.compare(self.eager, predictor._run_raw, self.probes, label,
                                   self.atol, self.rtol)
             finally:
                 predictor.close()
@@ -297,7 +298,7 @@ def _onnx(job: _Job, out_dir: str | os.PathLike[str], force: bool, opset_version
         step("exporting with torch.onnx.export (dynamo)")
         ex = export_onnx(job.program or job.module, None, staging, args=args, kwargs=kwargs,
                          input_names=job.ts.names, output_names=list(job.eager["sample"]),
-                         dynamic_shapes=tt.dynamic_shapes(job.ts), opset_version=opset_version,
+                         dynamic_shapes=tp.dynamic_shapes(job.ts), opset_version=opset_version,
                          external_data=external_data)
         exp = job.export(ex, "onnx", [])
         import onnx

@@ -1,6 +1,6 @@
 """The walker's state and helpers: the stack, the memo, reading arguments, recording issues.
 
-Opcode handlers work on a :class:`WalkState`; :mod:`packserve.scan.opcodes` runs the loop.
+Opcode handlers work on a :class:`WalkState`; :mod:`packserve.scan.pickle.opcodes` runs the loop.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from packserve.scan.pickle.values import MAX_LINE, SMALL_BYTES, Big, GlobalRef, Issue, Malformed, Obj
 from packserve.scan.policy import plausible_module
 from packserve.scan.report import Severity
 from packserve.scan.stream import Reader
-from packserve.scan.values import MAX_LINE, SMALL_BYTES, Big, GlobalRef, Issue, Malformed, Obj
 
 # This many opcodes in a row: a pickle, whatever else it is. Text files stop within ~6 (a
 # sample of 3,000 text files on a Debian system: none past 6); a stream this long that then
@@ -63,7 +63,7 @@ class WalkState:
     """The state of one walk and the helpers every opcode handler uses.
 
     Handlers (:mod:`.ops_values`, :mod:`.ops_objects`) only see this class; the main loop
-    that dispatches to them lives in :class:`~packserve.scan.opcodes.Walker`. Keeping the two
+    that dispatches to them lives in :class:`~packserve.scan.pickle.opcodes.Walker`. Keeping the two
     apart lets the handlers sit below the walker with no import cycle.
 
     ``on_build(walker, obj)`` is called after a BUILD: container formats that interleave raw

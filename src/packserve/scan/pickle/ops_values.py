@@ -1,6 +1,6 @@
 """Opcode handlers for plain values: stack marks, numbers, strings, bytes, tuples, lists, dicts.
 
-Each handler gets the :class:`~packserve.scan.machine.WalkState` and returns ``True`` only for
+Each handler gets the :class:`~packserve.scan.pickle.machine.WalkState` and returns ``True`` only for
 STOP. :data:`DISPATCH` maps an opcode byte to its handler; :mod:`.ops_objects` adds the rest.
 """
 
@@ -11,9 +11,9 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from packserve.scan.machine import WalkState
+from packserve.scan.pickle.machine import WalkState
+from packserve.scan.pickle.values import Big, DictV, Malformed, Opaque
 from packserve.scan.report import Severity
-from packserve.scan.values import Big, DictV, Malformed, Opaque
 
 H = Callable[[WalkState], "bool | None"]
 DISPATCH: dict[int, H] = {}

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from packserve.scan.machine import WalkState
-from packserve.scan.ops_values import _u4, _u8, op
+from packserve.scan.pickle.machine import WalkState
+from packserve.scan.pickle.ops_values import _u4, _u8, op
+from packserve.scan.pickle.values import MAX_LINE, DictV, GlobalRef, Malformed, Obj, Opaque
 from packserve.scan.report import Severity
-from packserve.scan.values import MAX_LINE, DictV, GlobalRef, Malformed, Obj, Opaque
 
 NAME_KEEP = 4096  # characters of a GLOBAL/INST name kept for the report
 
