@@ -32,6 +32,22 @@ def _json_type(value: object) -> str:
     return _JSON_TYPE.get(type(value), "an unsupported value")
 
 
+def batch_instances(obj: Any, max_batch: int) -> list[Any]:
+    """The ``instances`` list of a ``/predict/batch`` body, its envelope checked (both decoders)."""
+    if type(obj) is not dict or "instances" not in obj:
+        raise InputError('body must be a JSON object {"instances": [...]}', where="body")
+    if len(obj) != 1:
+        extra = [k for k in obj if k != "instances"]
+        raise InputError(f"unexpected key {short(extra[0])} in body", where="body")
+    instances = obj["instances"]
+    if type(instances) is not list:
+        raise InputError(f"'instances' must be an array, got {_json_type(instances)}", where="instances")
+    if not 1 <= len(instances) <= max_batch:
+        raise InputError(f"a batch needs 1 to {max_batch} instances, got {len(instances)}",
+                         where="instances")
+    return instances
+
+
 class TensorRequestDecoder:
     """Compiled once per model; the same interface as the tabular ``RequestDecoder``."""
 
@@ -59,20 +75,7 @@ class TensorRequestDecoder:
         return {c.name: c.from_nested([named[c.name]], single=True) for c in self.checkers}
 
     def decode_batch(self, obj: Any) -> Feeds:
-        if type(obj) is not dict or "instances" not in obj:
-            raise InputError('body must be a JSON object {"instances": [...]}', where="body")
-        if len(obj) != 1:
-            extra = [k for k in obj if k != "instances"]
-            raise InputError(f"unexpected key {short(extra[0])} in body", where="body")
-        instances = obj["instances"]
-        if type(instances) is not list:
-            raise InputError(f"'instances' must be an array, got {_json_type(instances)}",
-                             where="instances")
-        if not 1 <= len(instances) <= self.max_batch:
-            raise InputError(
-                f"a batch needs 1 to {self.max_batch} instances, got {len(instances)}",
-                where="instances",
-            )
+        instances = batch_instances(obj, self.max_batch)
         if set(map(type, instances)) != {dict} or set(map(len, instances)) != {1}:
             self._bad_instance(instances)
         try:

@@ -20,7 +20,8 @@ import orjson
 from packserve.bundle import Manifest
 from packserve.errors import BadRequestError, InputError
 from packserve.runtime.inputs import Feeds, table_to_feeds
-from packserve.serve.payloads.tensor import TensorRequestDecoder
+from packserve.runtime.tensors import short
+from packserve.serve.payloads.tensor import TensorRequestDecoder, batch_instances
 
 _NUM_TYPES = frozenset({int, float})
 _STR_TYPES = frozenset({str})
@@ -42,11 +43,6 @@ _JSON_TYPE = {
 
 def _json_type(value: object) -> str:
     return _JSON_TYPE.get(type(value), "an unsupported value")
-
-
-def _short(name: object, limit: int = 40) -> str:
-    text = str(name)
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def parse_json(body: bytes) -> Any:
@@ -107,7 +103,7 @@ class RequestDecoder:
             raise InputError('body must be a JSON object {"features": [...]}', where="body")
         if len(obj) != 1:
             extra = [k for k in obj if k != "features"]
-            raise InputError(f"unexpected key {_short(extra[0])} in body", where="body")
+            raise InputError(f"unexpected key {short(extra[0])} in body", where="body")
         features = obj["features"]
         direct = self._direct
         if (  # fast path: one numeric tensor, a well-formed array (a few µs, no numpy reductions)
@@ -121,19 +117,7 @@ class RequestDecoder:
         return self._rows_to_feeds([features], single=True)
 
     def decode_batch(self, obj: Any) -> Feeds:
-        if type(obj) is not dict or "instances" not in obj:
-            raise InputError('body must be a JSON object {"instances": [...]}', where="body")
-        if len(obj) != 1:
-            extra = [k for k in obj if k != "instances"]
-            raise InputError(f"unexpected key {_short(extra[0])} in body", where="body")
-        instances = obj["instances"]
-        if type(instances) is not list:
-            raise InputError(f"'instances' must be an array, got {_json_type(instances)}", where="instances")
-        if not 1 <= len(instances) <= self.max_batch:
-            raise InputError(
-                f"a batch needs 1 to {self.max_batch} instances, got {len(instances)}",
-                where="instances",
-            )
+        instances = batch_instances(obj, self.max_batch)
         if set(map(type, instances)) != {dict} or set(map(len, instances)) != {1}:
             self._bad_instance(instances)
         try:
@@ -153,7 +137,7 @@ class RequestDecoder:
                 )
             if len(inst) != 1:
                 extra = [k for k in inst if k != "features"]
-                raise InputError(f"unexpected key {_short(extra[0])}", where=f"instance {i}")
+                raise InputError(f"unexpected key {short(extra[0])}", where=f"instance {i}")
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- rows -----------------------------------------------------------------------------
@@ -163,7 +147,7 @@ class RequestDecoder:
         head = "features" if single else f"instance {i}"
         if feature is None:
             return head
-        return f"feature {_short(feature)}" if single else f"{head}, feature {_short(feature)}"
+        return f"feature {short(feature)}" if single else f"{head}, feature {short(feature)}"
 
     def _rows_to_feeds(self, rows: list[Any], *, single: bool) -> Feeds:
         kinds = set(map(type, rows))
@@ -204,10 +188,10 @@ class RequestDecoder:
         if row.keys() != self.name_set:
             unknown = [k for k in row if k not in self.name_set]
             if unknown:
-                raise InputError(f"unknown feature {_short(unknown[0])}", where=self._where(i, single))
+                raise InputError(f"unknown feature {short(unknown[0])}", where=self._where(i, single))
             missing = [n for n in self.names if n not in row]
             raise InputError(
-                f"missing feature {_short(missing[0])}"
+                f"missing feature {short(missing[0])}"
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                 where=self._where(i, single),
             )
