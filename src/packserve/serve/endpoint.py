@@ -6,7 +6,7 @@ around its own work is the same for every protocol, so it is written once here: 
 resolve the model version, admit the request or refuse it at once before its body is read
 (:class:`~packserve.serve.admission.Admission`, which also holds the version from routing on
 so an unload or a newer version waits for this request), its deadline, watch for a client
-that leaves while the request is queued for a batch (:class:`DisconnectProbe`), map errors
+that leaves while the request is queued (:class:`DisconnectProbe`), map errors
 through the one error mapping, add ``Connection: close`` once a drain began, send, and
 report the status for metrics.
 """
@@ -46,12 +46,14 @@ CLOSE: tuple[bytes, bytes] = (b"connection", b"close")
 
 
 class DisconnectProbe:
-    """While entered, a request queued in the handle's batcher is dropped if its client left.
+    """While entered, a request queued in the handle's batcher, or waiting for an inference
+    thread, is dropped if its client left (:mod:`packserve.serve.disconnect`).
 
     The probe travels in a context variable (``ModelHandle.infer`` keeps its signature); the
-    batcher only starts it for a request that stays queued (``WATCH_AFTER_S``), and only once
-    the body has been read, so it never competes with body reading for ``receive``. Exiting
-    turns the batcher's :class:`ClientGone` into :class:`ClientDisconnect` (status 499).
+    batcher and :func:`~packserve.serve.disconnect.run_watched` only start it for a request
+    that stays queued (``WATCH_AFTER_S``), and only once the body has been read, so it never
+    competes with body reading for ``receive``. Exiting turns :class:`ClientGone` into
+    :class:`ClientDisconnect` (status 499). Models computed inline never queue: no probe.
     """
 
     __slots__ = ("_handle", "_receive", "_token")
@@ -62,7 +64,8 @@ class DisconnectProbe:
         self._token: Token[Probe | None] | None = None
 
     def __enter__(self) -> DisconnectProbe:
-        if self._handle.batcher is not None:  # unbatched calls are never queued
+        handle = self._handle
+        if handle.batcher is not None or not handle.cost.inline(1):  # inline calls never queue
             self._token = client_probe.set(self._probe)
         return self
 

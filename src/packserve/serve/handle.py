@@ -10,7 +10,6 @@ it computes merged batches through ``handle.compute`` as well. Which versions ar
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
@@ -28,6 +27,7 @@ from packserve.errors import (
     SignatureError,
 )
 from packserve.runtime import Feeds, Prediction, Predictor, RuntimeOptions, feeds_rows, load
+from packserve.serve.disconnect import run_watched
 from packserve.serve.offload import CostModel
 from packserve.serve.payloads import RequestDecoder, ResponseEncoder, TensorRequestDecoder, decoder_for
 from packserve.serve.payloads.images import ImageRequestDecoder
@@ -163,15 +163,15 @@ class ModelHandle:
             self.in_flight -= 1
 
     async def compute(self, feeds: Feeds, *, deadline: float | None = None) -> Prediction:
-        """Run ``predictor.run`` inline if measured cheap, else in the inference executor
-        (where a request whose ``deadline`` passed while it waited for a thread is dropped)."""
+        """Run ``predictor.run`` inline if measured cheap, else in the inference executor,
+        where a request still waiting for a thread when its ``deadline`` passes or its
+        client disconnects (:func:`~packserve.serve.disconnect.run_watched`) is dropped."""
         rows = feeds_rows(feeds)
         if self.cost.inline(rows):
             return self._run(feeds, rows, True)
-        loop = asyncio.get_running_loop()
         if deadline is None:
-            return await loop.run_in_executor(self.executor, self._run, feeds, rows, False)
-        return await loop.run_in_executor(self.executor, self._run_before, feeds, rows, deadline)
+            return await run_watched(self.executor, self._run, feeds, rows, False)
+        return await run_watched(self.executor, self._run_before, feeds, rows, deadline)
 
     def _run_before(self, feeds: Feeds, rows: int, deadline: float) -> Prediction:
         if time.monotonic() > deadline:

@@ -140,7 +140,7 @@ class Batcher(Backlog):
             loop.call_soon(self._new_turn)
             if self._live == 0 and self._in_flight == 0 and self._inline(rows):
                 return self._run_now(feeds, rows)  # idle, nobody else in sight: on the loop
-        item = _Item(feeds, rows, loop.create_future(), now)
+        item = _Item(feeds, rows, loop.create_future(), now, deadline)
         if deadline is not None:
             item.timer = loop.call_later(deadline - now, self._expire, item)
         self._queue.append(item)
@@ -177,7 +177,9 @@ class Batcher(Backlog):
                 if until is not None:
                     self._schedule_wake(until)
                     return
-            self._dispatch(self._take(now))
+            batch = self._take(now)
+            if batch:  # empty: everything at the head had expired or lost its client
+                self._dispatch(batch)
 
     def _run_now(self, feeds: Feeds, rows: int) -> Prediction:
         """The idle fast path: one request, computed synchronously, no queue entry at all.
@@ -243,6 +245,18 @@ class Batcher(Backlog):
             if item.state != _QUEUED:
                 queue.popleft()
                 continue
+            if item.deadline is not None and item.deadline <= now:
+                # its timer is due but has not run yet (a busy loop): dropped here, not computed
+                queue.popleft()
+                item.settle()
+                self._expire(item)
+                continue
+            if item.watcher is not None and item.watcher.done():
+                # its probe has answered but the callback has not run yet: decide it here
+                self._on_probe(item, item.watcher)
+                if item.state != _QUEUED:  # the client left: dropped, not computed
+                    queue.popleft()
+                    continue
             if batch and rows + item.rows > self.max_batch_size:
                 break
             queue.popleft()

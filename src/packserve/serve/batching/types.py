@@ -1,30 +1,16 @@
-"""Small types shared by the batcher: queue items, drain report, the disconnect probe."""
+"""Small types shared by the batcher: queue items, the drain report (the disconnect probe is
+``serve/disconnect.py``'s, shared with the unbatched path)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
 
 from packserve.runtime.inputs import Feeds
 from packserve.runtime.prediction import Prediction
+from packserve.serve.disconnect import WATCH_AFTER_S, ClientGone, Probe, client_probe
 
 __all__ = ["WATCH_AFTER_S", "ClientGone", "DrainReport", "Probe", "client_probe"]
-
-Probe = Callable[[], Coroutine[Any, Any, bool]]
-"""Returns True once the client has disconnected (False: it returned for another reason)."""
-
-#: The disconnect probe of the request being handled in this task (set by the HTTP layer).
-client_probe: ContextVar[Probe | None] = ContextVar("packserve_client_probe", default=None)
-
-#: A queued request gets its disconnect watcher after waiting this long.
-WATCH_AFTER_S = 0.005
-
-
-class ClientGone(Exception):
-    """The request left the queue because its client disconnected; nothing is sent back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +28,7 @@ class _Item:
     rows: int
     future: asyncio.Future[Prediction]
     enqueued: float
+    deadline: float | None = None
     timer: asyncio.TimerHandle | None = None
     probe: Probe | None = None
     watcher: asyncio.Task[bool] | None = None
