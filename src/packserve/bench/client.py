@@ -53,7 +53,8 @@ class Target:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}{self.prefix}"
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str = "application/json") -> bytes:
         """Pre-encode one request (``path`` is appended to the URL prefix)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         lines = [
@@ -63,7 +64,7 @@ class Target:
             "Accept: application/json",
         ]
         if body is not None:
-            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+            lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         return head + (body or b"")
 

@@ -44,12 +44,19 @@ class Signature:
     dtypes_known: bool = True
     # tensor models (issue #16): named N-D inputs instead of features
     tensors: list[TensorInput] = field(default_factory=list)
+    # image bundles (issue #17): (height, width) the preprocessing produces; None = not one
+    image_size: tuple[int, int] | None = None
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path) -> Signature:
         from packserve.bundle import read_manifest
 
         m = read_manifest(bundle_dir)
+        if m.preprocess is not None:
+            size = m.preprocess.output_size
+            return cls(m.name, [], [], source=f"bundle {m.name!r} (image input"
+                       + (f" {size[1]}x{size[0]})" if size else ")"),
+                       tensors=tensor_inputs.from_manifest(m), image_size=size)
         if m.is_tensor:
             return cls(m.name, [], [], source=f"bundle {m.name!r} (tensor inputs)",
                        tensors=tensor_inputs.from_manifest(m))
@@ -59,7 +66,8 @@ class Signature:
     def to_dict(self) -> dict[str, Any]:
         if self.tensors:
             return {"model": self.model, "source": self.source,
-                    "tensors": [t.to_dict() for t in self.tensors]}
+                    "tensors": [t.to_dict() for t in self.tensors],
+                    **({"image_size": list(self.image_size)} if self.image_size else {})}
         return {"model": self.model, "source": self.source,
                 "features": [{"name": f.name, "dtype": f.dtype} for f in self.features],
                 "examples": self.examples}

@@ -39,8 +39,11 @@ def render_table(result: BenchResult) -> RenderableType:
     t.add_row("inputs", r.signature_source)
     t.add_row("requests", f"{p.sent} sent, {p.ok} ok, {p.error_count} errors "
               f"({r.error_rate:.2%})")
-    t.add_row("throughput", f"{r.throughput:,.1f} req/s"
-              + (f" ({r.rows_per_s:,.0f} rows/s)" if r.batch_size > 1 else ""))
+    if r.images_per_s is not None:
+        t.add_row("throughput", f"{r.throughput:,.1f} req/s ({r.images_per_s:,.1f} images/s)")
+    else:
+        t.add_row("throughput", f"{r.throughput:,.1f} req/s"
+                  + (f" ({r.rows_per_s:,.0f} rows/s)" if r.batch_size > 1 else ""))
     basis = "from scheduled send time" if p.mode == "open" else "per request"
     for q in PERCENTILES:
         key = f"p{q:g}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packserve.bench import image_inputs
 from packserve.bench.client import Target
 from packserve.bench.histogram import Summary
 from packserve.bench.inputs import Signature, build_bodies, resolve_signature
@@ -43,6 +44,7 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     soak: bool = False
     started_at: float = 0.0  # wall-clock time (epoch seconds) the load started; 0 = unknown
+    unit: str = "rows"  # what batch_size counts: "rows", or "images" for an image bundle
 
     @property
     def mode(self) -> str:
@@ -56,6 +58,11 @@ class BenchResult:
     @property
     def rows_per_s(self) -> float:
         return self.throughput * self.batch_size
+
+    @property
+    def images_per_s(self) -> float | None:
+        """Images answered per second (image bundles; None otherwise)."""
+        return self.rows_per_s if self.unit == "images" else None
 
     @property
     def error_rate(self) -> float:
@@ -104,7 +111,8 @@ class BenchResult:
             "concurrency": p.concurrency if p.mode == "closed" else None,
             "batch_size": self.batch_size, "duration_s": p.duration_s, "wall_s": p.wall_s,
             "sent": p.sent, "ok": p.ok, "throughput_rps": self.throughput,
-            "rows_per_s": self.rows_per_s, "error_rate": self.error_rate,
+            "rows_per_s": self.rows_per_s, "unit": self.unit,
+            "images_per_s": self.images_per_s, "error_rate": self.error_rate,
             "errors": dict(sorted(p.errors.items())), "latency": self.latency.to_dict(),
             "latency_curve": [{"percentile": q, "ms": v}
                               for q, v in p.latency.percentile_curve()],
@@ -211,12 +219,15 @@ def run_bench(
     sample_interval: float | None = None,
     soak: bool = False,
     seed: int = 0,
+    images: str | Path | bool | None = None,
     progress: ProgressFactory | None = None,
 ) -> BenchResult:
     """Load ``url`` for ``duration`` seconds, open loop at ``rate`` or closed at ``concurrency``.
 
     Latency in open loop is measured from each request's *scheduled* send time. Without
-    either, a closed loop at concurrency 8 is used.
+    either, a closed loop at concurrency 8 is used. ``images``: a directory of image files to
+    send, True for generated ones, False for JSON bodies; None (default) sends generated
+    images to an image bundle and JSON to anything else.
     """
     if rate is not None and concurrency is not None:
         raise ConfigError("give --rate (open loop) or --concurrency (closed loop), not both")
@@ -232,8 +243,15 @@ def run_bench(
     sig = signature or resolve_signature(url, model=model, bundle=bundle)
     name = model if model is not None else None
     path = predict_path(name, batch_size)
-    bodies = build_bodies(sig, batch_size=batch_size, seed=seed)
-    requests = tuple(target.request("POST", path, b) for b in bodies)
+    image_set = _image_set(sig, images, seed)
+    if image_set is not None:
+        pairs = image_inputs.bodies(image_set, batch_size=batch_size, seed=seed)
+        requests = tuple(target.request("POST", path, b, ct) for b, ct in pairs)
+        source = f"{sig.source}; {image_set.source}"
+    else:
+        bodies = build_bodies(sig, batch_size=batch_size, seed=seed)
+        requests = tuple(target.request("POST", path, b) for b in bodies)
+        source = sig.source
     mode: Mode = "open" if rate is not None else "closed"
     spec = LoadSpec(target.base_url, requests, mode, float(duration), rate=rate or 0.0,
                     concurrency=concurrency or (0 if rate else DEFAULT_CONCURRENCY),
@@ -251,10 +269,38 @@ def run_bench(
             phase = run_distributed(spec, processes, sink)
         finally:
             series = sampler.stop()
-    result = BenchResult(target.base_url, name, path, sig.source, batch_size, phase,
-                         phase_health(phase), series, soak=soak, started_at=started_at)
+    result = BenchResult(target.base_url, name, path, source, batch_size, phase,
+                         phase_health(phase), series, soak=soak, started_at=started_at,
+                         unit="images" if image_set is not None else "rows")
     _annotate(result)
     return result
+
+
+def _image_set(sig: Signature, images: str | Path | bool | None,
+               seed: int) -> image_inputs.ImageSet | None:
+    if images is None:
+        images = sig.image_size is not None
+    if images is False:
+        return None
+    if images is True:
+        return image_inputs.generated(image_size(sig), seed=seed)
+    return image_inputs.from_dir(images)
+
+
+def image_size(sig: Signature) -> tuple[int, int]:
+    """(height, width) of generated images: what the bundle's preprocessing produces, else an
+    image-like tensor input's ([C, H, W] or [H, W, C], C in 1..4), else 224x224."""
+    if sig.image_size is not None:
+        return sig.image_size
+    for t in sig.tensors:
+        if len(t.shape) == 3:
+            c, h, w = t.shape
+            if c in (1, 3, 4) and h > 1 and w > 1:
+                return h, w
+            h, w, c = t.shape
+            if c in (1, 3, 4) and h > 1 and w > 1:
+                return h, w
+    return image_inputs.DEFAULT_SIZE
 
 
 def _annotate(r: BenchResult) -> None:
@@ -290,6 +336,7 @@ def soak(url: str, duration: float, **kwargs: Any) -> BenchResult:
 __all__ = [
     "BenchResult",
     "FindMaxResult",
+    "image_size",
     "parse_duration",
     "predict_path",
     "resolve_signature",

@@ -42,6 +42,14 @@ def bench(
     report: Path | None = typer.Option(
         None, "--report", help="Write a self-contained HTML report with plots"),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated inputs"),
+    images: Path | None = typer.Option(
+        None, "--images", metavar="DIR",
+        help="Send the image files of DIR (raw image/jpeg|png|webp bodies; multipart with "
+        "--batch-size > 1). An image bundle given with --bundle gets JPEGs generated at its "
+        "input size without this"),
+    generated_images: bool = typer.Option(
+        False, "--generated-images",
+        help="Send generated JPEGs (size from --bundle or the server's V2 input shape)"),
 ) -> None:
     """Load-test a running server: latency percentiles, max throughput, memory under load."""
     from packserve.bench import (
@@ -62,7 +70,7 @@ def bench(
     common: dict[str, Any] = dict(
         model=model, batch_size=batch_size, bundle=bundle, pid=pid, processes=processes,
         timeout=parse_duration(timeout), max_connections=max_connections, seed=seed,
-        progress=live_progress(err()),
+        images=_images(images, generated_images), progress=live_progress(err()),
     )
     result: Any
     if find_max_:
@@ -92,12 +100,28 @@ def locustfile(
     bundle_or_url: str = typer.Argument(..., help="A bundle directory or a server URL"),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model name (/models/NAME/predict)"),
-    batch_size: int = typer.Option(20, "--batch-size", "-b", help="Rows per batch request"),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", "-b", help="Rows (images) per batch request; default 20 (4)"),
+    images: Path | None = typer.Option(
+        None, "--images", metavar="DIR",
+        help="Embed the image files of DIR (an image bundle gets generated JPEGs without this)"),
+    generated_images: bool = typer.Option(
+        False, "--generated-images", help="Embed generated JPEGs (for a server URL)"),
 ) -> None:
     """Write a locust scenario for the model to stdout (predict : batch : health = 3:1:1)."""
     from packserve.bench import locustfile_for
 
-    typer.echo(locustfile_for(bundle_or_url, model=model, batch_size=batch_size), nl=False)
+    typer.echo(locustfile_for(bundle_or_url, model=model, batch_size=batch_size,
+                              images=_images(images, generated_images)), nl=False)
+
+
+def _images(folder: Path | None, generated: bool) -> Path | bool | None:
+    """--images DIR / --generated-images -> run_bench's ``images`` (None: decide by bundle)."""
+    from packserve.errors import ConfigError
+
+    if folder is not None and generated:
+        raise ConfigError("--images DIR and --generated-images: pick one")
+    return folder if folder is not None else (True if generated else None)
 
 
 __all__ = ["bench", "locustfile"]
