@@ -20,7 +20,7 @@ from packserve.pack import flow
 from packserve.pack.build import Export, PackResult
 from packserve.pack.families import SUPPORTED, family_for
 from packserve.pack.family import Attempt, ExportJob, Family
-from packserve.pack.images import check_preprocess, record_preprocess
+from packserve.pack.images import attach_images, check_preprocess, spec_fields
 from packserve.pack.onnx_model import OnnxModel
 
 
@@ -49,7 +49,7 @@ def pack(
     sign_key: str | os.PathLike[str] | None = None,
     sign_certificate: str | os.PathLike[str] | None = None,
     sign_chain: Sequence[str | os.PathLike[str]] = (),
-    preprocess: Mapping[str, Any] | None = None,
+    preprocess: Mapping[str, Any] | Any = None,
     **options: Any,
 ) -> PackResult:
     """Export ``model`` to a bundle in ``out_dir`` and prove parity on ``sample``.
@@ -76,15 +76,21 @@ def pack(
     no unsigned bundle is left where a signed one was asked for.
 
     ``preprocess`` (image classifiers, #17): the :class:`~packserve.bundle.ImagePreprocess`
-    fields (``input`` defaults to the single input's name); checked against the input tensor
-    and recorded in the manifest, so the server accepts encoded images.
+    fields (``input`` defaults to the single input's name), or a torchvision
+    ``transforms.Compose`` of the usual evaluation transforms (:mod:`.transforms`); checked
+    against the input tensor and recorded in the manifest, so the server accepts encoded
+    images. The whole image path (decode + preprocessing + artifact) is then compared with
+    the eager model fed by an independent Pillow + NumPy reference on generated images
+    (:mod:`.image_parity`); the result is in ``parity.checks``, a mismatch fails the pack.
     """
     onnx_file = OnnxModel.of(model)  # bring your own ONNX: a path ending in .onnx
     if onnx_file is not None:
         model = onnx_file
         name = name or onnx_file.path.stem
     family = family_for(model)
+    image_notes: list[str] = []
     if preprocess is not None:
+        preprocess, image_notes = spec_fields(preprocess)
         check_preprocess(preprocess, preprocess.get("input", "image"))
     if sign_key is not None:
         from packserve.signing import check_private_key
@@ -104,7 +110,9 @@ def pack(
             allow_parity_failure=allow_parity_failure, example_rows=example_rows, **options,
         )
     if preprocess is not None:
-        result = dataclasses.replace(result, manifest=record_preprocess(result.path, preprocess))
+        result = dataclasses.replace(result, manifest=attach_images(
+            result.path, model, preprocess, notes=image_notes,
+            allow_parity_failure=allow_parity_failure))
     if sign_key is None:
         return result
     from packserve.signing import sign_bundle

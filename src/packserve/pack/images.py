@@ -1,8 +1,11 @@
-"""Record an image preprocessing spec in a freshly packed bundle (#17).
+"""Record an image preprocessing spec in a freshly packed bundle (#17), then prove it.
 
-The spec is checked twice: on its own before the model is exported (a typo costs no export),
-and against the bundle's single input tensor afterwards. The manifest is rewritten in place:
-its file hashes cover the artifact, not the manifest, and signing happens after this.
+The spec (a mapping, or a torchvision ``Compose`` translated by :mod:`.transforms`) is checked
+on its own before the model is exported (a typo costs no export), against the bundle's single
+input tensor afterwards, and finally the whole image path -- the server's decode +
+preprocessing + artifact -- is compared with a reference on generated images
+(:mod:`.image_parity`). The manifest is rewritten in place: its file hashes cover the
+artifact, not the manifest, and signing happens after this.
 """
 
 from __future__ import annotations
@@ -15,7 +18,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from packserve.bundle import MANIFEST_NAME, ImagePreprocess, Manifest, read_manifest
-from packserve.errors import PackError
+from packserve.errors import PackError, ParityError
+from packserve.pack import image_parity
+from packserve.pack.progress import step
+from packserve.pack.transforms import is_transform, translate
+
+
+def spec_fields(preprocess: Any) -> tuple[dict[str, Any], list[str]]:
+    """``preprocess=`` as spec fields plus manifest notes: a mapping as it is, a torchvision
+    transform pipeline translated (an unknown transform is refused with its name)."""
+    if isinstance(preprocess, Mapping):
+        return dict(preprocess), []
+    if is_transform(preprocess):
+        t = translate(preprocess)
+        return t.spec, t.notes
+    raise PackError(f"preprocess must be a mapping of spec fields or a torchvision Compose, "
+                    f"not {type(preprocess).__name__}")
 
 
 def check_preprocess(preprocess: Mapping[str, Any], input_name: str | None = None) -> ImagePreprocess:
@@ -30,7 +48,9 @@ def check_preprocess(preprocess: Mapping[str, Any], input_name: str | None = Non
         raise PackError(f"preprocess{'.' + loc if loc else ''}: {err['msg']}") from None
 
 
-def record_preprocess(bundle: Path, preprocess: Mapping[str, Any]) -> Manifest:
+def record_preprocess(
+    bundle: Path, preprocess: Mapping[str, Any], notes: list[str] | None = None
+) -> Manifest:
     """Check ``preprocess`` against the packed bundle and write it into its manifest.
 
     On a mismatch the bundle is removed: a bundle that cannot take the images its owner
@@ -47,6 +67,7 @@ def record_preprocess(bundle: Path, preprocess: Mapping[str, Any]) -> Manifest:
         spec = check_preprocess(preprocess, names[0])
         data = manifest.model_dump()
         data["preprocess"] = spec.model_dump()
+        data["notes"] = [*data["notes"], *(notes or [])]
         try:
             updated = Manifest.model_validate(data)
         except ValidationError as exc:
@@ -58,4 +79,28 @@ def record_preprocess(bundle: Path, preprocess: Mapping[str, Any]) -> Manifest:
         raise
 
 
-__all__ = ["check_preprocess", "record_preprocess"]
+def attach_images(
+    bundle: Path, model: Any, preprocess: Mapping[str, Any], *, notes: list[str] | None = None,
+    allow_parity_failure: bool = False,
+) -> Manifest:
+    """Record the spec, then check the whole image path against the eager model.
+
+    A failure removes the bundle and raises :class:`ParityError` (exit 4), unless
+    ``allow_parity_failure``: then it is written with the failure in its parity report.
+    """
+    manifest = record_preprocess(bundle, preprocess, notes)
+    step("checking the image path (decode + preprocessing + artifact)")
+    try:
+        entry = image_parity.check_image_path(bundle, model, manifest)
+        if not entry["passed"] and not allow_parity_failure:
+            raise ParityError(
+                "image path parity failed: the server's decode + preprocessing + artifact do "
+                "not reproduce the model fed by the reference pipeline on "
+                + image_parity.describe(entry) + "; no bundle written")
+        return image_parity.record(bundle, manifest, entry, allowed=allow_parity_failure)
+    except BaseException:
+        shutil.rmtree(bundle, ignore_errors=True)
+        raise
+
+
+__all__ = ["attach_images", "check_preprocess", "record_preprocess", "spec_fields"]
