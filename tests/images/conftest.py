@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pictures import CLASSES, PREPROCESS
@@ -12,19 +13,31 @@ from helpers.server import Server, running_server
 
 
 @pytest.fixture(scope="session")
-def image_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_cnn() -> Any:
+    """A 4-class CNN over 3x32x32 logits, built once per session."""
     import torch
 
-    from packserve.pack import pack
-
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
+    return torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
         torch.nn.Conv2d(8, 8, 3, stride=2), torch.nn.ReLU(),
         torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(32, len(CLASSES)),
     ).eval()
+
+
+@pytest.fixture(scope="session")
+def cnn_sample() -> Any:
+    import torch
+
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def image_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_cnn: Any, cnn_sample: Any) -> Path:
+    from packserve.pack import pack
+
     out = tmp_path_factory.mktemp("images") / "cnn"
-    pack(model, out, sample=torch.randn(2, 3, 32, 32), name="cnn", task="multiclass",
+    pack(tiny_cnn, out, sample=cnn_sample, name="cnn", task="multiclass",
          classes=CLASSES, output="logits", preprocess=PREPROCESS)
     return out
 
