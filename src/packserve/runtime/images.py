@@ -179,18 +179,24 @@ class ImagePipeline:
         self.spec = manifest.preprocess
         self.input = self.spec.input
 
+    def instance(self, item: bytes | Image, where: str = "image") -> np.ndarray:
+        """One encoded image (or decoded Pillow image) -> one instance, no batch axis.
+
+        Thread-safe (no shared state): a server decodes the images of one request in
+        parallel with it; Pillow releases the GIL while it decodes and resizes."""
+        if isinstance(item, bytes | bytearray):
+            img = decode(bytes(item), self.spec, where=where)
+        else:
+            img = _to_mode(item, self.spec.mode)
+        return preprocess(img, self.spec)
+
     def tensor(self, images: Sequence[bytes | Image]) -> np.ndarray:
-        """Encoded images (or decoded Pillow images) -> one batch ``[n, ...]``."""
+        """Encoded images (or decoded Pillow images) -> one batch ``[n, ...]``, in order."""
         if not images:
             raise ImageError("no images given", where="images")
         many = len(images) > 1
-        out = []
-        for i, item in enumerate(images):
-            where = f"image {i}" if many else "image"
-            img = decode(item, self.spec, where=where) if isinstance(item, bytes | bytearray) \
-                else _to_mode(item, self.spec.mode)
-            out.append(preprocess(img, self.spec))
-        return np.stack(out)
+        return np.stack([self.instance(item, f"image {i}" if many else "image")
+                         for i, item in enumerate(images)])
 
     def feeds(self, images: Sequence[bytes | Image]) -> dict[str, np.ndarray]:
         return {self.input: self.tensor(images)}

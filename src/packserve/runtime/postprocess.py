@@ -77,7 +77,8 @@ class Postprocessor:
             if values.ndim == 2 and values.shape[1] == 1:
                 values = values[:, 0]
             return Prediction(values=values)
-        p = np.asarray(raw[self.probability_output], dtype=np.float64)  # type: ignore[index]
+        scores = raw[self.probability_output]  # type: ignore[index]
+        p = np.asarray(scores, dtype=np.float64)
         mode = self.mode
         if mode == "probabilities":
             probs = p
@@ -98,7 +99,8 @@ class Postprocessor:
             labels = self.classes_array[(probs[:, 1] >= self.threshold).astype(np.int64)]
         else:
             labels = self.classes_array[_argmax_first_of_ties(probs)]
-        return Prediction(labels=labels, probabilities=probs, classes=self.classes)
+        return Prediction(labels=labels, probabilities=probs, classes=self.classes,
+                          raw={self.probability_output: np.asarray(scores)})  # type: ignore[dict-item]
 
 
 def postprocess(raw: dict[str, np.ndarray], manifest: Manifest) -> Prediction:

@@ -18,6 +18,8 @@ class Prediction:
     strings), ``probabilities`` ``(n, k)`` and ``classes`` (labels in column order).
     Regression fills ``values`` ``(n,)`` (or ``(n, m)`` for multi-output models).
     ``task='tensor'`` fills ``outputs``: every raw output by name, batch axis first.
+    A classifier also keeps ``raw``: the artifact's score output (logits or probabilities,
+    before postprocessing) by name, for clients that ask for it (image bundles' ``?raw=true``).
     """
 
     labels: np.ndarray | None = None
@@ -25,6 +27,7 @@ class Prediction:
     classes: list[Label] | None = None
     values: np.ndarray | None = None
     outputs: dict[str, np.ndarray] | None = None
+    raw: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         for arr in (self.labels, self.values, self.probabilities):
@@ -47,6 +50,7 @@ class Prediction:
             values=cut(self.values),
             outputs=None if self.outputs is None
             else {k: v[start:stop] for k, v in self.outputs.items()},
+            raw=None if self.raw is None else {k: v[start:stop] for k, v in self.raw.items()},
         )
 
     def to_records(self) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hmac
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -154,6 +155,33 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
             return b"".join(parts)
 
 
+async def body_chunks(receive: Receive, headers: dict[bytes, bytes], limit: int) -> AsyncIterator[bytes]:
+    """The body chunk by chunk as it arrives (a streaming parser's input), with
+    :func:`read_body`'s limits: a declared Content-Length over ``limit`` is refused before a
+    byte is read, a body that grows past it as soon as it does."""
+    declared = headers.get(b"content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise BadRequestError("invalid Content-Length header") from None
+        if length > limit:
+            raise PayloadTooLargeError(f"body of {length} bytes exceeds the limit of {limit} bytes")
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
 def limited_receive(receive: Receive, limit: int) -> Receive:
     """Wrap ``receive`` for routes that read the body themselves (FastAPI, V2): 413 past limit."""
     seen = 0
@@ -196,6 +224,7 @@ __all__ = [
     "ClientDisconnect",
     "Headers",
     "api_key_ok",
+    "body_chunks",
     "check_json",
     "error_body",
     "error_parts",

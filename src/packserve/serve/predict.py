@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from packserve.serve.endpoint import Endpoint
 from packserve.serve.http import JSON_HEADERS, Headers, check_json, read_body
 from packserve.serve.payloads import parse_json
-from packserve.serve.payloads.images import top_k_param
+from packserve.serve.payloads.images import raw_param, top_k_param
 from packserve.serve.registry import ModelHandle
 
 #: (path template, batch?) of every prediction path, for the gateway's route table
@@ -29,7 +29,7 @@ PREDICT_ROUTES: tuple[tuple[str, bool], ...] = (
     ("/models/{name}/versions/{version}/predict/batch", True),
 )
 
-#: the request's query string (``top_k`` of image bundles); ``answer`` takes no scope
+#: the request's query string (``top_k``, ``raw`` of image bundles); ``answer`` takes no scope
 _query: ContextVar[bytes] = ContextVar("packserve_predict_query", default=b"")
 
 
@@ -75,9 +75,9 @@ class PredictEndpoint(Endpoint):
         """Encoded images -> (top-k labels, body); (None, body) for JSON without images."""
         images = handle.images
         assert images is not None
-        top_k = top_k_param(_query.get())
-        body = await read_body(receive, headers, self.max_body_bytes)
-        blobs = images.images(headers, body)
+        query = _query.get()
+        top_k, raw = top_k_param(query), raw_param(query)
+        blobs, body = await images.read(headers, receive, self.max_body_bytes)
         if blobs is None:
             return None, body
         pred = await handle.infer(await images.feeds(blobs), deadline=deadline)
@@ -86,7 +86,7 @@ class PredictEndpoint(Endpoint):
             assert encoder is not None
             many = batch or len(blobs) > 1
             return (encoder.batch(pred) if many else encoder.single(pred), JSON_HEADERS), body
-        out = images.encode(pred, top_k=top_k, batch=batch or len(blobs) > 1)
+        out = images.encode(pred, top_k=top_k, batch=batch or len(blobs) > 1, raw=raw)
         return (out, JSON_HEADERS), body
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from packserve.errors import BadRequestError
 from packserve.serve.v2.metadata import U32, WIRE
 
-__all__ = ["Missing", "from_binary", "from_json"]
+__all__ = ["Missing", "bytes_elements", "from_binary", "from_json", "nested_flat"]
 
 # Python element types JSON ``data`` may hold per datatype (bool is *not* a number here).
 _JSON_TYPES: dict[str, frozenset[type]] = {
@@ -43,7 +43,7 @@ def _bad(message: str) -> BadRequestError:
 Missing = tuple[np.ndarray, list[str]] | None
 
 
-def _nested_flat(data: list[Any], shape: tuple[int, ...], where: str) -> list[Any]:
+def nested_flat(data: list[Any], shape: tuple[int, ...], where: str) -> list[Any]:
     """Flatten ``data`` (flat, fully or partly nested, row-major) checking it fits ``shape``."""
     dims = [len(data)]
     flat = data
@@ -72,7 +72,7 @@ def from_json(
 ) -> np.ndarray:
     if not isinstance(data, list):
         raise _bad(f"{where}: 'data' must be a JSON array")
-    flat = _nested_flat(data, shape, where)
+    flat = nested_flat(data, shape, where)
     allowed = _JSON_TYPES[datatype]
     if missing is not None and missing[0].any() and datatype in ("FP32", "FP64"):
         allowed = allowed | {type(None)}
@@ -146,7 +146,7 @@ def from_binary(
     count = math.prod(shape)
     wire = WIRE[datatype]
     if wire is None:
-        return _bytes_elements(raw, count, where).reshape(shape)
+        return bytes_elements(raw, count, where).reshape(shape)
     if len(raw) != count * wire.itemsize:
         raise _bad(
             f"{where}: binary_data_size is {len(raw)} bytes but shape {list(shape)} of "
@@ -163,8 +163,9 @@ def from_binary(
     return arr.reshape(shape)
 
 
-def _bytes_elements(raw: memoryview, count: int, where: str) -> np.ndarray:
-    """Decode ``count`` length-prefixed UTF-8 strings that must fill ``raw`` exactly."""
+def bytes_elements(raw: memoryview, count: int, where: str, *, text: bool = True) -> np.ndarray:
+    """Decode ``count`` length-prefixed elements that must fill ``raw`` exactly: UTF-8
+    strings, or (``text=False``) the bytes as they are (encoded images)."""
     if 4 * count > len(raw):  # every element has a 4-byte length: refuse before allocating
         raise _bad(f"{where}: binary_data_size {len(raw)} is too small for {count} BYTES elements")
     out = np.empty(count, dtype=object)
@@ -177,10 +178,13 @@ def _bytes_elements(raw: memoryview, count: int, where: str) -> np.ndarray:
         pos += 4
         if pos + n > len(buf):
             raise _bad(f"{where}: BYTES element {i} runs past binary_data_size")
-        try:
-            out[i] = buf[pos : pos + n].decode("utf-8")
-        except UnicodeDecodeError:
-            raise _bad(f"{where}: BYTES element {i} is not valid UTF-8 text") from None
+        if not text:
+            out[i] = buf[pos : pos + n]
+        else:
+            try:
+                out[i] = buf[pos : pos + n].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _bad(f"{where}: BYTES element {i} is not valid UTF-8 text") from None
         pos += n
     if pos != len(buf):
         raise _bad(f"{where}: binary_data_size has {len(buf) - pos} bytes beyond {count} elements")

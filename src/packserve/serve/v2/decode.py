@@ -21,6 +21,7 @@ from packserve.bundle import Manifest
 from packserve.errors import BadRequestError, InputError
 from packserve.runtime.inputs import Feeds
 from packserve.serve.v2.arrays import from_binary, from_json
+from packserve.serve.v2.images import image_input_blobs
 from packserve.serve.v2.metadata import HEADER_LENGTH, WIRE
 from packserve.serve.v2.plan import InferRequest, Plan, RequestedOutput, plan_for
 
@@ -102,14 +103,39 @@ def _check_against_spec(
         raise _bad(f"{where}: {shape[0]} rows exceed this server's limit of {max_rows} per request")
 
 
+def _no_shared_memory(item: Mapping[str, Any], where: str) -> None:
+    if "shared_memory_region" in _params(item, where):
+        raise _bad(f"{where}: the shared-memory extension is not supported")
+
+
+def _binary_part(
+    item: Mapping[str, Any], binary: memoryview, offset: int, where: str
+) -> memoryview | None:
+    """The input's slice of the binary part (``None``: its data is JSON)."""
+    size = _params(item, where).get("binary_data_size")
+    if size is None:
+        return None
+    if "data" in item:
+        raise _bad(f"{where}: give either 'data' or binary_data_size, not both")
+    if type(size) is not int or size < 0:
+        raise _bad(f"{where}: binary_data_size must be a non-negative integer")
+    if offset + size > len(binary):
+        raise _bad(
+            f"{where}: binary_data_size {size} runs past the end of the body "
+            f"({len(binary) - offset} binary bytes left)"
+        )
+    return binary[offset : offset + size]
+
+
 def _parse_inputs(
     doc: Mapping[str, Any], binary: memoryview, plan: Plan, max_rows: int | None
-) -> tuple[Feeds, int]:
+) -> tuple[Feeds, int, list[bytes] | None]:
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise _bad("'inputs' must be a non-empty list of tensors")
     specs = plan.inputs
     feeds: Feeds = {}
+    images: list[bytes] | None = None
     offset = 0
     for i, item in enumerate(raw_inputs):
         if not isinstance(item, dict):
@@ -119,34 +145,30 @@ def _parse_inputs(
             raise _bad(f"inputs[{i}]: 'name' must be a string")
         where = f"input {name!r}"
         known = specs.get(name)
-        if known is None:
-            raise _bad(f"unknown input {name!r}; the model takes {sorted(specs)}")
-        if name in feeds:
+        if known is None and name != plan.image:
+            takes = sorted(specs) if plan.image is None else [*sorted(specs), plan.image]
+            raise _bad(f"unknown input {name!r}; the model takes {takes}")
+        if name in feeds or (name == plan.image and images is not None):
             raise _bad(f"{where} is given twice")
+        if known is None:  # the encoded images of an image bundle
+            _no_shared_memory(item, where)
+            part = _binary_part(item, binary, offset, where)
+            offset += 0 if part is None else len(part)
+            images = image_input_blobs(item, where, _shape_of(item, where), part, max_rows)
+            continue
         datatype = item.get("datatype")
         if datatype not in WIRE:
             raise _bad(f"{where}: unknown datatype {str(datatype)[:20]!r}")
         assert isinstance(datatype, str)
         shape = _shape_of(item, where)
         _check_against_spec(where, datatype, shape, known[1], known[2], max_rows)
+        _no_shared_memory(item, where)
+        part = _binary_part(item, binary, offset, where)
+        offset += 0 if part is None else len(part)
         mask = plan.missing.get(name)
         gaps = None if mask is None else (mask, known[0].features)
-        params = _params(item, where)
-        if "shared_memory_region" in params:
-            raise _bad(f"{where}: the shared-memory extension is not supported")
-        size = params.get("binary_data_size")
-        if size is not None:
-            if "data" in item:
-                raise _bad(f"{where}: give either 'data' or binary_data_size, not both")
-            if type(size) is not int or size < 0:
-                raise _bad(f"{where}: binary_data_size must be a non-negative integer")
-            if offset + size > len(binary):
-                raise _bad(
-                    f"{where}: binary_data_size {size} runs past the end of the body "
-                    f"({len(binary) - offset} binary bytes left)"
-                )
-            arr = from_binary(binary[offset : offset + size], datatype, shape, where, gaps)
-            offset += size
+        if part is not None:
+            arr = from_binary(part, datatype, shape, where, gaps)
         elif "data" in item:
             arr = from_json(item["data"], datatype, shape, where, gaps)
         else:
@@ -160,14 +182,20 @@ def _parse_inputs(
         feeds[name] = arr
     if offset != len(binary):
         raise _bad(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+    if images is not None:
+        if feeds:
+            raise _bad(f"send either the encoded images ({plan.image!r}) or the preprocessed "
+                       f"tensor {sorted(feeds)}, not both")
+        return {}, len(images), images
     missing = [n for n in specs if n not in feeds]
     if missing:
-        raise _bad(f"missing input(s) {missing}")
+        also = f" (or the encoded images as {plan.image!r})" if plan.image is not None else ""
+        raise _bad(f"missing input(s) {missing}{also}")
     rows = {int(a.shape[0]) for a in feeds.values()}
     if len(rows) != 1:
         raise _bad(f"inputs disagree on the batch size: {sorted(rows)}")
     # Feed in the artifact's order (what concat_feeds and the runtime expect).
-    return {n: feeds[n] for n in plan.order}, rows.pop()
+    return {n: feeds[n] for n in plan.order}, rows.pop(), None
 
 
 def _parse_outputs(
@@ -233,7 +261,8 @@ def parse_infer_request(
     binary_default = _bool_param(params, "binary_data_output", "request", False)
     plan = plan_for(manifest)
     outputs = _parse_outputs(doc, plan, binary_default)
-    feeds, rows = _parse_inputs(doc, binary, plan, max_rows)
+    feeds, rows, images = _parse_inputs(doc, binary, plan, max_rows)
     return InferRequest(
-        feeds=feeds, rows=rows, outputs=outputs, id=req_id, timeout_s=timeout_s, parameters=params
+        feeds=feeds, rows=rows, outputs=outputs, id=req_id, timeout_s=timeout_s, parameters=params,
+        images=images,
     )

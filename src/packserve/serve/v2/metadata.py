@@ -22,6 +22,7 @@ __all__ = [
     "U32",
     "WIRE",
     "TensorMeta",
+    "image_input",
     "input_metadata",
     "model_metadata",
     "output_metadata",
@@ -78,8 +79,23 @@ def v2_shape(spec: TensorSpec) -> tuple[int, ...]:
     return tuple(-1 if d is None else int(d) for d in spec.shape)
 
 
+def image_input(manifest: Manifest) -> str | None:
+    """The ``BYTES`` input of an image bundle (#17): encoded images, one element each
+    (``"image"``, or ``"image_bytes"`` if the model's own tensor input is named ``image``);
+    ``None`` for every other bundle."""
+    if manifest.preprocess is None:
+        return None
+    return "image_bytes" if any(s.name == "image" for s in manifest.inputs) else "image"
+
+
 def input_metadata(manifest: Manifest) -> list[TensorMeta]:
-    return [TensorMeta(s.name, FROM_MANIFEST[s.dtype], v2_shape(s)) for s in manifest.inputs]
+    """The artifact's own inputs; an image bundle also takes its encoded images as ``BYTES``
+    (a request sends one or the other)."""
+    metas = [TensorMeta(s.name, FROM_MANIFEST[s.dtype], v2_shape(s)) for s in manifest.inputs]
+    name = image_input(manifest)
+    if name is not None:
+        metas.append(TensorMeta(name, "BYTES", (-1,)))
+    return metas
 
 
 def _label_datatype(classes: Sequence[Any]) -> str:

@@ -15,7 +15,13 @@ import numpy as np
 from packserve.bundle import Manifest, TensorSpec
 from packserve.runtime.inputs import Feeds
 from packserve.runtime.tensors import InputChecker
-from packserve.serve.v2.metadata import FROM_MANIFEST, TensorMeta, output_metadata, v2_shape
+from packserve.serve.v2.metadata import (
+    FROM_MANIFEST,
+    TensorMeta,
+    image_input,
+    output_metadata,
+    v2_shape,
+)
 
 __all__ = ["InferRequest", "Plan", "RequestedOutput", "plan_for"]
 
@@ -36,6 +42,9 @@ class InferRequest:
     id: str | None = None
     timeout_s: float | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: image bundles: the encoded images of the BYTES input (``feeds`` is then empty until
+    #: they are decoded, off the event loop)
+    images: list[bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,7 @@ class Plan:
     checkers: dict[str, InputChecker]
     outputs: dict[str, TensorMeta]
     all_outputs: dict[bool, tuple[RequestedOutput, ...]]
+    image: str | None = None  # image bundles: the name of the BYTES input of encoded images
 
 
 _PLANS: dict[int, tuple[Manifest, Plan]] = {}
@@ -69,6 +79,7 @@ def plan_for(manifest: Manifest) -> Plan:
         checkers={s.name: InputChecker(s) for s in manifest.inputs} if manifest.is_tensor else {},
         outputs=outs,
         all_outputs={b: tuple(RequestedOutput(n, b) for n in outs) for b in (False, True)},
+        image=image_input(manifest),
     )
     if len(_PLANS) >= 256:  # loaded manifests are few; never let hot reloads grow this
         _PLANS.clear()

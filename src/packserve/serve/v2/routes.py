@@ -44,6 +44,8 @@ from packserve.serve.registry import ModelHandle, ModelRegistry
 from packserve.serve.repository import ModelRepository
 from packserve.serve.routes import readiness
 from packserve.serve.v2 import codec
+from packserve.serve.v2.images import image_feeds
+from packserve.serve.v2.plan import plan_for
 
 __all__ = ["INFER_ROUTES", "InferEndpoint", "infer_body", "repository_for", "v2_router"]
 
@@ -208,6 +210,10 @@ async def infer_body(
     if req.timeout_s is not None:  # the protocol's parameters.timeout; the earlier wins
         asked = time.monotonic() + req.timeout_s
         deadline = asked if deadline is None else min(deadline, asked)
+    if req.images is not None:  # an image bundle's encoded images: decoded off the loop
+        name = plan_for(handle.manifest).image
+        assert handle.images is not None and name is not None
+        req.feeds = await image_feeds(handle.images, req.images, name)
     prediction = await handle.infer(req.feeds, deadline=deadline)
     return codec.encode_infer_response(
         prediction, handle.manifest, req, model_name=handle.name, model_version=handle.version
