@@ -16,18 +16,40 @@ The body as a whole stays under ``--max-body-bytes`` (:func:`~packserve.serve.ht
 
 from __future__ import annotations
 
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from typing import TYPE_CHECKING, Any
 
-from packserve.errors import BadRequestError, ImageTooLargeError, InputError
+from packserve.errors import (
+    BadRequestError,
+    ImageTooLargeError,
+    InputError,
+    MissingDependencyError,
+)
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartParser
 
 MAX_PART_HEADERS = 8  # Content-Disposition, Content-Type, a few more: a client needs no more
 MAX_HEADER_BYTES = 4096
 
 
+def _lib() -> Any:
+    """python-multipart, imported on the first upload (``packserve[images]``): a server
+    without it still serves every other request."""
+    try:
+        import python_multipart.multipart as lib
+    except ImportError as exc:  # pragma: no cover - a dependency of the images extra
+        raise MissingDependencyError("python-multipart", "images") from exc
+    return lib
+
+
+def _options(value: bytes) -> dict[bytes, bytes]:
+    _, options = _lib().parse_options_header(value)
+    return dict(options)
+
+
 def boundary_of(content_type: bytes) -> bytes:
     """The ``boundary`` parameter of a ``multipart/form-data`` Content-Type (400 if none)."""
-    _, options = parse_options_header(content_type)
+    options = _options(content_type)
     boundary = options.get(b"boundary", b"")
     if not boundary:
         raise BadRequestError("multipart/form-data without a boundary parameter")
@@ -49,8 +71,10 @@ class FileParts:
         self._field = bytearray()
         self._value = bytearray()
         self._done = False
+        lib = _lib()
+        self._error: type[Exception] = lib.FormParserError
         try:
-            self._parser = MultipartParser(
+            self._parser: MultipartParser = lib.MultipartParser(
                 boundary,
                 {
                     "on_part_begin": self._begin,
@@ -65,13 +89,13 @@ class FileParts:
                 max_header_count=MAX_PART_HEADERS,
                 max_header_size=MAX_HEADER_BYTES,
             )
-        except FormParserError:
+        except self._error:
             raise BadRequestError("invalid multipart boundary") from None
 
     def write(self, chunk: bytes) -> None:
         try:
             self._parser.write(chunk)
-        except FormParserError as exc:
+        except self._error as exc:
             reason = str(exc).splitlines()[0][:120] if str(exc) else "parse error"
             raise BadRequestError(f"malformed multipart/form-data body: {reason}") from None
 
@@ -114,8 +138,7 @@ class FileParts:
     def _is_file(self) -> bool:
         for name, value in self._headers:
             if name == b"content-disposition":
-                _, options = parse_options_header(value)
-                if b"filename" in options:
+                if b"filename" in _options(value):
                     return True
             elif name == b"content-type" and value.lower().startswith(b"image/"):
                 return True
