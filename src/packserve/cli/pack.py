@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from packserve.cli.console import err, out
+from packserve.errors import ConfigError
 
 
 def pack_cmd(
@@ -45,7 +46,16 @@ def pack_cmd(
         "tensor (ONNX default: tensor, every output served by name; Keras: what the final "
         "layer / compiled loss says)."),
     classes: str | None = typer.Option(
-        None, "--classes", help="ONNX files: comma-separated class labels, in output column order."),
+        None, "--classes", help="Class labels in output column order: comma-separated, or a "
+        "file (one label per line, or a JSON list)."),
+    output: str | None = typer.Option(
+        None, "--output", help="ONNX files, Keras/TensorFlow classifiers: what the output holds, "
+        "probability (default) or logits (softmax / sigmoid applied when serving)."),
+    preprocess: str | None = typer.Option(
+        None, "--preprocess", help="Image models: the preprocessing spec as JSON or a .json file "
+        '(e.g. \'{"resize": 256, "crop": [224, 224], "mean": [0.485, 0.456, 0.406], "std": '
+        '[0.229, 0.224, 0.225]}\'); the server then takes encoded images, and the whole image '
+        "path is checked against the model at pack time."),
 ) -> None:
     """Pack a native model file into a verified bundle (ONNX + manifest with parity)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -60,6 +70,9 @@ def pack_cmd(
     if out_dir.exists() and not force:  # refuse before any slow work
         raise OutputExistsError(f"output directory '{out_dir}' already exists (use --force)")
     names = [n.strip() for n in feature_names.split(",")] if feature_names else None
+    common: dict[str, Any] = {k: v for k, v in (
+        ("classes", read_classes(classes) if classes else None), ("output", output),
+        ("preprocess", read_preprocess(preprocess) if preprocess else None)) if v is not None}
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err(), transient=True) as bar:
         task = bar.add_task(f"loading {src}", total=None)
@@ -68,9 +81,7 @@ def pack_cmd(
             bar.update(task, description=message)
 
         if src.suffix.lower() == ".onnx":
-            onnx_opts: dict[str, Any] = {"expected": expected, "task": out_task}
-            if classes:
-                onnx_opts["classes"] = [c.strip() for c in classes.split(",")]
+            onnx_opts: dict[str, Any] = {"expected": expected, "task": out_task, **common}
             with reporting(show):
                 result = pack(src, out_dir, sample=sample, name=name or src.stem,
                               version=version, force=force,
@@ -85,6 +96,7 @@ def pack_cmd(
             else:
                 table, model_names = align_sample(load_sample_file(sample), model)
             options: dict[str, Any] = {"task": out_task} if out_task is not None else {}
+            options.update(common)
             with reporting(show):
                 result = pack(model, out_dir, sample=table, name=name or src.stem,
                               version=version, feature_names=names or model_names, force=force,
@@ -94,6 +106,44 @@ def pack_cmd(
     out().print(f"[bold]bundle written:[/] {result.path}", highlight=False, soft_wrap=True)
     if result.signature is not None:
         out().print(f"[bold]signed:[/] key {result.signature.key_fingerprint}", highlight=False)
+
+
+def read_classes(value: str) -> list[str]:
+    """``--classes``: a file (one label per line, or a JSON list) or a comma-separated list."""
+    import json
+
+    path = Path(value)
+    if not path.is_file():
+        return [c.strip() for c in value.split(",") if c.strip()]
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            labels = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"--classes {value}: not a JSON list ({exc})") from None
+        if not isinstance(labels, list):
+            raise ConfigError(f"--classes {value}: not a JSON list")
+        return [str(c) for c in labels]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_preprocess(value: str) -> dict[str, Any]:
+    """``--preprocess``: inline JSON (starts with ``{``) or a path to a JSON file."""
+    import json
+
+    text = value
+    if not value.lstrip().startswith("{"):
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(f"--preprocess {value}: neither a JSON object nor a file")
+        text = path.read_text(encoding="utf-8")
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--preprocess: invalid JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError("--preprocess: the spec is a JSON object of fields")
+    return spec
 
 
 def inspect_cmd(
@@ -127,4 +177,4 @@ def inspect_cmd(
         raise problem
 
 
-__all__ = ["inspect_cmd", "pack_cmd"]
+__all__ = ["inspect_cmd", "pack_cmd", "read_classes", "read_preprocess"]

@@ -45,7 +45,8 @@ def check_preprocess(preprocess: Mapping[str, Any], input_name: str | None = Non
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise PackError(f"preprocess{'.' + loc if loc else ''}: {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise PackError(f"preprocess{'.' + loc if loc else ''}: {msg}") from None
 
 
 def record_preprocess(
@@ -71,7 +72,8 @@ def record_preprocess(
         try:
             updated = Manifest.model_validate(data)
         except ValidationError as exc:
-            raise PackError(f"preprocess: {exc.errors()[0]['msg']}") from None
+            msg = str(exc.errors()[0]['msg']).removeprefix('Value error, ')
+            raise PackError(f"preprocess: {msg}") from None
         (bundle / MANIFEST_NAME).write_text(updated.model_dump_json(indent=2) + "\n")
         return updated
     except BaseException:

@@ -67,13 +67,53 @@ def _missing_line(m: Manifest) -> str:
     return "refused (the model does not take them)" if m.features else "-"
 
 
+def _preprocess_line(m: Manifest) -> str:
+    """The image pipeline in the order the server runs it (#17)."""
+    p = m.preprocess
+    if p is None:
+        return "-"
+    steps = [f"decode (≤ {p.max_bytes / 2**20:.3g} MiB, ≤ {p.max_pixels / 1e6:.3g} M pixels), "
+             f"EXIF applied, {p.mode}"]
+    filt = p.interpolation + ("" if p.antialias else ", no antialias")
+    if isinstance(p.resize, int):
+        steps.append(f"resize shorter side to {p.resize} ({filt})")
+    elif p.resize is not None:
+        steps.append(f"resize to {p.resize[0]}x{p.resize[1]} ({filt})")
+    if p.crop is not None:
+        steps.append(f"center crop {p.crop[0]}x{p.crop[1]}")
+    if p.scale:
+        steps.append("/255")
+    if p.mean is not None or p.std is not None:
+        steps.append(f"normalise mean {p.mean or [0.0]} std {p.std or [1.0]}")
+    steps.append(f"{p.layout} {p.dtype} -> input {p.input!r}")
+    return " -> ".join(steps)
+
+
+def _image_parity_line(m: Manifest) -> Text:
+    from packserve.pack.image_parity import CHECK, describe
+
+    entry = next((c for c in m.parity.checks if c.get("check") == CHECK), None)
+    if entry is None:
+        return Text("not measured (packed before this check existed)")
+    ok = entry.get("passed") and not entry.get("skipped")
+    status = Text("PASSED" if ok else "FAILED" if not entry.get("passed") else "SKIPPED",
+                  style="bold green" if ok else "bold red")
+    return Text.assemble(status, " " + describe(entry) + (
+        f"; reference: {entry['reference']}" if entry.get("reference") else ""))
+
+
+def _classes(classes: list[Any]) -> str:
+    shown = ", ".join(map(str, classes[:20]))
+    return f"{len(classes)} classes: {shown}" + (", …" if len(classes) > 20 else "")
+
+
 def summary(m: Manifest, *, integrity: str | None = None) -> Group:
     """Everything an operator checks before serving a bundle, on one screen."""
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
     out = m.outputs
-    task = out.task + (f" — classes {out.classes}" if out.classes is not None else "")
+    task = out.task + (f" — {_classes(out.classes)}" if out.classes is not None else "")
     rows: list[tuple[str, Any]] = [
         ("bundle", f"{m.name} {m.version}"),
         ("integrity", Text("verified (sha256 of every file)", style="green") if integrity is None
@@ -89,6 +129,8 @@ def summary(m: Manifest, *, integrity: str | None = None) -> Group:
         ("outputs", _outputs_line(m)),
         ("parity", parity_line(m.parity)),
         ("missing values", _missing_line(m)),
+        *([("preprocess", _preprocess_line(m)), ("image parity", _image_parity_line(m))]
+          if m.preprocess is not None else []),
         ("created", m.created_at),
     ]
     for key, value in rows:
