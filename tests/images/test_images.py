@@ -176,3 +176,30 @@ def test_exif_orientation_is_applied(image_bundle: Path) -> None:
     buf = io.BytesIO()
     img.save(buf, "JPEG", exif=exif.tobytes())
     assert decode(buf.getvalue(), spec).size == (20, 50)  # upright: width and height swapped
+
+
+def test_raw_output_on_request(image_server: Server, image_bundle: Path) -> None:
+    """``?raw=true`` adds the model's own output tensor (here the logits) beside the top-k."""
+    blobs = [encode(picture(40, 56, 21), "PNG"), encode(picture(64, 30, 22), "JPEG")]
+    want = packserve.load(image_bundle).predict_images(blobs)
+    assert want.raw is not None and want.probabilities is not None
+    (name, logits), = want.raw.items()
+    assert logits.shape == (2, len(CLASSES))
+    url = f"{image_server.url}/predict"
+    with httpx.Client(timeout=30) as c:
+        one = c.post(url, content=blobs[0], headers={"content-type": "image/png"},
+                     params={"raw": "true", "top_k": 2})
+        assert one.status_code == 200, one.text
+        body = one.json()
+        np.testing.assert_allclose(body["outputs"][name], logits[0], atol=1e-5)
+        assert len(body["top_k"]) == 2 and body["prediction"] in CLASSES
+        many = c.post(url, files=[("f", ("a.png", blobs[0])), ("f", ("b.jpg", blobs[1]))],
+                      params={"raw": "1"})
+        got = [p["outputs"][name] for p in many.json()["predictions"]]
+        np.testing.assert_allclose(got, logits, atol=1e-5)
+        plain = c.post(url, content=blobs[0], headers={"content-type": "image/png"},
+                       params={"raw": "false"})
+        assert "outputs" not in plain.json()
+        bad = c.post(url, content=blobs[0], headers={"content-type": "image/png"},
+                     params={"raw": "maybe"})
+        assert bad.status_code == 422 and bad.json()["where"] == "raw"
