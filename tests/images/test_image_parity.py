@@ -85,3 +85,34 @@ def test_an_onnx_file_is_checked_against_itself_in_onnx_runtime(
                task="multiclass", output="logits", classes=CLASSES, preprocess=PREPROCESS)
     (entry,) = [c for c in res.manifest.parity.checks if c["check"] == CHECK]
     assert entry["passed"] and "ONNX file in ONNX Runtime" in entry["reference"]
+
+
+def test_probe_images_beyond_the_spec_limits_are_not_sent(
+    tiny_cnn: Any, cnn_sample: Any, tmp_path: Path
+) -> None:
+    res = pack(tiny_cnn, tmp_path / "small", sample=cnn_sample, task="multiclass",
+               classes=CLASSES, output="logits", preprocess={**PREPROCESS, "max_pixels": 20_000})
+    (entry,) = [c for c in res.manifest.parity.checks if c["check"] == CHECK]
+    assert entry["passed"] and entry["beyond_limits"] == ["photo 500x375 RGB JPEG"]
+    assert entry["images"] == len(entry["cases"]) == len(probe_images()) - 1
+
+
+def test_exported_programs_and_training_mode_modules(
+    tiny_cnn: Any, cnn_sample: Any, tmp_path: Path
+) -> None:
+    """The eager reference runs an ExportedProgram's module, and a module left in training
+    mode (dropout) in eval mode, as it was exported -- then gives the caller its mode back."""
+    import torch
+
+    kw: dict[str, Any] = {"sample": cnn_sample, "task": "multiclass", "classes": CLASSES,
+                          "output": "logits", "preprocess": PREPROCESS}
+    ep = torch.export.export(tiny_cnn, (cnn_sample,),
+                             dynamic_shapes=({0: torch.export.Dim("batch")},))
+    res = pack(ep, tmp_path / "ep", **kw)
+    assert [c["passed"] for c in res.manifest.parity.checks if c["check"] == CHECK] == [True]
+    dropout = torch.nn.Sequential(tiny_cnn, torch.nn.Dropout(0.5)).train()
+    res = pack(dropout, tmp_path / "dropout", **kw)
+    (entry,) = [c for c in res.manifest.parity.checks if c["check"] == CHECK]
+    assert entry["passed"] and entry["max_abs_diff"] <= entry["tolerance"]
+    assert dropout.training and tiny_cnn.training
+    tiny_cnn.eval()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from packserve.bundle import MANIFEST_NAME, Manifest
-from packserve.pack.image_reference import probe_images, reference_input
+from packserve.pack.image_reference import probe_images, reference_input, within_limits
 from packserve.pack.onnx_model import OnnxModel
 
 CHECK = "image_path"
@@ -45,16 +45,18 @@ def _onnx_runner(path: Path, manifest: Manifest) -> Callable[[np.ndarray], Any]:
 def _torch_runner(model: Any) -> Callable[[np.ndarray], Any]:
     import torch
 
-    module = model if isinstance(model, torch.nn.Module) else model.module()  # ExportedProgram
+    if not isinstance(model, torch.nn.Module):  # ExportedProgram: its mode was fixed at export
+        module = model.module()
+        return lambda x: module(torch.from_numpy(x))
 
     def run(x: np.ndarray) -> Any:
-        was = bool(getattr(module, "training", False))
-        module.eval()
+        was = model.training
+        model.eval()  # the bundle was exported in eval mode; the caller's mode is restored
         try:
             with torch.no_grad():
-                return module(torch.from_numpy(x))
+                return model(torch.from_numpy(x))
         finally:
-            module.train(was)
+            model.train(was)
 
     return run
 
@@ -135,11 +137,17 @@ def check_image_path(bundle: Path, model: Any, manifest: Manifest) -> dict[str, 
     """Run the comparison; the ``parity.checks`` entry (``passed`` says the verdict)."""
     spec = manifest.preprocess
     assert spec is not None
-    cases = probe_images()
+    every = probe_images()
+    cases = [(w, b) for w, b in every if within_limits(b, spec)]  # the rest is refused by design
     blobs = [b for _, b in cases]
     tol = float(manifest.parity.tolerance)
     entry: dict[str, Any] = {"check": CHECK, "images": len(cases),
                              "cases": [w for w, _ in cases], "tolerance": tol}
+    if len(cases) < len(every):
+        entry["beyond_limits"] = [w for w, b in every if (w, b) not in cases]
+    if not cases:
+        return {**entry, "passed": True, "skipped": "every probe image exceeds max_bytes / "
+                "max_pixels"}
     try:
         what, run = eager_runner(model, manifest, bundle)
     except _Skip as exc:
@@ -168,8 +176,10 @@ def describe(entry: dict[str, Any]) -> str:
     if entry.get("skipped"):
         return f"not measured: {entry['skipped']}"
     top1 = entry.get("top1_agreement")
+    skipped = len(entry.get("beyond_limits", []))
+    beyond = f", {skipped} more beyond the spec's limits not sent" if skipped else ""
     head = (f"{entry['images']} generated images (sizes, aspect ratios, RGB/L/RGBA/palette, "
-            f"JPEG/PNG, EXIF): ")
+            f"JPEG/PNG, EXIF{beyond}): ")
     agree = f"top-1 {top1:.0%} identical, " if top1 is not None else ""
     body = f"{agree}max |Δ| {entry['max_abs_diff']:.3g} (tolerance {entry['tolerance']:.3g})"
     if not entry["passed"]:

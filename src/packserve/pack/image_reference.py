@@ -78,6 +78,13 @@ def probe_images() -> list[tuple[str, bytes]]:
     return out
 
 
+def within_limits(data: bytes, spec: ImagePreprocess) -> bool:
+    """Whether the spec's ``max_bytes`` / ``max_pixels`` let this image through at all."""
+    with _pil().open(io.BytesIO(data)) as img:
+        w, h = img.size
+    return len(data) <= spec.max_bytes and w * h <= spec.max_pixels
+
+
 def _shorter_side(w: int, h: int, size: int) -> tuple[int, int]:
     """torchvision's Resize(int): the shorter side becomes ``size``, the longer is truncated."""
     if w <= h:
@@ -125,4 +132,4 @@ def _crop(px: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     return canvas[top:top + ch, left:left + cw]
 
 
-__all__ = ["probe_images", "reference_input"]
+__all__ = ["probe_images", "reference_input", "within_limits"]
