@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from packserve.bundle import NAMED_OUTPUT_TASKS, Manifest
 from packserve.errors import ModelNotFoundError
+from packserve.serve.openapi.images import image_operation, image_schemas
 from packserve.serve.openapi.tensor import named_model, tensor_schemas
 from packserve.serve.registry import ModelHandle, ModelRegistry
 
@@ -212,6 +213,8 @@ def prediction_openapi(
             prefix = f"{base}_{n}"
         used.add(prefix)
         built = model_schemas(h.manifest, prefix, registry.max_batch, example_rows=example_rows)
+        if h.manifest.preprocess is not None:  # image bundles (#17): the image forms too
+            built.update(image_schemas(h.manifest, prefix, registry.max_batch))
         models.extend((m, "validation") for m in built.values())
         per_handle[id(h)] = {k: m.__name__ for k, m in built.items()}
 
@@ -221,19 +224,20 @@ def prediction_openapi(
         ex = example_row(h.manifest, real=example_rows)
         key = "inputs" if h.manifest.is_tensor else "features"
         tag = f"model {h.name}"
-        paths[f"{base}/predict"] = {
-            "post": _operation(
-                f"Predict one instance ({what})", tag, names["request"], names["response"],
-                None if ex is None else {key: ex}, secured,
-            )
-        }
-        paths[f"{base}/predict/batch"] = {
-            "post": _operation(
-                f"Predict a batch of 1..{registry.max_batch} instances ({what})", tag,
-                names["batch_request"], names["batch_response"],
-                None if ex is None else {"instances": [{key: ex}]}, secured,
-            )
-        }
+        single = _operation(
+            f"Predict one instance ({what})", tag, names["request"], names["response"],
+            None if ex is None else {key: ex}, secured,
+        )
+        batch = _operation(
+            f"Predict a batch of 1..{registry.max_batch} instances ({what})", tag,
+            names["batch_request"], names["batch_response"],
+            None if ex is None else {"instances": [{key: ex}]}, secured,
+        )
+        if h.manifest.preprocess is not None:
+            single = image_operation(single, names, batch=False)
+            batch = image_operation(batch, names, batch=True)
+        paths[f"{base}/predict"] = {"post": single}
+        paths[f"{base}/predict/batch"] = {"post": batch}
 
     try:
         default = registry.get(registry.default_name())
