@@ -59,6 +59,19 @@ def test_inline_json_and_a_comma_list(onnx_files: dict[str, Path], tmp_path: Pat
     assert read_manifest(tmp_path / "b").outputs.classes == ["a", "b", "c", "d"]
 
 
+def test_an_image_model_needs_no_sample(onnx_files: dict[str, Path], tmp_path: Path) -> None:
+    """Without --sample the generated images, preprocessed, are the sample; other models
+    still need one (exit 2)."""
+    base = ["pack", str(onnx_files["model"]), "--task", "multiclass", "--output", "logits"]
+    r = runner.invoke(app, [*base[:2], str(tmp_path / "a"), *base[2:], "--preprocess",
+                            str(onnx_files["pre"])])
+    assert r.exit_code == 0, r.output
+    m = read_manifest(tmp_path / "a")
+    assert m.parity.rows == 10 and m.parity.passed and m.inputs[0].sample_shape == [10, 3, 32, 32]
+    r = runner.invoke(app, [*base[:2], str(tmp_path / "b"), *base[2:]])
+    assert r.exit_code == 2 and "--sample is required" in r.output
+
+
 @pytest.mark.parametrize(("spec", "code", "message"), [
     ('{"resize": 30, "crop": [30, 30]}', 4, "makes instances [3, 30, 30]"),
     ('{"resize": 30}', 4, "give crop=[h, w] or an exact resize"),

@@ -18,10 +18,11 @@ def pack_cmd(
                                "ONNX .onnx file (sample: .npz keyed by input name); "
                                "pickle/joblib only via the scanner's safe migration."),
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Bundle directory to create."),
-    sample: Path = typer.Option(..., "--sample", "-s", help="Sample rows (.csv with optional "
-                                "header — empty cells / NA are missing values —, .parquet or "
-                                ".npy; an N-D .npy or a .npz of named inputs for tensor "
-                                "models): signature inference + parity check."),
+    sample: Path | None = typer.Option(
+        None, "--sample", "-s", help="Sample rows (.csv with optional header — empty cells / NA "
+        "are missing values —, .parquet or .npy; an N-D .npy or a .npz of named inputs for "
+        "tensor models): signature inference + parity check. Image models packed with "
+        "--preprocess may leave it out: generated images, preprocessed, are the sample."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: file stem)."),
     version: str = typer.Option("1.0.0", "--version", help="Model version."),
     feature_names: str | None = typer.Option(
@@ -63,6 +64,7 @@ def pack_cmd(
     from packserve.errors import OutputExistsError
     from packserve.pack import pack
     from packserve.pack.files import align_sample, load_model_file, load_sample_file
+    from packserve.pack.images import image_sample
     from packserve.pack.progress import reporting
     from packserve.pack.report import print_summary
     from packserve.pack.samples import load_tensor_sample
@@ -73,6 +75,10 @@ def pack_cmd(
     common: dict[str, Any] = {k: v for k, v in (
         ("classes", read_classes(classes) if classes else None), ("output", output),
         ("preprocess", read_preprocess(preprocess) if preprocess else None)) if v is not None}
+    images: dict[str, Any] = common.get("preprocess") or {}
+    if sample is None and not images:
+        raise ConfigError("--sample is required (only an image model packed with --preprocess "
+                          "can do without: generated images are its sample)")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err(), transient=True) as bar:
         task = bar.add_task(f"loading {src}", total=None)
@@ -83,18 +89,22 @@ def pack_cmd(
         if src.suffix.lower() == ".onnx":
             onnx_opts: dict[str, Any] = {"expected": expected, "task": out_task, **common}
             with reporting(show):
-                result = pack(src, out_dir, sample=sample, name=name or src.stem,
+                result = pack(src, out_dir, sample=sample if sample is not None else
+                              image_sample(images), name=name or src.stem,
                               version=version, force=force,
                               allow_parity_failure=allow_parity_failure,
                               example_rows=example_rows, sign_key=sign_key, **onnx_opts)
         else:
             model = load_model_file(src)
-            show(f"reading sample {sample}")
-            tensors = load_tensor_sample(sample)
-            if tensors is not None:
-                table, model_names = tensors, None
+            table: Any
+            model_names: list[str] | None = None
+            if sample is None:
+                table = image_sample(images)
             else:
-                table, model_names = align_sample(load_sample_file(sample), model)
+                show(f"reading sample {sample}")
+                table = load_tensor_sample(sample)
+                if table is None:
+                    table, model_names = align_sample(load_sample_file(sample), model)
             options: dict[str, Any] = {"task": out_task} if out_task is not None else {}
             options.update(common)
             with reporting(show):

@@ -15,11 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from packserve.bundle import MANIFEST_NAME, ImagePreprocess, Manifest, read_manifest
 from packserve.errors import PackError, ParityError
 from packserve.pack import image_parity
+from packserve.pack.image_reference import probe_images, reference_input, within_limits
 from packserve.pack.progress import step
 from packserve.pack.transforms import is_transform, translate
 
@@ -47,6 +49,17 @@ def check_preprocess(preprocess: Mapping[str, Any], input_name: str | None = Non
         loc = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise PackError(f"preprocess{'.' + loc if loc else ''}: {msg}") from None
+
+
+def image_sample(preprocess: Mapping[str, Any]) -> np.ndarray:
+    """A pack sample for an image model given no sample: the generated probe images, read by
+    the reference pipeline (those within the spec's limits), as one batch."""
+    spec = check_preprocess(preprocess, preprocess.get("input", "image"))
+    blobs = [b for _, b in probe_images() if within_limits(b, spec)]
+    if not blobs:
+        raise PackError("preprocess: every generated image exceeds max_bytes / max_pixels; "
+                        "give a --sample")
+    return np.stack([reference_input(b, spec) for b in blobs])
 
 
 def record_preprocess(
@@ -105,4 +118,4 @@ def attach_images(
         raise
 
 
-__all__ = ["attach_images", "check_preprocess", "record_preprocess", "spec_fields"]
+__all__ = ["attach_images", "check_preprocess", "image_sample", "record_preprocess", "spec_fields"]
