@@ -100,7 +100,8 @@ def test_probe_images_beyond_the_spec_limits_are_not_sent(
 def test_exported_programs_and_training_mode_modules(
     tiny_cnn: Any, cnn_sample: Any, tmp_path: Path
 ) -> None:
-    """The eager reference runs an ExportedProgram's module, and a module left in training
+    """The eager reference runs an ExportedProgram's module, checks a TorchScript artifact
+    too, and runs a module left in training
     mode (dropout) in eval mode, as it was exported -- then gives the caller its mode back."""
     import torch
 
@@ -109,6 +110,9 @@ def test_exported_programs_and_training_mode_modules(
     ep = torch.export.export(tiny_cnn, (cnn_sample,),
                              dynamic_shapes=({0: torch.export.Dim("batch")},))
     res = pack(ep, tmp_path / "ep", **kw)
+    assert [c["passed"] for c in res.manifest.parity.checks if c["check"] == CHECK] == [True]
+    res = pack(tiny_cnn, tmp_path / "ts", format="torchscript", **kw)
+    assert res.manifest.format == "torchscript"
     assert [c["passed"] for c in res.manifest.parity.checks if c["check"] == CHECK] == [True]
     dropout = torch.nn.Sequential(tiny_cnn, torch.nn.Dropout(0.5)).train()
     res = pack(dropout, tmp_path / "dropout", **kw)
