@@ -60,15 +60,21 @@ async def app_call_us(app: Any, path: str, body: bytes, n: int) -> float:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
-    for _ in range(min(500, n)):
+    # A real server starts a few requests per event-loop pass; one pass with thousands of
+    # requests would be shed by admission control (``queue_delay``): yield every 32 calls.
+    for i in range(min(500, n)):
         await app(dict(scope), receive, send)
+        if i % 32 == 31:
+            await asyncio.sleep(0)
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
-        for _ in range(n):
+        for i in range(n):
             await app(dict(scope), receive, send)
+            if i % 32 == 31:
+                await asyncio.sleep(0)
         best = min(best, (time.perf_counter() - t0) / n)
-    assert set(statuses) == {200}, statuses
+    assert set(statuses) == {200}, sorted(set(statuses))
     return best * 1e6
 
 
