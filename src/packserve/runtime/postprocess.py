@@ -63,11 +63,13 @@ class Postprocessor:
             self.classes: list[Label] = []
             self.classes_array = np.empty(0)
             self.string_labels = False
+            self.binary_argmax = False
             return
         assert spec.probability_output is not None and spec.classes is not None
         self.classes = list(spec.classes)
         self.classes_array = np.asarray(self.classes)
         self.string_labels = isinstance(self.classes[0], str)
+        self.binary_argmax = self.mode == "probabilities" and len(self.classes) == 2
 
     def __call__(self, raw: dict[str, np.ndarray]) -> Prediction:
         if self.tensor:
@@ -80,6 +82,14 @@ class Postprocessor:
         scores = raw[self.probability_output]  # type: ignore[index]
         p = np.asarray(scores, dtype=np.float64)
         mode = self.mode
+        if self.binary_argmax and p.shape == (1, 2) and self.label_output not in raw:
+            # one row of a binary classifier (most requests): the first-of-ties argmax on two
+            # Python floats instead of five numpy calls on a 1x2 array; NaN -> class 0, as below
+            (p0, p1), = p.tolist()
+            i = 1 if p0 < p1 - TIE_EPS else 0
+            return Prediction(labels=self.classes_array[i:i + 1], probabilities=p,
+                              classes=self.classes,
+                              raw={self.probability_output: np.asarray(scores)})  # type: ignore[dict-item]
         if mode == "probabilities":
             probs = p
         elif mode in ("sigmoid_logit", "sigmoid_probability"):
