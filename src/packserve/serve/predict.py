@@ -42,7 +42,10 @@ class PredictEndpoint(Endpoint):
         self, scope: Scope, receive: Receive, send: Send,
         name: str | None, version: str | None, batch: bool,
     ) -> int:
-        token = _query.set(scope.get("query_string", b""))
+        query = scope.get("query_string", b"")
+        if not query:  # the common case: no context variable to set and reset
+            return await super().__call__(scope, receive, send, name, version, batch)
+        token = _query.set(query)
         try:
             return await super().__call__(scope, receive, send, name, version, batch)
         finally:
