@@ -16,6 +16,11 @@ sends exactly what ONNX Runtime receives: the chapter model has one ``input`` ``
 string columns. ``-1`` is the batch dimension. The datatype must match exactly (as in
 Triton): an ``FP64`` tensor for an ``FP32`` input is refused, not silently narrowed.
 
+**Image bundles** (#17) also take their encoded images as one ``BYTES`` input (``image``,
+shape ``[n]`` or ``[n, 1]``, one element per image: base64 strings in JSON, the file's bytes
+with the binary extension), instead of the preprocessed tensor; see
+:mod:`~packserve.serve.v2.images`. Model metadata lists both inputs.
+
 **Outputs** carry the same content as ``/predict``:
 
 * classifiers: ``label`` ``[-1]`` — the predicted label in the model's own label space
