@@ -272,13 +272,14 @@ async def _open_loop(spec: LoadSpec, conns: list[Connection], target: Target,
             if item is None:
                 return
             t_sched, k = item
-            if clock() - t_sched > spec.timeout_s:
+            left = spec.timeout_s - (clock() - t_sched)  # the client's deadline runs from t_sched
+            if left <= 0:
                 # waited longer than the timeout for a free connection: a timeout, unsent
                 rec.error(clock(), "timeout")
                 continue
             res.sent += 1
             try:
-                status, _ = await conn.request(reqs[k % n], spec.timeout_s)
+                status, _ = await conn.request(reqs[k % n], left)
             except RequestFailed as exc:
                 rec.error(clock(), exc.kind)
             else:
