@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from packserve.bundle import read_manifest
 from packserve.cli import app
-from packserve.pack.image_parity import CHECK
+from packserve.pack.images import CHECK
 
 runner = CliRunner()
 

@@ -14,8 +14,7 @@ import packserve.runtime.images as runtime_images
 from packserve.bundle import ImagePreprocess, read_manifest
 from packserve.errors import ParityError
 from packserve.pack import pack
-from packserve.pack.image_parity import CHECK
-from packserve.pack.image_reference import probe_images, reference_input
+from packserve.pack.images import CHECK, probe_images, reference_input
 
 SPECS = [
     PREPROCESS,

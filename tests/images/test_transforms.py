@@ -33,8 +33,7 @@ from tv_mirror import (
 from packserve.bundle import ImagePreprocess
 from packserve.errors import PackError
 from packserve.pack import pack
-from packserve.pack.image_reference import probe_images
-from packserve.pack.transforms import translate
+from packserve.pack.images import probe_images, translate
 from packserve.runtime.images import decode, preprocess
 
 MEAN, STD = PREPROCESS["mean"], PREPROCESS["std"]

@@ -77,11 +77,11 @@ def pack(
 
     ``preprocess`` (image classifiers, #17): the :class:`~packserve.bundle.ImagePreprocess`
     fields (``input`` defaults to the single input's name), or a torchvision
-    ``transforms.Compose`` of the usual evaluation transforms (:mod:`.transforms`); checked
+    ``transforms.Compose`` of the usual evaluation transforms (:mod:`.images.transforms`); checked
     against the input tensor and recorded in the manifest, so the server accepts encoded
     images. The whole image path (decode + preprocessing + artifact) is then compared with
     the eager model fed by an independent Pillow + NumPy reference on generated images
-    (:mod:`.image_parity`); the result is in ``parity.checks``, a mismatch fails the pack.
+    (:mod:`.images.parity`); the result is in ``parity.checks``, a mismatch fails the pack.
     """
     onnx_file = OnnxModel.of(model)  # bring your own ONNX: a path ending in .onnx
     if onnx_file is not None:

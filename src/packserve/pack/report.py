@@ -90,7 +90,7 @@ def _preprocess_line(m: Manifest) -> str:
 
 
 def _image_parity_line(m: Manifest) -> Text:
-    from packserve.pack.image_parity import CHECK, describe
+    from packserve.pack.images import CHECK, describe
 
     entry = next((c for c in m.parity.checks if c.get("check") == CHECK), None)
     if entry is None:

@@ -4,7 +4,7 @@ The spec (a mapping, or a torchvision ``Compose`` translated by :mod:`.transform
 on its own before the model is exported (a typo costs no export), against the bundle's single
 input tensor afterwards, and finally the whole image path -- the server's decode +
 preprocessing + artifact -- is compared with a reference on generated images
-(:mod:`.image_parity`). The manifest is rewritten in place: its file hashes cover the
+(:mod:`.parity`). The manifest is rewritten in place: its file hashes cover the
 artifact, not the manifest, and signing happens after this.
 """
 
@@ -20,10 +20,10 @@ from pydantic import ValidationError
 
 from packserve.bundle import MANIFEST_NAME, ImagePreprocess, Manifest, read_manifest
 from packserve.errors import PackError, ParityError
-from packserve.pack import image_parity
-from packserve.pack.image_reference import probe_images, reference_input, within_limits
+from packserve.pack.images import parity
+from packserve.pack.images.reference import probe_images, reference_input, within_limits
+from packserve.pack.images.transforms import is_transform, translate
 from packserve.pack.progress import step
-from packserve.pack.transforms import is_transform, translate
 
 
 def spec_fields(preprocess: Any) -> tuple[dict[str, Any], list[str]]:
@@ -106,13 +106,13 @@ def attach_images(
     manifest = record_preprocess(bundle, preprocess, notes)
     step("checking the image path (decode + preprocessing + artifact)")
     try:
-        entry = image_parity.check_image_path(bundle, model, manifest)
+        entry = parity.check_image_path(bundle, model, manifest)
         if not entry["passed"] and not allow_parity_failure:
             raise ParityError(
                 "image path parity failed: the server's decode + preprocessing + artifact do "
                 "not reproduce the model fed by the reference pipeline on "
-                + image_parity.describe(entry) + "; no bundle written")
-        return image_parity.record(bundle, manifest, entry, allowed=allow_parity_failure)
+                + parity.describe(entry) + "; no bundle written")
+        return parity.record(bundle, manifest, entry, allowed=allow_parity_failure)
     except BaseException:
         shutil.rmtree(bundle, ignore_errors=True)
         raise

@@ -4,7 +4,7 @@ The artifact's parity on a tensor sample says nothing about decoding, resizing, 
 normalising. Here the *runtime's* path (``Predictor.predict_images``: safe decode, the
 manifest's preprocessing, the packed artifact) runs on generated images of several sizes,
 aspect ratios and modes, and is compared with the reference: the independent Pillow + NumPy
-pipeline of :mod:`packserve.pack.image_reference` feeding the *eager* model (torch module,
+pipeline of :mod:`packserve.pack.images.reference` feeding the *eager* model (torch module,
 Keras model; for an ONNX file the user's own file in ONNX Runtime). Top-1 must be identical
 (except where the reference's top two are within the tolerance: a tie), probabilities within
 the bundle's recorded tolerance. The result is one entry of ``manifest.parity.checks``.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from packserve.bundle import MANIFEST_NAME, Manifest
-from packserve.pack.image_reference import probe_images, reference_input, within_limits
+from packserve.pack.images.reference import probe_images, reference_input, within_limits
 from packserve.pack.onnx_model import OnnxModel
 
 CHECK = "image_path"
