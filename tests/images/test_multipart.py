@@ -15,7 +15,7 @@ from pictures import encode, picture
 
 from helpers.server import Server
 from packserve.errors import BadRequestError, ImageTooLargeError, InputError, PackserveError
-from packserve.serve.payloads.multipart import FileParts, boundary_of
+from packserve.serve.payloads.multipart import MAX_OTHER_PARTS, FileParts, boundary_of
 
 B = b"xyzBOUNDARYxyz"
 
@@ -78,6 +78,10 @@ def test_malformed_bodies_are_400() -> None:
         _feed(b"--" + B + b"\r\n" + b"X-Junk: " + b"h" * 5000 + b"\r\n\r\n", 1 << 20)
     with pytest.raises(BadRequestError, match="malformed"):
         _feed(b"--" + B + b"\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(20)), 1 << 20)
+    fields = [_part(b"v", filename=None, ctype="text/plain")] * (MAX_OTHER_PARTS + 1)
+    with pytest.raises(BadRequestError, match="not files"):  # each costs event-loop time
+        _feed(_body(_part(png), *fields), 1 << 20)
+    assert len(_feed(_body(_part(png), *fields[1:]), 1 << 20)) == 1
     with pytest.raises(BadRequestError, match="boundary"):
         boundary_of(b"multipart/form-data")
     with pytest.raises(BadRequestError, match="70"):
