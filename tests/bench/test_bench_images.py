@@ -70,12 +70,14 @@ def test_generated_images_are_valid_jpegs_of_the_size() -> None:
 
 
 def test_multipart_body_is_what_the_server_parses() -> None:
-    from packserve.serve.payloads.images import parse_multipart
+    from packserve.serve.payloads.multipart import FileParts, boundary_of
 
     imgs = list(image_inputs.generated((8, 8), count=3).images)
     body = image_inputs.multipart(imgs)
-    params = image_inputs.MULTIPART_TYPE.partition(";")[2].encode()
-    assert parse_multipart(body, params) == [i.data for i in imgs]
+    parts = FileParts(boundary_of(image_inputs.MULTIPART_TYPE.encode()), max_files=3,
+                      max_file_bytes=1 << 20)
+    parts.write(body)
+    assert parts.files() == [i.data for i in imgs]
 
 
 def test_bundle_gets_generated_images_of_its_input_size(image_server: Server,

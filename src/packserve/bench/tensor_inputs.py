@@ -49,6 +49,8 @@ def from_v2_metadata(meta: Any) -> list[TensorInput]:
     inputs = meta.get("inputs") if isinstance(meta, dict) else None
     out = []
     for t in inputs or []:
+        if t.get("datatype") == "BYTES" and t.get("shape") in ([-1], [-1, 1]):
+            continue  # an image bundle's encoded-images input (#17): the tensor is the other one
         dtype = _V2.get(str(t.get("datatype")))
         shape = t.get("shape")
         if dtype is None or not isinstance(shape, list) or not shape:
