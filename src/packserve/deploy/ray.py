@@ -145,10 +145,10 @@ def build_application(settings: ServeSettings, options: RayOptions) -> Any:
 def run_ray(path: str | Path, options: RayOptions, settings: ServeSettings | None = None) -> int:
     """Start (or join) Ray, deploy, serve until SIGTERM/SIGINT, then shut Serve down cleanly."""
     from packserve.deploy.target import inspect_target
-    from packserve.serve.lifecycle import _configure_logging
+    from packserve.serve.engines.common import configure_logging
 
     settings = settings or ServeSettings(model_path=Path(path))
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     logging.getLogger("packserve.deploy").setLevel(settings.log_level.upper())
     inspect_target(settings.require_model_path())  # fail here, not in every replica
     if settings.repository_api and (options.replicas > 1 or options.max_replicas):

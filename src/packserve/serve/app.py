@@ -36,7 +36,7 @@ from packserve.errors import (
 )
 from packserve.runtime import RuntimeOptions
 from packserve.serve.admission import Admission
-from packserve.serve.gateway import RouteTable, TrackedSend, body_limit, log_access
+from packserve.serve.gateway import BODY_METHODS, RouteTable, TrackedSend, body_limit, log_access
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
     INTERNAL_ERROR_BODY_V2,
@@ -168,6 +168,7 @@ class PackserveApp(FastAPI):
             if refused is None:
                 receive, refused = body_limit(scope, receive, self._limit)
             if refused is not None:
+                tracked.close = scope["method"] in BODY_METHODS  # its body stays unread
                 await send_error(tracked, refused, v2=is_v2_path(path))
                 return
             await super().__call__(scope, receive, tracked)

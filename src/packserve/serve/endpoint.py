@@ -4,7 +4,8 @@ The hot inference paths are served at the ASGI level, not through FastAPI: its p
 machinery costs more than validating and running a small model. What such an endpoint does
 around its own work is the same for every protocol, so it is written once here: POST only,
 resolve the model version, admit the request or refuse it at once before its body is read
-(:class:`~packserve.serve.admission.Admission`, which also holds the version from routing on
+(:class:`~packserve.serve.admission.Admission`; an answer sent before the body was read says
+``Connection: close``, see ``UNREAD_STATUSES``; admission also holds the version from routing on
 so an unload or a newer version waits for this request), its deadline, watch for a client
 that leaves while the request is queued (:class:`DisconnectProbe`), map errors
 through the one error mapping, add ``Connection: close`` once a drain began, send, and
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("packserve.serve")
 
 CLOSE: tuple[bytes, bytes] = (b"connection", b"close")
+#: refusals that leave the request's body unread (413 while reading, 415 before): such an
+#: answer closes the connection, and says so. Engines differ on an unread body: uvicorn skips
+#: it and keeps the connection; granian (hyper) closes it, silently, unless the whole body is
+#: already buffered, so a keep-alive client would send its next request into a closed socket.
+UNREAD_STATUSES = frozenset({413, 415})
 
 
 class DisconnectProbe:
@@ -113,6 +119,7 @@ class Endpoint:
         self, scope: Scope, receive: Receive, send: Send,
         name: str | None, version: str | None, batch: bool,
     ) -> int:
+        answering = False
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowedError("this endpoint takes POST", allow=("POST",))
@@ -124,6 +131,7 @@ class Endpoint:
             try:
                 request_headers = header_map(scope)
                 deadline = self.admission.deadline(request_headers, now)
+                answering = True
                 with DisconnectProbe(handle, receive):
                     body, headers = await self.answer(
                         handle, request_headers, receive, batch, deadline
@@ -133,6 +141,8 @@ class Endpoint:
             status = 200
         except PackserveError as exc:
             status, body, headers = error_parts(exc, v2=self.v2)
+            if not answering or status in UNREAD_STATUSES:  # refused before its body was read
+                headers = [*headers, CLOSE]
         except ClientDisconnect:
             return 499
         except Exception:
@@ -144,4 +154,4 @@ class Endpoint:
         return status
 
 
-__all__ = ["CLOSE", "DisconnectProbe", "Endpoint"]
+__all__ = ["CLOSE", "UNREAD_STATUSES", "DisconnectProbe", "Endpoint"]

@@ -17,11 +17,11 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from packserve.errors import PackserveError, PayloadTooLargeError
-from packserve.serve.endpoint import CLOSE, Endpoint
+from packserve.serve.endpoint import CLOSE, UNREAD_STATUSES, Endpoint
 from packserve.serve.http import header_map, limited_receive
 from packserve.serve.state import ServerState
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,25 +89,26 @@ class RouteTable:
 
 class TrackedSend:
     """The ``send`` of everything but the raw endpoints (they send themselves): remembers the
-    status for metrics and, once a drain began, adds ``Connection: close`` so keep-alive
-    clients go elsewhere."""
+    status for metrics and adds ``Connection: close`` once a drain began (keep-alive clients
+    go elsewhere) or when the body is left unread (``close``: refused before reading; 413/415:
+    see :data:`packserve.serve.endpoint.UNREAD_STATUSES`)."""
 
-    __slots__ = ("_send", "_state", "status")
+    __slots__ = ("_send", "_state", "close", "status")
 
     def __init__(self, send: Send, state: ServerState) -> None:
-        self._send, self._state, self.status = send, state, 0
+        self._send, self._state, self.status, self.close = send, state, 0, False
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            if self._state.draining:
+            if self._state.draining or self.close or self.status in UNREAD_STATUSES:
                 message = {**message, "headers": [*message.get("headers", ()), CLOSE]}
         await self._send(message)
 
 
 def body_limit(scope: Scope, receive: Receive, limit: int) -> tuple[Receive, PackserveError | None]:
     """Cap a body for the FastAPI routes: refuse a declared oversize at once, else count."""
-    if scope["method"] not in _BODY_METHODS:
+    if scope["method"] not in BODY_METHODS:
         return receive, None
     declared = header_map(scope).get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -134,4 +135,4 @@ def log_access(scope: Scope, route: str, status: int, seconds: float) -> None:
     sys.stderr.write(line.decode() + "\n")
 
 
-__all__ = ["Hit", "Route", "RouteTable", "TrackedSend", "body_limit", "log_access"]
+__all__ = ["BODY_METHODS", "Hit", "Route", "RouteTable", "TrackedSend", "body_limit", "log_access"]

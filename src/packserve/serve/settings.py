@@ -58,6 +58,11 @@ class ServeSettings(BaseSettings):
         description="server processes sharing one socket (a supervisor starts them; /metrics "
         "counts them all; each drains on SIGTERM)",
     )
+    server: Literal["uvicorn", "granian"] = Field(
+        default="uvicorn",
+        description="the HTTP engine: uvicorn, or granian (pip install 'packserve[granian]'); both "
+        "keep the same readiness, drain, body-limit and --workers guarantees",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(default=False, description="one JSON line per request on stderr")
 

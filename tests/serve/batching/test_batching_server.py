@@ -28,7 +28,7 @@ from helpers.server import free_port, running_server
 from packserve.runtime import load
 from packserve.serve.app import create_app
 from packserve.serve.batching import Batcher
-from packserve.serve.lifecycle import PackserveServer
+from packserve.serve.engines.uvicorn import PackserveServer
 from packserve.serve.settings import ServeSettings
 
 pytestmark = pytest.mark.timeout(120)

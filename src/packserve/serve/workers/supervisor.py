@@ -1,8 +1,10 @@
 """``packserve serve --workers N``: one supervisor, N single-process servers on one socket.
 
-Why a supervisor and not uvicorn's ``workers=``: every worker must keep packserve's own drain
-(readiness 503 at once, grace, every accepted request answered, exit 0) and ``/metrics`` must
-count the whole server, not whichever worker the kernel handed the scrape to.
+Why a supervisor and not the engine's own workers (uvicorn's ``workers=``, granian's
+``--workers``): every worker must keep packserve's own drain (readiness 503 at once, grace,
+every accepted request answered, exit 0) and ``/metrics`` must count the whole server, not
+whichever worker the kernel handed the scrape to. The same supervisor runs either engine
+(``--server``): each worker is a single-process server of that engine.
 
 * The supervisor binds the listening socket once and starts N workers
   (:func:`worker_main`) that inherit it; each runs the unchanged
@@ -28,7 +30,6 @@ count the whole server, not whichever worker the kernel handed the scrape to.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -44,13 +45,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
 
 from packserve.errors import ExitCode
+from packserve.serve.engines.common import bind_socket
 from packserve.serve.settings import ServeSettings
-
-if TYPE_CHECKING:
-    from packserve.serve.lifecycle import PackserveServer
 
 log = logging.getLogger("packserve.serve")
 
@@ -67,23 +65,6 @@ _WORKER_CMD = (
 
 
 # --- supervisor ------------------------------------------------------------------------------
-
-
-def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """Bind and listen once; the workers inherit the file descriptor."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        from packserve.errors import ConfigError
-
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(backlog)
-    sock.set_inheritable(True)
-    return sock
 
 
 def settings_payload(settings: ServeSettings) -> bytes:
@@ -246,9 +227,9 @@ def metrics_folder() -> Iterator[Path]:
 
 def run_workers(settings: ServeSettings) -> int:
     """Serve with ``settings.workers`` processes until SIGTERM/SIGINT; the exit code."""
-    from packserve.serve.lifecycle import _configure_logging
+    from packserve.serve.engines.common import configure_logging
 
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     settings.require_model_path()
     sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
@@ -262,57 +243,6 @@ def run_workers(settings: ServeSettings) -> int:
 # --- worker ----------------------------------------------------------------------------------
 
 
-def _worker_server_class() -> type[PackserveServer]:
-    from packserve.serve.lifecycle import PackserveServer
-    from packserve.serve.workers.metrics import publish_collected, publish_gauges
-
-    class WorkerServer(PackserveServer):
-        """The single-process server with three duties of a worker:
-
-        * it takes connections from the shared socket only once its models are loaded (a
-          single server listens at once and says 503 on readiness; a worker still loading would
-          instead answer 503 to requests its ready siblings could serve, e.g. while replacing a
-          dead worker) — until then the kernel gives connections to the other workers, or
-          keeps them in the backlog;
-        * every tick (0.1 s) it publishes its gauges to the shared metrics folder;
-        * it drains if the supervisor vanished (a SIGKILLed supervisor leaves no orphans)."""
-
-        parent = os.getppid()
-        orphaned = False
-        servers: list[Any] = []  # read by a drain that starts before listening
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            state, original = self.state, self.lifespan.startup
-
-            async def startup_then_load() -> None:
-                await original()
-                while not (state.loading_done or state.draining or self.should_exit):
-                    await asyncio.sleep(0.02)
-
-            self.lifespan.startup = startup_then_load  # type: ignore[method-assign]
-            await super().startup(sockets)
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            metrics = getattr(self.config.app, "metrics", None)
-            if metrics is not None:  # the last counts of an exiting worker stay in the total
-                publish_collected(metrics)
-            await super().shutdown(sockets)
-
-        async def on_tick(self, counter: int) -> bool:
-            metrics = getattr(self.config.app, "metrics", None)
-            if metrics is not None:
-                publish_gauges(metrics)
-                if counter % 10 == 0:  # once a second: collector-based metrics (batching...)
-                    publish_collected(metrics)
-            if not self.orphaned and os.getppid() != self.parent:
-                self.orphaned = True
-                log.error("worker %d: supervisor gone: draining", os.getpid())
-                os.kill(os.getpid(), signal.SIGTERM)
-            return await super().on_tick(counter)
-
-    return WorkerServer
-
-
 def worker_main(argv: list[str]) -> int:
     """Entry of one worker (args: FD INDEX; the settings as JSON on stdin)."""
     from packserve.errors import PackserveError
@@ -322,7 +252,7 @@ def worker_main(argv: list[str]) -> int:
     settings = ServeSettings(**json.loads(sys.stdin.buffer.read()))
     sock = socket.socket(fileno=fd)
     try:
-        return run(settings, sockets=[sock], server_class=_worker_server_class())
+        return run(settings, sock=sock, worker=True)
     except PackserveError as exc:  # as the CLI does: the message and the exit code, no traceback
         sys.stderr.write(f"error: {exc.message}\n")
         return exc.exit_code
