@@ -7,7 +7,7 @@ import sys
 
 HEAVY = ["onnxruntime", "torch", "fastapi", "uvicorn", "sklearn", "xgboost", "lightgbm",
          "catboost", "skl2onnx", "onnx", "pandas", "starlette", "model_signing", "sigstore", "OpenSSL",
-         "tensorflow", "keras", "tf2onnx", "h5py"]
+         "tensorflow", "keras", "tf2onnx", "h5py", "granian"]
 
 
 def test_import_pulls_no_heavy_modules() -> None:

@@ -7,7 +7,8 @@ Waits (bounded) for ``/health/ready`` == 200, yields a :class:`Server` (``url``,
 ``port``, ``output()``), and on exit sends SIGTERM and waits (bounded; SIGKILL on timeout).
 ``wait_ready=False`` yields as soon as the port answers at all (for readiness tests).
 ``PACKSERVE_SHUTDOWN_GRACE_S`` defaults to 0.2 here (not 2 s) so that stopping is quick; pass
-``env={"PACKSERVE_SHUTDOWN_GRACE_S": ...}`` to test the grace period itself.
+``env={"PACKSERVE_SHUTDOWN_GRACE_S": ...}`` to test the grace period itself. The engine is
+``PACKSERVE_SERVER`` from the environment (tests/serve's ``engine`` fixture sets it per run).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+#: the HTTP engines (``packserve serve --server``): tests of a guarantee run on each
+ENGINES = ("uvicorn", "granian")
 
 
 def free_port() -> int:

@@ -9,6 +9,15 @@ import numpy as np
 import pytest
 
 from helpers.models import make_slow_bundle
+from helpers.server import ENGINES
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per HTTP engine (``PACKSERVE_SERVER``, read by every ``packserve
+    serve`` the test starts): the same real-server test proves a guarantee for both."""
+    monkeypatch.setenv("PACKSERVE_SERVER", request.param)
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,7 @@ def _wait_in_flight(url: str, n: int) -> None:
     raise AssertionError(f"{n} requests never in flight")
 
 
+@pytest.mark.usefixtures("engine")
 @pytest.mark.parametrize("batching", [False, True])
 def test_beyond_the_bound_503_with_retry_after_before_the_body(
     slow_bundle: Path, batching: bool
@@ -88,6 +89,7 @@ def test_beyond_the_bound_503_with_retry_after_before_the_body(
             sock.close()
         assert head.startswith(b"HTTP/1.1 503"), head[:200]
         assert b"retry-after: 1" in head.lower()
+        assert b"connection: close" in head.lower()  # the body is never read
         r = httpx.get(f"{srv.url}/health/ready", timeout=5)  # health answers under overload
         assert r.status_code == 200
         v2 = httpx.post(f"{srv.url}/v2/models/slow/infer", json={"inputs": [

@@ -2,7 +2,7 @@
 ``Connection: close`` on every answer once a drain began, and ``--metrics-auth``.
 
 The in-process versions of these live in test_serve_units.py; these check that the real
-server (uvicorn, its keep-alive handling, the CLI flags) behaves the same.
+server (each engine's keep-alive handling, the CLI flags) behaves the same.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from helpers.models import make_slow_bundle
 from helpers.server import running_server
@@ -31,6 +32,7 @@ def in_flight(url: str) -> float:
     return 0.0
 
 
+@pytest.mark.usefixtures("engine")
 def test_drain_closes_keep_alive_connections_on_a_real_server(tmp_path: Path) -> None:
     """A request in flight at SIGTERM is answered 200 with ``Connection: close``; a keep-alive
     client that sends again during the grace period gets 503 + ``Retry-After`` + close; the

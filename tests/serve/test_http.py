@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from helpers.models import example
-from helpers.server import running_server
+from helpers.server import ENGINES, running_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -19,6 +19,14 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def single(chapter_bundle: Path):
     with running_server(chapter_bundle) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def limited(request: pytest.FixtureRequest, repo_dir: Path):
+    """A small body limit, on each engine (413 while reading is the app's, on any engine)."""
+    with running_server(repo_dir, "--default-model", "fraud", "--max-body-bytes", "65536",
+                        env={"PACKSERVE_SERVER": request.param}) as srv:
         yield srv
 
 
@@ -300,27 +308,30 @@ def _raw_http(port: int, head: bytes, body_chunks: list[bytes]) -> tuple[bytes, 
     return data, sent
 
 
-def test_413_declared_length_refused_before_reading(repo) -> None:
+def test_413_declared_length_refused_before_reading(limited) -> None:
     size = 50 * 1024 * 1024
     head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % size)
-    data, sent = _raw_http(repo.port, head, [b"[" * 65536] * 4)
+    data, sent = _raw_http(limited.port, head, [b"[" * 65536] * 4)
     assert data.startswith(b"HTTP/1.1 413"), data[:200]
+    assert b"connection: close" in data.lower()  # the body stays unread: the connection closes
     assert b"payload_too_large" in data
     assert sent < size
 
 
-def test_413_chunked_body_refused_while_reading(repo) -> None:
+def test_413_chunked_body_refused_while_reading(limited) -> None:
     head = (b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
     chunk = b"%x\r\n%s\r\n" % (32768, b" " * 32768)
-    data, _ = _raw_http(repo.port, head, [chunk] * 8)
+    data, _ = _raw_http(limited.port, head, [chunk] * 8)
     assert data.startswith(b"HTTP/1.1 413"), data[:200]
 
 
-def test_413_on_regular_routes_too(repo) -> None:
-    r = httpx.post(f"{repo.url}/models", content=b"x" * 70000, headers={"content-type": "application/json"})
+def test_413_on_regular_routes_too(limited) -> None:
+    r = httpx.post(f"{limited.url}/models", content=b"x" * 70000,
+                   headers={"content-type": "application/json"})
     assert_clean_error(r, 413)
+    assert r.headers["connection"] == "close"
 
 
 # --- OpenAPI ---------------------------------------------------------------------------------
@@ -381,6 +392,7 @@ def test_metrics(single) -> None:
 # --- auth -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("engine")  # and the access log, on each engine
 def test_api_key(chapter_bundle: Path) -> None:
     with running_server(chapter_bundle, "--access-log", env={"PACKSERVE_API_KEY": "s3cret-key"}) as srv:
         body = {"features": ROW}

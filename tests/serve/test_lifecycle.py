@@ -1,7 +1,10 @@
-"""Integration: readiness, failed bundles, SIGTERM drain, slow models (real subprocess servers)."""
+"""Integration: readiness, failed bundles, SIGTERM drain, slow models (real subprocess servers).
+
+Tests taking the ``engine`` fixture run on both engines (``--server uvicorn|granian``)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -31,6 +34,7 @@ def tamper(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.usefixtures("engine")
 def test_readiness_is_503_until_models_are_loaded_and_warm(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     for v in ("1", "2"):
@@ -50,6 +54,7 @@ def test_readiness_is_503_until_models_are_loaded_and_warm(tmp_path: Path) -> No
         assert p.status_code == 200 and p.json()["model_version"] == "2"
 
 
+@pytest.mark.usefixtures("engine")
 def test_single_bundle_that_fails_to_load_exits_nonzero(chapter_bundle: Path, tmp_path: Path) -> None:
     bad = tamper(chapter_bundle, tmp_path / "bad")
     proc = subprocess.run(
@@ -72,6 +77,22 @@ def test_not_a_bundle_is_a_clear_cli_error(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # every worker fails the same way: the supervisor exits with the worker's code (#9)
     assert proc.returncode == 5 and "no bundles" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_server_flag_errors_are_clear(chapter_bundle: Path, tmp_path: Path) -> None:
+    """``--server`` takes uvicorn or granian; granian missing (its extra not installed, here
+    shadowed by a package that fails to import) is a config error, exit 2, no traceback."""
+    cmd = [sys.executable, "-m", "packserve", "serve", str(chapter_bundle), "--port", str(free_port())]
+    proc = subprocess.run([*cmd, "--server", "gunicorn"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--server" in proc.stderr and "Traceback" not in proc.stderr
+    shadow = tmp_path / "shadow" / "granian"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no granian here')\n")
+    path = os.pathsep.join(p for p in (str(shadow.parent), os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.run([*cmd, "--server", "granian"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": path})
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'packserve[granian]'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_repository_marks_a_failed_model(chapter_bundle: Path, tmp_path: Path) -> None:
@@ -105,6 +126,7 @@ def slow_model(bundles_dir: Path) -> Path:
     return make_slow_bundle(bundles_dir / "slow-drain", width=1024, layers=48)
 
 
+@pytest.mark.usefixtures("engine")
 def test_sigterm_drains_without_losing_requests(slow_model: Path) -> None:
     with running_server(slow_model, env={"PACKSERVE_SHUTDOWN_GRACE_S": "0.5"}) as srv:
         stop = threading.Event()
@@ -146,6 +168,7 @@ def test_sigterm_drains_without_losing_requests(slow_model: Path) -> None:
     assert elapsed < 30
 
 
+@pytest.mark.usefixtures("engine")
 def test_sigterm_on_idle_server_exits_zero_fast(chapter_bundle: Path) -> None:
     with running_server(chapter_bundle) as srv:
         # an idle keep-alive connection must not hold the drain up

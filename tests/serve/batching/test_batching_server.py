@@ -386,6 +386,7 @@ def test_drain_completes_queued_requests_and_refuses_new(chapter_bundle, chapter
     assert sorted(v for c in gate.calls for v in c) == sorted(f32(x[i][0]) for i in range(7))
 
 
+@pytest.mark.usefixtures("engine")
 def test_sigterm_on_a_real_process_loses_no_request(tmp_path):
     """Subprocess server, slow real model, SIGTERM while requests are queued: every request
     gets an answer (200, or 503 once draining), none gets a dropped connection."""

@@ -1,6 +1,7 @@
 """``packserve serve --workers 2``: serves, metrics of the whole server, drain, replacement.
 
-Real supervisor + worker processes on 127.0.0.1 (tests/helpers/server.py starts the CLI).
+Real supervisor + worker processes on 127.0.0.1 (tests/helpers/server.py starts the CLI);
+tests taking the ``engine`` fixture run with workers of both engines.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def fresh_connection_predict(url: str) -> int:
         return c.post(f"{url}/predict", json={"features": ROW}).status_code
 
 
+@pytest.mark.usefixtures("engine")
 def test_two_workers_serve_and_metrics_count_both(chapter_bundle: Path, tmp_path: Path) -> None:
     folder = tmp_path / "prom"
     with running_server(chapter_bundle, "--workers", "2", "--batching",
@@ -116,6 +118,7 @@ def test_two_workers_serve_and_metrics_count_both(chapter_bundle: Path, tmp_path
     assert "Traceback" not in out
 
 
+@pytest.mark.usefixtures("engine")
 def test_a_killed_worker_is_replaced_and_its_counts_stay(chapter_bundle: Path) -> None:
     with running_server(chapter_bundle, "--workers", "2", "--batching") as srv:
         for _ in range(20):
@@ -160,6 +163,7 @@ def test_bad_bundle_stops_every_worker_with_its_exit_code(chapter_bundle: Path, 
     assert "Traceback" not in proc.stderr and "error:" in proc.stderr
 
 
+@pytest.mark.usefixtures("engine")
 def test_sigterm_drains_every_worker_without_losing_requests(bundles_dir: Path) -> None:
     slow = make_slow_bundle(bundles_dir / "slow-workers", width=1024, layers=24)
     with running_server(slow, "--workers", "2", env={"PACKSERVE_SHUTDOWN_GRACE_S": "1.5"}) as srv:
