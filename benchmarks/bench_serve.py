@@ -10,6 +10,11 @@ chapter's XGBoost model (100 trees, depth 6, 15 features) packed as one bundle:
                    call, encode, nothing else (``serve_apps/minimal_app.py``). Unsafe, not a
                    product: it measures the *ceiling* the targets can be compared against.
   and, unless ``--no-batching-variant``, (a') ``packserve serve BUNDLE --batching``.
+  With ``--engine both`` (issue #15), (a), (a') and (d) also run on granian in the same run,
+  interleaved with the rest: ``packserve serve --server granian`` and the minimal app under
+  ``granian --interface asgi --loop uvloop --http 1`` (one worker; its peak RSS is the
+  manager's, not the worker's). The table then shows granian/uvicorn for both and
+  packserve/minimal on each engine.
 
 Load: ``wrk`` (installed with ``apt-get install -y wrk`` if missing) with a Lua script for
 the POST body, at 1, 16 and 64 connections on ``/predict`` (one row) and at 64 connections
@@ -22,6 +27,7 @@ and the ratios the issue sets as targets:
   /predict/batch (20) @64: packserve >= 6x reference;  peak RSS <= 1.1x reference
 
 Usage: python benchmarks/bench_serve.py [--duration 5] [--rounds 3] [--connections 1,16,64] [--no-pin]
+       [--engine uvicorn|both]
 Each setting runs ``--rounds`` times as a, b, c, d back to back; the table shows medians and the
 ratios are medians of the per-round ratios (adjacent runs share the machine's noise).
 This is a measurement, not a test: it never fails on a missed target, it reports it.
@@ -169,11 +175,15 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--no-pin", action="store_true")
     ap.add_argument("--no-batching-variant", dest="batching_variant", action="store_false",
                     help="skip the 'packserve --batching' server (issue #6's dynamic batching)")
+    ap.add_argument("--engine", choices=("uvicorn", "both"), default="uvicorn",
+                    help="both: also packserve (--server granian) and the minimal app on granian")
     return ap.parse_args()
 
 
-def start_servers(bundle: Path, batching_variant: bool, pin: str | None) -> list[Server]:
-    """(a) packserve, (a') with --batching, (b) reference, (c) bare ASGI, (d) minimal."""
+def start_servers(bundle: Path, batching_variant: bool, pin: str | None,
+                  granian: bool = False) -> list[Server]:
+    """(a) packserve, (a') with --batching, (b) reference, (c) bare ASGI, (d) minimal; with
+    ``granian``, (a), (a') and (d) again on granian (``NAME@granian``)."""
     py = sys.executable
     uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop",
           "--http", "httptools", "--no-access-log", "--log-level", "warning"]
@@ -189,6 +199,16 @@ def start_servers(bundle: Path, batching_variant: bool, pin: str | None) -> list
     servers.append(start("bare-asgi", [*uv, "benchmarks.serve_apps.bare_asgi:app"], {}, "/", pin))
     servers.append(start("minimal", [*uv, "benchmarks.serve_apps.minimal_app:app"],
                          model_env, "/", pin))
+    if granian:
+        gr = [py, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1",
+              "--no-ws", "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"]
+        servers.append(start("packserve@granian", [*ps, "--server", "granian"], {},
+                             "/health/ready", pin))
+        if batching_variant:
+            servers.append(start("packserve+batching@granian",
+                                 [*ps, "--server", "granian", "--batching"], {}, "/health/ready", pin))
+        servers.append(start("minimal@granian", [*gr, "benchmarks.serve_apps.minimal_app:app"],
+                             model_env, "/", pin))
     return servers
 
 
@@ -226,6 +246,12 @@ def measure_setting(servers: list[Server], wrk: str, path: str, body: str, c: in
         ratios[(other, path, c)] = per_round(rounds, "packserve", other)
         if "packserve+batching" in rounds:
             ratios[(other + "/b", path, c)] = per_round(rounds, "packserve+batching", other)
+    for name in ("packserve", "packserve+batching", "minimal"):  # --engine both
+        if name + "@granian" in rounds:
+            ratios[(name + " granian/uvicorn", path, c)] = per_round(rounds, name + "@granian", name)
+            if name != "minimal":
+                ratios[(name + "@granian/minimal", path, c)] = per_round(
+                    rounds, name + "@granian", "minimal@granian")
 
 
 def report(results: dict[Key, Row], ratios: dict[Key, list[float]], rss: dict[str, float],
@@ -265,6 +291,21 @@ def report(results: dict[Key, Row], ratios: dict[Key, list[float]], rss: dict[st
           f"{ratio('minimal-vs-reference', '/predict/batch', 64)}   "
           f"packserve/minimal {ratio('minimal', '/predict/batch', 64)}")
     print(f"  target peak RSS <= 1.1x reference: {rss['packserve'] / rss['reference']:.2f}x")
+    if ("minimal granian/uvicorn", "/predict", conns[0]) in ratios:
+        print("\nengines (--engine both): granian/uvicorn, and packserve/minimal on granian")
+        plan = [("/predict", c) for c in conns] + [("/predict/batch", 64)]
+        for path, c in plan:
+            line = f"  {path:<15} c={c:<3}"
+            for name in ("packserve", "packserve+batching", "minimal"):
+                if (name + " granian/uvicorn", path, c) in ratios:
+                    line += f"  {name} {ratio(name + ' granian/uvicorn', path, c)}"
+            for name in ("packserve", "packserve+batching"):
+                if (name + "@granian/minimal", path, c) in ratios:
+                    line += f"  {name}@granian/minimal@granian {ratio(name + '@granian/minimal', path, c)}"
+            print(line)
+        if "packserve@granian" in rss:
+            print(f"  peak RSS packserve@granian / reference: "
+                  f"{rss['packserve@granian'] / rss['reference']:.2f}x")
 
 
 def main() -> None:
@@ -282,7 +323,7 @@ def main() -> None:
         bundle, rows = build_bundle(tmp)
         single = json.dumps({"features": rows[0]})
         batch = json.dumps({"instances": [{"features": r} for r in rows[:20]]})
-        servers = start_servers(bundle, args.batching_variant, pin_srv)
+        servers = start_servers(bundle, args.batching_variant, pin_srv, args.engine == "both")
         check_servers(servers, single, batch)
         print(f"cpus={cpus} pinning={'server cpu0 / wrk cpu1' if pin_srv else 'off'} "
               f"duration={args.duration}s", flush=True)

@@ -4,12 +4,17 @@ The hot inference paths are served at the ASGI level, not through FastAPI: its p
 machinery costs more than validating and running a small model. What such an endpoint does
 around its own work is the same for every protocol, so it is written once here: POST only,
 resolve the model version, admit the request or refuse it at once before its body is read
-(:class:`~packserve.serve.admission.Admission`; an answer sent before the body was read says
-``Connection: close``, see ``UNREAD_STATUSES``; admission also holds the version from routing on
+(:class:`~packserve.serve.admission.Admission`, which also holds the version from routing on
 so an unload or a newer version waits for this request), its deadline, watch for a client
 that leaves while the request is queued (:class:`DisconnectProbe`), map errors
 through the one error mapping, add ``Connection: close`` once a drain began, send, and
 report the status for metrics.
+
+An answer sent before the request's body was read (refused at the door; 413/415 while or
+before reading: :func:`~packserve.serve.http.error_parts`) says ``Connection: close``. Engines
+differ on an unread body: uvicorn skips it and keeps the connection; granian (hyper) closes
+the connection, without saying so, unless the whole body happens to be buffered already, and
+a keep-alive client would then send its next request into a closed socket.
 """
 
 from __future__ import annotations
@@ -44,11 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("packserve.serve")
 
 CLOSE: tuple[bytes, bytes] = (b"connection", b"close")
-#: refusals that leave the request's body unread (413 while reading, 415 before): such an
-#: answer closes the connection, and says so. Engines differ on an unread body: uvicorn skips
-#: it and keeps the connection; granian (hyper) closes it, silently, unless the whole body is
-#: already buffered, so a keep-alive client would send its next request into a closed socket.
-UNREAD_STATUSES = frozenset({413, 415})
 
 
 class DisconnectProbe:
@@ -141,7 +141,7 @@ class Endpoint:
             status = 200
         except PackserveError as exc:
             status, body, headers = error_parts(exc, v2=self.v2)
-            if not answering or status in UNREAD_STATUSES:  # refused before its body was read
+            if not answering and CLOSE not in headers:  # refused before its body was read
                 headers = [*headers, CLOSE]
         except ClientDisconnect:
             return 499
@@ -154,4 +154,4 @@ class Endpoint:
         return status
 
 
-__all__ = ["CLOSE", "UNREAD_STATUSES", "DisconnectProbe", "Endpoint"]
+__all__ = ["CLOSE", "DisconnectProbe", "Endpoint"]

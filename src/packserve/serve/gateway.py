@@ -17,7 +17,7 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from packserve.errors import PackserveError, PayloadTooLargeError
-from packserve.serve.endpoint import CLOSE, UNREAD_STATUSES, Endpoint
+from packserve.serve.endpoint import CLOSE, Endpoint
 from packserve.serve.http import header_map, limited_receive
 from packserve.serve.state import ServerState
 
@@ -90,8 +90,8 @@ class RouteTable:
 class TrackedSend:
     """The ``send`` of everything but the raw endpoints (they send themselves): remembers the
     status for metrics and adds ``Connection: close`` once a drain began (keep-alive clients
-    go elsewhere) or when the body is left unread (``close``: refused before reading; 413/415:
-    see :data:`packserve.serve.endpoint.UNREAD_STATUSES`)."""
+    go elsewhere) or when the request was refused before its body was read (``close``: see
+    :mod:`packserve.serve.endpoint`)."""
 
     __slots__ = ("_send", "_state", "close", "status")
 
@@ -101,8 +101,9 @@ class TrackedSend:
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            if self._state.draining or self.close or self.status in UNREAD_STATUSES:
-                message = {**message, "headers": [*message.get("headers", ()), CLOSE]}
+            headers = message.get("headers", ())
+            if (self._state.draining or self.close) and CLOSE not in headers:
+                message = {**message, "headers": [*headers, CLOSE]}
         await self._send(message)
 
 

@@ -69,7 +69,7 @@ def error_parts(exc: PackserveError, *, v2: bool = False) -> tuple[int, bytes, H
         headers.extend((b"www-authenticate", c.encode()) for c in exc.challenges)
     elif status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
-    if isinstance(exc, PayloadTooLargeError | BadRequestError):
+    if isinstance(exc, PayloadTooLargeError | BadRequestError | UnsupportedMediaTypeError):
         # The rest of the body may still be on the wire: don't parse it as a next request.
         headers.append((b"connection", b"close"))
     if status >= 500 and exc.detail_for_logs:
