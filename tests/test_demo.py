@@ -17,8 +17,16 @@ def test_demo_runs_in_the_readme_order_and_removes_its_folder() -> None:
     code = demo.run_demo(bench_seconds=1.0, bench_rate=50.0, console=con)
     text = con.export_text()
     assert code == 0, text
-    steps = [m.group(1) for m in re.finditer(r"\d\. (train|pack|scan|serve|predict|bench|shutdown)\b", text)]
-    assert steps == ["train", "pack", "scan", "serve", "predict", "bench", "shutdown"]
+    names = r"\d\. (train|pack|scan|serve|predict|bench|shutdown|images)\b"
+    steps = [m.group(1) for m in re.finditer(names, text)]
+    assert steps == ["train", "pack", "scan", "serve", "predict", "bench", "shutdown", "images"]
+    # the image step (#17): colour pictures come back as their colours, served == in-process
+    images = text.split("8. images")[1]
+    for how, colour in (("raw image/jpeg", "orange"), ("multipart 1/2", "blue"),
+                        ("multipart 2/2", "green")):
+        row = re.search(rf"{re.escape(how)}\W+{colour}\W+(\w+)\W+([\d.]+)\W+([\d.]+)", images)
+        assert row is not None and row.group(1) == colour, images
+        assert row.group(2) == row.group(3)
     for name in ("legacy_model.pkl", "model_from_the_internet.pkl"):  # whole, at 80 columns
         assert re.search(rf"(?m)^\W*{re.escape(name)}\s", text), name
     assert "saved with pickle the way models are often handed over" in re.sub(r"\s+", " ", text)

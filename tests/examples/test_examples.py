@@ -11,7 +11,8 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("script", ["quickstart_tabular.py", "quickstart_torch.py"])
+@pytest.mark.parametrize("script", ["quickstart_tabular.py", "quickstart_torch.py",
+                                    "image_classifier.py"])
 def test_example_runs(script: str, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(EXAMPLES / script), str(tmp_path)],
