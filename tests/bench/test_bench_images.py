@@ -117,12 +117,18 @@ def test_cli_images_dir_multipart_batches(image_server: Server, tmp_path: Path) 
     assert data["signature_source"].endswith(f"3 images from {tmp_path}")
 
 
-def test_cli_generated_images_use_the_servers_input_shape(image_server: Server) -> None:
-    res = CliRunner().invoke(app, ["bench", image_server.url, "-d", "1s", "-c", "1",
-                                   "--generated-images"])
-    assert res.exit_code == 0, res.output
-    assert f"generated {SIZE}x{SIZE} JPEGs" in res.stdout and "images/s" in res.stdout
-    assert " ok, 0 errors (0.00%)" in res.stdout
+def test_server_metadata_alone_says_image_model(image_server: Server) -> None:
+    """No bundle: the V2 metadata's BYTES input marks an image model, its tensor input the
+    size; bench then sends generated JPEGs by itself (and --generated-images says so)."""
+    for flags in ([], ["--generated-images"]):
+        res = CliRunner().invoke(app, ["bench", image_server.url, "-d", "1s", "-c", "1", *flags])
+        assert res.exit_code == 0, res.output
+        text = " ".join(res.stdout.split())
+        assert "/v2/models/cnn (image input 48x48)" in text, text
+        assert f"generated {SIZE}x{SIZE} JPEGs" in text and "images/s" in text
+        assert " ok, 0 errors (0.00%)" in text
+    text = locustfile_for(image_server.url)
+    assert "class ImageUser(HttpUser)" in text and f"host = {image_server.url!r}" in text
 
 
 def test_cli_images_bad_dir(image_server: Server, tmp_path: Path) -> None:

@@ -264,11 +264,17 @@ def _v2_tensor_signature(base: str, model: str) -> Signature | None:
 
     try:
         r = httpx.get(f"{base}/v2/models/{model}", timeout=10.0)
-        found = tensor_inputs.from_v2_metadata(r.json()) if r.status_code == 200 else []
+        meta = r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
+    found = tensor_inputs.from_v2_metadata(meta)
     if not found:
         return None
+    if tensor_inputs.v2_takes_images(meta):
+        size = tensor_inputs.image_hw(found)
+        what = f"image input {size[1]}x{size[0]}" if size else "image input"
+        return Signature(model, [], [], source=f"/v2/models/{model} ({what})", tensors=found,
+                         image_size=size)
     return Signature(model, [], [], source=f"/v2/models/{model} (tensor inputs; variable axes "
                      "at length 1, integers 0/1: --bundle gives the real shapes and ranges)",
                      tensors=found)

@@ -21,6 +21,7 @@ from packserve.bench.inputs import Signature, build_bodies, resolve_signature
 from packserve.bench.loadgen import Health, LoadSpec, Mode, PhaseResult, phase_health
 from packserve.bench.procs import run_distributed
 from packserve.bench.resources import MIB, ResourceSampler, ResourceSeries
+from packserve.bench.tensor_inputs import image_hw
 from packserve.errors import ConfigError
 
 DEFAULT_CONCURRENCY = 8
@@ -290,17 +291,7 @@ def _image_set(sig: Signature, images: str | Path | bool | None,
 def image_size(sig: Signature) -> tuple[int, int]:
     """(height, width) of generated images: what the bundle's preprocessing produces, else an
     image-like tensor input's ([C, H, W] or [H, W, C], C in 1..4), else 224x224."""
-    if sig.image_size is not None:
-        return sig.image_size
-    for t in sig.tensors:
-        if len(t.shape) == 3:
-            c, h, w = t.shape
-            if c in (1, 3, 4) and h > 1 and w > 1:
-                return h, w
-            h, w, c = t.shape
-            if c in (1, 3, 4) and h > 1 and w > 1:
-                return h, w
-    return image_inputs.DEFAULT_SIZE
+    return sig.image_size or image_hw(sig.tensors) or image_inputs.DEFAULT_SIZE
 
 
 def _annotate(r: BenchResult) -> None:

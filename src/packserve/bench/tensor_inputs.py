@@ -43,14 +43,43 @@ def from_manifest(manifest: Any) -> list[TensorInput]:
     return out
 
 
+def _encoded(t: Any) -> bool:
+    """A ``BYTES`` input of one element per instance: image bundles (#17) take encoded images
+    there."""
+    return isinstance(t, dict) and t.get("datatype") == "BYTES" and t.get("shape") in ([-1], [-1, 1])
+
+
+def v2_takes_images(meta: Any) -> bool:
+    """The V2 metadata declares encoded images (a 1-D BYTES input) next to tensor inputs."""
+    inputs = meta.get("inputs") if isinstance(meta, dict) else None
+    return isinstance(inputs, list) and any(_encoded(t) for t in inputs) \
+        and not all(_encoded(t) for t in inputs)
+
+
+def image_hw(inputs: list[TensorInput]) -> tuple[int, int] | None:
+    """(height, width) of the first image-like input: ``[C, H, W]`` or ``[H, W, C]``, C in
+    1..4 (the instance shape, no batch axis)."""
+    for t in inputs:
+        if len(t.shape) != 3:
+            continue
+        c, h, w = t.shape
+        if c in (1, 3, 4) and h > 1 and w > 1:
+            return h, w
+        h, w, c = t.shape
+        if c in (1, 3, 4) and h > 1 and w > 1:
+            return h, w
+    return None
+
+
 def from_v2_metadata(meta: Any) -> list[TensorInput]:
     """From ``GET /v2/models/{name}``: variable axes become 1; integers draw from {0, 1}, which
-    any id input accepts (V2 metadata carries no range; ``--bundle`` gives the real one)."""
+    any id input accepts (V2 metadata carries no range; ``--bundle`` gives the real one). An
+    image bundle's encoded-image input (BYTES) is left out: its tensor input is listed."""
     inputs = meta.get("inputs") if isinstance(meta, dict) else None
+    if v2_takes_images(meta):
+        inputs = [t for t in inputs or [] if not _encoded(t)]
     out = []
     for t in inputs or []:
-        if t.get("datatype") == "BYTES" and t.get("shape") in ([-1], [-1, 1]):
-            continue  # an image bundle's encoded-images input (#17): the tensor is the other one
         dtype = _V2.get(str(t.get("datatype")))
         shape = t.get("shape")
         if dtype is None or not isinstance(shape, list) or not shape:
@@ -80,4 +109,5 @@ def json_instances(inputs: list[TensorInput], rng: np.random.Generator, n: int) 
     return [{"inputs": {k: v[i] for k, v in arrays.items()}} for i in range(n)]
 
 
-__all__ = ["TensorInput", "batch_arrays", "from_manifest", "from_v2_metadata", "json_instances"]
+__all__ = ["TensorInput", "batch_arrays", "from_manifest", "from_v2_metadata", "image_hw",
+           "json_instances", "v2_takes_images"]
