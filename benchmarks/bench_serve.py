@@ -20,8 +20,9 @@ Load: ``wrk`` (installed with ``apt-get install -y wrk`` if missing) with a Lua 
 the POST body, at 1, 16 and 64 connections on ``/predict`` (one row) and at 64 connections
 on ``/predict/batch`` with 20 instances. Servers are pinned to CPU 0 and wrk to CPU 1 when
 the machine has two or more CPUs, and measurements of the servers are interleaved so
-that noise from other processes hits them alike. Prints req/s, p50/p99, peak RSS (VmHWM)
-and the ratios the issue sets as targets:
+that noise from other processes hits them alike. Prints req/s, p50/p99, the server's CPU per
+request (its process tree's user + system time over the run: robust where req/s is not, on a
+shared host), peak RSS (VmHWM) and the ratios the issue sets as targets:
 
   /predict @64: packserve >= 0.6x bare ASGI (~6x reference), p99 <= 5 ms
   /predict/batch (20) @64: packserve >= 6x reference;  peak RSS <= 1.1x reference
@@ -36,6 +37,7 @@ This is a measurement, not a test: it never fails on a missed target, it reports
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -112,6 +114,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, every thread) of the server and its child processes
+        (granian's worker): what a request costs, whatever share of the CPU it was given."""
+        return sum(_cpu_s(pid) for pid in _tree(self.proc.pid))
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -119,6 +126,29 @@ class Server:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # exited meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime (every thread)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the benchmark's ``taskset`` execs, granian forks)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):  # exited meanwhile
+                todo.extend(int(c) for c in task.read_text().split())
+    return out
 
 
 def start(name: str, cmd: list[str], env: dict[str, str], ready_path: str, pin: str | None) -> Server:
@@ -160,6 +190,7 @@ def run_wrk(wrk: str, url: str, body: str, conns: int, duration: float, pin: str
         "p50_ms": r["p50_us"] / 1000,
         "p99_ms": r["p99_us"] / 1000,
         "errors": r["errors"] + r["non2xx"],
+        "requests": r["requests"],
     }
 
 
@@ -224,6 +255,14 @@ def per_round(rounds: dict[str, list[Row]], a: str, b: str) -> list[float]:
     return [x["rps"] / y["rps"] for x, y in zip(rounds[a], rounds[b], strict=True)]
 
 
+def per_round_cpu(rounds: dict[str, list[Row]], a: str, b: str) -> list[float]:
+    """``b``'s CPU per request over ``a``'s: the throughput ratio a CPU-bound pair would show
+    on a quiet machine. Robust where req/s is not: on a shared host each server gets whatever
+    share of the CPU the scheduler leaves it (and a server with two busy threads, such as
+    ``--batching``'s, gets two shares)."""
+    return [y["cpu_us"] / x["cpu_us"] for x, y in zip(rounds[a], rounds[b], strict=True)]
+
+
 def measure_setting(servers: list[Server], wrk: str, path: str, body: str, c: int,
                     args: argparse.Namespace, pin: str | None, tmp: Path,
                     results: dict[Key, Row], ratios: dict[Key, list[float]]) -> None:
@@ -231,17 +270,22 @@ def measure_setting(servers: list[Server], wrk: str, path: str, body: str, c: in
     rounds: dict[str, list[Row]] = {s.name: [] for s in servers}
     for _ in range(args.rounds):  # a, b, c, d back to back: adjacent runs share the noise
         for s in servers:
+            cpu0 = s.cpu_s()
             res = run_wrk(wrk, s.url + path, body, c, args.duration, pin, tmp)
+            res["cpu_us"] = (s.cpu_s() - cpu0) / max(1.0, res["requests"]) * 1e6
             rounds[s.name].append(res)
             print(f"  {s.name:<10} {path:<15} c={c:<3} {res['rps']:>9.0f} req/s  "
                   f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
-                  f"errors {int(res['errors'])}", flush=True)
+                  f"cpu {res['cpu_us']:6.1f} us/req  errors {int(res['errors'])}", flush=True)
     for name, runs in rounds.items():
         results[(name, path, c)] = {
             k: statistics.median(r[k] for r in runs) for k in runs[0]
         } | {"errors": sum(r["errors"] for r in runs)}
     ratios[("minimal-vs-bare", path, c)] = per_round(rounds, "minimal", "bare-asgi")
     ratios[("minimal-vs-reference", path, c)] = per_round(rounds, "minimal", "reference")
+    ratios[("cpu:minimal", path, c)] = per_round_cpu(rounds, "packserve", "minimal")
+    if "packserve+batching" in rounds:
+        ratios[("cpu:minimal/b", path, c)] = per_round_cpu(rounds, "packserve+batching", "minimal")
     for other in ("reference", "bare-asgi", "minimal"):
         ratios[(other, path, c)] = per_round(rounds, "packserve", other)
         if "packserve+batching" in rounds:
@@ -256,11 +300,11 @@ def measure_setting(servers: list[Server], wrk: str, path: str, body: str, c: in
 
 def report(results: dict[Key, Row], ratios: dict[Key, list[float]], rss: dict[str, float],
            conns: list[int], n_rounds: int) -> None:
-    print("\n| server | endpoint | conns | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| server | endpoint | conns | req/s | p50 ms | p99 ms | CPU us/req | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for (name, path, c), r in results.items():
         print(f"| {name} | {path} | {c} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-              f"| {int(r['errors'])} |")
+              f"| {r['cpu_us']:.0f} | {int(r['errors'])} |")
     print("\npeak RSS (VmHWM): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()))
 
     def ratio(other: str, path: str, c: int) -> str:
@@ -291,6 +335,17 @@ def report(results: dict[Key, Row], ratios: dict[Key, list[float]], rss: dict[st
           f"{ratio('minimal-vs-reference', '/predict/batch', 64)}   "
           f"packserve/minimal {ratio('minimal', '/predict/batch', 64)}")
     print(f"  target peak RSS <= 1.1x reference: {rss['packserve'] / rss['reference']:.2f}x")
+    print("\nCPU per request (server process tree, user + system): minimal's / packserve's —")
+    print("the req/s ratio a CPU-bound server would reach on a quiet host (robust on a shared one)")
+    plan = [("/predict", c) for c in conns] + [("/predict/batch", 64)]
+    for path, c in plan:
+        r = results[("packserve", path, c)]
+        line = (f"  {path:<15} c={c:<3} packserve {r['cpu_us']:.0f} us, minimal "
+                f"{results[('minimal', path, c)]['cpu_us']:.0f} us: {ratio('cpu:minimal', path, c)}")
+        if ("cpu:minimal/b", path, c) in ratios:
+            line += (f"   --batching {results[('packserve+batching', path, c)]['cpu_us']:.0f} us: "
+                     f"{ratio('cpu:minimal/b', path, c)}")
+        print(line)
     if ("minimal granian/uvicorn", "/predict", conns[0]) in ratios:
         print("\nengines (--engine both): granian/uvicorn, and packserve/minimal on granian")
         plan = [("/predict", c) for c in conns] + [("/predict/batch", 64)]
