@@ -335,11 +335,16 @@ def _safe_relpath(name: str) -> PurePosixPath:
     return p
 
 
+def refuse_existing(out_dir: str | os.PathLike[str], *, force: bool) -> None:
+    """Refuse an existing ``out_dir`` unless ``force`` (checked before any slow work, too)."""
+    if Path(out_dir).exists() and not force:
+        raise OutputExistsError(f"output directory '{out_dir}' already exists (use --force / force=True)")
+
+
 def prepare_output_dir(out_dir: str | os.PathLike[str], *, force: bool) -> Path:
     """Return a fresh staging directory next to ``out_dir``; refuse an existing target."""
     out = Path(out_dir)
-    if out.exists() and not force:
-        raise OutputExistsError(f"output directory '{out_dir}' already exists (use --force / force=True)")
+    refuse_existing(out, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.packserve-tmp"
     if staging.exists():
@@ -424,6 +429,7 @@ __all__ = [
     "TensorSpec",
     "prepare_output_dir",
     "read_manifest",
+    "refuse_existing",
     "sha256_file",
     "verify_bundle",
     "write_bundle",

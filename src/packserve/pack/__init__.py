@@ -97,18 +97,11 @@ def pack(
 
         check_private_key(sign_key)
     name = name or type(model).__name__.lower()
-    if isinstance(family, Family):
-        result = flow.run(
-            family, model, out_dir, sample=sample, name=name, version=version,
-            feature_names=feature_names, force=force, allow_parity_failure=allow_parity_failure,
-            options=options, example_rows=example_rows,
-        )
-    else:  # a family not yet ported onto the protocol (torch) runs its own flow
-        result = family(
-            model, out_dir, sample=sample, name=name, version=version,
-            feature_names=feature_names, force=force,
-            allow_parity_failure=allow_parity_failure, example_rows=example_rows, **options,
-        )
+    result = flow.run(
+        family, model, out_dir, sample=sample, name=name, version=version,
+        feature_names=feature_names, force=force, allow_parity_failure=allow_parity_failure,
+        options=options, example_rows=example_rows,
+    )
     if preprocess is not None:
         result = dataclasses.replace(result, manifest=attach_images(
             result.path, model, preprocess, notes=image_notes,

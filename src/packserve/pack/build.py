@@ -57,6 +57,9 @@ class Export:
     reg_rel_tol: float = parity.REG_REL_TOL
     # Appended to a parity failure's message: what usually causes it for this export.
     failure_hint: str | None = None
+    # The export's own checks (determinism, fidelity probes), added to the parity report;
+    # one that failed fails it.
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,6 @@ def _measure(
     native: parity.NativeOutput,
     staging: Path,
     manifest: Manifest,
-    extra_checks: list[dict[str, Any]] | None,
     native_fn: missing.NativeFn | None,
 ) -> tuple[ParityReport, str | None]:
     """Open the staged artifact with the real runtime (as a server will) and compare; then
@@ -200,9 +202,9 @@ def _measure(
         report.checks.append(probe.check(report.tolerance))
         report.notes.extend(probe.notes())
         manifest.notes.extend(probe.notes())
-    if extra_checks:
-        report.checks.extend(extra_checks)
-        report.passed = report.passed and all(c.get("passed", True) for c in extra_checks)
+    if exp.checks:
+        report.checks.extend(exp.checks)
+        report.passed = report.passed and all(c.get("passed", True) for c in exp.checks)
     return report, why
 
 
@@ -216,7 +218,6 @@ def finish(
     name: str,
     version: str,
     allow_parity_failure: bool = False,
-    extra_checks: list[dict[str, Any]] | None = None,
     example_rows: bool = True,
     native_fn: missing.NativeFn | None = None,
 ) -> PackResult:
@@ -239,7 +240,7 @@ def finish(
                 f.allow_missing = f.dtype != "string"
         step("checking parity")
         manifest.parity, why_missing = _measure(
-            exp, sample, native, staging, manifest, extra_checks, native_fn)
+            exp, sample, native, staging, manifest, native_fn)
         if not manifest.parity.passed:
             msg = parity.describe_failure(manifest.parity)
             if why_missing:

@@ -14,8 +14,10 @@ framework-specific parts differ, and those are the methods of :class:`Family`:
 A new family is one module defining a subclass (and a module-level ``FAMILY`` instance) plus
 one :data:`packserve.pack.families.REGISTRY` line. New input kinds (tuples / mappings of
 arrays, N-D tensors) come in through ``read_sample``; several named outputs or raw tensor
-outputs through :class:`Export`'s ``outputs``; anything else worth recording (e.g. image
-preprocessing) through ``Export.export`` / ``Export.notes``.
+outputs through :class:`Export`'s ``outputs``; checks of the export's own (e.g. torch's
+fidelity probes) through ``Export.checks``; anything else worth recording through
+``Export.export`` / ``Export.notes``. A family whose steps share decisions (the output spec
+read off the sample) returns a fresh instance per pack from ``resolve``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class ExportJob:
     name: str  # the bundle's name
     #: the previous attempt's parity failure, when this attempt is a retry
     previous: ParityError | None = None
+    #: a failed check of the export's own (``Export.checks``) is then recorded, not raised
+    allow_parity_failure: bool = False
 
 
 class Family(ABC):
@@ -67,8 +71,11 @@ class Family(ABC):
     title: ClassVar[str]
     #: family-specific ``pack()`` keywords; ``None`` = the family validates them itself
     options: ClassVar[frozenset[str] | None] = frozenset()
-    #: progress line announced before each export
+    #: progress line announced before each export; empty: the family announces its own
     step: ClassVar[str] = "converting"
+    #: whether the flow measures which features may be missing (``packserve.pack.missing``);
+    #: ``False``: the bundle takes no missing values and a sample with some is refused
+    missing_values: ClassVar[bool] = True
 
     def resolve(self, model: Any) -> tuple[Family, Any]:
         """The family and model form that really pack ``model`` (a raw XGBoost Booster is

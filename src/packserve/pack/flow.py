@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from packserve.bundle import refuse_existing
 from packserve.errors import OutputExistsError, PackError, ParityError
 from packserve.pack import missing
 from packserve.pack.build import PackResult, finish, staged
@@ -48,6 +49,7 @@ def run(
     family, model = family.resolve(model)
     _check_options(family, options)
     family.check(model, options)
+    refuse_existing(out_dir, force=force)  # before the sample's and the export's work
     table = family.read_sample(model, sample, feature_names)
 
     def native_fn(t: SampleTable) -> NativeOutput:
@@ -58,18 +60,20 @@ def run(
     failures: list[ParityError] = []
     for i, attempt in enumerate(attempts):
         last = i == len(attempts) - 1
-        step(family.step + (f" ({attempt.label})" if attempt.label else ""))
+        if family.step:
+            step(family.step + (f" ({attempt.label})" if attempt.label else ""))
         try:
             with staged(out_dir, force=force) as staging:
                 job = ExportJob(
                     model=model, sample=table, native=native, staging=staging, attempt=attempt,
                     options=options, name=name, previous=failures[-1] if failures else None,
+                    allow_parity_failure=allow_parity_failure and last,
                 )
                 exp = family.export(job)
             return finish(
                 exp, table, native, staging, out_dir, name=name, version=version,
                 allow_parity_failure=allow_parity_failure and last, example_rows=example_rows,
-                native_fn=native_fn,
+                native_fn=native_fn if family.missing_values else None,
             )
         except ParityError as exc:
             failures.append(exc)

@@ -9,11 +9,13 @@ bound recorded with the reason — never a silently loosened default.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from packserve.bundle import ParityReport
+from packserve.bundle import OutputSpec, ParityReport
+from packserve.runtime.postprocess import postprocess
 from packserve.runtime.prediction import Prediction
 
 PROBA_TOL = 1e-5
@@ -26,6 +28,17 @@ class NativeOutput:
     probabilities: np.ndarray | None = None
     values: np.ndarray | None = None
     outputs: dict[str, np.ndarray] | None = None  # task='tensor': every raw output by name
+
+
+def native_output(spec: OutputSpec, raw: dict[str, np.ndarray]) -> NativeOutput:
+    """A model's raw outputs as the parity reference, read by the runtime's own
+    postprocessing (the sigmoid/softmax/argmax a server applies to the artifact's outputs)."""
+    if spec.task == "tensor":
+        return NativeOutput(outputs={n: raw[n] for n in spec.names})
+    pred = postprocess(raw, SimpleNamespace(outputs=spec))  # type: ignore[arg-type]
+    if spec.task == "regression":
+        return NativeOutput(values=pred.values)
+    return NativeOutput(labels=pred.labels, probabilities=pred.probabilities)
 
 
 def labels_are_argmax(native: NativeOutput, classes: list[Any]) -> bool:

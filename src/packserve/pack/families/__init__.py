@@ -7,38 +7,26 @@ model is one of its own; the family's module is imported only then. First match 
 To add a family: write ``packserve/pack/families/<name>.py`` with a
 :class:`~packserve.pack.family.Family` subclass and a module-level ``FAMILY = ...Family()``,
 then add its :class:`Registration` line below.
-
-``torch`` is not ported yet: its line names a *legacy* module whose ``pack_model(model,
-out_dir, sample=, name=, version=, feature_names=, force=, allow_parity_failure=, **options)``
-runs the whole pack itself (:mod:`packserve.pack.torch`).
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from packserve.errors import UnsupportedModelError
-from packserve.pack.build import PackResult
 from packserve.pack.family import Family
-
-
-class LegacyPacker(Protocol):
-    """A module-level ``pack_model`` that runs a whole pack itself (families not yet ported)."""
-
-    def __call__(self, model: Any, out_dir: Any, **kwargs: Any) -> PackResult: ...
 
 
 @dataclass(frozen=True)
 class Registration:
     """Which models a family packs, and where it lives (imported on first use)."""
 
-    module: str  # under packserve.pack.families
+    module: str  # under packserve.pack.families, or a full module name (with a dot)
     roots: tuple[str, ...]  # top-level module names in the model's class hierarchy
     supports: str  # for "supported: ..." in refusals
     type_names: tuple[str, ...] = ()  # also require one of these class names, when given
-    legacy: str | None = None  # full module name whose pack_model runs the whole pack
 
     def matches(self, roots: set[str], type_name: str) -> bool:
         if not roots.intersection(self.roots):
@@ -49,7 +37,7 @@ class Registration:
 REGISTRY: tuple[Registration, ...] = (
     Registration("onnx", ("packserve",), "ONNX files (a path ending in .onnx)",
                  type_names=("OnnxModel",)),
-    Registration("torch", ("torch",), "torch.nn.Module", legacy="packserve.pack.torch"),
+    Registration("packserve.pack.torch", ("torch",), "torch.nn.Module"),
     Registration("keras", ("keras",), "Keras 3 models (keras.Model)"),
     Registration("savedmodel", ("packserve",), "TensorFlow SavedModel directories (SavedModelDir)",
                  type_names=("SavedModelDir",)),
@@ -75,14 +63,12 @@ def registration_for(model: Any) -> Registration:
     )
 
 
-def family_for(model: Any) -> Family | LegacyPacker:
+def family_for(model: Any) -> Family:
     """The family that packs ``model`` (its module is imported here, not before)."""
     reg = registration_for(model)
-    if reg.legacy is not None:
-        packer: LegacyPacker = importlib.import_module(reg.legacy).pack_model
-        return packer
-    family: Family = importlib.import_module(f"{__name__}.{reg.module}").FAMILY
+    module = reg.module if "." in reg.module else f"{__name__}.{reg.module}"
+    family: Family = importlib.import_module(module).FAMILY
     return family
 
 
-__all__ = ["REGISTRY", "SUPPORTED", "LegacyPacker", "Registration", "family_for", "registration_for"]
+__all__ = ["REGISTRY", "SUPPORTED", "Registration", "family_for", "registration_for"]

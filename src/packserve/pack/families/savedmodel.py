@@ -181,7 +181,7 @@ class SavedModelFamily(Family):
             raw = self._graph.call(tc.model_inputs(self._graph, sample))
         if self._spec is None:
             self._spec = tc.decide_outputs(self._graph, raw, self._options)
-        return tc.native_output(self._spec[0], raw)
+        return parity.native_output(self._spec[0], raw)
 
     def export(self, job: ExportJob) -> Export:
         tf2onnx = tc.require_tf2onnx()

@@ -19,17 +19,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from packserve.bundle import Label, OutputSpec, TensorSpec
 from packserve.errors import ConfigError, MissingDependencyError, SampleError
-from packserve.pack import parity
 from packserve.pack.signature import SampleTable, sample_table
 from packserve.pack.torch.outputs import output_spec
-from packserve.runtime.postprocess import postprocess
 
 EXTRA = "tensorflow"
 OPSET = 17
@@ -218,16 +215,6 @@ def decide_outputs(graph: TFGraph, raw: Arrays, options: Mapping[str, Any]) -> t
     return spec, notes
 
 
-def native_output(spec: OutputSpec, raw: Arrays) -> parity.NativeOutput:
-    """The native reference in the form parity compares (the runtime's own postprocessing)."""
-    if spec.task == "tensor":
-        return parity.NativeOutput(outputs={n: raw[n] for n in spec.names})
-    pred = postprocess(raw, SimpleNamespace(outputs=spec))  # type: ignore[arg-type]
-    if spec.task == "regression":
-        return parity.NativeOutput(values=pred.values)
-    return parity.NativeOutput(labels=pred.labels, probabilities=pred.probabilities)
-
-
 def rename_outputs(proto: Any, names: Sequence[str]) -> None:
     """Give the ONNX graph's outputs the model's own names (tf2onnx writes ``Identity:0``)."""
     mapping = {o.name: n for o, n in zip(proto.graph.output, names, strict=True) if o.name != n}
@@ -276,6 +263,6 @@ def check_graph_inputs(proto: Any, graph: TFGraph) -> None:
 
 __all__ = [
     "EXTRA", "OPSET", "OPTIONS", "TFGraph", "check_graph_inputs", "decide_outputs",
-    "dtype_name", "input_name", "input_specs", "model_inputs", "native_output", "read_sample",
+    "dtype_name", "input_name", "input_specs", "model_inputs", "read_sample",
     "rename_outputs", "require_tf", "require_tf2onnx",
 ]

@@ -1,15 +1,22 @@
-"""What the table and tensor torch packers share: eval mode, input precision, graph checks."""
+"""What the table and tensor torch packers share: the options, the plan each makes, eval mode,
+input precision, graph checks, the TorchScript fallback."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from packserve.bundle import Label
+from packserve.pack.build import Export
+from packserve.pack.family import ExportJob
+from packserve.pack.parity import NativeOutput
+from packserve.pack.signature import SampleTable
 from packserve.pack.torch import fidelity as fid
 from packserve.pack.torch.export import require_torch
 
@@ -19,11 +26,50 @@ TRACE_ADVICE = (
     "(or method='auto', which falls back to scripting)"
 )
 
-def version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
+FORMATS = ("onnx", "torchscript")
+METHODS = ("auto", "trace", "script")
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """torch's ``pack()`` keywords (see :func:`packserve.pack.pack`)."""
+
+    format: str = "onnx"
+    method: str = "auto"
+    task: str | None = None
+    output: str | None = None
+    classes: list[Label] | None = None
+    threshold: float = 0.5
+    opset_version: int | None = None
+    external_data: bool | None = None
+    fidelity_atol: float | None = None
+    fidelity_rtol: float | None = None
+    dynamic_axes: dict[str, Any] | None = None
+    value_ranges: dict[str, Any] | None = None
+    input_names: list[str] | None = None
+
+    @property
+    def tensor_only(self) -> bool:
+        """Options that only a tensor bundle takes."""
+        return bool(self.dynamic_axes or self.value_ranges or self.input_names)
+
+
+class Plan(Protocol):
+    """One pack's decisions for one kind of bundle (table or tensor), made on the sample."""
+
+    sample: SampleTable
+    native: NativeOutput
+
+    def export(self, job: ExportJob) -> Export: ...
+
+
+def clear(staging: Path) -> None:
+    """Empty the staging directory for the next TorchScript method (trace -> script)."""
+    for p in staging.iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 @contextlib.contextmanager
@@ -64,4 +110,5 @@ def onnx_graph_check(staging: Path, artifact: str) -> dict[str, Any]:
             "ops": sorted({n.op_type for n in model.graph.node})}
 
 
-__all__ = ["TRACE_ADVICE", "eval_mode", "input_dtype", "onnx_graph_check", "version"]
+__all__ = ["FORMATS", "METHODS", "TRACE_ADVICE", "Plan", "TorchOptions", "clear", "eval_mode",
+           "input_dtype", "onnx_graph_check"]

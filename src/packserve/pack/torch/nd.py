@@ -1,5 +1,5 @@
 """Pack a torch model over N-D tensors (issue #16): the tensor-signature counterpart of
-:func:`packserve.pack.torch.pack_model` (which dispatches here).
+:mod:`packserve.pack.torch.table` (:class:`~packserve.pack.torch.family.TorchFamily` chooses).
 
 Also packs a ``torch.export.ExportedProgram`` (and its ``.module()``, whose ``eval()``
 raises): the program is exported to ONNX with the dynamic shapes it was exported with, and
@@ -9,9 +9,7 @@ probes and tolerance rules.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,13 +17,21 @@ import numpy as np
 from packserve.bundle import Label, OutputSpec, TensorSpec
 from packserve.errors import ConfigError, PackError, ParityError, SampleError
 from packserve.pack import parity
-from packserve.pack.build import Export, PackResult, draft_manifest, finish, open_staged, staged
+from packserve.pack.build import Export, draft_manifest, open_staged
+from packserve.pack.family import ExportJob, dist_version
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable
 from packserve.pack.torch import fidelity as fid
 from packserve.pack.torch import probes as tp
 from packserve.pack.torch import tensor as tt
-from packserve.pack.torch.common import TRACE_ADVICE, eval_mode, input_dtype, onnx_graph_check, version
+from packserve.pack.torch.common import (
+    TRACE_ADVICE,
+    TorchOptions,
+    clear,
+    eval_mode,
+    input_dtype,
+    onnx_graph_check,
+)
 from packserve.pack.torch.export import (
     OUTPUT_NAME,
     Exported,
@@ -34,7 +40,6 @@ from packserve.pack.torch.export import (
     require_torch,
 )
 from packserve.pack.torch.outputs import final_layer, output_spec
-from packserve.runtime.postprocess import postprocess
 
 
 def _value_ranges(ts: tt.TensorSample, found: dict[str, tuple[float, float]],
@@ -111,96 +116,6 @@ def _decide_spec(module: Any, ts: tt.TensorSample, eager_sample: tt.Arrays,
     return spec, notes
 
 
-def pack_tensor_model(
-    model: Any, out_dir: str | os.PathLike[str], *, sample: Any, name: str, version: str,
-    force: bool, allow_parity_failure: bool, format: str, method: str, task: str | None,
-    output: str | None, classes: list[Label] | None, threshold: float,
-    opset_version: int | None, external_data: bool | None, fidelity_atol: float | None,
-    fidelity_rtol: float | None, dynamic_axes: dict[str, Any] | None,
-    value_ranges: dict[str, Any] | None, input_names: list[str] | None,
-    example_rows: bool = True,
-) -> PackResult:
-    torch = require_torch()
-    program = model if isinstance(model, torch.export.ExportedProgram) else None
-    if program is not None:
-        _require_dynamic_batch(program)
-    module = program.module() if program is not None else model
-    atol = tt.DEEP_ATOL if fidelity_atol is None else fidelity_atol
-    rtol = tt.DEEP_RTOL if fidelity_rtol is None else fidelity_rtol
-    dtype, dtype_name = input_dtype(module)
-    with eval_mode(module) as was_training:
-        ts = tt.read_sample(module, sample, float_dtype=dtype, input_names=input_names,
-                            dynamic_axes=dynamic_axes)
-        _value_ranges(ts, tt.embedding_ranges(module, ts), value_ranges)
-        probes = tp.make_probes(ts)
-        eager: dict[str, tt.Arrays] = {}
-        skipped: list[str] = []
-        for p in probes:
-            try:
-                eager[p.name] = tt.run_eager(module, ts, p.x, f"the fidelity probe {p.name!r} ({p.why})")
-            except PackError as exc:
-                if p.name == "sample":
-                    raise SampleError(exc.message) from exc
-                skipped.append(f"{p.name} ({exc.message.split(':', 1)[0]})")
-        probes = [p for p in probes if p.name in eager]
-        step("checking eval-mode determinism")
-        determinism = _determinism(module, ts, [p for p in probes if p.name == "sample"
-                                               or p.name.startswith("batch_6")], eager)
-        eager_sample = eager["sample"]
-        names = list(eager_sample)
-        if any(list(e) != names for e in eager.values()):
-            raise PackError("the model returns different outputs for different inputs")
-        out_specs = _output_specs(eager, names)
-        spec, notes = _decide_spec(module, ts, eager_sample, out_specs, task=task, output=output,
-                                   classes=classes, threshold=threshold)
-        if skipped:
-            notes.append("fidelity probes skipped because the eager model itself failed on them: "
-                         + "; ".join(skipped))
-        if was_training:
-            notes.insert(0, "model was in training mode: exported in eval mode (Dropout off, "
-                            "BatchNorm uses running statistics); the caller's mode was restored")
-        if program is not None:
-            notes.insert(0, "packed from a torch.export.ExportedProgram (exported in the mode "
-                            "it was captured in; its dynamic shapes are kept)")
-        st = SampleTable(features=[], table=np.empty((0, 0)), frame=None,
-                         tensors={k: v for k, v in probes[0].x.items()})
-        base: dict[str, Any] = dict(
-            inputs=ts.specs, outputs=spec, framework="torch", framework_version=torch.__version__,
-            model_type=f"{type(model).__module__}.{type(model).__qualname__}",
-            proba_tol=max(parity.PROBA_TOL, atol), reg_rel_tol=rtol,
-        )
-        export_info = {
-            "was_training": was_training, "exported_in_mode": "eval", "input_precision": dtype_name,
-            "signature": "tensor", "sample_inputs": {k: list(v.shape) for k, v in ts.arrays.items()},
-            "fidelity_tolerance": {
-                "atol": atol, "rtol": rtol,
-                "basis": "per output and probe: max |artifact - eager| <= atol + rtol x max|eager "
-                         "output|; deep float nets sum in a different order in ONNX Runtime / "
-                         "TorchScript than in eager torch, so the bound is 1e-4, not 1e-5",
-            },
-        }
-        job = _Job(program, module, ts, probes, eager, atol, rtol, name, version, base,
-                   export_info, notes, st, allow_parity_failure)
-        if format == "onnx":
-            exp, staging, checks = _onnx(job, out_dir, force, opset_version, external_data)
-        else:
-            exp, staging, checks = _torchscript(job, out_dir, force, method)
-    exp.export["fidelity"] = fid.summary(checks)
-    bad = fid.failed(checks)
-    if bad:
-        exp.notes.append("FIDELITY FAILED: " + _describe(bad, probes))
-    manifest = draft_manifest(exp, st, name=name, version=version)
-    if spec.task == "tensor":
-        native = parity.NativeOutput(outputs=eager_sample)
-    else:
-        pred = postprocess({OUTPUT_NAME: eager_sample[OUTPUT_NAME]}, manifest)
-        native = (parity.NativeOutput(values=pred.values) if spec.task == "regression"
-                  else parity.NativeOutput(labels=pred.labels, probabilities=pred.probabilities))
-    return finish(exp, st, native, staging, out_dir, name=name, version=version,
-                  allow_parity_failure=allow_parity_failure, extra_checks=[determinism, *checks],
-                  example_rows=example_rows)
-
-
 def _require_dynamic_batch(program: Any) -> None:
     """An ExportedProgram keeps the shapes it was exported with: a fixed batch axis would
     serve only that batch size."""
@@ -246,21 +161,97 @@ def _describe(bad: list[dict[str, Any]], probes: list[tt.TensorProbe]) -> str:
     return "; ".join(parts) + (f"; and {len(bad) - 4} more" if len(bad) > 4 else "")
 
 
-class _Job:
-    def __init__(self, program: Any, module: Any, ts: tt.TensorSample,
-                 probes: list[tt.TensorProbe], eager: dict[str, tt.Arrays], atol: float,
-                 rtol: float, name: str, version: str, base: dict[str, Any],
-                 export_info: dict[str, Any], notes: list[str], st: SampleTable,
-                 allow_parity_failure: bool) -> None:
-        self.program, self.module, self.ts, self.probes, self.eager = program, module, ts, probes, eager
-        self.atol, self.rtol, self.name, self.version = atol, rtol, name, version
-        self.base, self.export_info, self.notes, self.st = base, export_info, notes, st
-        self.allow_parity_failure = allow_parity_failure
+class TensorPlan:
+    """The eager model on the sample and the fidelity probes, the output spec, and the export
+    (ONNX with the sample's dynamic axes, or TorchScript) checked on every probe."""
 
-    def export(self, ex: Exported, fmt: str, extra: list[str]) -> Export:
+    def __init__(self, model: Any, sample: Any, options: TorchOptions) -> None:
+        torch = require_torch()
+        self.options = options
+        program = model if isinstance(model, torch.export.ExportedProgram) else None
+        if program is not None:
+            _require_dynamic_batch(program)
+        self.program = program
+        self.module = module = program.module() if program is not None else model
+        self.atol = atol = tt.DEEP_ATOL if options.fidelity_atol is None else options.fidelity_atol
+        self.rtol = rtol = tt.DEEP_RTOL if options.fidelity_rtol is None else options.fidelity_rtol
+        dtype, dtype_name = input_dtype(module)
+        with eval_mode(module) as was_training:
+            self.ts = ts = tt.read_sample(module, sample, float_dtype=dtype,
+                                          input_names=options.input_names,
+                                          dynamic_axes=options.dynamic_axes)
+            _value_ranges(ts, tt.embedding_ranges(module, ts), options.value_ranges)
+            probes = tp.make_probes(ts)
+            eager: dict[str, tt.Arrays] = {}
+            skipped: list[str] = []
+            for p in probes:
+                try:
+                    eager[p.name] = tt.run_eager(module, ts, p.x,
+                                                 f"the fidelity probe {p.name!r} ({p.why})")
+                except PackError as exc:
+                    if p.name == "sample":
+                        raise SampleError(exc.message) from exc
+                    skipped.append(f"{p.name} ({exc.message.split(':', 1)[0]})")
+            self.probes = probes = [p for p in probes if p.name in eager]
+            self.eager = eager
+            step("checking eval-mode determinism")
+            self.determinism = _determinism(module, ts, [p for p in probes if p.name == "sample"
+                                                         or p.name.startswith("batch_6")], eager)
+            eager_sample = eager["sample"]
+            names = list(eager_sample)
+            if any(list(e) != names for e in eager.values()):
+                raise PackError("the model returns different outputs for different inputs")
+            out_specs = _output_specs(eager, names)
+            self.spec, notes = _decide_spec(
+                module, ts, eager_sample, out_specs, task=options.task, output=options.output,
+                classes=options.classes, threshold=options.threshold)
+        if skipped:
+            notes.append("fidelity probes skipped because the eager model itself failed on them: "
+                         + "; ".join(skipped))
+        if was_training:
+            notes.insert(0, "model was in training mode: exported in eval mode (Dropout off, "
+                            "BatchNorm uses running statistics); the caller's mode was restored")
+        if program is not None:
+            notes.insert(0, "packed from a torch.export.ExportedProgram (exported in the mode "
+                            "it was captured in; its dynamic shapes are kept)")
+        self.notes = notes
+        self.sample = SampleTable(features=[], table=np.empty((0, 0)), frame=None,
+                                  tensors={k: v for k, v in probes[0].x.items()})
+        self.native = parity.native_output(self.spec, eager_sample)
+        self.base: dict[str, Any] = dict(
+            inputs=ts.specs, outputs=self.spec, framework="torch",
+            framework_version=torch.__version__,
+            model_type=f"{type(model).__module__}.{type(model).__qualname__}",
+            proba_tol=max(parity.PROBA_TOL, atol), reg_rel_tol=rtol,
+        )
+        self.export_info = {
+            "was_training": was_training, "exported_in_mode": "eval", "input_precision": dtype_name,
+            "signature": "tensor", "sample_inputs": {k: list(v.shape) for k, v in ts.arrays.items()},
+            "fidelity_tolerance": {
+                "atol": atol, "rtol": rtol,
+                "basis": "per output and probe: max |artifact - eager| <= atol + rtol x max|eager "
+                         "output|; deep float nets sum in a different order in ONNX Runtime / "
+                         "TorchScript than in eager torch, so the bound is 1e-4, not 1e-5",
+            },
+        }
+
+    def export(self, job: ExportJob) -> Export:
+        with eval_mode(self.module):
+            if self.options.format == "onnx":
+                exp, checks = self._onnx(job)
+            else:
+                exp, checks = self._torchscript(job)
+        exp.export["fidelity"] = fid.summary(checks)
+        bad = fid.failed(checks)
+        if bad:
+            exp.notes.append("FIDELITY FAILED: " + _describe(bad, self.probes))
+        exp.checks = [self.determinism, *checks]
+        return exp
+
+    def _make(self, ex: Exported, fmt: str, extra: list[str]) -> Export:
         converters = {"torch": require_torch().__version__}
         if fmt == "onnx":
-            converters |= {"onnxscript": version("onnxscript"), "onnx": version("onnx")}
+            converters |= {"onnxscript": dist_version("onnxscript"), "onnx": dist_version("onnx")}
         info = {"format": fmt, "method": ex.method, "export_seconds": round(ex.seconds, 4),
                 **self.export_info, **ex.info}
         return Export(artifact=ex.artifact, format=fmt, converters=converters, export=info,
@@ -273,15 +264,15 @@ class _Job:
             return None, ex
         return tuple(ex[n] for n in self.ts.names), None
 
-    def checks(self, exp: Export, staging: Path) -> list[dict[str, Any]]:
-        manifest = draft_manifest(exp, self.st, name=self.name, version=self.version)
+    def _checks(self, exp: Export, job: ExportJob) -> list[dict[str, Any]]:
+        manifest = draft_manifest(exp, self.sample, name=job.name, version="0")
         variants = ["disable", "all"] if exp.format == "onnx" else ["default"]
         out: list[dict[str, Any]] = []
         for opt in variants:
             kw: dict[str, Any] = {"intra_op_threads": 0}
             if exp.format == "onnx":
                 kw["optimization"] = opt
-            predictor = open_staged(staging, manifest, **kw)
+            predictor = open_staged(job.staging, manifest, **kw)
             label = f"onnxruntime(optimization={opt})" if exp.format == "onnx" else "torch.jit"
             try:
                 out += tp.compare(self.eager, predictor._run_raw, self.probes, label,
@@ -290,25 +281,23 @@ class _Job:
                 predictor.close()
         return out
 
-
-def _onnx(job: _Job, out_dir: str | os.PathLike[str], force: bool, opset_version: int | None,
-          external_data: bool | None) -> tuple[Export, Path, list[dict[str, Any]]]:
-    args, kwargs = job.example()
-    with staged(out_dir, force=force) as staging:
-        step("exporting with torch.onnx.export (dynamo)")
-        ex = export_onnx(job.program or job.module, None, staging, args=args, kwargs=kwargs,
-                         input_names=job.ts.names, output_names=list(job.eager["sample"]),
-                         dynamic_shapes=tp.dynamic_shapes(job.ts), opset_version=opset_version,
-                         external_data=external_data)
-        exp = job.export(ex, "onnx", [])
+    def _onnx(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
         import onnx
 
-        proto = onnx.load(str(staging / ex.artifact), load_external_data=False)
+        args, kwargs = self.example()
+        step("exporting with torch.onnx.export (dynamo)")
+        ex = export_onnx(self.program or self.module, None, job.staging, args=args, kwargs=kwargs,
+                         input_names=self.ts.names, output_names=list(self.eager["sample"]),
+                         dynamic_shapes=tp.dynamic_shapes(self.ts),
+                         opset_version=self.options.opset_version,
+                         external_data=self.options.external_data)
+        exp = self._make(ex, "onnx", [])
+        proto = onnx.load(str(job.staging / ex.artifact), load_external_data=False)
         exp.opsets = {d.domain or "": int(d.version) for d in proto.opset_import}
         got = [i.name for i in proto.graph.input]
-        if got != job.ts.names:
-            raise PackError(f"the exported graph takes inputs {got}, not {job.ts.names}: an input "
-                            "the model does not use is dropped by the exporter; remove it")
+        if got != self.ts.names:
+            raise PackError(f"the exported graph takes inputs {got}, not {self.ts.names}: an "
+                            "input the model does not use is dropped by the exporter; remove it")
         for i in proto.graph.input:
             d0 = i.type.tensor_type.shape.dim[0] if i.type.tensor_type.shape.dim else None
             if d0 is not None and d0.HasField("dim_value"):
@@ -316,68 +305,61 @@ def _onnx(job: _Job, out_dir: str | os.PathLike[str], force: bool, opset_version
                     f"the export fixed the batch axis of input {i.name!r} to {d0.dim_value}"
                     + (": an ExportedProgram keeps the shapes it was exported with — export it "
                        "with dynamic_shapes marking axis 0 as torch.export.Dim('batch')"
-                       if job.program is not None or hasattr(job.module, "_in_spec") else "")
+                       if self.program is not None or hasattr(self.module, "_in_spec") else "")
                 )
-        graph = onnx_graph_check(staging, ex.artifact)
+        graph = onnx_graph_check(job.staging, ex.artifact)
         if not graph["passed"]:
             raise PackError("the exported ONNX graph contains training-mode or random nodes: "
                             + ", ".join(graph["found"][:5]) + "; no bundle written")
-        step(f"checking fidelity on {len(job.probes)} probes")
+        step(f"checking fidelity on {len(self.probes)} probes")
         t0 = time.perf_counter()
-        checks = [graph, *job.checks(exp, staging)]
+        checks = [graph, *self._checks(exp, job)]
         exp.export["fidelity_seconds"] = round(time.perf_counter() - t0, 4)
         bad = fid.failed(checks)
         if bad and not job.allow_parity_failure:
             raise ParityError(
-                "the ONNX export is not faithful to the eager model: " + _describe(bad, job.probes)
-                + f" (tolerance {job.atol:g} + {job.rtol:g} x max|eager output|); no bundle written"
+                "the ONNX export is not faithful to the eager model: "
+                + _describe(bad, self.probes) + f" (tolerance {self.atol:g} + {self.rtol:g} x "
+                "max|eager output|); no bundle written"
             )
-    return exp, staging, checks
+        return exp, checks
+
+    def _torchscript(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
+        methods = ["trace", "script"] if self.options.method == "auto" else [self.options.method]
+        if self.program is not None:
+            methods = ["trace"]  # a GraphModule from torch.export does not script
+        args, kwargs = self.example()
+        history: list[str] = []
+        for i, m in enumerate(methods):
+            last = i == len(methods) - 1
+            clear(job.staging)
+            try:
+                step(f"exporting with torch.jit.{m}")
+                ex = export_torchscript(self.module, None, job.staging, m, args=args,
+                                        kwargs=kwargs)
+            except PackError as exc:
+                if last:
+                    raise
+                history.append(f"{m} failed ({exc.message}); fell back to script")
+                continue
+            exp = self._make(ex, "torchscript", [*history])
+            step(f"checking fidelity on {len(self.probes)} probes")
+            checks = self._checks(exp, job)
+            bad = fid.failed(checks)
+            if bad and not last:
+                history.append(f"trace was unfaithful on {_describe(bad, self.probes)}; "
+                               "fell back to script")
+                continue
+            if bad and not job.allow_parity_failure:
+                raise ParityError(
+                    f"the TorchScript {m} is not faithful to the eager model: "
+                    f"{_describe(bad, self.probes)}. {TRACE_ADVICE if m == 'trace' else ''}; "
+                    "no bundle written"
+                )
+            if history:
+                exp.export["fallback"] = history
+            return exp, checks
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _torchscript(job: _Job, out_dir: str | os.PathLike[str], force: bool,
-                 method: str) -> tuple[Export, Path, list[dict[str, Any]]]:
-    methods = ["trace", "script"] if method == "auto" else [method]
-    if job.program is not None:
-        methods = ["trace"]  # a GraphModule from torch.export does not script
-    args, kwargs = job.example()
-    history: list[str] = []
-    for i, m in enumerate(methods):
-        last = i == len(methods) - 1
-        try:
-            with staged(out_dir, force=force) as staging:
-                try:
-                    step(f"exporting with torch.jit.{m}")
-                    ex = export_torchscript(job.module, None, staging, m, args=args, kwargs=kwargs)
-                except PackError as exc:
-                    if last:
-                        raise
-                    history.append(f"{m} failed ({exc.message}); fell back to script")
-                    raise _Retry from exc
-                exp = job.export(ex, "torchscript", [*history])
-                step(f"checking fidelity on {len(job.probes)} probes")
-                checks = job.checks(exp, staging)
-                bad = fid.failed(checks)
-                if bad and not last:
-                    history.append(f"trace was unfaithful on {_describe(bad, job.probes)}; "
-                                   "fell back to script")
-                    raise _Retry
-                if bad and not job.allow_parity_failure:
-                    raise ParityError(
-                        f"the TorchScript {m} is not faithful to the eager model: "
-                        f"{_describe(bad, job.probes)}. {TRACE_ADVICE if m == 'trace' else ''}; "
-                        "no bundle written"
-                    )
-                if history:
-                    exp.export["fallback"] = history
-            return exp, staging, checks
-        except _Retry:
-            continue
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-class _Retry(Exception):
-    """Discard this attempt's staging directory and try the next method."""
-
-
-__all__ = ["pack_tensor_model"]
+__all__ = ["TensorPlan"]

@@ -1,0 +1,282 @@
+"""A torch model over a table (2-D float sample, named features) -> ONNX (default) or
+TorchScript bundle, with fidelity *proved*; the tensor counterpart is :mod:`.nd`.
+
+The two classic PyTorch deployment bugs are guarded here:
+
+* **training mode** — the model is switched to eval mode for the export (Dropout and
+  BatchNorm become deterministic), the caller's per-module modes are restored afterwards,
+  and the manifest says the switch happened; eval-mode determinism is then checked;
+* **traced control flow** — a trace records the one branch its example took. Every
+  artifact is compared with the eager model on the sample *and* on probes of other batch
+  sizes and value ranges (:mod:`packserve.pack.torch.fidelity`); ``method="auto"`` falls
+  back from ``trace`` to ``script`` when the trace is unfaithful, and anything unfaithful
+  is refused. The dynamo ONNX exporter refuses data-dependent branches outright.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from packserve.bundle import TensorSpec
+from packserve.errors import PackError, ParityError, SampleError
+from packserve.pack.build import Export, draft_manifest, open_staged
+from packserve.pack.family import ExportJob, dist_version
+from packserve.pack.parity import NativeOutput, native_output
+from packserve.pack.progress import step
+from packserve.pack.signature import SampleTable, sample_table
+from packserve.pack.torch import fidelity as fid
+from packserve.pack.torch.common import (
+    TRACE_ADVICE,
+    TorchOptions,
+    clear,
+    eval_mode,
+    input_dtype,
+    onnx_graph_check,
+)
+from packserve.pack.torch.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Exported,
+    export_onnx,
+    export_torchscript,
+    require_torch,
+)
+from packserve.pack.torch.outputs import final_layer, output_spec
+
+
+def _sample(sample: Any, feature_names: list[str] | None) -> SampleTable:
+    torch = require_torch()
+    if isinstance(sample, torch.Tensor):
+        sample = sample.detach().cpu().double().numpy()
+    st = sample_table(sample, feature_names=feature_names)
+    if not st.all_numeric:
+        raise SampleError("a torch model takes one numeric tensor: the sample must be all numeric")
+    for f in st.features:
+        f.dtype = "float32"
+    return st
+
+
+def table_output(model: Any, sample: Any) -> bool:
+    """Whether the model answers a 2-D float sample with one tensor of rank <= 2 (a table
+    model); several outputs or an N-D output need the tensor signature."""
+    torch = require_torch()
+    try:
+        arr = sample.detach().cpu().numpy() if isinstance(sample, torch.Tensor) else np.asarray(
+            sample, dtype=np.float64)
+    except (TypeError, ValueError):
+        return True  # DataFrames with strings etc.: the table path reports it
+    if arr.ndim != 2 or arr.shape[0] < 1:
+        return True
+    dtype, _ = input_dtype(model)
+    with eval_mode(model):
+        try:
+            with torch.no_grad():
+                out = model(torch.from_numpy(np.ascontiguousarray(arr[:2], dtype=dtype)))
+        except Exception:
+            return True
+    return isinstance(out, torch.Tensor) and out.ndim <= 2
+
+
+class TablePlan:
+    """The eager model on the sample and the fidelity probes, the output spec, and the export
+    (ONNX, or TorchScript falling back from trace to script) checked on every probe."""
+
+    def __init__(self, model: Any, sample: Any, feature_names: list[str] | None,
+                 options: TorchOptions) -> None:
+        torch = require_torch()
+        self.model, self.options = model, options
+        self.atol = fid.ATOL if options.fidelity_atol is None else options.fidelity_atol
+        self.rtol = fid.RTOL if options.fidelity_rtol is None else options.fidelity_rtol
+        self.sample = st = _sample(sample, feature_names)
+        self.dtype, self.dtype_name = input_dtype(model)
+        self.x = torch.from_numpy(np.ascontiguousarray(st.table, dtype=self.dtype))
+        self.tracer_warnings: list[str] = []
+        with eval_mode(model) as was_training:
+            try:
+                eager_sample = fid.run_eager(model, st.table, self.dtype)
+            except PackError:
+                raise
+            except Exception as exc:
+                raise SampleError(
+                    f"{type(model).__name__} failed on the sample ({st.table.shape[0]} x "
+                    f"{st.table.shape[1]}): {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200]}"
+                ) from exc
+            probes = fid.make_probes(st.table)
+            step("checking eval-mode determinism")
+            self.determinism = fid.check_determinism(
+                model, [p for p in probes if p.name in ("sample", "batch_64")], self.dtype
+            )
+            self.spec, self.notes = output_spec(
+                eager_sample, final_layer(model, self.x[:2]), task=options.task,
+                output=options.output, classes=options.classes, threshold=options.threshold,
+            )
+            self.eager, skipped = fid.eager_on_probes(model, probes, self.dtype)
+        self.was_training = was_training
+        self.probes = [p for p in probes if p.name in self.eager] if skipped else probes
+        if skipped:
+            self.notes.append("fidelity probes skipped because the eager model itself failed on "
+                              "them: " + "; ".join(skipped))
+        if was_training:
+            self.notes.insert(0, "model was in training mode: exported in eval mode (Dropout off, "
+                                 "BatchNorm uses running statistics); the caller's mode was "
+                                 "restored")
+        self.native: NativeOutput = native_output(self.spec, {OUTPUT_NAME: eager_sample})
+
+    def export(self, job: ExportJob) -> Export:
+        with eval_mode(self.model):
+            if self.options.format == "onnx":
+                exp, checks = self._onnx(job)
+            else:
+                exp, checks = self._torchscript(job)
+        exp.export["fidelity"] = fid.summary(checks)
+        bad = fid.failed(checks)
+        if bad:
+            exp.notes.append("FIDELITY FAILED: " + fid.describe(bad, self.probes))
+        exp.checks = [self.determinism, *checks]
+        return exp
+
+    def _make(self, ex: Exported, fmt: str, extra_notes: list[str]) -> Export:
+        torch = require_torch()
+        converters = {"torch": torch.__version__}
+        if fmt == "onnx":
+            converters |= {"onnxscript": dist_version("onnxscript"), "onnx": dist_version("onnx")}
+        export: dict[str, Any] = {
+            "format": fmt,
+            "method": ex.method,
+            "requested_method": self.options.method if fmt == "torchscript" else "dynamo",
+            "was_training": self.was_training,
+            "exported_in_mode": "eval",
+            "export_seconds": round(ex.seconds, 4),
+            "input_precision": self.dtype_name,
+            **ex.info,
+        }
+        return Export(
+            artifact=ex.artifact,
+            inputs=[TensorSpec(name=INPUT_NAME, dtype=self.dtype_name,  # type: ignore[arg-type]
+                               shape=[None, len(self.sample.features)],
+                               features=self.sample.names)],
+            outputs=self.spec,
+            framework="torch",
+            framework_version=torch.__version__,
+            model_type=f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+            format=fmt,
+            converters=converters,
+            export=export,
+            notes=[*self.notes, *extra_notes],
+        )
+
+    def _artifact_checks(self, exp: Export, job: ExportJob) -> list[dict[str, Any]]:
+        """Load the staged artifact with the real runtime and compare it on every probe.
+
+        ONNX is also run with graph optimizations *disabled*, which is the graph exactly as
+        exported (the default optimizer would hide, e.g., a training-mode Dropout).
+        """
+        manifest = draft_manifest(exp, self.sample, name=job.name, version="0")
+        variants = ["disable", "all"] if exp.format == "onnx" else ["default"]
+        checks: list[dict[str, Any]] = []
+        step(f"checking fidelity on {len(self.probes)} probes")
+        for opt in variants:
+            kwargs: dict[str, Any] = {"intra_op_threads": 0}
+            if exp.format == "onnx":
+                kwargs["optimization"] = opt
+            predictor = open_staged(job.staging, manifest, **kwargs)
+            label = f"onnxruntime(optimization={opt})" if exp.format == "onnx" else "torch.jit"
+
+            def run(x: np.ndarray, p: Any = predictor) -> np.ndarray:
+                raw = p._run_raw({INPUT_NAME: np.ascontiguousarray(x, dtype=self.dtype)})
+                return np.asarray(raw[OUTPUT_NAME])
+
+            try:
+                checks += fid.compare_probes(self.eager, run, self.probes, label,
+                                             atol=self.atol, rtol=self.rtol)
+            finally:
+                predictor.close()
+        return checks
+
+    def _onnx(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
+        import onnx
+
+        step("exporting with torch.onnx.export (dynamo)")
+        ex = export_onnx(self.model, self.x, job.staging, opset_version=self.options.opset_version,
+                         external_data=self.options.external_data)
+        exp = self._make(ex, "onnx", [])
+        proto = onnx.load(str(job.staging / ex.artifact), load_external_data=False)
+        exp.opsets = {d.domain or "": int(d.version) for d in proto.opset_import}
+        graph = onnx_graph_check(job.staging, ex.artifact)
+        if not graph["passed"]:
+            raise PackError(
+                "the exported ONNX graph contains training-mode or random nodes: "
+                + ", ".join(graph["found"][:5])
+                + " — the bundle would not predict deterministically; no bundle written"
+            )
+        t0 = time.perf_counter()
+        checks = [graph, *self._artifact_checks(exp, job)]
+        exp.export["fidelity_seconds"] = round(time.perf_counter() - t0, 4)
+        bad = fid.failed(checks)
+        if bad and not job.allow_parity_failure:
+            raise ParityError(
+                "the ONNX export is not faithful to the eager model: "
+                + fid.describe(bad, self.probes) + ". If the model branches on tensor values, "
+                "rewrite the branch with torch.where / torch.cond, or pack it with "
+                "format='torchscript', method='script'; no bundle written"
+            )
+        return exp, checks
+
+    def _torchscript(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
+        requested = self.options.method
+        methods = ["trace", "script"] if requested == "auto" else [requested]
+        history: list[str] = []
+        for i, method in enumerate(methods):
+            last = i == len(methods) - 1
+            clear(job.staging)
+            try:
+                step(f"exporting with torch.jit.{method}")
+                ex = export_torchscript(self.model, self.x, job.staging, method)
+            except PackError as exc:
+                if last:
+                    raise
+                history.append(f"{method} failed ({exc.message}); fell back to script")
+                continue
+            exp = self._make(ex, "torchscript", [*history])
+            if ex.info.get("tracer_warnings"):
+                exp.notes.append(
+                    f"torch.jit.trace emitted {len(ex.info['tracer_warnings'])} "
+                    "TracerWarning(s): " + " | ".join(ex.info["tracer_warnings"][:3])
+                )
+            if method == "trace":
+                exp.failure_hint = TRACE_ADVICE
+            t0 = time.perf_counter()
+            checks = self._artifact_checks(exp, job)
+            exp.export["fidelity_seconds"] = round(time.perf_counter() - t0, 4)
+            bad = fid.failed(checks)
+            if not bad:
+                if history:
+                    exp.export["fallback"] = history
+                    exp.export["tracer_warnings"] = self.tracer_warnings
+                return exp, checks
+            what = fid.describe(bad, self.probes)
+            if not last:
+                tw = ex.info.get("tracer_warnings", [])
+                self.tracer_warnings = tw
+                warn = (f" ({len(tw)} TracerWarning(s), first: {tw[0].split('. ')[0]})" if tw
+                        else " (no TracerWarning was emitted)")
+                history.append(f"trace was unfaithful on {what}{warn}; fell back to script")
+                continue
+            if job.allow_parity_failure:
+                return exp, checks
+            advice = TRACE_ADVICE if method == "trace" else (
+                "the scripted model differs from the eager model; check forward() for "
+                "Python-only behaviour that TorchScript compiles differently"
+            )
+            raise ParityError(
+                f"the TorchScript {method} of {type(self.model).__name__} is not faithful to the "
+                f"eager model: {what}. {advice}; no bundle written"
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+__all__ = ["TablePlan", "table_output"]
