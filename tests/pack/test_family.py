@@ -166,7 +166,7 @@ def test_registry_matches_by_module_name_in_the_class_hierarchy() -> None:
     assert registration_for(LinearRegression()).module == "sklearn"
     assert isinstance(family_for(LinearRegression()), Family)
     assert [r.module for r in REGISTRY] == [
-        "onnx", "packserve.pack.torch", "keras", "savedmodel", "catboost", "booster", "sklearn"]
+        "onnx", "torch", "keras", "savedmodel", "catboost", "booster", "sklearn"]
     from packserve.pack.families.savedmodel import SavedModelDir
 
     assert registration_for(SavedModelDir("sm")).module == "savedmodel"

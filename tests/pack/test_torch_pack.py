@@ -314,7 +314,7 @@ def test_torchscript_archive_carries_no_sample_rows_or_host_paths(fraud_ts_bundl
 
 
 def test_probes_the_eager_model_rejects_are_skipped_and_named(torch_sample, tmp_path) -> None:
-    from packserve.pack.torch.fidelity import eager_on_probes, make_probes
+    from packserve.pack.families.torch.fidelity import eager_on_probes, make_probes
 
     class RangeChecked(torch.nn.Module):
         def __init__(self) -> None:

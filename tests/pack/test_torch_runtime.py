@@ -126,14 +126,14 @@ def test_missing_torch_names_the_extra(fraud_ts_bundle: Path, monkeypatch: pytes
     with pytest.raises(MissingDependencyError) as exc:
         packserve.load(fraud_ts_bundle)
     assert "packserve[torch]" in exc.value.message
-    from packserve.pack.torch.export import require_torch
+    from packserve.pack.families.torch.export import require_torch
 
     with pytest.raises(MissingDependencyError, match=r"packserve\[torch\]"):
         require_torch()
 
 
 def test_missing_onnxscript_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from packserve.pack.torch.export import require_onnxscript
+    from packserve.pack.families.torch.export import require_onnxscript
 
     monkeypatch.setitem(sys.modules, "onnxscript", None)
     with pytest.raises(MissingDependencyError, match=r"packserve\[torch\]"):
@@ -203,7 +203,7 @@ def test_training_nodes_detected_in_a_raw_training_export(tmp_path: Path) -> Non
     import onnx
     from torch_models import FraudDetector, seeded
 
-    from packserve.pack.torch.fidelity import training_nodes
+    from packserve.pack.families.torch.fidelity import training_nodes
 
     model = seeded(FraudDetector).train()
     prog = torch.onnx.export(model, (torch.randn(4, 15),), None, dynamo=True, verbose=False)
@@ -229,7 +229,7 @@ def test_training_nodes_detected_in_a_raw_training_export(tmp_path: Path) -> Non
 
 
 def test_inspect_rows(fraud_ts_bundle: Path, branch_ts_bundle: Path, fraud_onnx_bundle: Path) -> None:
-    from packserve.pack.torch.info import torch_inspect_rows
+    from packserve.pack.families.torch.info import torch_inspect_rows
 
     ts = dict(torch_inspect_rows(packserve.read_manifest(fraud_ts_bundle)))
     assert "torchscript" in ts["export"] and "deprecated" in ts["deprecation"]

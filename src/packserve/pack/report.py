@@ -136,7 +136,7 @@ def summary(m: Manifest, *, integrity: str | None = None) -> Group:
     for key, value in rows:
         head.add_row(key, value)
     if m.framework == "torch":  # format/method/eval-mode/deprecation/fidelity (issue #3)
-        from packserve.pack.torch.info import torch_inspect_rows
+        from packserve.pack.families.torch.info import torch_inspect_rows
 
         for key, text in torch_inspect_rows(m):
             head.add_row(key, text)

@@ -4,7 +4,7 @@ A model is matched to a family *by the module names in its class hierarchy* (and
 one framework has two families, by class name), so no framework is imported unless the
 model is one of its own; the family's module is imported only then. First match wins.
 
-To add a family: write ``packserve/pack/families/<name>.py`` with a
+To add a family: write ``packserve/pack/families/<name>.py`` (or a package, like ``torch/``) with a
 :class:`~packserve.pack.family.Family` subclass and a module-level ``FAMILY = ...Family()``,
 then add its :class:`Registration` line below.
 """
@@ -23,7 +23,7 @@ from packserve.pack.family import Family
 class Registration:
     """Which models a family packs, and where it lives (imported on first use)."""
 
-    module: str  # under packserve.pack.families, or a full module name (with a dot)
+    module: str  # under packserve.pack.families
     roots: tuple[str, ...]  # top-level module names in the model's class hierarchy
     supports: str  # for "supported: ..." in refusals
     type_names: tuple[str, ...] = ()  # also require one of these class names, when given
@@ -37,7 +37,7 @@ class Registration:
 REGISTRY: tuple[Registration, ...] = (
     Registration("onnx", ("packserve",), "ONNX files (a path ending in .onnx)",
                  type_names=("OnnxModel",)),
-    Registration("packserve.pack.torch", ("torch",), "torch.nn.Module"),
+    Registration("torch", ("torch",), "torch.nn.Module"),
     Registration("keras", ("keras",), "Keras 3 models (keras.Model)"),
     Registration("savedmodel", ("packserve",), "TensorFlow SavedModel directories (SavedModelDir)",
                  type_names=("SavedModelDir",)),
@@ -66,8 +66,7 @@ def registration_for(model: Any) -> Registration:
 def family_for(model: Any) -> Family:
     """The family that packs ``model`` (its module is imported here, not before)."""
     reg = registration_for(model)
-    module = reg.module if "." in reg.module else f"{__name__}.{reg.module}"
-    family: Family = importlib.import_module(module).FAMILY
+    family: Family = importlib.import_module(f"{__name__}.{reg.module}").FAMILY
     return family
 
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from packserve.bundle import Label, OutputSpec, TensorSpec
 from packserve.errors import ConfigError, MissingDependencyError, SampleError
+from packserve.pack.families.torch.outputs import output_spec
 from packserve.pack.signature import SampleTable, sample_table
-from packserve.pack.torch.outputs import output_spec
 
 EXTRA = "tensorflow"
 OPSET = 17

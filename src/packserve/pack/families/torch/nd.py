@@ -1,9 +1,9 @@
 """Pack a torch model over N-D tensors (issue #16): the tensor-signature counterpart of
-:mod:`packserve.pack.torch.table` (:class:`~packserve.pack.torch.family.TorchFamily` chooses).
+:mod:`.table` (:class:`~packserve.pack.families.torch.family.TorchFamily` chooses).
 
 Also packs a ``torch.export.ExportedProgram`` (and its ``.module()``, whose ``eval()``
 raises): the program is exported to ONNX with the dynamic shapes it was exported with, and
-its module is the eager reference. See :mod:`packserve.pack.torch.tensor` for the sample,
+its module is the eager reference. See :mod:`packserve.pack.families.torch.tensor` for the sample,
 probes and tolerance rules.
 """
 
@@ -18,13 +18,10 @@ from packserve.bundle import Label, OutputSpec, TensorSpec
 from packserve.errors import ConfigError, PackError, ParityError, SampleError
 from packserve.pack import parity
 from packserve.pack.build import Export, draft_manifest, open_staged
-from packserve.pack.family import ExportJob, dist_version
-from packserve.pack.progress import step
-from packserve.pack.signature import SampleTable
-from packserve.pack.torch import fidelity as fid
-from packserve.pack.torch import probes as tp
-from packserve.pack.torch import tensor as tt
-from packserve.pack.torch.common import (
+from packserve.pack.families.torch import fidelity as fid
+from packserve.pack.families.torch import probes as tp
+from packserve.pack.families.torch import tensor as tt
+from packserve.pack.families.torch.common import (
     TRACE_ADVICE,
     TorchOptions,
     clear,
@@ -32,14 +29,17 @@ from packserve.pack.torch.common import (
     input_dtype,
     onnx_graph_check,
 )
-from packserve.pack.torch.export import (
+from packserve.pack.families.torch.export import (
     OUTPUT_NAME,
     Exported,
     export_onnx,
     export_torchscript,
     require_torch,
 )
-from packserve.pack.torch.outputs import final_layer, output_spec
+from packserve.pack.families.torch.outputs import final_layer, output_spec
+from packserve.pack.family import ExportJob, dist_version
+from packserve.pack.progress import step
+from packserve.pack.signature import SampleTable
 
 
 def _value_ranges(ts: tt.TensorSample, found: dict[str, tuple[float, float]],

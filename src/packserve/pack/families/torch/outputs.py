@@ -15,7 +15,7 @@ import numpy as np
 
 from packserve.bundle import Label, OutputSpec
 from packserve.errors import ConfigError
-from packserve.pack.torch.export import OUTPUT_NAME, require_torch
+from packserve.pack.families.torch.export import OUTPUT_NAME, require_torch
 
 TASKS = ("binary", "multiclass", "regression")
 OUTPUTS = ("probability", "logits")

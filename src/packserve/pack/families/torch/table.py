@@ -8,7 +8,7 @@ The two classic PyTorch deployment bugs are guarded here:
   and the manifest says the switch happened; eval-mode determinism is then checked;
 * **traced control flow** — a trace records the one branch its example took. Every
   artifact is compared with the eager model on the sample *and* on probes of other batch
-  sizes and value ranges (:mod:`packserve.pack.torch.fidelity`); ``method="auto"`` falls
+  sizes and value ranges (:mod:`packserve.pack.families.torch.fidelity`); ``method="auto"`` falls
   back from ``trace`` to ``script`` when the trace is unfaithful, and anything unfaithful
   is refused. The dynamo ONNX exporter refuses data-dependent branches outright.
 """
@@ -23,12 +23,8 @@ import numpy as np
 from packserve.bundle import TensorSpec
 from packserve.errors import PackError, ParityError, SampleError
 from packserve.pack.build import Export, draft_manifest, open_staged
-from packserve.pack.family import ExportJob, dist_version
-from packserve.pack.parity import NativeOutput, native_output
-from packserve.pack.progress import step
-from packserve.pack.signature import SampleTable, sample_table
-from packserve.pack.torch import fidelity as fid
-from packserve.pack.torch.common import (
+from packserve.pack.families.torch import fidelity as fid
+from packserve.pack.families.torch.common import (
     TRACE_ADVICE,
     TorchOptions,
     clear,
@@ -36,7 +32,7 @@ from packserve.pack.torch.common import (
     input_dtype,
     onnx_graph_check,
 )
-from packserve.pack.torch.export import (
+from packserve.pack.families.torch.export import (
     INPUT_NAME,
     OUTPUT_NAME,
     Exported,
@@ -44,7 +40,11 @@ from packserve.pack.torch.export import (
     export_torchscript,
     require_torch,
 )
-from packserve.pack.torch.outputs import final_layer, output_spec
+from packserve.pack.families.torch.outputs import final_layer, output_spec
+from packserve.pack.family import ExportJob, dist_version
+from packserve.pack.parity import NativeOutput, native_output
+from packserve.pack.progress import step
+from packserve.pack.signature import SampleTable, sample_table
 
 
 def _sample(sample: Any, feature_names: list[str] | None) -> SampleTable:

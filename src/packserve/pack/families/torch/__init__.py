@@ -11,7 +11,7 @@ it on first use.
 
 from __future__ import annotations
 
-from packserve.pack.torch.common import FORMATS, METHODS, eval_mode
-from packserve.pack.torch.family import FAMILY, TorchFamily
+from packserve.pack.families.torch.common import FORMATS, METHODS, eval_mode
+from packserve.pack.families.torch.family import FAMILY, TorchFamily
 
 __all__ = ["FAMILY", "FORMATS", "METHODS", "TorchFamily", "eval_mode"]

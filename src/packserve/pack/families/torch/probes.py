@@ -13,8 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from packserve.pack.torch.export import require_torch
-from packserve.pack.torch.tensor import MAX_SAMPLE_ROWS, PROBE_BUDGET_BYTES, Arrays, TensorProbe, TensorSample
+from packserve.pack.families.torch.export import require_torch
+from packserve.pack.families.torch.tensor import (
+    MAX_SAMPLE_ROWS,
+    PROBE_BUDGET_BYTES,
+    Arrays,
+    TensorProbe,
+    TensorSample,
+)
 
 
 def make_probes(ts: TensorSample, *, seed: int = 0) -> list[TensorProbe]:

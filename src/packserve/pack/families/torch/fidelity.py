@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from packserve.errors import PackError
-from packserve.pack.torch.export import require_torch
+from packserve.pack.families.torch.export import require_torch
 
 ATOL = 1e-5
 RTOL = 1e-5

@@ -14,11 +14,11 @@ import numpy as np
 
 from packserve.bundle import Label
 from packserve.pack.build import Export
+from packserve.pack.families.torch import fidelity as fid
+from packserve.pack.families.torch.export import require_torch
 from packserve.pack.family import ExportJob
 from packserve.pack.parity import NativeOutput
 from packserve.pack.signature import SampleTable
-from packserve.pack.torch import fidelity as fid
-from packserve.pack.torch.export import require_torch
 
 TRACE_ADVICE = (
     "tracing records only the branch its example input took, so a model with data-dependent "

@@ -27,7 +27,7 @@ import numpy as np
 
 from packserve.bundle import TensorSpec
 from packserve.errors import ConfigError, PackError, SampleError
-from packserve.pack.torch.export import require_torch
+from packserve.pack.families.torch.export import require_torch
 
 DEEP_ATOL = 1e-4
 DEEP_RTOL = 1e-4
