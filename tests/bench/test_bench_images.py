@@ -107,14 +107,17 @@ def _write_images(folder: Path) -> None:
 def test_cli_images_dir_multipart_batches(image_server: Server, tmp_path: Path) -> None:
     _write_images(tmp_path)
     before = _answered(image_server.url, "/predict/batch")
+    report = tmp_path / "report.html"
     res = CliRunner().invoke(app, ["bench", image_server.url, "--images", str(tmp_path),
-                                   "-b", "3", "-c", "2", "-d", "1s", "--json"])
+                                   "-b", "3", "-c", "2", "-d", "1s", "--json", "--report",
+                                   str(report)])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout[res.stdout.index("{"):])
     assert data["path"] == "/predict/batch" and data["errors"] == {} and data["ok"] > 2
     assert _answered(image_server.url, "/predict/batch") - before == data["ok"]
     assert data["images_per_s"] == pytest.approx(3 * data["throughput_rps"])
     assert data["signature_source"].endswith(f"3 images from {tmp_path}")
+    assert " images/s)" in report.read_text()
 
 
 def test_server_metadata_alone_says_image_model(image_server: Server) -> None:

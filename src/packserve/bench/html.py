@@ -101,7 +101,7 @@ def _summary_rows(r: BenchResult) -> list[tuple[str, str]]:
                                               f"{r.batch_size}"),
             ("inputs", r.signature_source),
             ("requests", f"{p.sent} sent, {p.ok} ok, {p.error_count} errors ({r.error_rate:.2%})"),
-            ("throughput", f"{r.throughput:,.1f} req/s ({r.rows_per_s:,.0f} rows/s)")]
+            ("throughput", f"{r.throughput:,.1f} req/s ({r.rows_per_s:,.0f} {r.unit}/s)")]
     rows += [(f"latency p{q:g}", f"{lat.percentiles_ms[f'p{q:g}']:.2f} ms") for q in PERCENTILES]
     rows.append(("latency max", f"{lat.max_ms:.2f} ms"))
     if p.errors:
