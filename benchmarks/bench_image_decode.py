@@ -7,7 +7,7 @@ generates ``--images`` JPEGs of ``--size`` in code, and times what the server do
 images of one request before the model runs: ``ImageRequestDecoder.feeds`` (decode +
 preprocess, off the event loop, in the decode pool), in interleaved rounds in one run:
 
-* ``sequential`` (the baseline, Session 3's behaviour): ``threads=1``, one pool thread
+* ``sequential`` (the baseline, Session 3's behaviour): ``parallel=False``, one pool thread
   decodes the images one after the other;
 * ``parallel``: the default, every image its own task in the bounded pool (as many threads
   as CPUs this process may use, at most 8).
@@ -78,7 +78,7 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = packserve.load(bundle(Path(tmp))).manifest
     blobs = jpegs(args.images, w, h)
-    seq = ImageRequestDecoder(manifest, "1", max_batch=1000, threads=1)
+    seq = ImageRequestDecoder(manifest, "1", max_batch=1000, parallel=False)
     par = ImageRequestDecoder(manifest, "1", max_batch=1000)
     _, a = await timed(seq, blobs)  # warm: imports, pool threads
     _, b = await timed(par, blobs)

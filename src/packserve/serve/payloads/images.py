@@ -126,17 +126,18 @@ def decode_pool() -> ThreadPoolExecutor:
 class ImageRequestDecoder:
     """Compiled once per model version of an image bundle.
 
-    ``threads``: how many images of one request decode at once (1: one after the other, in
-    one pool thread; ``None``: the pool's size). Every decode runs in :func:`decode_pool`.
+    ``parallel``: the images of one request decode concurrently (False: one after the other
+    in one pool thread, Session 3's behaviour and the benchmark's baseline). Every decode runs
+    in :func:`decode_pool`.
     """
 
     def __init__(
-        self, manifest: Manifest, version: str, *, max_batch: int, threads: int | None = None
+        self, manifest: Manifest, version: str, *, max_batch: int, parallel: bool = True
     ) -> None:
         self.pipeline = ImagePipeline(manifest)
         self.max_batch = max_batch
         self.version = version
-        self.threads = threads
+        self.parallel = parallel
         self.classes = list(manifest.outputs.classes or [])
 
     async def read(
@@ -194,7 +195,7 @@ class ImageRequestDecoder:
             else [single]
         loop = asyncio.get_running_loop()
         pool = decode_pool()
-        if len(blobs) == 1 or self.threads == 1:  # one pool thread, one image after the other
+        if len(blobs) == 1 or not self.parallel:  # one pool thread, one image after the other
             tensor = await loop.run_in_executor(pool, self._sequential, blobs, names)
             return {pipeline.input: tensor}
         done = await asyncio.gather(
