@@ -14,9 +14,6 @@ sequences and several inputs make a tensor bundle (see :mod:`.tf_common`).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,18 +21,13 @@ import numpy as np
 
 from packserve.bundle import TensorSpec
 from packserve.errors import PackError, UnsupportedModelError
-from packserve.pack import parity
 from packserve.pack.families import tf_common as tc
 from packserve.pack.family import (
     Export,
     ExportJob,
-    Family,
-    converter_errors,
     dist_version,
     model_type,
-    write_onnx,
 )
-from packserve.pack.signature import SampleTable
 
 ARTIFACT = "model.onnx"
 _LAST = {"sigmoid": "Sigmoid", "softmax": "Softmax", "log_softmax": "LogSoftmax", "linear": None}
@@ -113,67 +105,35 @@ def describe(model: Any, sample: Any = None) -> tc.TFGraph:
 
 
 
-class KerasFamily(Family):
+class KerasFamily(tc.TFFamily):
     title = "Keras"
-    options = tc.OPTIONS
     step = "exporting with keras model.export(format='onnx')"
 
-    def __init__(self) -> None:
-        self._options: Mapping[str, Any] = {}
-        self._graph: tc.TFGraph | None = None
-        self._spec: Any = None
+    def describe_model(self, model: Any, sample: Any) -> tc.TFGraph:
+        return describe(model, sample)
 
-    def resolve(self, model: Any) -> tuple[Family, Any]:
-        return KerasFamily(), model  # one instance per pack: it carries that pack's decisions
-
-    def check(self, model: Any, options: Mapping[str, Any]) -> None:
-        tc.require_tf()
-        tc.require_tf2onnx()
-        self._options = options
-
-    def read_sample(self, model: Any, sample: Any, feature_names: list[str] | None) -> SampleTable:
-        self._graph = describe(model, sample)
-        return tc.read_sample(self._graph, sample, feature_names)
-
-    def native(self, model: Any, sample: SampleTable) -> parity.NativeOutput:
-        assert self._graph is not None
-        with converter_errors(f"{type(model).__name__} failed on the sample"):
-            raw = self._graph.call(tc.model_inputs(self._graph, sample))
-        if self._spec is None:
-            self._spec = tc.decide_outputs(self._graph, raw, self._options)
-        return parity.native_output(self._spec[0], raw)
+    def native_failure(self, model: Any) -> str:
+        return f"{type(model).__name__} failed on the sample"
 
     def export(self, job: ExportJob) -> Export:
         import onnx
 
-        graph = self._graph
-        assert graph is not None and self._spec is not None
-        spec, notes = self._spec
-        opset = int(job.options.get("opset_version", tc.OPSET))
-        path = job.staging / ARTIFACT
-        t0 = time.perf_counter()
-        with converter_errors("keras model.export(format='onnx') failed"), \
-                contextlib.redirect_stdout(io.StringIO()):
+        opset = self.opset(job)
+        path = job.staging / self.ARTIFACT
+        with tc.converting("keras model.export(format='onnx') failed") as timing:
             job.model.export(str(path), format="onnx", opset_version=opset, verbose=False)
-        seconds = time.perf_counter() - t0
         proto = onnx.load(str(path))
-        tc.rename_outputs(proto, graph.outputs)
-        tc.check_graph_inputs(proto, graph)
-        opsets = write_onnx(job.staging, proto, ARTIFACT)
-        return Export(
-            artifact=ARTIFACT,
-            inputs=tc.input_specs(graph, job.sample),
-            outputs=spec,
+        tc.rename_outputs(proto, self.graph.outputs)
+        return self.written(
+            job, proto,
             framework="keras",
             framework_version=dist_version("keras"),
             model_type=model_type(job.model),
             converters={d: dist_version(d) for d in ("keras", "tensorflow-cpu", "tf2onnx", "onnx")},
-            opsets=opsets,
             export={"exporter": "keras model.export(format='onnx', opset_version="
                                 f"{opset}) (TensorFlow backend, tf2onnx)",
-                    "export_seconds": round(seconds, 4), "input_precision": "float32",
+                    "export_seconds": timing.seconds, "input_precision": "float32",
                     "format_choice": FORMAT_CHOICE},
-            notes=notes,
         )
 
 

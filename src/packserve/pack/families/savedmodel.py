@@ -17,25 +17,19 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packserve.bundle import TensorSpec
 from packserve.errors import PackError, UnsafeFileError
-from packserve.pack import parity
 from packserve.pack.families import tf_common as tc
 from packserve.pack.family import (
     Export,
     ExportJob,
-    Family,
     converter_errors,
     dist_version,
-    write_onnx,
 )
-from packserve.pack.signature import SampleTable
 
 ARTIFACT = "model.onnx"
 SIGNATURE = "serving_default"
@@ -150,73 +144,49 @@ def describe(source: SavedModelDir) -> tuple[tc.TFGraph, Frozen]:
                       graph_names=keys), frozen
 
 
-class SavedModelFamily(Family):
+class SavedModelFamily(tc.TFFamily):
     title = "TensorFlow SavedModel"
-    options = tc.OPTIONS
     step = "converting the SavedModel with tf2onnx"
 
     def __init__(self) -> None:
-        self._options: Mapping[str, Any] = {}
-        self._graph: tc.TFGraph | None = None
+        super().__init__()
         self._frozen: Frozen | None = None
-        self._spec: Any = None
 
-    def resolve(self, model: Any) -> tuple[Family, Any]:
-        return SavedModelFamily(), model
-
-    def check(self, model: Any, options: Mapping[str, Any]) -> None:
-        tc.require_tf()
-        tc.require_tf2onnx()
+    def check_model(self, model: Any) -> None:
         if not is_saved_model(model.path):
             raise PackError(f"'{model.path}' is not a SavedModel directory (no saved_model.pb)")
-        self._options = options
 
-    def read_sample(self, model: Any, sample: Any, feature_names: list[str] | None) -> SampleTable:
-        self._graph, self._frozen = describe(model)
-        return tc.read_sample(self._graph, sample, feature_names)
+    def describe_model(self, model: Any, sample: Any) -> tc.TFGraph:
+        graph, self._frozen = describe(model)
+        return graph
 
-    def native(self, model: Any, sample: SampleTable) -> parity.NativeOutput:
-        assert self._graph is not None
-        with converter_errors("the SavedModel failed on the sample"):
-            raw = self._graph.call(tc.model_inputs(self._graph, sample))
-        if self._spec is None:
-            self._spec = tc.decide_outputs(self._graph, raw, self._options)
-        return parity.native_output(self._spec[0], raw)
+    def native_failure(self, model: Any) -> str:
+        return "the SavedModel failed on the sample"
 
     def export(self, job: ExportJob) -> Export:
         tf2onnx = tc.require_tf2onnx()
-        graph, fz = self._graph, self._frozen
-        assert graph is not None and fz is not None and self._spec is not None
-        spec, notes = self._spec
-        opset = int(job.options.get("opset_version", tc.OPSET))
-        t0 = time.perf_counter()
-        with converter_errors("tf2onnx could not convert the SavedModel"), \
-                contextlib.redirect_stdout(io.StringIO()):
+        fz = self._frozen
+        assert fz is not None
+        opset = self.opset(job)
+        with tc.converting("tf2onnx could not convert the SavedModel") as timing:
             proto, _ = tf2onnx.convert.from_graph_def(
                 fz.graph_def, input_names=fz.inputs, output_names=fz.outputs, opset=opset,
                 tensors_to_rename=fz.renames)
-        seconds = time.perf_counter() - t0
         tc.rename_outputs(proto, [fz.renames.get(o, o) for o in fz.outputs])
         by_name = {o.name for o in proto.graph.output}
-        if set(graph.outputs) - by_name:
+        if set(self.graph.outputs) - by_name:
             raise PackError(f"the converted graph has outputs {sorted(by_name)}, not the "
-                            f"signature's {graph.outputs}")
-        tc.check_graph_inputs(proto, graph)
-        opsets = write_onnx(job.staging, proto, ARTIFACT)
-        return Export(
-            artifact=ARTIFACT,
-            inputs=tc.input_specs(graph, job.sample),
-            outputs=spec,
+                            f"signature's {self.graph.outputs}")
+        return self.written(
+            job, proto, notes=["converted from the graph; no Python from the SavedModel ran"],
             framework="tensorflow",
             framework_version=dist_version("tensorflow-cpu"),
             model_type=f"tensorflow SavedModel ({SIGNATURE})",
             converters={d: dist_version(d) for d in ("tensorflow-cpu", "tf2onnx", "onnx")},
-            opsets=opsets,
             export={"exporter": f"tf2onnx {dist_version('tf2onnx')} from_saved_model + "
                                 f"from_graph_def (opset {opset})",
-                    "signature": SIGNATURE, "export_seconds": round(seconds, 4),
+                    "signature": SIGNATURE, "export_seconds": timing.seconds,
                     "format_choice": FORMAT_CHOICE},
-            notes=[*notes, "converted from the graph; no Python from the SavedModel ran"],
         )
 
 

@@ -11,21 +11,32 @@ then decided here once:
 * the output's meaning (binary / multiclass / regression / raw tensors) comes from the final
   activation (``sigmoid`` / ``softmax``) or the compiled loss, else ``task=`` says it.
 
+:class:`TFFamily` is the family part they share (one instance per pack carrying the graph and
+the output decision; the native call; the ONNX file's checks and the :class:`Export`): a
+subclass only describes its model and converts it.
+
 TensorFlow is imported only by the functions that need it (``import packserve`` stays light).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
-from collections.abc import Callable, Mapping, Sequence
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from packserve.bundle import Label, OutputSpec, TensorSpec
-from packserve.errors import ConfigError, MissingDependencyError, SampleError
+from packserve.errors import ConfigError, MissingDependencyError, PackError, SampleError
+from packserve.pack import parity
+from packserve.pack.build import Export
 from packserve.pack.families.torch.outputs import output_spec
+from packserve.pack.family import ExportJob, Family, converter_errors, write_onnx
 from packserve.pack.signature import SampleTable, sample_table
 
 EXTRA = "tensorflow"
@@ -247,8 +258,6 @@ def _rename_inputs(proto: Any, graph: TFGraph) -> None:
 def check_graph_inputs(proto: Any, graph: TFGraph) -> None:
     """The artifact takes the model's inputs by name (Keras's generated ``keras_tensor_N``
     names renamed), with a variable batch axis."""
-    from packserve.errors import PackError
-
     _rename_inputs(proto, graph)
     got = sorted(i.name for i in proto.graph.input)
     want = sorted(s.name for s in graph.inputs)
@@ -261,8 +270,89 @@ def check_graph_inputs(proto: Any, graph: TFGraph) -> None:
                             f"{dims[0].dim_value}; packserve serves any batch size")
 
 
+@dataclass
+class Timing:
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def converting(what: str) -> Iterator[Timing]:
+    """Run a converter quietly (its stdout chatter dropped), its errors named by ``what``;
+    the yielded :class:`Timing` says how long it took."""
+    timing = Timing()
+    t0 = time.perf_counter()
+    with converter_errors(what), contextlib.redirect_stdout(io.StringIO()):
+        yield timing
+    timing.seconds = round(time.perf_counter() - t0, 4)
+
+
+class TFFamily(Family):
+    """The Keras and SavedModel families' common part; a subclass describes its model
+    (:meth:`describe_model`) and converts it (:meth:`export`, ending in :meth:`written`)."""
+
+    options = OPTIONS
+    ARTIFACT = "model.onnx"
+
+    def __init__(self) -> None:
+        self._options: Mapping[str, Any] = {}
+        self._graph: TFGraph | None = None
+        self._spec: tuple[OutputSpec, list[str]] | None = None
+
+    def resolve(self, model: Any) -> tuple[Family, Any]:
+        return type(self)(), model  # one instance per pack: it carries that pack's decisions
+
+    def check(self, model: Any, options: Mapping[str, Any]) -> None:
+        require_tf()
+        require_tf2onnx()
+        self.check_model(model)
+        self._options = options
+
+    def check_model(self, model: Any) -> None:
+        """Refuse what this family cannot pack, before any work (default: nothing)."""
+
+    @abstractmethod
+    def describe_model(self, model: Any, sample: Any) -> TFGraph:
+        """The model's inputs, outputs and native call."""
+
+    @abstractmethod
+    def native_failure(self, model: Any) -> str:
+        """How a failure of the native model on the sample is introduced."""
+
+    def read_sample(self, model: Any, sample: Any, feature_names: list[str] | None) -> SampleTable:
+        self._graph = self.describe_model(model, sample)
+        return read_sample(self._graph, sample, feature_names)
+
+    def native(self, model: Any, sample: SampleTable) -> parity.NativeOutput:
+        graph = self.graph
+        with converter_errors(self.native_failure(model)):
+            raw = graph.call(model_inputs(graph, sample))
+        if self._spec is None:
+            self._spec = decide_outputs(graph, raw, self._options)
+        return parity.native_output(self._spec[0], raw)
+
+    @property
+    def graph(self) -> TFGraph:
+        assert self._graph is not None, "read_sample comes first"
+        return self._graph
+
+    @staticmethod
+    def opset(job: ExportJob) -> int:
+        return int(job.options.get("opset_version", OPSET))
+
+    def written(self, job: ExportJob, proto: Any, *, notes: Sequence[str] = (),
+                **fields: Any) -> Export:
+        """Check the converted graph's inputs, write it, and describe it (``fields``: the
+        :class:`Export` fields that differ between the families)."""
+        assert self._spec is not None, "native comes first"
+        spec, spec_notes = self._spec
+        check_graph_inputs(proto, self.graph)
+        opsets = write_onnx(job.staging, proto, self.ARTIFACT)
+        return Export(artifact=self.ARTIFACT, inputs=input_specs(self.graph, job.sample),
+                      outputs=spec, opsets=opsets, notes=[*spec_notes, *notes], **fields)
+
+
 __all__ = [
-    "EXTRA", "OPSET", "OPTIONS", "TFGraph", "check_graph_inputs", "decide_outputs",
-    "dtype_name", "input_name", "input_specs", "model_inputs", "read_sample",
+    "EXTRA", "OPSET", "OPTIONS", "TFFamily", "TFGraph", "Timing", "check_graph_inputs",
+    "converting", "decide_outputs", "dtype_name", "input_name", "input_specs", "model_inputs", "read_sample",
     "rename_outputs", "require_tf", "require_tf2onnx",
 ]
