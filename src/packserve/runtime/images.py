@@ -178,6 +178,10 @@ class ImagePipeline:
             raise ValueError("this bundle declares no image preprocessing")
         self.spec = manifest.preprocess
         self.input = self.spec.input
+        #: one instance's shape and dtype (no batch axis; the spec's size is fixed): a batch
+        #: can be allocated up front
+        self.instance_shape = tuple(self.spec.instance_shape())
+        self.dtype = np.dtype(self.spec.dtype)
 
     def instance(self, item: bytes | Image, where: str = "image") -> np.ndarray:
         """One encoded image (or decoded Pillow image) -> one instance, no batch axis.
