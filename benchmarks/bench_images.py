@@ -1,6 +1,7 @@
 """Images/s of an image bundle, batching on vs off, and where the time goes (issue #17).
 
     python benchmarks/bench_images.py [--duration 4] [--rounds 3] [--conns 1,16] [--no-pin]
+                                      [--split-rounds 200] [--split-only]
 
 The model: a small CNN built in code (3 conv layers 3 -> 16 -> 32 -> 64, stride 2, global
 average pool, linear -> 10 classes; deterministic init), packed with an ImageNet-style spec
@@ -250,6 +251,7 @@ def main() -> None:
     ap.add_argument("--conns", default="1,16")
     ap.add_argument("--split-rounds", type=int, default=200)
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--split-only", action="store_true", help="the in-process split, no servers")
     args = ap.parse_args()
     conns = [int(c) for c in args.conns.split(",")]
     cpus = sorted(os.sched_getaffinity(0))
@@ -263,12 +265,14 @@ def main() -> None:
         bundle = build_bundle(tmp)
         jpegs = image_inputs.generated(SOURCE, count=32, seed=0)
         print(f"cpus={len(cpus)} pinning="
-              + (f"server cpu{pin_srv} / generator+split cpu{pin_gen}" if pin_srv is not None
+              + (f"server + split cpu{pin_srv} / generator cpu{pin_gen}" if pin_srv is not None
                  else "off") + f"; requests: {jpegs.source}, mean "
               f"{jpegs.mean_bytes / 1024:.1f} KiB", flush=True)
         if pin_srv is not None:
             os.sched_setaffinity(0, {pin_srv})  # the split runs where the server will run
         split(bundle, [i.data for i in jpegs.images], args.split_rounds)
+        if args.split_only:
+            return
         pin = str(pin_srv) if pin_srv is not None else None
         for name, flags in VARIANTS:
             servers.append(start(name, bundle, flags, pin))
