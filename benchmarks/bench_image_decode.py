@@ -12,9 +12,10 @@ preprocess, off the event loop, in the decode pool), in interleaved rounds in on
 * ``parallel``: the default, every image its own task in the bounded pool (as many threads
   as CPUs this process may use, at most 8).
 
-Both produce the same tensor (checked). The host is shared: read the ratios, not the times;
-on a saturated host (load above the CPU count) no pool can help, and the minimum over rounds
-shows what the CPUs give when they are free.
+Both produce the same tensor (checked). CPU is the process's CPU time over all threads
+during the call (median): parallel decoding should add none, only spread it over cores. The
+host is shared: read the ratios, not the times; on a saturated host (load above the CPU
+count) no pool can help, and the minimum over rounds shows what the CPUs give when free.
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ def jpegs(n: int, w: int, h: int) -> list[bytes]:
     return out
 
 
-async def timed(decoder: ImageRequestDecoder, blobs: list[bytes]) -> tuple[float, np.ndarray]:
-    t0 = time.perf_counter()
+async def timed(decoder: ImageRequestDecoder, blobs: list[bytes]) -> tuple[float, float, np.ndarray]:
+    """(wall seconds, process CPU seconds over all threads, the tensor)."""
+    c0, t0 = time.process_time(), time.perf_counter()
     feeds = await decoder.feeds(blobs)
-    return time.perf_counter() - t0, next(iter(feeds.values()))
+    return time.perf_counter() - t0, time.process_time() - c0, next(iter(feeds.values()))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -80,14 +82,17 @@ async def main(args: argparse.Namespace) -> None:
     blobs = jpegs(args.images, w, h)
     seq = ImageRequestDecoder(manifest, "1", max_batch=1000, parallel=False)
     par = ImageRequestDecoder(manifest, "1", max_batch=1000)
-    _, a = await timed(seq, blobs)  # warm: imports, pool threads
-    _, b = await timed(par, blobs)
+    *_, a = await timed(seq, blobs)  # warm: imports, pool threads
+    *_, b = await timed(par, blobs)
     assert np.array_equal(a, b), "parallel decoding changed the tensor"
     times: dict[str, list[float]] = {"sequential": [], "parallel": []}
+    cpu: dict[str, list[float]] = {"sequential": [], "parallel": []}
     for r in range(args.rounds):  # interleaved, alternating which goes first
         order = [("sequential", seq), ("parallel", par)]
         for name, dec in order if r % 2 == 0 else order[::-1]:
-            times[name].append((await timed(dec, blobs))[0])
+            wall, used, _ = await timed(dec, blobs)
+            times[name].append(wall)
+            cpu[name].append(used)
     kb = sum(map(len, blobs)) / len(blobs) / 1024
     print(f"{args.images} JPEGs {w}x{h} (~{kb:.0f} KB each) -> [{args.images}, 3, 224, 224] float32; "
           f"pool threads {decode_threads()}, CPUs usable {len(os.sched_getaffinity(0))}, "
@@ -99,7 +104,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  {name:<10} median {med * 1e3:7.1f} ms  min {min(ts) * 1e3:7.1f}  "
               f"p10 {np.percentile(ts, 10) * 1e3:7.1f}  "
               f"p90 {np.percentile(ts, 90) * 1e3:7.1f}  ({med / args.images * 1e3:.2f} ms/image, "
-              f"median x{base / med:.2f}, min x{fast / min(ts):.2f} vs sequential)")
+              f"median x{base / med:.2f}, min x{fast / min(ts):.2f} vs sequential); "
+              f"CPU {statistics.median(cpu[name]) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":
