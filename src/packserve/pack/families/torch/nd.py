@@ -17,12 +17,14 @@ import numpy as np
 from packserve.bundle import Label, OutputSpec, TensorSpec
 from packserve.errors import ConfigError, PackError, ParityError, SampleError
 from packserve.pack import parity
-from packserve.pack.build import Export, draft_manifest, open_staged
+from packserve.pack.build import Export
 from packserve.pack.families.torch import fidelity as fid
 from packserve.pack.families.torch import probes as tp
 from packserve.pack.families.torch import tensor as tt
 from packserve.pack.families.torch.common import (
     TRACE_ADVICE,
+    TRAINING_NOTE,
+    Plan,
     TorchOptions,
     clear,
     eval_mode,
@@ -40,6 +42,7 @@ from packserve.pack.families.torch.outputs import final_layer, output_spec
 from packserve.pack.family import ExportJob, dist_version
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable
+from packserve.runtime.base import Predictor
 
 
 def _value_ranges(ts: tt.TensorSample, found: dict[str, tuple[float, float]],
@@ -161,7 +164,7 @@ def _describe(bad: list[dict[str, Any]], probes: list[tt.TensorProbe]) -> str:
     return "; ".join(parts) + (f"; and {len(bad) - 4} more" if len(bad) > 4 else "")
 
 
-class TensorPlan:
+class TensorPlan(Plan):
     """The eager model on the sample and the fidelity probes, the output spec, and the export
     (ONNX with the sample's dynamic axes, or TorchScript) checked on every probe."""
 
@@ -209,8 +212,7 @@ class TensorPlan:
             notes.append("fidelity probes skipped because the eager model itself failed on them: "
                          + "; ".join(skipped))
         if was_training:
-            notes.insert(0, "model was in training mode: exported in eval mode (Dropout off, "
-                            "BatchNorm uses running statistics); the caller's mode was restored")
+            notes.insert(0, TRAINING_NOTE)
         if program is not None:
             notes.insert(0, "packed from a torch.export.ExportedProgram (exported in the mode "
                             "it was captured in; its dynamic shapes are kept)")
@@ -235,18 +237,8 @@ class TensorPlan:
             },
         }
 
-    def export(self, job: ExportJob) -> Export:
-        with eval_mode(self.module):
-            if self.options.format == "onnx":
-                exp, checks = self._onnx(job)
-            else:
-                exp, checks = self._torchscript(job)
-        exp.export["fidelity"] = fid.summary(checks)
-        bad = fid.failed(checks)
-        if bad:
-            exp.notes.append("FIDELITY FAILED: " + _describe(bad, self.probes))
-        exp.checks = [self.determinism, *checks]
-        return exp
+    def describe(self, bad: list[dict[str, Any]]) -> str:
+        return _describe(bad, self.probes)
 
     def _make(self, ex: Exported, fmt: str, extra: list[str]) -> Export:
         converters = {"torch": require_torch().__version__}
@@ -265,23 +257,13 @@ class TensorPlan:
         return tuple(ex[n] for n in self.ts.names), None
 
     def _checks(self, exp: Export, job: ExportJob) -> list[dict[str, Any]]:
-        manifest = draft_manifest(exp, self.sample, name=job.name, version="0")
-        variants = ["disable", "all"] if exp.format == "onnx" else ["default"]
-        out: list[dict[str, Any]] = []
-        for opt in variants:
-            kw: dict[str, Any] = {"intra_op_threads": 0}
-            if exp.format == "onnx":
-                kw["optimization"] = opt
-            predictor = open_staged(job.staging, manifest, **kw)
-            label = f"onnxruntime(optimization={opt})" if exp.format == "onnx" else "torch.jit"
-            try:
-                out += tp.compare(self.eager, predictor._run_raw, self.probes, label,
-                                  self.atol, self.rtol)
-            finally:
-                predictor.close()
-        return out
+        def compare(predictor: Predictor, label: str) -> list[dict[str, Any]]:
+            return tp.compare(self.eager, predictor._run_raw, self.probes, label, self.atol,
+                              self.rtol)
 
-    def _onnx(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
+        return self.check_artifact(exp, job, len(self.probes), compare)
+
+    def to_onnx(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
         import onnx
 
         args, kwargs = self.example()
@@ -311,7 +293,6 @@ class TensorPlan:
         if not graph["passed"]:
             raise PackError("the exported ONNX graph contains training-mode or random nodes: "
                             + ", ".join(graph["found"][:5]) + "; no bundle written")
-        step(f"checking fidelity on {len(self.probes)} probes")
         t0 = time.perf_counter()
         checks = [graph, *self._checks(exp, job)]
         exp.export["fidelity_seconds"] = round(time.perf_counter() - t0, 4)
@@ -324,7 +305,7 @@ class TensorPlan:
             )
         return exp, checks
 
-    def _torchscript(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
+    def to_torchscript(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
         methods = ["trace", "script"] if self.options.method == "auto" else [self.options.method]
         if self.program is not None:
             methods = ["trace"]  # a GraphModule from torch.export does not script
@@ -343,7 +324,6 @@ class TensorPlan:
                 history.append(f"{m} failed ({exc.message}); fell back to script")
                 continue
             exp = self._make(ex, "torchscript", [*history])
-            step(f"checking fidelity on {len(self.probes)} probes")
             checks = self._checks(exp, job)
             bad = fid.failed(checks)
             if bad and not last:

@@ -22,10 +22,12 @@ import numpy as np
 
 from packserve.bundle import TensorSpec
 from packserve.errors import PackError, ParityError, SampleError
-from packserve.pack.build import Export, draft_manifest, open_staged
+from packserve.pack.build import Export
 from packserve.pack.families.torch import fidelity as fid
 from packserve.pack.families.torch.common import (
     TRACE_ADVICE,
+    TRAINING_NOTE,
+    Plan,
     TorchOptions,
     clear,
     eval_mode,
@@ -45,6 +47,7 @@ from packserve.pack.family import ExportJob, dist_version
 from packserve.pack.parity import NativeOutput, native_output
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable, sample_table
+from packserve.runtime.base import Predictor
 
 
 def _sample(sample: Any, feature_names: list[str] | None) -> SampleTable:
@@ -80,14 +83,15 @@ def table_output(model: Any, sample: Any) -> bool:
     return isinstance(out, torch.Tensor) and out.ndim <= 2
 
 
-class TablePlan:
+class TablePlan(Plan):
     """The eager model on the sample and the fidelity probes, the output spec, and the export
     (ONNX, or TorchScript falling back from trace to script) checked on every probe."""
 
     def __init__(self, model: Any, sample: Any, feature_names: list[str] | None,
                  options: TorchOptions) -> None:
         torch = require_torch()
-        self.model, self.options = model, options
+        self.model = self.module = model
+        self.options = options
         self.atol = fid.ATOL if options.fidelity_atol is None else options.fidelity_atol
         self.rtol = fid.RTOL if options.fidelity_rtol is None else options.fidelity_rtol
         self.sample = st = _sample(sample, feature_names)
@@ -121,23 +125,11 @@ class TablePlan:
             self.notes.append("fidelity probes skipped because the eager model itself failed on "
                               "them: " + "; ".join(skipped))
         if was_training:
-            self.notes.insert(0, "model was in training mode: exported in eval mode (Dropout off, "
-                                 "BatchNorm uses running statistics); the caller's mode was "
-                                 "restored")
+            self.notes.insert(0, TRAINING_NOTE)
         self.native: NativeOutput = native_output(self.spec, {OUTPUT_NAME: eager_sample})
 
-    def export(self, job: ExportJob) -> Export:
-        with eval_mode(self.model):
-            if self.options.format == "onnx":
-                exp, checks = self._onnx(job)
-            else:
-                exp, checks = self._torchscript(job)
-        exp.export["fidelity"] = fid.summary(checks)
-        bad = fid.failed(checks)
-        if bad:
-            exp.notes.append("FIDELITY FAILED: " + fid.describe(bad, self.probes))
-        exp.checks = [self.determinism, *checks]
-        return exp
+    def describe(self, bad: list[dict[str, Any]]) -> str:
+        return fid.describe(bad, self.probes)
 
     def _make(self, ex: Exported, fmt: str, extra_notes: list[str]) -> Export:
         torch = require_torch()
@@ -170,34 +162,17 @@ class TablePlan:
         )
 
     def _artifact_checks(self, exp: Export, job: ExportJob) -> list[dict[str, Any]]:
-        """Load the staged artifact with the real runtime and compare it on every probe.
-
-        ONNX is also run with graph optimizations *disabled*, which is the graph exactly as
-        exported (the default optimizer would hide, e.g., a training-mode Dropout).
-        """
-        manifest = draft_manifest(exp, self.sample, name=job.name, version="0")
-        variants = ["disable", "all"] if exp.format == "onnx" else ["default"]
-        checks: list[dict[str, Any]] = []
-        step(f"checking fidelity on {len(self.probes)} probes")
-        for opt in variants:
-            kwargs: dict[str, Any] = {"intra_op_threads": 0}
-            if exp.format == "onnx":
-                kwargs["optimization"] = opt
-            predictor = open_staged(job.staging, manifest, **kwargs)
-            label = f"onnxruntime(optimization={opt})" if exp.format == "onnx" else "torch.jit"
-
-            def run(x: np.ndarray, p: Any = predictor) -> np.ndarray:
-                raw = p._run_raw({INPUT_NAME: np.ascontiguousarray(x, dtype=self.dtype)})
+        def compare(predictor: Predictor, label: str) -> list[dict[str, Any]]:
+            def run(x: np.ndarray) -> np.ndarray:
+                raw = predictor._run_raw({INPUT_NAME: np.ascontiguousarray(x, dtype=self.dtype)})
                 return np.asarray(raw[OUTPUT_NAME])
 
-            try:
-                checks += fid.compare_probes(self.eager, run, self.probes, label,
-                                             atol=self.atol, rtol=self.rtol)
-            finally:
-                predictor.close()
-        return checks
+            return fid.compare_probes(self.eager, run, self.probes, label, atol=self.atol,
+                                      rtol=self.rtol)
 
-    def _onnx(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
+        return self.check_artifact(exp, job, len(self.probes), compare)
+
+    def to_onnx(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
         import onnx
 
         step("exporting with torch.onnx.export (dynamo)")
@@ -226,7 +201,7 @@ class TablePlan:
             )
         return exp, checks
 
-    def _torchscript(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
+    def to_torchscript(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
         requested = self.options.method
         methods = ["trace", "script"] if requested == "auto" else [requested]
         history: list[str] = []
