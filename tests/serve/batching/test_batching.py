@@ -176,6 +176,31 @@ def test_full_queue_is_rejected_at_once_with_retry_after():
     assert [4] not in model.calls and all(4 not in c for c in model.calls)
 
 
+def test_deadline_passed_at_batch_assembly_is_not_computed_even_before_its_timer_ran():
+    """A busy loop: the batch in the thread finishes and the queued request's deadline passes
+    in the same stall, so the next batch is assembled before the expiry timer has run."""
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+
+    async def main() -> None:
+        b = Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)
+        b.start()
+        running = asyncio.ensure_future(b.submit(feeds(1)))
+        await wait_for_thread(model.started)
+        late = asyncio.ensure_future(b.submit(feeds(2), deadline=time.monotonic() + 0.05))
+        await asyncio.sleep(0)  # queued
+        gate.set()
+        time.sleep(0.3)  # the loop stalls: the batch ends, the deadline passes, nothing runs
+        assert values(await running) == [1]
+        with pytest.raises(DeadlineExceededError):
+            await asyncio.wait_for(late, 5)
+        assert b.stats.expired == 1
+        b.close()
+
+    run_async(main)
+    assert model.calls == [[1]]
+
+
 def test_deadline_passing_in_queue_answers_and_is_not_computed():
     gate = threading.Event()
     model = FakeModel(gate=gate)
