@@ -222,8 +222,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=512,
                     help="wrk: connections (one wrk thread each), the client's pool")
     ap.add_argument("--nice", type=int, default=0,
-                    help="run server and generator at this niceness, session-wide (e.g. -10, as root, "
-                    "on a shared host; see raise_priority)")
+                    help="run server and generator at this niceness, in a session of their own (e.g. "
+                    "-10, as root, on a shared host; see raise_priority). The run then leaves the "
+                    "terminal's session: Ctrl-C does not reach it; it ends by itself")
     ap.add_argument("--capacity", type=float, default=0.0,
                     help="req/s to take as capacity for every variant (0: measure, see above)")
     ap.add_argument("--model", choices=("chapter", "slow"), default="chapter",
