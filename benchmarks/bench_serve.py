@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -252,7 +253,8 @@ def check_servers(servers: list[Server], single: str, batch: str) -> None:
 
 
 def per_round(rounds: dict[str, list[Row]], a: str, b: str) -> list[float]:
-    return [x["rps"] / y["rps"] for x, y in zip(rounds[a], rounds[b], strict=True)]
+    return [x["rps"] / y["rps"] if y["rps"] else math.nan
+            for x, y in zip(rounds[a], rounds[b], strict=True)]
 
 
 def per_round_cpu(rounds: dict[str, list[Row]], a: str, b: str) -> list[float]:
@@ -260,7 +262,8 @@ def per_round_cpu(rounds: dict[str, list[Row]], a: str, b: str) -> list[float]:
     on a quiet machine. Robust where req/s is not: on a shared host each server gets whatever
     share of the CPU the scheduler leaves it (and a server with two busy threads, such as
     ``--batching``'s, gets two shares)."""
-    return [y["cpu_us"] / x["cpu_us"] for x, y in zip(rounds[a], rounds[b], strict=True)]
+    return [y["cpu_us"] / x["cpu_us"] if x["cpu_us"] else math.nan
+            for x, y in zip(rounds[a], rounds[b], strict=True)]
 
 
 def measure_setting(servers: list[Server], wrk: str, path: str, body: str, c: int,
@@ -308,7 +311,9 @@ def report(results: dict[Key, Row], ratios: dict[Key, list[float]], rss: dict[st
     print("\npeak RSS (VmHWM): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()))
 
     def ratio(other: str, path: str, c: int) -> str:
-        rs = ratios[(other, path, c)]
+        rs = [r for r in ratios[(other, path, c)] if r == r and r > 0]  # a round wrk starved: out
+        if not rs:
+            return "n/a"
         return f"{statistics.median(rs):.2f}x" + (f" [{min(rs):.2f}-{max(rs):.2f}]" if len(rs) > 1 else "")
 
     print(f"\nratios (same run; median of {n_rounds} adjacent rounds [min-max]):")
