@@ -132,10 +132,15 @@ class Endpoint:
                 request_headers = header_map(scope)
                 deadline = self.admission.deadline(request_headers, now)
                 answering = True
-                with DisconnectProbe(handle, receive):
+                if handle.batcher is None and handle.cost.inline(1):  # never queued: no probe
                     body, headers = await self.answer(
                         handle, request_headers, receive, batch, deadline
                     )
+                else:
+                    with DisconnectProbe(handle, receive):
+                        body, headers = await self.answer(
+                            handle, request_headers, receive, batch, deadline
+                        )
             finally:
                 self.admission.leave(handle)
             status = 200
