@@ -35,8 +35,8 @@ from packserve.bundle import Label, OutputSpec, TensorSpec
 from packserve.errors import ConfigError, MissingDependencyError, PackError, SampleError
 from packserve.pack import parity
 from packserve.pack.build import Export
-from packserve.pack.families.torch.outputs import output_spec
 from packserve.pack.family import ExportJob, Family, converter_errors, write_onnx
+from packserve.pack.outputs import output_spec
 from packserve.pack.signature import SampleTable, sample_table
 
 EXTRA = "tensorflow"

@@ -150,6 +150,27 @@ def eval_mode(model: Any) -> Iterator[bool]:
             m.training = t
 
 
+def final_layer(model: Any, x: Any, call: Any = None) -> str | None:
+    """Class name of the innermost module whose output *is* the model's output, if any."""
+    torch = require_torch()
+    seen: list[tuple[str, Any]] = []
+
+    def hook(mod: Any, _inp: Any, out: Any) -> None:
+        seen.append((type(mod).__name__, out))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            final = model(x) if call is None else call()
+    finally:
+        for h in handles:
+            h.remove()
+    for name, out in seen:  # hooks fire innermost-first
+        if out is final:
+            return name
+    return None
+
+
 def input_dtype(model: Any) -> tuple[Any, str]:
     torch = require_torch()
     for p in list(model.parameters()) + list(model.buffers()):
@@ -170,5 +191,5 @@ def onnx_graph_check(staging: Path, artifact: str) -> dict[str, Any]:
 
 
 __all__ = ["FORMATS", "METHODS", "TRACE_ADVICE", "TRAINING_NOTE", "Plan", "TorchOptions", "clear",
-           "eval_mode",
+           "eval_mode", "final_layer",
            "input_dtype", "onnx_graph_check"]

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from packserve.errors import MissingDependencyError, PackError
+from packserve.pack.outputs import OUTPUT_NAME
 
 ONNX_ARTIFACT = "model.onnx"
 TORCHSCRIPT_ARTIFACT = "model.pt"
 INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 #: above this many bytes of parameters the ONNX file stores its weights in ``model.onnx.data``
 #: (protobuf cannot serialise a message over 2 GiB).
 EXTERNAL_DATA_BYTES = 1 << 30

@@ -28,6 +28,7 @@ from packserve.pack.families.torch.common import (
     TorchOptions,
     clear,
     eval_mode,
+    final_layer,
     input_dtype,
     onnx_graph_check,
 )
@@ -38,8 +39,8 @@ from packserve.pack.families.torch.export import (
     export_torchscript,
     require_torch,
 )
-from packserve.pack.families.torch.outputs import final_layer, output_spec
 from packserve.pack.family import ExportJob, dist_version
+from packserve.pack.outputs import output_spec
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable
 from packserve.runtime.base import Predictor

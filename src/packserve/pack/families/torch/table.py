@@ -31,6 +31,7 @@ from packserve.pack.families.torch.common import (
     TorchOptions,
     clear,
     eval_mode,
+    final_layer,
     input_dtype,
     onnx_graph_check,
 )
@@ -42,8 +43,8 @@ from packserve.pack.families.torch.export import (
     export_torchscript,
     require_torch,
 )
-from packserve.pack.families.torch.outputs import final_layer, output_spec
 from packserve.pack.family import ExportJob, dist_version
+from packserve.pack.outputs import output_spec
 from packserve.pack.parity import NativeOutput, native_output
 from packserve.pack.progress import step
 from packserve.pack.signature import SampleTable, sample_table

@@ -1,46 +1,27 @@
-"""What a torch model's raw output *means*, recorded as the manifest's OutputSpec.
+"""What a neural net's single raw output *means*, recorded as the manifest's OutputSpec
+(the torch and the Keras/SavedModel families).
 
 A tensor of shape (n, 1) could be a probability, a logit or a price; only the caller knows
 for sure. packserve infers what is unambiguous — a model that ends in ``nn.Sigmoid`` with
 one output column is a binary classifier emitting probabilities; one that ends in
 ``nn.Softmax`` / ``nn.LogSoftmax`` emits class probabilities / log-probabilities — and asks
-(``task=``, ``output=``) for the rest with an error that says what it saw.
+(``task=``, ``output=``) for the rest with an error that says what it saw. The family says
+what the final layer is (``last``); torch's :func:`~packserve.pack.families.torch.common.final_layer`
+finds it with forward hooks.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
 from packserve.bundle import Label, OutputSpec
 from packserve.errors import ConfigError
-from packserve.pack.families.torch.export import OUTPUT_NAME, require_torch
 
+#: the name of the single output in the artifact (torch names it so at export)
+OUTPUT_NAME = "output"
 TASKS = ("binary", "multiclass", "regression")
 OUTPUTS = ("probability", "logits")
 PROBA_SLACK = 1e-5
-
-
-def final_layer(model: Any, x: Any, call: Any = None) -> str | None:
-    """Class name of the innermost module whose output *is* the model's output, if any."""
-    torch = require_torch()
-    seen: list[tuple[str, Any]] = []
-
-    def hook(mod: Any, _inp: Any, out: Any) -> None:
-        seen.append((type(mod).__name__, out))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            final = model(x) if call is None else call()
-    finally:
-        for h in handles:
-            h.remove()
-    for name, out in seen:  # hooks fire innermost-first
-        if out is final:
-            return name
-    return None
 
 
 def _width(out: np.ndarray) -> int:
@@ -151,4 +132,4 @@ def _check_probabilities(out: np.ndarray, width: int) -> None:
             )
 
 
-__all__ = ["OUTPUTS", "TASKS", "final_layer", "output_spec"]
+__all__ = ["OUTPUTS", "OUTPUT_NAME", "TASKS", "output_spec"]
