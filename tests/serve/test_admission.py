@@ -103,6 +103,48 @@ def test_beyond_the_bound_503_with_retry_after_before_the_body(
         assert httpx.post(f"{srv.url}/predict", json={"features": [0.1] * 4}).status_code == 200
 
 
+def test_a_small_refused_request_keeps_its_connection_on_uvicorn(slow_bundle: Path) -> None:
+    """uvicorn skips an unread body: a door refusal of a small request keeps the connection
+    (a reconnect per refusal would triple what shedding costs), and the next request on it
+    is parsed and answered. granian closes it (the test above, both engines)."""
+    with running_server(slow_bundle, *ARGS[:-1], env={"PACKSERVE_SERVER": "uvicorn"}) as srv:
+        threads, codes = _busy(srv.url, 2)
+        _wait_in_flight(srv.url, 2)
+        body = json.dumps({"features": [0.1] * 4}).encode()
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        try:
+            for _ in range(2):  # two refusals on one connection, then health on it too
+                sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+                             b"\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                head = _response(sock)
+                assert head.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in head.lower()
+                assert b"connection: close" not in head.lower()
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert _response(sock).startswith(b"HTTP/1.1 200")
+        finally:
+            sock.close()
+        for t in threads:
+            t.join(60)
+        assert codes == [200, 200]
+
+
+def _response(sock: socket.socket) -> bytes:
+    """One whole response (headers + Content-Length body) from a keep-alive socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                  if line.startswith(b"content-length:"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        rest += chunk
+    return head
+
+
 @pytest.mark.parametrize("batching", [False, True])
 def test_deadline_header_gives_504_and_skips_the_work(slow_bundle: Path, batching: bool) -> None:
     args = ("--inference-threads", "1", *(("--batching",) if batching else ()))
