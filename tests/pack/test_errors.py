@@ -187,7 +187,7 @@ def test_hist_gradient_boosting_with_native_categories_is_refused(tmp_path) -> N
 
 def test_artifact_that_does_not_load_is_a_pack_error(zoo: Zoo, tmp_path, monkeypatch) -> None:
     """A converter that writes a graph ONNX Runtime refuses: a PackError, nothing written."""
-    from packserve.pack.families import sklearn as skl
+    from packserve.pack.families.sklearn import family as skl
 
     real = skl._convert
 

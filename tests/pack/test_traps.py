@@ -9,7 +9,7 @@ import pytest
 
 import packserve
 from packserve.errors import InputError, ParityError
-from packserve.pack import compat
+from packserve.pack.families.sklearn import compat
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # SVC(probability=True)
 

@@ -23,14 +23,15 @@ import numpy as np
 
 from packserve.bundle import OutputSpec, TensorSpec
 from packserve.errors import PackError, UnsupportedModelError
-from packserve.pack import compat, parity
-from packserve.pack.families.converters import (
+from packserve.pack import parity
+from packserve.pack.families.sklearn import compat
+from packserve.pack.families.sklearn.converters import (
     BOOSTERS,
     register_booster_converters,
     require,
     xgb_without_names,
 )
-from packserve.pack.families.sklearn_kinds import kind_of, named_output_spec, native_outputs
+from packserve.pack.families.sklearn.kinds import kind_of, named_output_spec, native_outputs
 from packserve.pack.family import (
     Attempt,
     Export,
@@ -271,7 +272,8 @@ FLOAT32_HINT = (
 def _notes(job: ExportJob, changes: list[str], workarounds: list[str]) -> list[str]:
     notes = list(changes)
     if workarounds:
-        notes.append("converted with packserve.pack.compat workaround(s): " + ", ".join(workarounds))
+        notes.append("converted with packserve.pack.families.sklearn.compat workaround(s): "
+                     + ", ".join(workarounds))
     if job.attempt is FLOAT64 and job.options.get("double") is None:
         last = job.previous
         notes.append(
