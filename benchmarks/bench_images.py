@@ -1,7 +1,7 @@
 """Images/s of an image bundle, batching on vs off, and where the time goes (issue #17).
 
     python benchmarks/bench_images.py [--duration 4] [--rounds 3] [--conns 1,16] [--no-pin]
-                                      [--split-rounds 200] [--split-only]
+                                      [--split-rounds 200] [--split-only] [--multipart 16]
 
 The model: a small CNN built in code (3 conv layers 3 -> 16 -> 32 -> 64, stride 2, global
 average pool, linear -> 10 classes; deterministic init), packed with an ImageNet-style spec
@@ -24,7 +24,9 @@ generator (closed loop) at each connection count.
    16-connection closed loop with 503s: errors are counted, not in images/s); pinned to CPU 0;
    the generator pinned to CPU 1 (when there are two or more CPUs). For each round, each
    connection count, every server back to back (adjacent runs share the machine's noise).
-   Prints medians and the per-round on/off ratio.
+   Also ``--multipart`` N images per request (one multipart upload, ``/predict/batch``) at
+   one connection: the client batches, the model runs N at once. Prints medians and the
+   per-round on/off ratio.
 
 A measurement, not a test: it reports, it never fails on a number. The host is a shared
 2-core machine: read ratios within one run, not absolute numbers.
@@ -207,39 +209,44 @@ def start(name: str, bundle: Path, extra: list[str], pin: str | None) -> Server:
     sys.exit(f"{name} did not become ready")
 
 
-def load(servers: list[Server], jpegs: Any, conns: list[int], rounds: int,
-         duration: float) -> None:
+Setting = tuple[int, int]  # (connections, images per request)
+
+
+def load(servers: list[Server], jpegs: Any, conns: list[int], rounds: int, duration: float,
+         multipart: int) -> None:
+    """Every setting, every server back to back per round; then medians and on/off ratios."""
     from packserve.bench import run_bench
 
-    rows: dict[tuple[str, int], list[dict[str, float]]] = {}
+    settings: list[Setting] = [(c, 1) for c in conns] + ([(1, multipart)] if multipart > 1 else [])
+    rows: dict[tuple[str, Setting], list[dict[str, float]]] = {}
     for s in servers:  # warm-up
         run_bench(s.url, images=jpegs, concurrency=4, duration=1.0)
     for r in range(rounds):
-        for c in conns:
+        for c, b in settings:
             for s in servers:
-                res = run_bench(s.url, images=jpegs, concurrency=c, duration=duration)
+                res = run_bench(s.url, images=jpegs, concurrency=c, duration=duration,
+                                batch_size=b)
                 pc = res.latency.percentiles_ms
                 row = {"ips": res.images_per_s or 0.0, "p50": pc["p50"], "p99": pc["p99"],
-                       "errors": float(res.phase.error_count),
-                       "gen_ok": float(res.health.ok)}
-                rows.setdefault((s.name, c), []).append(row)
-                print(f"  round {r + 1} c={c:<3} {s.name:<22} {row['ips']:7.1f} images/s  "
-                      f"p50 {row['p50']:7.2f} ms  p99 {row['p99']:7.2f} ms  "
+                       "errors": float(res.phase.error_count)}
+                rows.setdefault((s.name, (c, b)), []).append(row)
+                print(f"  round {r + 1} c={c:<3} b={b:<3} {s.name:<22} {row['ips']:7.1f} images/s"
+                      f"  p50 {row['p50']:7.2f} ms  p99 {row['p99']:7.2f} ms  "
                       f"errors {dict(sorted(res.phase.errors.items())) or 0}"
                       + ("" if res.health.ok else "  (generator could not keep up)"), flush=True)
-    print("\n| batching | conns | images/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|")
-    for (name, c), rs in rows.items():
+    print("\n| batching | conns | images/request | images/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, (c, b)), rs in rows.items():
         med = {k: statistics.median(x[k] for x in rs) for k in ("ips", "p50", "p99")}
-        print(f"| {name} | {c} | {med['ips']:.1f} | {med['p50']:.2f} | {med['p99']:.2f} | "
+        print(f"| {name} | {c} | {b} | {med['ips']:.1f} | {med['p50']:.2f} | {med['p99']:.2f} | "
               f"{int(sum(x['errors'] for x in rs))} |")
     print(f"\nratio batching on / off (images/s; median of {rounds} adjacent rounds [min-max]):")
     for on, off in (("on", "off"), ("on/default-admission", "off/default-admission")):
-        for c in conns:
-            ratio = [a["ips"] / b["ips"] for a, b in zip(rows[(on, c)], rows[(off, c)],
-                                                          strict=True) if b["ips"] > 0]
+        for c, b in settings:
+            ratio = [x["ips"] / y["ips"] for x, y in zip(rows[(on, (c, b))], rows[(off, (c, b))],
+                                                          strict=True) if y["ips"] > 0]
             if ratio:
-                print(f"  {on:<22} c={c:<3} {statistics.median(ratio):.2f}x "
+                print(f"  {on:<22} c={c:<3} b={b:<3} {statistics.median(ratio):.2f}x "
                       f"[{min(ratio):.2f}-{max(ratio):.2f}]")
 
 
@@ -252,6 +259,8 @@ def main() -> None:
     ap.add_argument("--split-rounds", type=int, default=200)
     ap.add_argument("--no-pin", action="store_true")
     ap.add_argument("--split-only", action="store_true", help="the in-process split, no servers")
+    ap.add_argument("--multipart", type=int, default=16,
+                    help="also N images per multipart request at 1 connection (0: skip)")
     args = ap.parse_args()
     conns = [int(c) for c in args.conns.split(",")]
     cpus = sorted(os.sched_getaffinity(0))
@@ -284,7 +293,8 @@ def main() -> None:
             assert r.status_code == 200 and r.json()["prediction"] in CLASSES, r.text[:200]
         print(f"\nload: packserve bench, closed loop, {args.duration:g} s per run, one image "
               "per request (raw image/jpeg)", flush=True)
-        load(servers, tmp_dir_images(tmp, jpegs), conns, args.rounds, args.duration)
+        load(servers, tmp_dir_images(tmp, jpegs), conns, args.rounds, args.duration,
+             args.multipart)
     finally:
         for s in servers:
             s.stop()
