@@ -55,3 +55,15 @@ def test_keep_and_workdir_keep_the_folder(tmp_path: Path, monkeypatch: pytest.Mo
     shutil.rmtree(made[-1])
     assert demo.run_demo(tmp_path / "mine", console=quiet) == 0
     assert (tmp_path / "mine" / "bench-report.html").exists()
+
+
+def test_image_step_is_skipped_without_its_extras(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """No torch/onnxscript/Pillow: no background build is started and step 8 says why."""
+    monkeypatch.setattr(demo, "IMAGE_STEP_NEEDS", ("torch", "no_such_module_for_the_demo"))
+    con = Console(record=True, width=100, color_system=None)
+    with demo._image_builder(tmp_path) as builder:
+        assert builder is None
+        assert demo._image_step(con, tmp_path, builder) is True
+    assert not (tmp_path / "images-build.log").exists()
+    assert "skipped: needs torch, onnxscript and Pillow" in con.export_text()

@@ -13,6 +13,7 @@ layers together.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import pickle
@@ -32,6 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 from packserve.errors import ExitCode, PackserveError
+
+IMAGE_STEP_NEEDS = ("torch", "onnxscript", "PIL")  # step 8 (pack a CNN to ONNX, decode JPEGs)
 
 
 class _Malicious:
@@ -181,10 +184,14 @@ def _lower_priority() -> None:  # pragma: no cover - runs in the child before ex
 
 
 @contextlib.contextmanager
-def _image_builder(root: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _image_builder(root: Path) -> Iterator[subprocess.Popen[bytes] | None]:
     """Build and pack the image step's CNN in a background process at low priority while the
     tabular steps run: importing torch and exporting to ONNX take seconds that the steps'
-    waits (server start, the open-loop bench, the drain) hide. Killed if still running."""
+    waits (server start, the open-loop bench, the drain) hide. Killed if still running.
+    None when torch, onnxscript or Pillow is not installed (the step is then skipped)."""
+    if any(importlib.util.find_spec(m) is None for m in IMAGE_STEP_NEEDS):
+        yield None
+        return
     with (root / "images-build.log").open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "packserve.demo_images", str(root)],
                                 stdout=log, stderr=subprocess.STDOUT,
@@ -197,11 +204,16 @@ def _image_builder(root: Path) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def _image_step(con: Console, root: Path, builder: subprocess.Popen[bytes]) -> bool:
+def _image_step(con: Console, root: Path, builder: subprocess.Popen[bytes] | None) -> bool:
     """The colour CNN (:mod:`packserve.demo_images`, packed by ``builder``) with its
     preprocessing and class names, served by its own server, asked about JPEGs (raw body,
     multipart) and compared with ``packserve.load`` in-process."""
     import httpx
+
+    if builder is None:
+        con.print("skipped: needs torch, onnxscript and Pillow "
+                  "(pip install 'packserve[torch,images]')")
+        return True
 
     import packserve
     from packserve import demo_images as di
@@ -274,7 +286,8 @@ def _run(con: Console, root: Path, *, bench_seconds: float, bench_rate: float, k
                       kept=kept)
 
 
-def _steps(con: Console, root: Path, builder: subprocess.Popen[bytes], *, bench_seconds: float,
+def _steps(con: Console, root: Path, builder: subprocess.Popen[bytes] | None, *,
+           bench_seconds: float,
            bench_rate: float, kept: bool) -> bool:
     con.rule("[bold]1. train[/] the chapter's XGBoost model")
     model, xte, _yte, acc, train_s = _train()
