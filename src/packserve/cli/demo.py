@@ -18,7 +18,7 @@ def demo_run(
         False, "--keep", help="keep the temporary folder (bundle, pickles, server log, bench "
         "report); it is removed otherwise"),
 ) -> None:
-    """Train the chapter's model, then pack -> scan -> serve -> predict -> bench, as a report."""
+    """Train the chapter's model, then pack -> scan -> serve -> predict -> bench -> images, as a report."""
     from packserve.demo import run_demo
 
     raise typer.Exit(run_demo(workdir, bench_seconds=bench_seconds, bench_rate=bench_rate,
