@@ -1,12 +1,10 @@
-"""What the table and tensor torch packers share: the options, the plan each makes, eval mode,
-input precision, graph checks, the TorchScript fallback."""
+"""Helpers the table and tensor torch plans share: the options, eval mode, the final layer,
+input precision, the graph check."""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,14 +12,8 @@ from typing import Any
 import numpy as np
 
 from packserve.bundle import Label
-from packserve.pack.build import Export, draft_manifest, open_staged
 from packserve.pack.families.torch import fidelity as fid
 from packserve.pack.families.torch.export import require_torch
-from packserve.pack.family import ExportJob
-from packserve.pack.parity import NativeOutput
-from packserve.pack.progress import step
-from packserve.pack.signature import SampleTable
-from packserve.runtime.base import Predictor
 
 TRACE_ADVICE = (
     "tracing records only the branch its example input took, so a model with data-dependent "
@@ -59,76 +51,6 @@ class TorchOptions:
 
 TRAINING_NOTE = ("model was in training mode: exported in eval mode (Dropout off, BatchNorm "
                  "uses running statistics); the caller's mode was restored")
-
-
-class Plan(ABC):
-    """One pack's decisions for one kind of bundle (table or tensor), made on the sample in
-    the subclass's constructor: the sample and native reference the flow reads, the eager
-    outputs on the fidelity probes, the determinism check, the output spec."""
-
-    sample: SampleTable
-    native: NativeOutput
-    module: Any  # what runs eagerly (an ExportedProgram's module())
-    options: TorchOptions
-    determinism: dict[str, Any]
-
-    def export(self, job: ExportJob) -> Export:
-        """Export in eval mode, check the artifact on every probe; a failed probe is raised by
-        the exporter unless ``job.allow_parity_failure``, then recorded here."""
-        with eval_mode(self.module):
-            if self.options.format == "onnx":
-                exp, checks = self.to_onnx(job)
-            else:
-                exp, checks = self.to_torchscript(job)
-        exp.export["fidelity"] = fid.summary(checks)
-        bad = fid.failed(checks)
-        if bad:
-            exp.notes.append("FIDELITY FAILED: " + self.describe(bad))
-        exp.checks = [self.determinism, *checks]
-        return exp
-
-    @abstractmethod
-    def to_onnx(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]: ...
-
-    @abstractmethod
-    def to_torchscript(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]: ...
-
-    @abstractmethod
-    def describe(self, bad: list[dict[str, Any]]) -> str:
-        """The failed fidelity checks, as a user reads them."""
-
-    def check_artifact(self, exp: Export, job: ExportJob, n_probes: int,
-                       compare: Callable[[Predictor, str], list[dict[str, Any]]]
-                       ) -> list[dict[str, Any]]:
-        """Load the staged artifact with the real runtime and ``compare`` it on every probe.
-
-        ONNX is also run with graph optimizations *disabled*, which is the graph exactly as
-        exported (the default optimizer would hide, e.g., a training-mode Dropout).
-        """
-        step(f"checking fidelity on {n_probes} probes")
-        manifest = draft_manifest(exp, self.sample, name=job.name, version="0")
-        variants = ["disable", "all"] if exp.format == "onnx" else ["default"]
-        checks: list[dict[str, Any]] = []
-        for opt in variants:
-            kwargs: dict[str, Any] = {"intra_op_threads": 0}
-            if exp.format == "onnx":
-                kwargs["optimization"] = opt
-            predictor = open_staged(job.staging, manifest, **kwargs)
-            label = f"onnxruntime(optimization={opt})" if exp.format == "onnx" else "torch.jit"
-            try:
-                checks += compare(predictor, label)
-            finally:
-                predictor.close()
-        return checks
-
-
-def clear(staging: Path) -> None:
-    """Empty the staging directory for the next TorchScript method (trace -> script)."""
-    for p in staging.iterdir():
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
 
 
 @contextlib.contextmanager
@@ -190,6 +112,6 @@ def onnx_graph_check(staging: Path, artifact: str) -> dict[str, Any]:
             "ops": sorted({n.op_type for n in model.graph.node})}
 
 
-__all__ = ["FORMATS", "METHODS", "TRACE_ADVICE", "TRAINING_NOTE", "Plan", "TorchOptions", "clear",
-           "eval_mode", "final_layer",
+__all__ = ["FORMATS", "METHODS", "TRACE_ADVICE", "TRAINING_NOTE", "TorchOptions", "eval_mode",
+           "final_layer",
            "input_dtype", "onnx_graph_check"]

@@ -19,9 +19,10 @@ from typing import Any
 
 from packserve.errors import ConfigError, PackError
 from packserve.pack.build import Export
-from packserve.pack.families.torch.common import FORMATS, METHODS, Plan, TorchOptions
+from packserve.pack.families.torch.common import FORMATS, METHODS, TorchOptions
 from packserve.pack.families.torch.export import require_torch
 from packserve.pack.families.torch.nd import TensorPlan
+from packserve.pack.families.torch.plan import Plan
 from packserve.pack.families.torch.table import TablePlan, table_output
 from packserve.pack.families.torch.tensor import is_tensor_sample
 from packserve.pack.family import ExportJob, Family

@@ -9,28 +9,23 @@ probes and tolerance rules.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from packserve.bundle import Label, OutputSpec, TensorSpec
-from packserve.errors import ConfigError, PackError, ParityError, SampleError
+from packserve.errors import ConfigError, PackError, SampleError
 from packserve.pack import parity
 from packserve.pack.build import Export
 from packserve.pack.families.torch import fidelity as fid
 from packserve.pack.families.torch import probes as tp
 from packserve.pack.families.torch import tensor as tt
 from packserve.pack.families.torch.common import (
-    TRACE_ADVICE,
     TRAINING_NOTE,
-    Plan,
     TorchOptions,
-    clear,
     eval_mode,
     final_layer,
     input_dtype,
-    onnx_graph_check,
 )
 from packserve.pack.families.torch.export import (
     OUTPUT_NAME,
@@ -39,6 +34,7 @@ from packserve.pack.families.torch.export import (
     export_torchscript,
     require_torch,
 )
+from packserve.pack.families.torch.plan import Checks, Plan
 from packserve.pack.family import ExportJob, dist_version
 from packserve.pack.outputs import output_spec
 from packserve.pack.progress import step
@@ -238,10 +234,10 @@ class TensorPlan(Plan):
             },
         }
 
-    def describe(self, bad: list[dict[str, Any]]) -> str:
+    def describe(self, bad: Checks) -> str:
         return _describe(bad, self.probes)
 
-    def _make(self, ex: Exported, fmt: str, extra: list[str]) -> Export:
+    def make(self, ex: Exported, fmt: str, extra: list[str]) -> Export:
         converters = {"torch": require_torch().__version__}
         if fmt == "onnx":
             converters |= {"onnxscript": dist_version("onnxscript"), "onnx": dist_version("onnx")}
@@ -257,26 +253,23 @@ class TensorPlan(Plan):
             return None, ex
         return tuple(ex[n] for n in self.ts.names), None
 
-    def _checks(self, exp: Export, job: ExportJob) -> list[dict[str, Any]]:
-        def compare(predictor: Predictor, label: str) -> list[dict[str, Any]]:
+    def fidelity(self, exp: Export, job: ExportJob) -> Checks:
+        def compare(predictor: Predictor, label: str) -> Checks:
             return tp.compare(self.eager, predictor._run_raw, self.probes, label, self.atol,
                               self.rtol)
 
         return self.check_artifact(exp, job, len(self.probes), compare)
 
-    def to_onnx(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
-        import onnx
-
+    def exported_onnx(self, job: ExportJob) -> Exported:
         args, kwargs = self.example()
-        step("exporting with torch.onnx.export (dynamo)")
-        ex = export_onnx(self.program or self.module, None, job.staging, args=args, kwargs=kwargs,
-                         input_names=self.ts.names, output_names=list(self.eager["sample"]),
-                         dynamic_shapes=tp.dynamic_shapes(self.ts),
-                         opset_version=self.options.opset_version,
-                         external_data=self.options.external_data)
-        exp = self._make(ex, "onnx", [])
-        proto = onnx.load(str(job.staging / ex.artifact), load_external_data=False)
-        exp.opsets = {d.domain or "": int(d.version) for d in proto.opset_import}
+        return export_onnx(self.program or self.module, None, job.staging, args=args,
+                           kwargs=kwargs, input_names=self.ts.names,
+                           output_names=list(self.eager["sample"]),
+                           dynamic_shapes=tp.dynamic_shapes(self.ts),
+                           opset_version=self.options.opset_version,
+                           external_data=self.options.external_data)
+
+    def check_onnx(self, proto: Any) -> None:
         got = [i.name for i in proto.graph.input]
         if got != self.ts.names:
             raise PackError(f"the exported graph takes inputs {got}, not {self.ts.names}: an "
@@ -290,57 +283,19 @@ class TensorPlan(Plan):
                        "with dynamic_shapes marking axis 0 as torch.export.Dim('batch')"
                        if self.program is not None or hasattr(self.module, "_in_spec") else "")
                 )
-        graph = onnx_graph_check(job.staging, ex.artifact)
-        if not graph["passed"]:
-            raise PackError("the exported ONNX graph contains training-mode or random nodes: "
-                            + ", ".join(graph["found"][:5]) + "; no bundle written")
-        t0 = time.perf_counter()
-        checks = [graph, *self._checks(exp, job)]
-        exp.export["fidelity_seconds"] = round(time.perf_counter() - t0, 4)
-        bad = fid.failed(checks)
-        if bad and not job.allow_parity_failure:
-            raise ParityError(
-                "the ONNX export is not faithful to the eager model: "
-                + _describe(bad, self.probes) + f" (tolerance {self.atol:g} + {self.rtol:g} x "
-                "max|eager output|); no bundle written"
-            )
-        return exp, checks
 
-    def to_torchscript(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
-        methods = ["trace", "script"] if self.options.method == "auto" else [self.options.method]
+    def onnx_advice(self) -> str:
+        return f" (tolerance {self.atol:g} + {self.rtol:g} x max|eager output|)"
+
+    def methods(self) -> list[str]:
         if self.program is not None:
-            methods = ["trace"]  # a GraphModule from torch.export does not script
+            return ["trace"]  # a GraphModule from torch.export does not script
+        return super().methods()
+
+    def exported_torchscript(self, job: ExportJob, method: str) -> Exported:
         args, kwargs = self.example()
-        history: list[str] = []
-        for i, m in enumerate(methods):
-            last = i == len(methods) - 1
-            clear(job.staging)
-            try:
-                step(f"exporting with torch.jit.{m}")
-                ex = export_torchscript(self.module, None, job.staging, m, args=args,
-                                        kwargs=kwargs)
-            except PackError as exc:
-                if last:
-                    raise
-                history.append(f"{m} failed ({exc.message}); fell back to script")
-                continue
-            exp = self._make(ex, "torchscript", [*history])
-            checks = self._checks(exp, job)
-            bad = fid.failed(checks)
-            if bad and not last:
-                history.append(f"trace was unfaithful on {_describe(bad, self.probes)}; "
-                               "fell back to script")
-                continue
-            if bad and not job.allow_parity_failure:
-                raise ParityError(
-                    f"the TorchScript {m} is not faithful to the eager model: "
-                    f"{_describe(bad, self.probes)}. {TRACE_ADVICE if m == 'trace' else ''}; "
-                    "no bundle written"
-                )
-            if history:
-                exp.export["fallback"] = history
-            return exp, checks
-        raise AssertionError("unreachable")  # pragma: no cover
+        return export_torchscript(self.module, None, job.staging, method, args=args,
+                                  kwargs=kwargs)
 
 
 __all__ = ["TensorPlan"]

@@ -15,25 +15,20 @@ The two classic PyTorch deployment bugs are guarded here:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from packserve.bundle import TensorSpec
-from packserve.errors import PackError, ParityError, SampleError
+from packserve.errors import PackError, SampleError
 from packserve.pack.build import Export
 from packserve.pack.families.torch import fidelity as fid
 from packserve.pack.families.torch.common import (
-    TRACE_ADVICE,
     TRAINING_NOTE,
-    Plan,
     TorchOptions,
-    clear,
     eval_mode,
     final_layer,
     input_dtype,
-    onnx_graph_check,
 )
 from packserve.pack.families.torch.export import (
     INPUT_NAME,
@@ -43,6 +38,7 @@ from packserve.pack.families.torch.export import (
     export_torchscript,
     require_torch,
 )
+from packserve.pack.families.torch.plan import Checks, Plan
 from packserve.pack.family import ExportJob, dist_version
 from packserve.pack.outputs import output_spec
 from packserve.pack.parity import NativeOutput, native_output
@@ -98,7 +94,6 @@ class TablePlan(Plan):
         self.sample = st = _sample(sample, feature_names)
         self.dtype, self.dtype_name = input_dtype(model)
         self.x = torch.from_numpy(np.ascontiguousarray(st.table, dtype=self.dtype))
-        self.tracer_warnings: list[str] = []
         with eval_mode(model) as was_training:
             try:
                 eager_sample = fid.run_eager(model, st.table, self.dtype)
@@ -129,10 +124,10 @@ class TablePlan(Plan):
             self.notes.insert(0, TRAINING_NOTE)
         self.native: NativeOutput = native_output(self.spec, {OUTPUT_NAME: eager_sample})
 
-    def describe(self, bad: list[dict[str, Any]]) -> str:
+    def describe(self, bad: Checks) -> str:
         return fid.describe(bad, self.probes)
 
-    def _make(self, ex: Exported, fmt: str, extra_notes: list[str]) -> Export:
+    def make(self, ex: Exported, fmt: str, extra_notes: list[str]) -> Export:
         torch = require_torch()
         converters = {"torch": torch.__version__}
         if fmt == "onnx":
@@ -162,8 +157,8 @@ class TablePlan(Plan):
             notes=[*self.notes, *extra_notes],
         )
 
-    def _artifact_checks(self, exp: Export, job: ExportJob) -> list[dict[str, Any]]:
-        def compare(predictor: Predictor, label: str) -> list[dict[str, Any]]:
+    def fidelity(self, exp: Export, job: ExportJob) -> Checks:
+        def compare(predictor: Predictor, label: str) -> Checks:
             def run(x: np.ndarray) -> np.ndarray:
                 raw = predictor._run_raw({INPUT_NAME: np.ascontiguousarray(x, dtype=self.dtype)})
                 return np.asarray(raw[OUTPUT_NAME])
@@ -173,86 +168,20 @@ class TablePlan(Plan):
 
         return self.check_artifact(exp, job, len(self.probes), compare)
 
-    def to_onnx(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
-        import onnx
+    def exported_onnx(self, job: ExportJob) -> Exported:
+        return export_onnx(self.model, self.x, job.staging,
+                           opset_version=self.options.opset_version,
+                           external_data=self.options.external_data)
 
-        step("exporting with torch.onnx.export (dynamo)")
-        ex = export_onnx(self.model, self.x, job.staging, opset_version=self.options.opset_version,
-                         external_data=self.options.external_data)
-        exp = self._make(ex, "onnx", [])
-        proto = onnx.load(str(job.staging / ex.artifact), load_external_data=False)
-        exp.opsets = {d.domain or "": int(d.version) for d in proto.opset_import}
-        graph = onnx_graph_check(job.staging, ex.artifact)
-        if not graph["passed"]:
-            raise PackError(
-                "the exported ONNX graph contains training-mode or random nodes: "
-                + ", ".join(graph["found"][:5])
-                + " — the bundle would not predict deterministically; no bundle written"
-            )
-        t0 = time.perf_counter()
-        checks = [graph, *self._artifact_checks(exp, job)]
-        exp.export["fidelity_seconds"] = round(time.perf_counter() - t0, 4)
-        bad = fid.failed(checks)
-        if bad and not job.allow_parity_failure:
-            raise ParityError(
-                "the ONNX export is not faithful to the eager model: "
-                + fid.describe(bad, self.probes) + ". If the model branches on tensor values, "
-                "rewrite the branch with torch.where / torch.cond, or pack it with "
-                "format='torchscript', method='script'; no bundle written"
-            )
-        return exp, checks
+    def exported_torchscript(self, job: ExportJob, method: str) -> Exported:
+        return export_torchscript(self.model, self.x, job.staging, method)
 
-    def to_torchscript(self, job: ExportJob) -> tuple[Export, list[dict[str, Any]]]:
-        requested = self.options.method
-        methods = ["trace", "script"] if requested == "auto" else [requested]
-        history: list[str] = []
-        for i, method in enumerate(methods):
-            last = i == len(methods) - 1
-            clear(job.staging)
-            try:
-                step(f"exporting with torch.jit.{method}")
-                ex = export_torchscript(self.model, self.x, job.staging, method)
-            except PackError as exc:
-                if last:
-                    raise
-                history.append(f"{method} failed ({exc.message}); fell back to script")
-                continue
-            exp = self._make(ex, "torchscript", [*history])
-            if ex.info.get("tracer_warnings"):
-                exp.notes.append(
-                    f"torch.jit.trace emitted {len(ex.info['tracer_warnings'])} "
-                    "TracerWarning(s): " + " | ".join(ex.info["tracer_warnings"][:3])
-                )
-            if method == "trace":
-                exp.failure_hint = TRACE_ADVICE
-            t0 = time.perf_counter()
-            checks = self._artifact_checks(exp, job)
-            exp.export["fidelity_seconds"] = round(time.perf_counter() - t0, 4)
-            bad = fid.failed(checks)
-            if not bad:
-                if history:
-                    exp.export["fallback"] = history
-                    exp.export["tracer_warnings"] = self.tracer_warnings
-                return exp, checks
-            what = fid.describe(bad, self.probes)
-            if not last:
-                tw = ex.info.get("tracer_warnings", [])
-                self.tracer_warnings = tw
-                warn = (f" ({len(tw)} TracerWarning(s), first: {tw[0].split('. ')[0]})" if tw
-                        else " (no TracerWarning was emitted)")
-                history.append(f"trace was unfaithful on {what}{warn}; fell back to script")
-                continue
-            if job.allow_parity_failure:
-                return exp, checks
-            advice = TRACE_ADVICE if method == "trace" else (
-                "the scripted model differs from the eager model; check forward() for "
-                "Python-only behaviour that TorchScript compiles differently"
-            )
-            raise ParityError(
-                f"the TorchScript {method} of {type(self.model).__name__} is not faithful to the "
-                f"eager model: {what}. {advice}; no bundle written"
-            )
-        raise AssertionError("unreachable")  # pragma: no cover
+    def check_onnx(self, proto: Any) -> None:
+        """One input, one output: nothing to check beyond the common checks."""
+
+    def onnx_advice(self) -> str:
+        return (". If the model branches on tensor values, rewrite the branch with torch.where / "
+                "torch.cond, or pack it with format='torchscript', method='script'")
 
 
 __all__ = ["TablePlan", "table_output"]
