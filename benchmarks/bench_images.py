@@ -266,7 +266,7 @@ def main() -> None:
     cpus = sorted(os.sched_getaffinity(0))
     pin_srv, pin_gen = (None, None) if args.no_pin or len(cpus) < 2 else (cpus[0], cpus[1])
 
-    from packserve.bench import image_inputs
+    from packserve.bench.inputs import images as image_inputs
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-images-"))
     servers: list[Server] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from packserve import demo
+from packserve.demo import run as demo
 
 
 @pytest.mark.slow  # trains 100 trees, packs, starts a real server: ~30 s on 2 cores

@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers.server import Server, running_server
-from packserve.bench import image_inputs, locustfile_for, run_bench
+from packserve.bench import locustfile_for, run_bench
+from packserve.bench.inputs import images as image_inputs
 from packserve.cli import app
 
 SIZE = 48  # the preprocessing's output: small, so the test is about bench, not the model

@@ -9,8 +9,8 @@ import orjson
 
 from helpers.tensor_bundles import VOCAB
 from packserve.bench.inputs import Signature, build_bodies
+from packserve.bench.inputs.tensors import from_v2_metadata
 from packserve.bench.locustgen import locustfile_for
-from packserve.bench.tensor_inputs import from_v2_metadata
 from packserve.bundle import read_manifest
 from packserve.serve.payloads.tensor import TensorRequestDecoder
 

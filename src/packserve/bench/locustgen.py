@@ -15,9 +15,9 @@ import pprint
 from pathlib import Path
 from typing import Any
 
-from packserve.bench import image_inputs
-from packserve.bench.image_inputs import ImageSet
 from packserve.bench.inputs import Signature, resolve_signature
+from packserve.bench.inputs import images as image_inputs
+from packserve.bench.inputs.images import ImageSet
 from packserve.bench.runner import image_size, predict_path
 from packserve.errors import ConfigError
 

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packserve.bench import image_inputs
 from packserve.bench.client import Target
 from packserve.bench.histogram import Summary
 from packserve.bench.inputs import Signature, build_bodies, resolve_signature
+from packserve.bench.inputs import images as image_inputs
+from packserve.bench.inputs.tensors import image_hw
 from packserve.bench.loadgen import Health, LoadSpec, Mode, PhaseResult, phase_health
 from packserve.bench.procs import run_distributed
 from packserve.bench.resources import MIB, ResourceSampler, ResourceSeries
-from packserve.bench.tensor_inputs import image_hw
 from packserve.errors import ConfigError
 
 DEFAULT_CONCURRENCY = 8

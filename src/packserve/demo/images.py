@@ -96,7 +96,7 @@ def questions(seed: int = 42) -> dict[str, bytes]:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m packserve.demo_images OUT``: build, pack to ``OUT/colours`` and write
+    """``python -m packserve.demo.images OUT``: build, pack to ``OUT/colours`` and write
     ``OUT/colours.json`` (bundle path, build and pack seconds): the demo runs this in the
     background while its tabular steps run."""
     out = Path(argv[0])

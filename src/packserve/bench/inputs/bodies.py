@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packserve.bench import tensor_inputs
 from packserve.bench.client import Target
-from packserve.bench.tensor_inputs import TensorInput
+from packserve.bench.inputs import tensors as tensor_inputs
+from packserve.bench.inputs.tensors import TensorInput
 from packserve.errors import ConfigError
 
 NUMERIC = ("float32", "float64", "int64", "int32")

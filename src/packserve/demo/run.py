@@ -1,5 +1,5 @@
 """The README's end-to-end demo: train -> pack -> scan -> serve -> predict -> bench, then an
-image classifier (:mod:`packserve.demo_images`) served and asked about JPEGs.
+image classifier (:mod:`packserve.demo.images`) served and asked about JPEGs.
 
 Everything runs for real on a built-in example (the chapter's XGBoost model on
 ``make_classification``): the server is a real ``packserve serve`` subprocess on a free
@@ -193,7 +193,7 @@ def _image_builder(root: Path) -> Iterator[subprocess.Popen[bytes] | None]:
         yield None
         return
     with (root / "images-build.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "packserve.demo_images", str(root)],
+        proc = subprocess.Popen([sys.executable, "-m", "packserve.demo.images", str(root)],
                                 stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=_lower_priority)  # only os.nice: fork-safe
     try:
@@ -205,7 +205,7 @@ def _image_builder(root: Path) -> Iterator[subprocess.Popen[bytes] | None]:
 
 
 def _image_step(con: Console, root: Path, builder: subprocess.Popen[bytes] | None) -> bool:
-    """The colour CNN (:mod:`packserve.demo_images`, packed by ``builder``) with its
+    """The colour CNN (:mod:`packserve.demo.images`, packed by ``builder``) with its
     preprocessing and class names, served by its own server, asked about JPEGs (raw body,
     multipart) and compared with ``packserve.load`` in-process."""
     import httpx
@@ -216,8 +216,8 @@ def _image_step(con: Console, root: Path, builder: subprocess.Popen[bytes] | Non
         return True
 
     import packserve
-    from packserve import demo_images as di
     from packserve.bundle import read_manifest
+    from packserve.demo import images as di
 
     if builder.wait(timeout=300) != 0:
         con.print(f"[red]building the image model failed[/] (log: {root / 'images-build.log'})")
