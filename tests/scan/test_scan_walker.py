@@ -139,7 +139,7 @@ def test_old_protocols_are_not_mistaken_for_compression() -> None:
 def test_every_pickle_opcode_has_a_handler() -> None:
     import pickletools
 
+    from packserve.scan.pickle.handlers.plain import DISPATCH
     from packserve.scan.pickle.opcodes import walk as _walk  # noqa: F401 - registers every handler
-    from packserve.scan.pickle.ops_values import DISPATCH
 
     assert set(DISPATCH) == {ord(o.code.encode("latin1")) for o in pickletools.opcodes}

@@ -1,7 +1,7 @@
 """``scan.pickle``: the static pickle walker (every opcode of protocols 0-5, nothing executed).
 
-:mod:`.opcodes` runs the loop, :mod:`.machine` holds the stack/memo state, :mod:`.ops_values`
-and :mod:`.ops_objects` are the opcode handlers and :mod:`.values` the objects they build.
+:mod:`.opcodes` runs the loop, :mod:`.machine` holds the stack/memo state, :mod:`.handlers`
+holds the opcode handlers and :mod:`.values` the objects they build.
 The container formats around pickles (zip, tar, compressed, Keras) stay one level up in
 :mod:`packserve.scan`; they hand each pickle stream to :func:`walk`.
 """

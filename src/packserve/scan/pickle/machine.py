@@ -62,7 +62,7 @@ class WalkResult:
 class WalkState:
     """The state of one walk and the helpers every opcode handler uses.
 
-    Handlers (:mod:`.ops_values`, :mod:`.ops_objects`) only see this class; the main loop
+    Handlers (:mod:`.handlers`) only see this class; the main loop
     that dispatches to them lives in :class:`~packserve.scan.pickle.opcodes.Walker`. Keeping the two
     apart lets the handlers sit below the walker with no import cycle.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from packserve.scan.pickle import ops_objects  # noqa: F401 - registers its handlers in DISPATCH
+from packserve.scan.pickle.handlers import DISPATCH
 from packserve.scan.pickle.machine import (
     MAX_VALUES,
     PICKLE_LIKE_OPS,
@@ -21,7 +21,6 @@ from packserve.scan.pickle.machine import (
     WalkResult,
     WalkState,
 )
-from packserve.scan.pickle.ops_values import DISPATCH
 from packserve.scan.pickle.values import Big, DictV, GlobalRef, Issue, Malformed, Obj, Opaque
 from packserve.scan.report import Severity
 from packserve.scan.stream import Reader

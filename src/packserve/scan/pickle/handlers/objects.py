@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from packserve.scan.pickle.handlers.plain import _u4, _u8, op
 from packserve.scan.pickle.machine import WalkState
-from packserve.scan.pickle.ops_values import _u4, _u8, op
 from packserve.scan.pickle.values import MAX_LINE, DictV, GlobalRef, Malformed, Obj, Opaque
 from packserve.scan.report import Severity
 

@@ -1,7 +1,7 @@
 """Opcode handlers for plain values: stack marks, numbers, strings, bytes, tuples, lists, dicts.
 
 Each handler gets the :class:`~packserve.scan.pickle.machine.WalkState` and returns ``True`` only for
-STOP. :data:`DISPATCH` maps an opcode byte to its handler; :mod:`.ops_objects` adds the rest.
+STOP. :data:`DISPATCH` maps an opcode byte to its handler; :mod:`.objects` adds the rest.
 """
 
 from __future__ import annotations
