@@ -1,4 +1,4 @@
-"""``pack.torch``: torch.nn.Module -> ONNX or TorchScript bundle, fidelity proved.
+"""``pack.families.torch``: torch.nn.Module -> ONNX or TorchScript bundle, fidelity proved.
 
 The torch family on the common pack flow. One module per job: :mod:`.family` (the
 :class:`~packserve.pack.family.Family`: options, table-or-tensor choice), :mod:`.plan` (the
