@@ -20,7 +20,9 @@ import pytest
 
 from helpers.models import make_slow_bundle
 from helpers.server import running_server
-from packserve.serve.admission import LoopClock
+from packserve.serve.admission import Admission, LoopClock
+from packserve.serve.handle import ModelHandle
+from packserve.serve.offload import CostModel
 
 ARGS = ("--max-in-flight", "2", "--inference-threads", "1", "--batching")
 
@@ -180,3 +182,31 @@ def test_loop_clock_measures_the_current_pass() -> None:
     first, late, count, fresh, fresh_count = asyncio.run(main())
     assert first == 0.0 and late >= 0.03 and count == 2
     assert fresh == 0.0 and fresh_count == 1
+
+
+class _Batcher:
+    """What ``Admission.limit`` reads of a batcher."""
+
+    max_batch_size, max_queue, concurrency, queue_depth = 64, 256, 1, 0
+
+
+def _handle(one_row_s: float, per_row_s: float, batched: bool) -> ModelHandle:
+    cost = CostModel(0.00025)
+    cost.fixed_s, cost.per_row_s = one_row_s, per_row_s
+    handle = ModelHandle("m", "1", Path("."), None, cost=cost)
+    handle.batcher = _Batcher() if batched else None  # type: ignore[assignment]
+    return handle
+
+
+def test_the_default_bound_follows_the_measured_cost() -> None:
+    adm = Admission(budget_ms=30, parallelism=2)
+    # unbatched, in a thread: the budget's worth of calls over the threads
+    assert adm.limit(_handle(0.001, 0.0, batched=False)) == 60  # 30 ms x 2 threads / 1 ms
+    assert adm.limit(_handle(0.002, 0.0, batched=False)) == 30
+    assert adm.limit(_handle(0.5, 0.0, batched=False)) == 4  # one running + one waiting a thread
+    # batched: the cost of a full batch per request; cheap rows -> the budget's worth
+    # (1 ms + 64 x 10 us) / 64 = 25.6 us a request -> 30 ms / 25.6 us
+    assert adm.limit(_handle(0.001, 0.00001, batched=True)) == 1170
+    # ... but never less than a full batch running and one filling: else batches never fill
+    assert adm.limit(_handle(0.0015, 0.0007, batched=True)) == 128
+    assert Admission(budget_ms=30, max_in_flight=7).limit(_handle(0.5, 0.0, batched=True)) == 7

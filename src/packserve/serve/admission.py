@@ -16,7 +16,8 @@ read (so a refused request costs a fraction of an accepted one):
 * **accepted work per model** — requests routed to a model and not yet answered (in flight
   plus queued in the executor or batcher). The bound is sized from the model's measured
   per-call cost so that the admitted work drains within ``budget_s``
-  (``budget_s * parallelism / cost``, at least two per thread), or set explicitly
+  (``budget_s * parallelism / cost``, at least two per thread; batched: at least a full
+  batch running per thread plus one filling), or set explicitly
   (``max_in_flight``). With batching, a full batcher queue is also refused here, before
   the body is parsed, so the batcher's own late 503 is only a backstop for a race.
 
@@ -117,16 +118,20 @@ class Admission:
             size = batcher.max_batch_size
             per_request = cost.estimate(size) / size
             parallel = batcher.concurrency
+            # a full batch running per thread and the next one filling: fewer and batches
+            # never fill, so overload would cut the batcher's throughput, not just its queue
+            floor = size * (parallel + 1)
         else:
             per_request = cost.estimate(1)
             parallel = 1 if cost.inline(1) else self.parallelism
+            # one running and one waiting per thread: arrivals a moment apart must not
+            # bounce off a model that is merely busy
+            floor = 2 * parallel
         if not per_request > 0 or math.isinf(per_request):
             limit = _MAX_LIMIT
         else:
             limit = int(self.budget_s * parallel / per_request)
-        # at least one running and one waiting per thread: arrivals a moment apart must not
-        # bounce off a model that is merely busy
-        return max(2 * parallel, min(limit, _MAX_LIMIT))
+        return max(floor, min(limit, _MAX_LIMIT))
 
     def enter(self, handle: ModelHandle, now: float) -> None:
         """Admit one request to ``handle`` or raise :class:`OverloadedError` (503) at once.
