@@ -3,7 +3,7 @@
 The format is detected from the file's content (its first bytes), not trusted from its
 extension. Supported: XGBoost ``.json`` / ``.ubj``, LightGBM text ``.txt``, CatBoost
 ``.cbm``, Keras ``.keras`` (zip) / ``.h5`` (HDF5) — scanned, then loaded with
-``safe_mode=True`` (:mod:`packserve.pack.keras_files`) — and a TensorFlow SavedModel directory
+``safe_mode=True`` (:func:`load_keras_file`) — and a TensorFlow SavedModel directory
 (converted from its graph, :mod:`packserve.pack.families.savedmodel`). Pickle-based files
 (``.pkl``, ``.pickle``, ``.joblib``) go through the scan layer's safe migration
 (:func:`packserve.scan.loader.load_pickle_file`): scanned without executing
@@ -146,6 +146,32 @@ _LOADERS = {
 }
 
 
+def load_keras_file(path: str | os.PathLike[str]) -> Any:
+    """Scan, then load a ``.keras`` / ``.h5`` model with ``safe_mode=True``.
+
+    The scan (:mod:`packserve.scan.keras`) finds a ``Lambda`` layer's marshalled bytecode,
+    custom objects and registered functions; any finding or scan failure refuses the file, and
+    ``safe_mode=True`` has Keras itself refuse to deserialize Lambda bytecode too.
+    """
+    from packserve.pack.families.tf_common import require_tf
+    from packserve.scan import ensure_safe
+
+    p = Path(path)
+    ensure_safe(p)  # UnsafeFileError (exit 1) / ScanFailedError (exit 2) before any load
+    require_tf()
+    import keras
+
+    try:
+        try:  # compiled: the loss tells a regressor from a logit (task inference)
+            return keras.saving.load_model(str(p), safe_mode=True, compile=True)
+        except (ValueError, TypeError):  # legacy .h5 losses by name do not deserialize in Keras 3
+            return keras.saving.load_model(str(p), safe_mode=True, compile=False)
+    except Exception as exc:  # Keras's own errors; keep the host path out
+        raise PackError(f"could not load '{p.name}' as a Keras model: {type(exc).__name__}: "
+                        f"{str(exc).replace(str(p), p.name)[:300]}",
+                        detail_for_logs=repr(exc)) from exc
+
+
 def load_model_file(path: str | os.PathLike[str]) -> Any:
     """Load a native model file; refuse pickles and unknown formats with the reason."""
     p = Path(path)
@@ -161,8 +187,6 @@ def load_model_file(path: str | os.PathLike[str]) -> Any:
         raise PackError(f"model file '{p}' does not exist")
     fmt = detect_format(p)
     if fmt in (KERAS, KERAS_H5):
-        from packserve.pack.keras_files import load_keras_file
-
         return load_keras_file(p)
     if fmt == PICKLE:
         # Safe migration (scan layer): the file is scanned without executing it and refused on
@@ -208,6 +232,7 @@ __all__ = [
     "SampleFile",
     "align_sample",
     "detect_format",
+    "load_keras_file",
     "load_model_file",
     "load_sample_file",
     "model_feature_names",
