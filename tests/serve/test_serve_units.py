@@ -196,6 +196,37 @@ def test_cost_model_rules() -> None:
     assert fast.inline(1)
 
 
+def test_a_fast_model_pushed_off_the_loop_comes_back_through_probes() -> None:
+    """Preemption on a busy host can push a fast model off the loop; in a thread its calls then
+    measure the GIL wait too (inflated), so only inline probes can bring it back."""
+    from packserve.serve.offload import PROBE_EVERY
+
+    cm = CostModel(0.00025)
+    cm.calibrate(lambda n: 0.00003)
+    for _ in range(3):  # three preempted calls: off the loop
+        cm.observe(1, 0.0006)
+    assert not cm.inline(1)
+    routes = []
+    for _ in range(3 * PROBE_EVERY):
+        inline = cm.route(1)
+        routes.append(inline)
+        # a thread call measures 0.5 ms (GIL wait); a probe measures the model: 30 us
+        cm.observe(1, 0.00003 if inline else 0.0005, inline=inline)
+    assert sum(routes) == 3 and routes[PROBE_EVERY - 1] and not any(routes[:PROBE_EVERY - 1])
+    assert cm.inline(1) and cm.route(1)
+    # a model that is really slow stays off the loop: its probes measure it slow
+    slow = CostModel(0.00025)
+    slow.calibrate(lambda n: 0.0005)
+    for _ in range(5 * PROBE_EVERY):
+        inline = slow.route(1)
+        slow.observe(1, 0.0005, inline=inline)
+    assert not slow.inline(1)
+    # far over the bound: never probed
+    far = CostModel(0.00025)
+    far.calibrate(lambda n: 0.01)
+    assert not any(far.route(1) for _ in range(2 * PROBE_EVERY))
+
+
 class Sleepy(Predictor):
     """Wraps a real predictor and sleeps in every call: a slow model, for the loop tests."""
 

@@ -167,7 +167,7 @@ class ModelHandle:
         where a request still waiting for a thread when its ``deadline`` passes or its
         client disconnects (:func:`~packserve.serve.disconnect.run_watched`) is dropped."""
         rows = feeds_rows(feeds)
-        if self.cost.inline(rows):
+        if self.cost.route(rows):
             return self._run(feeds, rows, True)
         if deadline is None:
             return await run_watched(self.executor, self._run, feeds, rows, False)
@@ -185,7 +185,7 @@ class ModelHandle:
         t0 = time.perf_counter()
         pred = predictor.run(feeds)
         dt = time.perf_counter() - t0
-        self.cost.observe(rows, dt)
+        self.cost.observe(rows, dt, inline=inline)
         if self.observer is not None:
             self.observer(self, rows, dt, inline)
         return pred
