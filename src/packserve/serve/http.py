@@ -118,12 +118,8 @@ def check_json(headers: dict[bytes, bytes]) -> None:
         raise UnsupportedMediaTypeError("compressed bodies are not accepted on this endpoint")
 
 
-async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """Read a body, refusing with 413 as soon as it is known to exceed ``limit``.
-
-    A declared Content-Length over the limit is refused before a byte of it is read; a
-    chunked body is refused as soon as the bytes received pass the limit.
-    """
+def _check_declared(headers: dict[bytes, bytes], limit: int) -> None:
+    """413 for a declared Content-Length over ``limit``, before a byte of the body is read."""
     declared = headers.get(b"content-length")
     if declared is not None:
         try:
@@ -132,6 +128,15 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
             raise BadRequestError("invalid Content-Length header") from None
         if length > limit:
             raise PayloadTooLargeError(f"body of {length} bytes exceeds the limit of {limit} bytes")
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """Read a body, refusing with 413 as soon as it is known to exceed ``limit``.
+
+    A declared Content-Length over the limit is refused before a byte of it is read; a
+    chunked body is refused as soon as the bytes received pass the limit.
+    """
+    _check_declared(headers, limit)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientDisconnect
@@ -159,14 +164,7 @@ async def body_chunks(receive: Receive, headers: dict[bytes, bytes], limit: int)
     """The body chunk by chunk as it arrives (a streaming parser's input), with
     :func:`read_body`'s limits: a declared Content-Length over ``limit`` is refused before a
     byte is read, a body that grows past it as soon as it does."""
-    declared = headers.get(b"content-length")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise BadRequestError("invalid Content-Length header") from None
-        if length > limit:
-            raise PayloadTooLargeError(f"body of {length} bytes exceeds the limit of {limit} bytes")
+    _check_declared(headers, limit)
     size = 0
     while True:
         message = await receive()
