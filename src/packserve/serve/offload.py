@@ -87,7 +87,7 @@ class CostModel:
         self._small.extend([self.fixed_s] * (self._small.maxlen or 1))
         self._large.extend([self.per_row_s] * (self._large.maxlen or 1))
 
-    def observe(self, rows: int, seconds: float, *, inline: bool = True) -> None:
+    def observe(self, rows: int, seconds: float, *, inline: bool = False) -> None:
         """Fold one measured call into the estimate (windowed median). An ``inline`` call of
         a model estimated off the loop is a probe (:meth:`route`): a clean measurement."""
         if rows <= 2:
