@@ -83,9 +83,34 @@ class Predictor(abc.ABC):
             ) from exc
         return self._postprocess(raw)
 
+    @property
+    def postprocessor(self) -> Postprocessor:
+        """The compiled :class:`Postprocessor` ``run`` applies (a server's fused plan uses it)."""
+        return self._postprocess
+
+    def run_outputs(self, feeds: Feeds, names: list[str]) -> list[np.ndarray]:
+        """Like :meth:`run` (counted, same errors), but only the raw outputs ``names``, not
+        postprocessed: for a caller that postprocesses them itself (the server's fused plan)."""
+        with self._lock:
+            self.calls += 1
+        try:
+            return self._run_outputs(feeds, names)
+        except InferenceError:
+            raise
+        except Exception as exc:  # the runtime's own errors carry paths and internals
+            raise InferenceError(
+                "the model failed to compute this batch", detail_for_logs=repr(exc)
+            ) from exc
+
     @abc.abstractmethod
     def _run_raw(self, feeds: Feeds) -> dict[str, np.ndarray]:
         """Run the artifact; return every raw output by name."""
+
+    def _run_outputs(self, feeds: Feeds, names: list[str]) -> list[np.ndarray]:
+        """Run the artifact for the outputs ``names`` (a runtime that can compute fewer
+        outputs overrides this)."""
+        raw = self._run_raw(feeds)
+        return [raw[n] for n in names]
 
     def warmup(self) -> Prediction:
         """One real prediction (on the bundle's example rows, else zeros) before readiness."""

@@ -86,3 +86,10 @@ class OnnxPredictor(Predictor):
         else:  # pragma: no cover - an ORT without the private binding
             outs = self.session.run(None, feeds)
         return dict(zip(self._output_names, outs, strict=True))
+
+    def _run_outputs(self, feeds: Feeds, names: list[str]) -> list[np.ndarray]:
+        direct = self._direct_run
+        if direct is not None:
+            outs: list[np.ndarray] = direct(names, feeds, None)
+            return outs
+        return list(self.session.run(names, feeds))  # pragma: no cover - see _run_raw

@@ -64,10 +64,13 @@ class Postprocessor:
             self.classes_array = np.empty(0)
             self.string_labels = False
             self.binary_argmax = False
+            self.class_values = []
             return
         assert spec.probability_output is not None and spec.classes is not None
         self.classes = list(spec.classes)
         self.classes_array = np.asarray(self.classes)
+        #: what ``labels.tolist()`` gives for each class (the answer's label values)
+        self.class_values: list[Label] = self.classes_array.tolist()
         self.string_labels = isinstance(self.classes[0], str)
         self.binary_argmax = self.mode == "probabilities" and len(self.classes) == 2
 
@@ -81,36 +84,62 @@ class Postprocessor:
             return Prediction(values=values)
         scores = raw[self.probability_output]  # type: ignore[index]
         p = np.asarray(scores, dtype=np.float64)
-        mode = self.mode
         if self.binary_argmax and p.shape == (1, 2) and self.label_output not in raw:
-            # one row of a binary classifier (most requests): the first-of-ties argmax on two
-            # Python floats instead of five numpy calls on a 1x2 array; NaN -> class 0, as below
-            (p0, p1), = p.tolist()
-            i = 1 if p0 < p1 - TIE_EPS else 0
+            # one row of a binary classifier (most requests): two Python floats (_binary_row)
+            i = _binary_row(p)[0]
             return Prediction(labels=self.classes_array[i:i + 1], probabilities=p,
                               classes=self.classes,
                               raw={self.probability_output: np.asarray(scores)})  # type: ignore[dict-item]
-        if mode == "probabilities":
-            probs = p
-        elif mode in ("sigmoid_logit", "sigmoid_probability"):
-            p = p.reshape(-1)
-            if mode == "sigmoid_logit":
-                p = _sigmoid(p)
-            probs = np.stack([1.0 - p, p], axis=1)
-        elif mode == "softmax":
-            probs = _softmax(p)
-        else:
-            probs = p
+        probs = self._probabilities(p)
         if self.label_output is not None and self.label_output in raw:
             labels = np.asarray(raw[self.label_output]).reshape(-1)
             if self.string_labels:
                 labels = labels.astype(str)
-        elif mode.startswith("sigmoid"):
-            labels = self.classes_array[(probs[:, 1] >= self.threshold).astype(np.int64)]
         else:
-            labels = self.classes_array[_argmax_first_of_ties(probs)]
+            labels = self.classes_array[self._label_index(probs)]
         return Prediction(labels=labels, probabilities=probs, classes=self.classes,
                           raw={self.probability_output: np.asarray(scores)})  # type: ignore[dict-item]
+
+    @property
+    def plain_classifier(self) -> bool:
+        """A classifier whose labels come from its scores alone (no label output read):
+        what :meth:`classify` serves."""
+        return not (self.tensor or self.regression) and self.label_output is None
+
+    def classify(self, scores: np.ndarray) -> tuple[list[Label], list[list[float]]]:
+        """Labels and probability rows as plain Python values, from the score output alone
+        (``plain_classifier`` only): what ``__call__`` decides, without the ``Prediction``
+        (a server's fused plan encodes these straight away)."""
+        p = np.asarray(scores, dtype=np.float64)
+        if self.binary_argmax and p.shape == (1, 2):
+            i, row = _binary_row(p)
+            return [self.class_values[i]], [row]
+        probs = self._probabilities(p)
+        labels: list[Label] = self.classes_array[self._label_index(probs)].tolist()
+        return labels, probs.tolist()
+
+    def _probabilities(self, p: np.ndarray) -> np.ndarray:
+        mode = self.mode
+        if mode in ("sigmoid_logit", "sigmoid_probability"):
+            p = p.reshape(-1)
+            if mode == "sigmoid_logit":
+                p = _sigmoid(p)
+            return np.stack([1.0 - p, p], axis=1)
+        if mode == "softmax":
+            return _softmax(p)
+        return p  # "probabilities" (and anything else): as the model gave them
+
+    def _label_index(self, probs: np.ndarray) -> np.ndarray:
+        if self.mode.startswith("sigmoid"):
+            return (probs[:, 1] >= self.threshold).astype(np.int64)
+        return _argmax_first_of_ties(probs)
+
+
+def _binary_row(p: np.ndarray) -> tuple[int, list[float]]:
+    """The first-of-ties argmax of one ``(1, 2)`` row on two Python floats instead of five
+    numpy calls (NaN -> class 0, as :func:`_argmax_first_of_ties`), and the row itself."""
+    row: list[float] = p.tolist()[0]
+    return (1 if row[0] < row[1] - TIE_EPS else 0), row
 
 
 def postprocess(raw: dict[str, np.ndarray], manifest: Manifest) -> Prediction:

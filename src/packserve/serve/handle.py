@@ -31,6 +31,7 @@ from packserve.serve.disconnect import run_watched
 from packserve.serve.offload import CostModel
 from packserve.serve.payloads import RequestDecoder, ResponseEncoder, TensorRequestDecoder, decoder_for
 from packserve.serve.payloads.images import ImageRequestDecoder
+from packserve.serve.plan import FusedPlan
 from packserve.signing import TrustAnchor, verify_signature
 
 log = logging.getLogger("packserve.serve")
@@ -80,6 +81,7 @@ class ModelHandle:
     decoder: RequestDecoder | TensorRequestDecoder | None = None
     encoder: ResponseEncoder | None = None
     images: ImageRequestDecoder | None = None  # image bundles (#17): encoded images in
+    plan: FusedPlan | None = None  # set once loaded, for the models it covers (serve/plan.py)
     load_seconds: float | None = None
     #: with trusted keys: the signature is verified before anything is opened (issue #20)
     trusted: tuple[TrustAnchor, ...] = ()
@@ -138,6 +140,7 @@ class ModelHandle:
             log.exception("model %s/%s failed to warm up: %r", self.name, self.version, exc)
             return
         self.predictor = predictor
+        self.plan = FusedPlan.build(self)
         self.load_seconds = time.perf_counter() - t0
         self.state = ModelState.READY
         log.info(
@@ -194,6 +197,7 @@ class ModelHandle:
         if self.predictor is not None:
             self.predictor.close()
             self.predictor = None
+        self.plan = None  # it holds the predictor's methods
         self.state = ModelState.UNLOADED
 
 

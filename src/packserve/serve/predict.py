@@ -62,7 +62,11 @@ class PredictEndpoint(Endpoint):
             obj = parse_json(body)  # a JSON tensor body: the client preprocessed
         else:
             check_json(headers)
-            obj = parse_json(await read_body(receive, headers, self.max_body_bytes))
+            body = await read_body(receive, headers, self.max_body_bytes)
+            obj = parse_json(body)
+            plan = handle.plan
+            if plan is not None:  # compiled at load: the same steps, fused (serve/plan.py)
+                return await plan.answer(obj, body, batch, deadline), JSON_HEADERS
         decoder, encoder = handle.decoder, handle.encoder
         assert decoder is not None and encoder is not None
         if batch:

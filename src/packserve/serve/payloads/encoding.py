@@ -58,17 +58,7 @@ class ResponseEncoder:
             return orjson.dumps({"outputs": outs, "model_version": self.version})
         if self.classifier:
             assert pred.labels is not None and pred.probabilities is not None
-            label = pred.labels[0].item()
-            row = pred.probabilities[0].tolist()
-            i = self.index.get(label)
-            return orjson.dumps(
-                {
-                    "prediction": label,
-                    "probability": row[i] if i is not None else max(row),
-                    "probabilities": dict(zip(self.keys, row, strict=True)),
-                    "model_version": self.version,
-                }
-            )
+            return self.classified_single(pred.labels[0].item(), pred.probabilities[0].tolist())
         assert pred.values is not None
         return orjson.dumps({"prediction": pred.values[0].tolist(), "model_version": self.version})
 
@@ -87,10 +77,29 @@ class ResponseEncoder:
                     for label, p, row in zip(labels, chosen, rows, strict=True)
                 ]
             else:  # small batches: plain dict lookups beat numpy's per-call overhead
-                predictions = self._small_batch(pred.labels.tolist(), pred.probabilities.tolist())
+                return self.classified_batch(pred.labels.tolist(), pred.probabilities.tolist())
         else:
             assert pred.values is not None
             predictions = [{"prediction": v} for v in pred.values.tolist()]
+        return orjson.dumps(
+            {"predictions": predictions, "batch_size": len(predictions), "model_version": self.version}
+        )
+
+    def classified_single(self, label: Any, row: list[float]) -> bytes:
+        """One classified row (its label and probabilities as Python values) -> the answer."""
+        i = self.index.get(label)
+        return orjson.dumps(
+            {
+                "prediction": label,
+                "probability": row[i] if i is not None else max(row),
+                "probabilities": dict(zip(self.keys, row, strict=True)),
+                "model_version": self.version,
+            }
+        )
+
+    def classified_batch(self, labels: list[Any], rows: list[list[float]]) -> bytes:
+        """Classified rows (labels and probability rows as Python values) -> the batch answer."""
+        predictions = self._small_batch(labels, rows)
         return orjson.dumps(
             {"predictions": predictions, "batch_size": len(predictions), "model_version": self.version}
         )

@@ -1,0 +1,87 @@
+"""A model version's fused answer path: request object -> feeds -> run -> answer bytes.
+
+The generic path (``ModelHandle.infer`` -> ``Predictor.run`` -> :class:`Prediction` ->
+:class:`~packserve.serve.payloads.ResponseEncoder`) builds a result object, a raw-output
+dict and label arrays only for the encoder to take them apart again: for a ~6 µs model call
+that is a third of the request's in-process CPU (issue #15 notes, Session 4). A
+:class:`FusedPlan`, compiled once per loaded version of a plain table classifier, runs the
+same steps without them, from the same parts: the model's ``RequestDecoder`` (same checks,
+same errors; for a batch its vectorised accept check, which declines to the precise path),
+``Predictor.run_outputs`` (counted, same error mapping) for the score output only, the
+compiled ``Postprocessor.classify`` and the encoder's ``classified_*``. Whatever it does not
+cover — not ready, a batcher, a passed deadline, a call the cost model sends off the loop —
+takes the generic path, so admission, deadlines, disconnects and probes are unchanged.
+``tests/serve/test_fused_plan.py`` holds the two paths byte-identical.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from packserve.serve.payloads.validation import RequestDecoder
+
+if TYPE_CHECKING:
+    from packserve.serve.handle import ModelHandle
+
+
+class FusedPlan:
+    """``await plan.answer(obj, body, batch, deadline) -> bytes`` for one model version."""
+
+    __slots__ = ("_classify", "_decoder", "_encoder", "_handle", "_names", "_run")
+
+    def __init__(self, handle: ModelHandle) -> None:
+        predictor, decoder, encoder = handle.predictor, handle.decoder, handle.encoder
+        assert predictor is not None and isinstance(decoder, RequestDecoder) and encoder is not None
+        post = predictor.postprocessor
+        assert post.plain_classifier and post.probability_output is not None
+        self._handle = handle
+        self._decoder = decoder
+        self._encoder = encoder
+        self._classify = post.classify
+        self._run = predictor.run_outputs
+        self._names = [post.probability_output]
+
+    @staticmethod
+    def build(handle: ModelHandle) -> FusedPlan | None:
+        """The plan of a loaded table classifier whose labels come from its scores; else None."""
+        predictor, manifest = handle.predictor, handle.manifest
+        if (
+            predictor is None or manifest is None or handle.images is not None
+            or not isinstance(handle.decoder, RequestDecoder) or handle.encoder is None
+            or handle.encoder.tensor or not handle.encoder.classifier
+            or not predictor.postprocessor.plain_classifier
+        ):
+            return None
+        return FusedPlan(handle)
+
+    async def answer(self, obj: Any, body: bytes, batch: bool, deadline: float | None) -> bytes:
+        """The 200 body for a parsed request ``obj`` (``body``: its bytes); errors as the
+        generic path raises them."""
+        handle = self._handle
+        if batch:
+            feeds = self._decoder.decode_batch(obj, body)
+        else:
+            feeds = self._decoder.decode_single(obj)
+        rows = len(next(iter(feeds.values())))
+        if (
+            handle.batcher is not None or handle.predictor is None or not handle.ready
+            or (deadline is not None and time.monotonic() > deadline)
+            or not handle.cost.inline(rows)
+        ):  # everything but a plain inline call: the generic path decides (and raises)
+            pred = await handle.infer(feeds, deadline=deadline)
+            encoder = self._encoder
+            return encoder.batch(pred) if batch else encoder.single(pred)
+        t0 = time.perf_counter()
+        labels, probs = self._classify(self._run(feeds, self._names)[0])
+        dt = time.perf_counter() - t0
+        handle.cost.observe(rows, dt, inline=True)
+        observer = handle.observer
+        if observer is not None:
+            observer(handle, rows, dt, True)
+        if batch:
+            return self._encoder.classified_batch(labels, probs)
+        return self._encoder.classified_single(labels[0], probs[0])
+
+
+__all__ = ["FusedPlan"]
