@@ -28,7 +28,7 @@ shared host), peak RSS (VmHWM) and the ratios the issue sets as targets:
   /predict/batch (20) @64: packserve >= 6x reference;  peak RSS <= 1.1x reference
 
 Usage: python benchmarks/bench_serve.py [--duration 5] [--rounds 3] [--connections 1,16,64] [--no-pin]
-       [--engine uvicorn|both]
+       [--engine uvicorn|both] [--baseline-src DIR]
 Each setting runs ``--rounds`` times as a, b, c, d back to back; the table shows medians and the
 ratios are medians of the per-round ratios (adjacent runs share the machine's noise).
 This is a measurement, not a test: it never fails on a missed target, it reports it.
@@ -209,13 +209,17 @@ def parse_args() -> argparse.Namespace:
                     help="skip the 'packserve --batching' server (issue #6's dynamic batching)")
     ap.add_argument("--engine", choices=("uvicorn", "both"), default="uvicorn",
                     help="both: also packserve (--server granian) and the minimal app on granian")
+    ap.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+                    help="also serve packserve from DIR/src (e.g. a worktree of main) as "
+                         "'packserve@base', interleaved: before vs after in the same run")
     return ap.parse_args()
 
 
 def start_servers(bundle: Path, batching_variant: bool, pin: str | None,
-                  granian: bool = False) -> list[Server]:
+                  granian: bool = False, baseline_src: Path | None = None) -> list[Server]:
     """(a) packserve, (a') with --batching, (b) reference, (c) bare ASGI, (d) minimal; with
-    ``granian``, (a), (a') and (d) again on granian (``NAME@granian``)."""
+    ``granian``, (a), (a') and (d) again on granian (``NAME@granian``); with ``baseline_src``,
+    (a) from that source tree (``packserve@base``)."""
     py = sys.executable
     uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop",
           "--http", "httptools", "--no-access-log", "--log-level", "warning"]
@@ -224,6 +228,9 @@ def start_servers(bundle: Path, batching_variant: bool, pin: str | None,
     # Appended one by one so that a server that fails to start leaves the others stoppable.
     servers: list[Server] = []
     servers.append(start("packserve", ps, {}, "/health/ready", pin))
+    if baseline_src is not None:
+        servers.append(start("packserve@base", ps, {"PYTHONPATH": str(baseline_src.resolve() / "src")},
+                             "/health/ready", pin))
     if batching_variant:
         servers.append(start("packserve+batching", [*ps, "--batching"], {}, "/health/ready", pin))
     servers.append(start("reference", [*uv, "benchmarks.serve_apps.reference_app:app"],
@@ -293,6 +300,9 @@ def measure_setting(servers: list[Server], wrk: str, path: str, body: str, c: in
         ratios[(other, path, c)] = per_round(rounds, "packserve", other)
         if "packserve+batching" in rounds:
             ratios[(other + "/b", path, c)] = per_round(rounds, "packserve+batching", other)
+    if "packserve@base" in rounds:  # --baseline-src
+        ratios[("cpu:base", path, c)] = per_round_cpu(rounds, "packserve", "packserve@base")
+        ratios[("cpu:minimal/base", path, c)] = per_round_cpu(rounds, "packserve@base", "minimal")
     for name in ("packserve", "packserve+batching", "minimal"):  # --engine both
         if name + "@granian" in rounds:
             ratios[(name + " granian/uvicorn", path, c)] = per_round(rounds, name + "@granian", name)
@@ -351,6 +361,13 @@ def report(results: dict[Key, Row], ratios: dict[Key, list[float]], rss: dict[st
             line += (f"   --batching {results[('packserve+batching', path, c)]['cpu_us']:.0f} us: "
                      f"{ratio('cpu:minimal/b', path, c)}")
         print(line)
+    if ("cpu:base", "/predict", conns[0]) in ratios:
+        print("\nbefore/after (--baseline-src): CPU per request, packserve@base's / packserve's "
+              "(> 1: cheaper now), and minimal's / packserve@base's")
+        for path, c in plan:
+            b = results[("packserve@base", path, c)]
+            print(f"  {path:<15} c={c:<3} base {b['cpu_us']:.0f} us: {ratio('cpu:base', path, c)}"
+                  f"   minimal/base {ratio('cpu:minimal/base', path, c)}")
     if ("minimal granian/uvicorn", "/predict", conns[0]) in ratios:
         print("\nengines (--engine both): granian/uvicorn, and packserve/minimal on granian")
         plan = [("/predict", c) for c in conns] + [("/predict/batch", 64)]
@@ -383,7 +400,8 @@ def main() -> None:
         bundle, rows = build_bundle(tmp)
         single = json.dumps({"features": rows[0]})
         batch = json.dumps({"instances": [{"features": r} for r in rows[:20]]})
-        servers = start_servers(bundle, args.batching_variant, pin_srv, args.engine == "both")
+        servers = start_servers(bundle, args.batching_variant, pin_srv, args.engine == "both",
+                                args.baseline_src)
         check_servers(servers, single, batch)
         print(f"cpus={cpus} pinning={'server cpu0 / wrk cpu1' if pin_srv else 'off'} "
               f"duration={args.duration}s", flush=True)

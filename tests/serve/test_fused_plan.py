@@ -149,7 +149,8 @@ def single_bodies(draw: st.DrawFn, names: list[str], strings: frozenset[str]) ->
 
 @st.composite
 def batch_bodies(draw: st.DrawFn, names: list[str], strings: frozenset[str]) -> bytes:
-    size = draw(st.integers(1, 4)) if draw(st.integers(0, 5)) else draw(st.sampled_from([0, MAX_BATCH, MAX_BATCH + 1]))
+    edge = st.sampled_from([0, MAX_BATCH, MAX_BATCH + 1])  # empty, full, oversized
+    size = draw(st.integers(1, 4)) if draw(st.integers(0, 5)) else draw(edge)
     clean = draw(st.integers(0, 2)) == 0  # a whole batch of plain numbers: the vectorised check
     instances: list[Any] = []
     for _ in range(size):

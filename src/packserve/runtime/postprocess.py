@@ -64,13 +64,13 @@ class Postprocessor:
             self.classes_array = np.empty(0)
             self.string_labels = False
             self.binary_argmax = False
-            self.class_values = []
+            self.class_values: list[Label] = []
             return
         assert spec.probability_output is not None and spec.classes is not None
         self.classes = list(spec.classes)
         self.classes_array = np.asarray(self.classes)
         #: what ``labels.tolist()`` gives for each class (the answer's label values)
-        self.class_values: list[Label] = self.classes_array.tolist()
+        self.class_values = list(self.classes_array.tolist())
         self.string_labels = isinstance(self.classes[0], str)
         self.binary_argmax = self.mode == "probabilities" and len(self.classes) == 2
 

@@ -59,10 +59,8 @@ class FusedPlan:
         """The 200 body for a parsed request ``obj`` (``body``: its bytes); errors as the
         generic path raises them."""
         handle = self._handle
-        if batch:
-            feeds = self._decoder.decode_batch(obj, body)
-        else:
-            feeds = self._decoder.decode_single(obj)
+        decoder = self._decoder
+        feeds = decoder.decode_batch(obj, body) if batch else decoder.decode_single(obj)
         rows = len(next(iter(feeds.values())))
         if (
             handle.batcher is not None or handle.predictor is None or not handle.ready
