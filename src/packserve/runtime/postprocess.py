@@ -110,10 +110,14 @@ class Postprocessor:
         """Labels and probability rows as plain Python values, from the score output alone
         (``plain_classifier`` only): what ``__call__`` decides, without the ``Prediction``
         (a server's fused plan encodes these straight away)."""
+        if self.binary_argmax and scores.ndim == 2 and scores.shape[1] == 2 and scores.dtype.kind == "f":
+            # a binary classifier's rows (most requests): the first-of-ties argmax of
+            # _argmax_first_of_ties on Python floats (float64 holds every float16/32 value
+            # exactly: the same floats as the float64 array); NaN compares False -> class 0
+            rows: list[list[float]] = scores.tolist()
+            c0, c1 = self.class_values
+            return [c1 if r0 < r1 - TIE_EPS else c0 for r0, r1 in rows], rows
         p = np.asarray(scores, dtype=np.float64)
-        if self.binary_argmax and p.shape == (1, 2):
-            i, row = _binary_row(p)
-            return [self.class_values[i]], [row]
         probs = self._probabilities(p)
         labels: list[Label] = self.classes_array[self._label_index(probs)].tolist()
         return labels, probs.tolist()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from packserve.runtime import Feeds
 from packserve.serve.payloads.validation import RequestDecoder
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 
 class FusedPlan:
-    """``await plan.answer(obj, body, batch, deadline) -> bytes`` for one model version."""
+    """``plan.answer(obj, body, batch, deadline) -> bytes`` (or feeds) for one model version."""
 
     __slots__ = ("_classify", "_decoder", "_encoder", "_handle", "_names", "_run")
 
@@ -55,9 +56,10 @@ class FusedPlan:
             return None
         return FusedPlan(handle)
 
-    async def answer(self, obj: Any, body: bytes, batch: bool, deadline: float | None) -> bytes:
-        """The 200 body for a parsed request ``obj`` (``body``: its bytes); errors as the
-        generic path raises them."""
+    def answer(self, obj: Any, body: bytes, batch: bool, deadline: float | None) -> bytes | Feeds:
+        """The 200 body for a parsed request ``obj`` (``body``: its bytes), or, for a call it
+        does not cover, the decoded feeds for the generic path (``ModelHandle.infer``). Input
+        errors are raised as the generic path raises them."""
         handle = self._handle
         decoder = self._decoder
         feeds = decoder.decode_batch(obj, body) if batch else decoder.decode_single(obj)
@@ -67,9 +69,7 @@ class FusedPlan:
             or (deadline is not None and time.monotonic() > deadline)
             or not handle.cost.inline(rows)
         ):  # everything but a plain inline call: the generic path decides (and raises)
-            pred = await handle.infer(feeds, deadline=deadline)
-            encoder = self._encoder
-            return encoder.batch(pred) if batch else encoder.single(pred)
+            return feeds
         t0 = time.perf_counter()
         labels, probs = self._classify(self._run(feeds, self._names)[0])
         dt = time.perf_counter() - t0

@@ -13,6 +13,7 @@ from contextvars import ContextVar
 
 from starlette.types import Receive, Scope, Send
 
+from packserve.runtime import Feeds
 from packserve.serve.endpoint import Endpoint
 from packserve.serve.http import JSON_HEADERS, Headers, check_json, read_body
 from packserve.serve.payloads import parse_json
@@ -66,14 +67,21 @@ class PredictEndpoint(Endpoint):
             obj = parse_json(body)
             plan = handle.plan
             if plan is not None:  # compiled at load: the same steps, fused (serve/plan.py)
-                return await plan.answer(obj, body, batch, deadline), JSON_HEADERS
-        decoder, encoder = handle.decoder, handle.encoder
-        assert decoder is not None and encoder is not None
-        if batch:
-            feeds = decoder.decode_batch(obj)
-            return encoder.batch(await handle.infer(feeds, deadline=deadline)), JSON_HEADERS
-        feeds = decoder.decode_single(obj)
-        return encoder.single(await handle.infer(feeds, deadline=deadline)), JSON_HEADERS
+                done = plan.answer(obj, body, batch, deadline)
+                if isinstance(done, bytes):
+                    return done, JSON_HEADERS
+                return await self._generic(handle, done, batch, deadline), JSON_HEADERS
+        decoder = handle.decoder
+        assert decoder is not None
+        feeds = decoder.decode_batch(obj) if batch else decoder.decode_single(obj)
+        return await self._generic(handle, feeds, batch, deadline), JSON_HEADERS
+
+    @staticmethod
+    async def _generic(handle: ModelHandle, feeds: Feeds, batch: bool, deadline: float | None) -> bytes:
+        encoder = handle.encoder
+        assert encoder is not None
+        pred = await handle.infer(feeds, deadline=deadline)
+        return encoder.batch(pred) if batch else encoder.single(pred)
 
     async def _images(
         self, handle: ModelHandle, headers: dict[bytes, bytes], receive: Receive, batch: bool,
