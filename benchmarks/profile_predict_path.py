@@ -5,7 +5,9 @@ It builds the chapter model's bundle (XGBoost, 100 trees, depth 6, 15 features),
 real app with ``create_app`` (lifespan run, models loaded and calibrated), then:
 
 1. times each stage alone in a tight loop: parse (orjson), validate (``RequestDecoder``),
-   ONNX Runtime call, postprocess, encode (``ResponseEncoder``);
+   ONNX Runtime call, postprocess, encode (``ResponseEncoder``) — the stages of the model's
+   fused plan (``serve/plan.py``: score output only, ``Postprocessor.classify``, the
+   encoder's ``classified_*``) when it has one, as the server runs them;
 2. times the whole ASGI call (gateway, routing, metrics, cost tracking, sends to a no-op
    ``send``) with a fake ``receive``/``send``, so "gateway" = whole - sum of stages.
 
@@ -88,7 +90,7 @@ async def main() -> None:
     from bench_serve import build_bundle
 
     from packserve.serve.app import create_app
-    from packserve.serve.payloads.validation import parse_json
+    from packserve.serve.payloads.validation import RequestDecoder, parse_json
     from packserve.serve.settings import ServeSettings
 
     bundle, rows = build_bundle(Path(tempfile.mkdtemp(prefix="profile-predict-")))
@@ -99,24 +101,43 @@ async def main() -> None:
         await app.serving.load_task
         handle = app.registry.resolve(None, None)
         predictor, decoder, encoder = handle.predictor, handle.decoder, handle.encoder
-        assert predictor is not None and decoder is not None and encoder is not None
+        assert predictor is not None and isinstance(decoder, RequestDecoder) and encoder is not None
+        fused = handle.plan is not None
+        print(f"fused plan: {'yes' if fused else 'no (generic path)'}")
         cases = [
-            ("/predict", orjson.dumps({"features": rows[0]}), decoder.decode_single, encoder.single),
-            ("/predict/batch", orjson.dumps({"instances": [{"features": r} for r in rows]}),
-             decoder.decode_batch, encoder.batch),
+            ("/predict", orjson.dumps({"features": rows[0]}), False),
+            ("/predict/batch", orjson.dumps({"instances": [{"features": r} for r in rows]}), True),
         ]
-        for path, body, decode, encode in cases:
+        post = predictor.postprocessor  # compiled once per model, as the server uses it
+        for path, body, batch in cases:
             obj = parse_json(body)
-            feeds = decode(obj)
-            raw = predictor._run_raw(feeds)  # the bare runtime call, on purpose
-            post = predictor._postprocess  # compiled once per model, as the server uses it
-            pred = post(raw)
+            decode: Callable[[], object] = (
+                partial(decoder.decode_batch, obj, body if fused else None) if batch
+                else partial(decoder.decode_single, obj))
+            feeds = decode()
+            assert isinstance(feeds, dict)
+            if fused:  # the plan's stages (serve/plan.py)
+                assert post.probability_output is not None
+                names = [post.probability_output]
+                run: Callable[[], object] = partial(predictor.run_outputs, feeds, names)
+                scores = predictor.run_outputs(feeds, names)[0]
+                labels, probs = post.classify(scores)
+                postprocess: Callable[[], object] = partial(post.classify, scores)
+                encode: Callable[[], object] = (
+                    partial(encoder.classified_batch, labels, probs) if batch
+                    else partial(encoder.classified_single, labels[0], probs[0]))
+            else:
+                raw = predictor._run_raw(feeds)  # the bare runtime call, on purpose
+                pred = post(raw)
+                run = partial(predictor._run_raw, feeds)
+                postprocess = partial(post, raw)
+                encode = partial(encoder.batch if batch else encoder.single, pred)
             stages = {
                 "parse (orjson)": per_call_us(partial(parse_json, body), args.n),
-                "validate -> feeds": per_call_us(partial(decode, obj), args.n),
-                "onnxruntime run": per_call_us(partial(predictor._run_raw, feeds), args.n),
-                "postprocess": per_call_us(partial(post, raw), args.n),
-                "encode (orjson)": per_call_us(partial(encode, pred), args.n),
+                "validate -> feeds": per_call_us(decode, args.n),
+                "onnxruntime run": per_call_us(run, args.n),
+                "postprocess": per_call_us(postprocess, args.n),
+                "encode (orjson)": per_call_us(encode, args.n),
             }
             whole = await app_call_us(app, path, body, args.n)
             stages["gateway, routing, metrics"] = max(0.0, whole - sum(stages.values()))

@@ -17,13 +17,38 @@ takes the generic path, so admission, deadlines, disconnects and probes are unch
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from packserve.runtime import Feeds
+from packserve.bundle import Manifest
+from packserve.runtime import Feeds, Predictor
+from packserve.serve.offload import CostModel
+from packserve.serve.payloads.encoding import ResponseEncoder
 from packserve.serve.payloads.validation import RequestDecoder
 
-if TYPE_CHECKING:
-    from packserve.serve.handle import ModelHandle
+
+class ModelHandle(Protocol):
+    """What a plan reads of its :class:`~packserve.serve.handle.ModelHandle` (which holds
+    the plan: a protocol, not an import, keeps the two modules out of a cycle)."""
+
+    @property
+    def manifest(self) -> Manifest | None: ...
+    @property
+    def predictor(self) -> Predictor | None: ...
+    @property
+    def decoder(self) -> object: ...
+    @property
+    def encoder(self) -> ResponseEncoder | None: ...
+    @property
+    def images(self) -> object: ...
+    @property
+    def batcher(self) -> object: ...
+    @property
+    def cost(self) -> CostModel: ...
+    @property
+    def observer(self) -> Callable[[Any, int, float, bool], None] | None: ...
+    @property
+    def ready(self) -> bool: ...
 
 
 class FusedPlan:
