@@ -105,33 +105,67 @@ def test_beyond_the_bound_503_with_retry_after_before_the_body(
         assert httpx.post(f"{srv.url}/predict", json={"features": [0.1] * 4}).status_code == 200
 
 
-def test_a_small_refused_request_keeps_its_connection_on_uvicorn(slow_bundle: Path) -> None:
-    """uvicorn skips an unread body: a door refusal of a small request keeps the connection
-    (a reconnect per refusal would triple what shedding costs), and the next request on it
-    is parsed and answered. granian closes it (the test above, both engines)."""
-    with running_server(slow_bundle, *ARGS[:-1], env={"PACKSERVE_SERVER": "uvicorn"}) as srv:
+@pytest.mark.usefixtures("engine")
+def test_a_small_refused_request_keeps_its_connection(slow_bundle: Path) -> None:
+    """A door refusal of a small request keeps the connection (a reconnect per refusal would
+    triple what shedding costs: uvicorn skips the unread body, granian reads and discards it
+    first), and the next request on it is parsed and answered correctly."""
+    with running_server(slow_bundle, *ARGS[:-1]) as srv:
+        body = json.dumps({"features": [0.1] * 4}).encode()
+        expected = httpx.post(f"{srv.url}/predict", content=body,
+                              headers={"content-type": "application/json"}).json()
         threads, codes = _busy(srv.url, 2)
         _wait_in_flight(srv.url, 2)
-        body = json.dumps({"features": [0.1] * 4}).encode()
+        request = (b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+                   b"\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
         sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         try:
-            for _ in range(2):  # two refusals on one connection, then health on it too
-                sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
-                             b"\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-                head = _response(sock)
+            for split in (True, False):  # two refusals on one connection
+                if split:  # the body not there yet when refused (granian: still kept)
+                    sock.sendall(request[: -len(body)])
+                    time.sleep(0.3)
+                    sock.sendall(body)
+                else:
+                    sock.sendall(request)
+                head, _ = _response(sock)
                 assert head.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in head.lower()
                 assert b"connection: close" not in head.lower()
-            sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
-            assert _response(sock).startswith(b"HTTP/1.1 200")
+            for t in threads:
+                t.join(60)
+            assert codes == [200, 200]
+            sock.sendall(request)  # then served on the same connection
+            head, answer = _response(sock)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert json.loads(answer) == expected
         finally:
             sock.close()
+
+
+@pytest.mark.usefixtures("engine")
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_large_or_chunked_refused_request_closes(slow_bundle: Path, chunked: bool) -> None:
+    """Bodies declared above 64 KiB, or chunked, are not read for a refusal: it closes."""
+    with running_server(slow_bundle, *ARGS[:-1]) as srv:
+        threads, codes = _busy(srv.url, 2)
+        _wait_in_flight(srv.url, 2)
+        body = json.dumps({"features": [0.1] * 4}).encode().ljust(70_000)
+        framing = (b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+                   if chunked else b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        try:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+                         b"\r\n" + framing)
+            head, _ = _response(sock)
+        finally:
+            sock.close()
+        assert head.startswith(b"HTTP/1.1 503") and b"connection: close" in head.lower()
         for t in threads:
             t.join(60)
         assert codes == [200, 200]
 
 
-def _response(sock: socket.socket) -> bytes:
-    """One whole response (headers + Content-Length body) from a keep-alive socket."""
+def _response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One whole response (headers, Content-Length body) from a keep-alive socket."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -144,7 +178,8 @@ def _response(sock: socket.socket) -> bytes:
         chunk = sock.recv(65536)
         assert chunk, "the server closed the connection"
         rest += chunk
-    return head
+    assert len(rest) == length, "more than one response"
+    return head, rest
 
 
 @pytest.mark.parametrize("batching", [False, True])

@@ -104,7 +104,7 @@ class PackserveApp(FastAPI):
         limit, draining, admission = settings.max_body_bytes, lambda: state.draining, self.admission
         self.route_table = RouteTable(
             endpoint(registry, max_body_bytes=limit, draining=draining, admission=admission,
-                     keep_small_refusals=settings.server == "uvicorn")
+                     keep_small_refusals=True, drain_small_refusals=settings.server == "granian")
             for endpoint in (PredictEndpoint, InferEndpoint)
         )
         self._limit = settings.max_body_bytes

@@ -14,11 +14,13 @@ An answer sent before the request's body was read (refused at the door; 413/415 
 before reading: :func:`~packserve.serve.http.error_parts`) says ``Connection: close``. Engines
 differ on an unread body: uvicorn skips it and keeps the connection; granian (hyper) closes
 the connection, without saying so, unless the whole body happens to be buffered already, and
-a keep-alive client would then send its next request into a closed socket. So on uvicorn
-(``keep_small_refusals``) a refusal whose declared body is small (``SMALL_BODY_BYTES``: it is
-on the wire already or nearly, and uvicorn's parser skips it) keeps the connection: under
+a keep-alive client would then send its next request into a closed socket. So a refusal
+whose declared body is small (``SMALL_BODY_BYTES``: it is on the wire already or nearly)
+keeps the connection (``keep_small_refusals``): uvicorn's parser skips the body; on granian
+(``drain_small_refusals``) it is read and discarded, unparsed, before the answer. Under
 overload a closed connection makes every refusal cost a reconnect — measured 3x fewer
-refusals a second (issue #15 notes, Session 4).
+refusals a second (issue #15 notes, Session 4). Larger or chunked bodies, and any refusal
+while draining, close.
 """
 
 from __future__ import annotations
@@ -108,9 +110,10 @@ class Endpoint:
     def __init__(
         self, registry: ModelRegistry, *, max_body_bytes: int,
         draining: Callable[[], bool] = lambda: False, admission: Admission | None = None,
-        keep_small_refusals: bool = False,
+        keep_small_refusals: bool = False, drain_small_refusals: bool = False,
     ) -> None:
         self.keep_small_refusals = keep_small_refusals
+        self.drain_small_refusals = drain_small_refusals
         self.registry = registry
         self.admission = admission or Admission(budget_ms=0)
         self.max_body_bytes = max_body_bytes
@@ -154,8 +157,12 @@ class Endpoint:
             status = 200
         except PackserveError as exc:
             status, body, headers = error_parts(exc, v2=self.v2)
-            if not answering and CLOSE not in headers and not self._small_body(scope):
-                headers = [*headers, CLOSE]  # refused before its body was read
+            if not answering and CLOSE not in headers:  # refused before its body was read
+                keep = await self._skip_body(scope, receive)
+                if keep is None:
+                    return 499
+                if not keep:
+                    headers = [*headers, CLOSE]
         except ClientDisconnect:
             return 499
         except Exception:
@@ -166,14 +173,26 @@ class Endpoint:
         await send_bytes(send, status, body, headers)
         return status
 
-    def _small_body(self, scope: Scope) -> bool:
-        """On uvicorn only: the request declares a body of at most ``SMALL_BODY_BYTES``."""
-        if not self.keep_small_refusals:
+    async def _skip_body(self, scope: Scope, receive: Receive) -> bool | None:
+        """Whether a refusal before the body was read keeps the connection: the request
+        declares at most ``SMALL_BODY_BYTES``, not while draining, and, where the engine
+        needs it (granian), its body read and discarded first (None: the client left)."""
+        if not self.keep_small_refusals or self.draining():
             return False
         for key, value in scope["headers"]:
             if key == b"content-length":
-                return value.isdigit() and int(value) <= SMALL_BODY_BYTES
-        return False  # chunked (or no body declared on a POST): close
+                if not (value.isdigit() and int(value) <= SMALL_BODY_BYTES):
+                    return False
+                break
+        else:
+            return False  # chunked (or no body declared on a POST): close
+        if self.drain_small_refusals:
+            message = await receive()
+            while message.get("more_body", False):  # the engine holds it to the declared length
+                message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+        return True
 
 
 __all__ = ["CLOSE", "SMALL_BODY_BYTES", "DisconnectProbe", "Endpoint"]
