@@ -21,8 +21,15 @@ issue #15, measured in the same run as the baseline) — this script
 The server is pinned to CPU 0 and the generator (this process, wrk) to CPU 1 when there are
 two CPUs; ``--nice -10`` (root) keeps other jobs on a shared host from taking their CPUs.
 Variants are interleaved over ``--rounds``. It measures, it never fails on a target.
+``--server granian`` runs every server on that engine.
+
+``--refusals`` measures instead what shedding costs: the slow model with ``--max-in-flight 1``,
+wrk closed loop (64 connections, 3 s), refusals (503) and 2xx a second; with
+``--baseline-src DIR`` the same server from DIR/src too (e.g. a worktree of main),
+interleaved over ``--rounds``: before vs after in one run.
 
 Usage: python benchmarks/bench_overload.py [--duration 15] [--rounds 1] [--factor 2]
+       [--server uvicorn|granian] [--refusals [--baseline-src DIR]]
 """
 
 from __future__ import annotations
@@ -198,6 +205,34 @@ def one_run(
     return row
 
 
+def refusal_rates(bundle: Path, body: bytes, args: argparse.Namespace, pin: str | None,
+                  tmp: Path) -> None:
+    """``--refusals``: 503s a second at the door, this tree vs ``--baseline-src`` (module doc)."""
+    cmd = [sys.executable, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
+           "--log-level", "warning", "--server", args.server, "--max-in-flight", "1"]
+    trees: dict[str, dict[str, str]] = {"this tree": {}}
+    if args.baseline_src is not None:
+        trees["baseline"] = {"PYTHONPATH": str(args.baseline_src.resolve() / "src")}
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+    for _ in range(args.rounds):
+        for name, env in trees.items():
+            srv = start(name, cmd, env, "/health/ready", pin)
+            try:
+                r = run_wrk("wrk", srv.url + "/predict", body.decode(), 64, 3.0, None, tmp)
+            finally:
+                srv.stop()
+            refused, ok = r["non2xx"] / 3.0, r["rps"] - r["non2xx"] / 3.0
+            rates[name].append((refused, ok))
+            print(f"{name}: {refused:,.0f} refusals/s, {ok:,.0f} 2xx/s, "
+                  f"{r['socket_errors']:.0f} socket errors", flush=True)
+    print(f"\n| server {args.server}, slow model --max-in-flight 1, wrk 64 connections "
+          "| refusals/s (per round) | 2xx/s |")
+    print("|---|---:|---:|")
+    for name, rs in rates.items():
+        print(f"| {name} | {' / '.join(f'{a:,.0f}' for a, _ in rs)} "
+              f"| {' / '.join(f'{b:,.0f}' for _, b in rs)} |")
+
+
 def raise_priority(nice: int) -> None:
     """Niceness for this process and what it starts (server, wrk). With autogroup scheduling
     (Linux's default for sessions) niceness only ranks processes of one session against each
@@ -230,6 +265,12 @@ def main() -> None:
     ap.add_argument("--model", choices=("chapter", "slow"), default="chapter",
                     help="slow: a dense 1024x1024x8 ONNX model computed in a thread (~ms per call), "
                     "a rate a generator on a busy host can keep")
+    ap.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
+                    help="packserve serve --server: the HTTP engine of every server started")
+    ap.add_argument("--refusals", action="store_true",
+                    help="measure refusals a second instead (module doc)")
+    ap.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+                    help="--refusals: also serve packserve from DIR/src, interleaved")
     args = ap.parse_args()
     cpus = len(os.sched_getaffinity(0))
     pin_srv = None if args.no_pin or cpus < 2 else "0"
@@ -240,7 +281,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     import orjson
 
-    if args.model == "slow":
+    if args.model == "slow" or args.refusals:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from helpers.models import make_slow_bundle
 
@@ -249,6 +290,9 @@ def main() -> None:
     else:
         bundle, rows = build_bundle(tmp)
         body = orjson.dumps({"features": rows[0]})
+    if args.refusals:
+        refusal_rates(bundle, body, args, pin_srv, tmp)
+        return
     py = sys.executable
     rows_out: list[dict[str, object]] = []
     names = [v.strip() for v in args.variants.split(";")]
@@ -256,14 +300,15 @@ def main() -> None:
           f"duration={args.duration}s factor={args.factor}x model={args.model} "
           f"generator={args.generator} "
           f"connections={args.connections if args.generator == 'wrk' else '<=4096'} "
-          f"nice={args.nice}", flush=True)
+          f"nice={args.nice} server={args.server}", flush=True)
     capacity: dict[str, float] = {}
     if args.capacity > 0:
         capacity = {v.split(",")[0]: args.capacity for v in VARIANTS}
     for _ in range(args.rounds):
         for name in names:
             srv = start(name, [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
-                               "--log-level", "warning", *VARIANTS[name]], {}, "/health/ready", pin_srv)
+                               "--log-level", "warning", "--server", args.server, *VARIANTS[name]],
+                        {}, "/health/ready", pin_srv)
             try:
                 rows_out.append(one_run(name, srv, bundle, body, args, capacity, tmp))
             finally:

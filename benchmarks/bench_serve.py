@@ -191,6 +191,8 @@ def run_wrk(wrk: str, url: str, body: str, conns: int, duration: float, pin: str
         "p50_ms": r["p50_us"] / 1000,
         "p99_ms": r["p99_us"] / 1000,
         "errors": r["errors"] + r["non2xx"],
+        "non2xx": r["non2xx"],
+        "socket_errors": r["errors"],
         "requests": r["requests"],
     }
 
