@@ -114,7 +114,7 @@ def test_a_small_refused_request_keeps_its_connection(slow_bundle: Path) -> None
         body = json.dumps({"features": [0.1] * 4}).encode()
         expected = httpx.post(f"{srv.url}/predict", content=body,
                               headers={"content-type": "application/json"}).json()
-        threads, codes = _busy(srv.url, 2)
+        threads, codes = _busy(srv.url, 2, rows=1000)  # busy through the 0.3 s wait below
         _wait_in_flight(srv.url, 2)
         request = (b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
                    b"\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
