@@ -23,10 +23,10 @@ two CPUs; ``--nice -10`` (root) keeps other jobs on a shared host from taking th
 Variants are interleaved over ``--rounds``. It measures, it never fails on a target.
 ``--server granian`` runs every server on that engine.
 
-``--refusals`` measures instead what shedding costs: the slow model with ``--max-in-flight 1``,
-wrk closed loop (64 connections, 3 s), refusals (503) and 2xx a second; with
-``--baseline-src DIR`` the same server from DIR/src too (e.g. a worktree of main),
-interleaved over ``--rounds``: before vs after in one run.
+``--baseline-src DIR`` runs each variant again from DIR/src right after (e.g. a worktree of
+main): before vs after in one run. ``--refusals`` measures instead what shedding costs: the
+slow model with ``--max-in-flight 1``, wrk closed loop (64 connections, 3 s), refusals (503)
+and 2xx a second, this tree and the baseline interleaved over ``--rounds``.
 
 Usage: python benchmarks/bench_overload.py [--duration 15] [--rounds 1] [--factor 2]
        [--server uvicorn|granian] [--refusals [--baseline-src DIR]]
@@ -171,10 +171,10 @@ def offer_wrk(srv: Server, body: bytes, rate: float, duration: float, connection
 
 def one_run(
     name: str, srv: Server, bundle: Path, body: bytes, args: argparse.Namespace,
-    capacity: dict[str, float], tmp: Path,
+    capacity: dict[str, float], tmp: Path, label: str = "",
 ) -> dict[str, object]:
     family = name.split(",")[0]
-    if family not in capacity or ("no admission" in name and not args.capacity):
+    if family not in capacity or ("no admission" in name and not args.capacity and not label):
         capacity[family] = measure_capacity(srv, bundle, body, args.generator, tmp)
     cap = capacity[family]
     rate = args.factor * cap
@@ -194,7 +194,7 @@ def one_run(
     for t in threads:
         t.join(10)
     row = {
-        "variant": name, "capacity": round(cap), "offered": round(rate), **out,
+        "variant": name + label, "capacity": round(cap), "offered": round(rate), **out,
         "health_p99_ms": round(pct(p.health_ms, 0.99), 1),
         "health_max_ms": round(max(p.health_ms, default=float("nan")), 1),
         "health_fail": p.health_fail, "health_n": len(p.health_ms),
@@ -221,7 +221,8 @@ def refusal_rates(bundle: Path, body: bytes, args: argparse.Namespace, pin: str 
                 r = run_wrk("wrk", srv.url + "/predict", body.decode(), 64, 3.0, None, tmp)
             finally:
                 srv.stop()
-            refused, ok = r["non2xx"] / 3.0, r["rps"] - r["non2xx"] / 3.0
+            seconds = r["requests"] / r["rps"]
+            refused, ok = r["non2xx"] / seconds, (r["requests"] - r["non2xx"]) / seconds
             rates[name].append((refused, ok))
             print(f"{name}: {refused:,.0f} refusals/s, {ok:,.0f} 2xx/s, "
                   f"{r['socket_errors']:.0f} socket errors", flush=True)
@@ -270,7 +271,7 @@ def main() -> None:
     ap.add_argument("--refusals", action="store_true",
                     help="measure refusals a second instead (module doc)")
     ap.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
-                    help="--refusals: also serve packserve from DIR/src, interleaved")
+                    help="also serve packserve from DIR/src (each variant, right after), interleaved")
     args = ap.parse_args()
     cpus = len(os.sched_getaffinity(0))
     pin_srv = None if args.no_pin or cpus < 2 else "0"
@@ -304,15 +305,19 @@ def main() -> None:
     capacity: dict[str, float] = {}
     if args.capacity > 0:
         capacity = {v.split(",")[0]: args.capacity for v in VARIANTS}
+    trees: dict[str, dict[str, str]] = {"": {}}
+    if args.baseline_src is not None:  # the same variant from the baseline tree right after
+        trees[" (baseline)"] = {"PYTHONPATH": str(args.baseline_src.resolve() / "src")}
     for _ in range(args.rounds):
         for name in names:
-            srv = start(name, [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
-                               "--log-level", "warning", "--server", args.server, *VARIANTS[name]],
-                        {}, "/health/ready", pin_srv)
-            try:
-                rows_out.append(one_run(name, srv, bundle, body, args, capacity, tmp))
-            finally:
-                srv.stop()
+            for label, env in trees.items():
+                srv = start(name, [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
+                                   "--log-level", "warning", "--server", args.server,
+                                   *VARIANTS[name]], env, "/health/ready", pin_srv)
+                try:
+                    rows_out.append(one_run(name, srv, bundle, body, args, capacity, tmp, label))
+                finally:
+                    srv.stop()
     print("\n| variant | capacity req/s | offered | 2xx | 503 | timeouts | other errors "
           "| accepted p50 / p99 ms | health p99 / max ms (failed) | 503 w/o Retry-After | server rejects "
           "| generator |")
@@ -323,8 +328,8 @@ def main() -> None:
               f"| {r['health_p99_ms']} / {r['health_max_ms']} ({r['health_fail']}) "
               f"| {r['503_no_retry_after']} of {r['503_checked']} | {r['server_rejects']} "
               f"| {r['generator']}, cpu {r['gen_cpu']}, {r['gen_lag']} |")
-    if len(rows_out) > len(names):
-        for name in names:
+    if args.rounds > 1:
+        for name in {str(r["variant"]) for r in rows_out}:
             p99 = [float(str(r["p99_ms"])) for r in rows_out if r["variant"] == name]
             print(f"{name}: median accepted p99 {statistics.median(p99):.1f} ms over {len(p99)} rounds")
 

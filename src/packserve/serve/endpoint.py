@@ -183,15 +183,20 @@ class Endpoint:
             if key == b"content-length":
                 if not (value.isdigit() and int(value) <= SMALL_BODY_BYTES):
                     return False
+                length = int(value)
                 break
         else:
             return False  # chunked (or no body declared on a POST): close
-        if self.drain_small_refusals:
-            message = await receive()
-            while message.get("more_body", False):  # the engine holds it to the declared length
+        if self.drain_small_refusals and length:
+            # until the declared length: granian's closing empty message costs a second wait
+            got = 0
+            while True:
                 message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
+                if message["type"] == "http.disconnect":
+                    return None
+                got += len(message.get("body", b""))
+                if got >= length or not message.get("more_body", False):
+                    break
         return True
 
 
