@@ -141,6 +141,33 @@ def test_a_small_refused_request_keeps_its_connection(slow_bundle: Path) -> None
             sock.close()
 
 
+def test_a_client_leaving_while_its_refused_body_is_drained_is_a_499(
+    slow_bundle: Path, engine: str
+) -> None:
+    """Headers of a small body, then the client leaves: granian (waiting for the body to
+    drain it) sends nothing, a 499; uvicorn never waits for it (503 into the closed socket)."""
+    status = "499" if engine == "granian" else "503"
+    with running_server(slow_bundle, *ARGS[:-1]) as srv:
+        threads, codes = _busy(srv.url, 2, rows=1000)
+        _wait_in_flight(srv.url, 2)
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+                     b"\r\ncontent-length: 100\r\n\r\n{")
+        time.sleep(0.2)
+        sock.close()
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            m = httpx.get(f"{srv.url}/metrics").text
+            if _metric(m, "packserve_requests_total", route="/predict", status=status) >= 1:
+                break
+            time.sleep(0.05)
+        assert _metric(m, "packserve_requests_total", route="/predict", status=status) == 1
+        assert _metric(m, "packserve_requests_total", route="/predict") == 1
+        for t in threads:
+            t.join(60)
+        assert codes == [200, 200]
+
+
 @pytest.mark.usefixtures("engine")
 @pytest.mark.parametrize("chunked", [False, True])
 def test_a_large_or_chunked_refused_request_closes(slow_bundle: Path, chunked: bool) -> None:
