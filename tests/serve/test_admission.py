@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers.metrics import sample_sum as _metric
 from helpers.models import make_slow_bundle
 from helpers.server import running_server
 from packserve.serve.admission import Admission, LoopClock
@@ -27,15 +28,6 @@ from packserve.serve.offload import CostModel
 ARGS = ("--max-in-flight", "2", "--inference-threads", "1", "--batching")
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` carrying ``labels`` (all series when none given)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((f"{name}{{", f"{name} ")) and all(
-            f'{k}="{v}"' in line for k, v in labels.items()
-        ):
-            total += float(line.split()[-1])
-    return total
 
 
 def _body(rows: int) -> bytes:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers.metrics import sample_sum as _metric
 from helpers.models import make_slow_bundle
 from helpers.server import running_server
 
@@ -25,14 +26,6 @@ LEAVERS = 3
 BODY = b'{"features": [0.1, 0.2, 0.3, 0.4]}'
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((f"{name}{{", f"{name} ")) and all(
-            f'{k}="{v}"' in line for k, v in labels.items()
-        ):
-            total += float(line.split()[-1])
-    return total
 
 
 def _metrics(url: str) -> str:

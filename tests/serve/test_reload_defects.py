@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from helpers.metrics import sample as _metric
 from helpers.server import running_server
 
 KEY = "reload-key"
@@ -36,12 +37,6 @@ def _place(src: Path, dest: Path) -> None:
     staging.rename(dest)
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{") and line.split("}")[0][len(name) + 1:] == want:
-            return float(line.split()[-1])
-    return 0.0
 
 
 def _gauge(text: str, name: str) -> float:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers.metrics import sample as _metric
 from helpers.models import make_slow_bundle
 from helpers.server import running_server
 
@@ -243,12 +244,6 @@ def test_repository_calls_need_the_key(tmp_path: Path, chapter_bundle: Path) -> 
         assert r.status_code == 400 and "not supported" in r.json()["error"]
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{") and line.split("}")[0][len(name) + 1:] == want:
-            return float(line.split()[-1])
-    return 0.0
 
 
 def test_v2_goes_through_the_batcher_also_after_a_hot_load(tmp_path: Path) -> None:
