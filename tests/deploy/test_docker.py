@@ -99,6 +99,49 @@ def test_torchscript_bundles_get_the_torch_extra_from_the_cpu_index(tmp_path: Pa
     assert "--index-url https://download.pytorch.org/whl/cpu 'torch==2.13.0'" in text
 
 
+def test_granian_images_get_the_granian_extra_and_run_it(tmp_path: Path) -> None:
+    from packserve.deploy.docker import dockerfile
+
+    target = Target(tmp_path, True, (ModelRef("net", "1", "onnx"),))
+    ins = parse_dockerfile(dockerfile(target, server="granian"))
+    installs = [rest for w, rest in ins if w == "RUN" and "pip install" in rest]
+    assert installs == [f"pip install 'packserve[granian]=={__version__}'"]
+    assert env_of(ins)["PACKSERVE_SERVER"] == "granian"
+    torch = Target(tmp_path, True, (ModelRef("net", "1", "torchscript"),))
+    assert f"'packserve[torch,granian]=={__version__}'" in dockerfile(torch, server="granian")
+    default = parse_dockerfile(dockerfile(target))  # uvicorn is core: no extra, named anyway
+    assert env_of(default)["PACKSERVE_SERVER"] == "uvicorn" and "granian" not in dockerfile(target)
+
+
+def test_an_unknown_server_is_refused_before_anything_is_written(
+        chapter_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ctx"
+    proc = subprocess.run([sys.executable, "-m", "packserve", "deploy", "docker", str(chapter_bundle),
+                           "--out", str(out), "--server", "gunicorn"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "--server 'gunicorn'" in proc.stderr and "uvicorn, granian" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_image_bundles_get_the_images_extra(tmp_path: Path) -> None:
+    """An image bundle (#17) decodes images with Pillow: the image installs ``[images]``."""
+    import torch
+
+    from packserve.deploy.docker import dockerfile
+    from packserve.pack import pack
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten()).eval()
+    out = tmp_path / "cnn"
+    pack(model, out, sample=torch.randn(2, 3, 8, 8), name="cnn", task="multiclass",
+         classes=["a", "b"], output="logits", preprocess={"resize": [8, 8]})
+    target = inspect_target(out)
+    assert [m.images for m in target.models] == [True] and target.extras == ("images",)
+    assert f"'packserve[images]=={__version__}'" in dockerfile(target)
+
+
 def test_a_local_wheel_is_copied_and_installed(chapter_bundle: Path, tmp_path: Path) -> None:
     wheel = tmp_path / f"packserve-{__version__}-py3-none-any.whl"
     wheel.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # only copied here, never installed
@@ -117,10 +160,16 @@ def test_refuses_a_non_empty_folder(chapter_bundle: Path, tmp_path: Path) -> Non
     assert (tmp_path / "x").read_text() == "keep me"
 
 
-def test_cmd_and_healthcheck_work_as_plain_processes(context: Path, launch: Any) -> None:
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_cmd_and_healthcheck_work_as_plain_processes(
+        server: str, chapter_bundle: Path, tmp_path: Path, launch: Any) -> None:
     """No container engine here: run the image's CMD with the image's ENV (the model folder
-    mapped to the context's copy, a free port) and then its HEALTHCHECK command."""
+    mapped to the context's copy, a free port) and then its HEALTHCHECK command, on either
+    engine (the image of ``--server granian`` installs its extra; this venv has it)."""
+    context = tmp_path / "ctx"
+    write_docker(inspect_target(chapter_bundle), context, server=server)
     ins = parse_dockerfile((context / "Dockerfile").read_text())
+    assert env_of(ins)["PACKSERVE_SERVER"] == server
     env = env_of(ins)
     port = free_port()
     env.update(PACKSERVE_MODEL_PATH=str(context / "model"), PACKSERVE_PORT=str(port))
@@ -133,6 +182,7 @@ def test_cmd_and_healthcheck_work_as_plain_processes(context: Path, launch: Any)
     with launch(cmd, env, url=f"http://127.0.0.1:{port}", ready_path="/health/ready") as srv:
         r = httpx.post(f"{srv.url}/predict", json={"features": ROW})
         assert r.status_code == 200 and r.json()["model_version"] == "1.0.0"
+        assert (r.headers.get("server") == "granian") == (server == "granian")
         ok = subprocess.run(check, env={"PACKSERVE_PORT": str(port)}, capture_output=True, timeout=30)
         assert ok.returncode == 0, ok.stderr
     down = subprocess.run(check, env={"PACKSERVE_PORT": str(port)}, capture_output=True, timeout=30)

@@ -47,13 +47,15 @@ def deploy_docker(
     trusted_key: list[Path] = typer.Option(
         [], "--trusted-key", help="serve only bundles signed by this public key / CA certificate "
         "(PEM; repeatable): copied into the image and enforced; bundles are verified now"),
+    server: str = typer.Option(
+        "uvicorn", help="the image's HTTP engine: uvicorn, or granian (its extra is installed)"),
 ) -> None:
     """Write a Docker build context: Dockerfile, .dockerignore and a copy of the models."""
     from packserve.deploy.docker import write_docker
     from packserve.deploy.target import inspect_target
 
     write_docker(inspect_target(path), out_dir, python=python, wheel=wheel, force=force,
-                 trusted_keys=trusted_key)
+                 trusted_keys=trusted_key, server=server)
     out().print(f"wrote {out_dir}/Dockerfile, .dockerignore, model/ — build: docker build -t IMAGE {out_dir}",
               highlight=False)
 

@@ -3,7 +3,8 @@
 Choices, each for a reason:
 * ``python:<ver>-slim``: glibc (onnxruntime/torch wheels need it), no compiler toolchain.
 * only the extras the bundles need (ONNX: none, onnxruntime is core; TorchScript: ``torch``,
-  from PyTorch's CPU index so the image does not carry CUDA);
+  from PyTorch's CPU index so the image does not carry CUDA; image bundles: ``images``) and
+  the HTTP engine's (``--server granian``: the ``granian`` extra, and ``PACKSERVE_SERVER``);
 * a non-root user that owns nothing it could overwrite (the models are read-only root-owned);
 * configuration only through ``PACKSERVE_*`` env values (the one settings class), so
   ``docker run -e PACKSERVE_API_KEY=...`` overrides anything;
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from packserve import __version__
 from packserve.deploy.target import Target, check_signatures, trusted_file_names
-from packserve.errors import OutputExistsError
+from packserve.errors import ConfigError, OutputExistsError
+from packserve.serve.engines import ENGINES
 from packserve.signing import load_trust_anchors
 
 IMAGE_MODEL_DIR = "/models"
@@ -56,13 +58,13 @@ DOCKERIGNORE = """\
 """
 
 
-def image_env(trusted: Sequence[str] = ()) -> dict[str, str]:
+def image_env(trusted: Sequence[str] = (), server: str = "uvicorn") -> dict[str, str]:
     """``PACKSERVE_*`` values baked into the image (fields of ServeSettings); ``trusted``: the
-    file names of the trusted keys under ``IMAGE_TRUST_DIR``."""
+    file names of the trusted keys under ``IMAGE_TRUST_DIR``; ``server``: the HTTP engine."""
     from packserve.serve.settings import ServeSettings
 
     fields = {"model_path": IMAGE_MODEL_DIR, "host": "0.0.0.0", "port": str(IMAGE_PORT),  # noqa: S104
-              "shutdown_grace_s": "2", "drain_timeout_s": "20"}
+              "server": server, "shutdown_grace_s": "2", "drain_timeout_s": "20"}
     if trusted:
         fields["trusted_keys"] = ",".join(f"{IMAGE_TRUST_DIR}/{n}" for n in trusted)
     unknown = set(fields) - set(ServeSettings.model_fields)
@@ -70,13 +72,24 @@ def image_env(trusted: Sequence[str] = ()) -> dict[str, str]:
     return {f"PACKSERVE_{k.upper()}": v for k, v in fields.items()}
 
 
+def image_extras(target: Target, server: str = "uvicorn") -> tuple[str, ...]:
+    """The packserve extras the image installs: what the bundles need, and what the engine
+    needs (uvicorn is core; granian is the ``granian`` extra)."""
+    if server not in ENGINES:
+        raise ConfigError(f"--server {server!r}: choose one of {', '.join(ENGINES)}")
+    return target.extras + (("granian",) if server == "granian" else ())
+
+
 def dockerfile(
-    target: Target, *, python: str = "3.11", wheel: str | None = None, trusted: Sequence[str] = ()
+    target: Target, *, python: str = "3.11", wheel: str | None = None, trusted: Sequence[str] = (),
+    server: str = "uvicorn",
 ) -> str:
     """The Dockerfile text. ``wheel``: file name of a packserve wheel under ``wheels/`` in the
     build context (default: ``packserve==<this version>`` from the configured package index).
-    ``trusted``: file names of trusted public keys under ``trust/`` in the context."""
-    extras = f"[{','.join(target.extras)}]" if target.extras else ""
+    ``trusted``: file names of trusted public keys under ``trust/`` in the context.
+    ``server``: the HTTP engine the image runs (its extra is installed, its name baked in)."""
+    wanted = image_extras(target, server)
+    extras = f"[{','.join(wanted)}]" if wanted else ""
     spec = f"/tmp/wheels/{wheel}{extras}" if wheel else f"packserve{extras}=={__version__}"  # noqa: S108
     lines = [
         "# syntax=docker/dockerfile:1",
@@ -116,7 +129,7 @@ def dockerfile(
     elif signed:
         lines += [f"# {signed} of {len(target.models)} bundle(s) signed (model.sig), signatures NOT "
                   "enforced: set PACKSERVE_TRUSTED_KEYS (or deploy docker --trusted-key)", ""]
-    env = image_env(trusted)
+    env = image_env(trusted, server)
     lines += ["ENV " + " \\\n    ".join(f"{k}={v}" for k, v in env.items()), ""]
     lines += [
         f"USER {IMAGE_UID}:{IMAGE_UID}",
@@ -133,11 +146,12 @@ def dockerfile(
 
 def write_docker(
     target: Target, out_dir: str | Path, *, python: str = "3.11", wheel: str | Path | None = None,
-    force: bool = False, trusted_keys: Sequence[str | Path] = (),
+    force: bool = False, trusted_keys: Sequence[str | Path] = (), server: str = "uvicorn",
 ) -> list[Path]:
     """Write the build context: ``Dockerfile``, ``.dockerignore``, ``model/`` (a copy of the
     bundle or repository), with ``wheel`` ``wheels/<file>``, with ``trusted_keys`` ``trust/``
     (and every copied bundle's signature verified). Returns the written files."""
+    image_extras(target, server)  # an unknown engine fails before anything is written
     anchors = load_trust_anchors(trusted_keys)  # a bad key file fails before anything is written
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -163,12 +177,13 @@ def write_docker(
         (out / "wheels").mkdir()
         shutil.copy2(src, out / "wheels" / src.name)
         wheel_name = src.name
-    (out / "Dockerfile").write_text(dockerfile(target, python=python, wheel=wheel_name, trusted=names))
+    (out / "Dockerfile").write_text(
+        dockerfile(target, python=python, wheel=wheel_name, trusted=names, server=server))
     (out / ".dockerignore").write_text(DOCKERIGNORE)
     return [out / "Dockerfile", out / ".dockerignore", out / "model"] + ([out / "trust"] if anchors else [])
 
 
 __all__ = [
     "DOCKERIGNORE", "IMAGE_MODEL_DIR", "IMAGE_PORT", "IMAGE_TRUST_DIR", "dockerfile", "image_env",
-    "write_docker",
+    "image_extras", "write_docker",
 ]

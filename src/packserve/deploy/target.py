@@ -21,6 +21,7 @@ class ModelRef:
     version: str
     format: str  # "onnx" | "torchscript" (manifest field)
     signed: bool = False  # the bundle carries a model.sig (not verified here)
+    images: bool = False  # an image bundle (#17): the server decodes images with Pillow
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,11 @@ class Target:
 
     @property
     def extras(self) -> tuple[str, ...]:
-        """packserve extras the server needs for these bundles (ONNX needs none: onnxruntime is core)."""
-        return ("torch",) if any(m.format == "torchscript" for m in self.models) else ()
+        """packserve extras the server needs for these bundles (ONNX needs none: onnxruntime is
+        core; TorchScript needs torch; image bundles need Pillow and multipart parsing)."""
+        need = {"torch": any(m.format == "torchscript" for m in self.models),
+                "images": any(m.images for m in self.models)}
+        return tuple(extra for extra, needed in need.items() if needed)
 
     @property
     def default_name(self) -> str:
@@ -60,7 +64,8 @@ def inspect_target(path: str | Path) -> Target:
     if broken:
         raise ConfigError("unreadable bundle(s): " + "; ".join(broken))
     models = tuple(
-        ModelRef(d.name, d.version, d.manifest.format, (d.path / SIGNATURE_NAME).is_file())
+        ModelRef(d.name, d.version, d.manifest.format, (d.path / SIGNATURE_NAME).is_file(),
+                 d.manifest.preprocess is not None)
         for d in found if d.manifest is not None
     )
     return Target(root.resolve(), single, models)
