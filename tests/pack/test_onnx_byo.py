@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def torch_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, np.ndarray]:
     """A text classifier exported by torch.onnx (outside packserve) + sample + expected."""
-    from torch_nd_models import TextClassifier, seeded
+    from torch_family.nd_models import TextClassifier, seeded
 
     d = tmp_path_factory.mktemp("byo_torch")
     model = seeded(TextClassifier).eval()

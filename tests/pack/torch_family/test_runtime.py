@@ -58,7 +58,7 @@ def test_loads_in_fresh_process_without_the_class(fraud_ts_bundle: Path, fraud_t
         "import packserve\n"
         f"p = packserve.load({str(fraud_ts_bundle)!r})\n"
         f"pred = p.predict({x.tolist()!r})\n"
-        "assert 'torch_models' not in sys.modules\n"
+        "assert 'torch_family.models' not in sys.modules\n"
         "assert not any('FraudDetector' in getattr(m, '__dict__', {}) for m in list(sys.modules.values()))\n"
         "print(json.dumps({'p': pred.probabilities[:, 1].tolist(), 'format': p.manifest.format}))\n"
     )
@@ -178,7 +178,7 @@ def test_bad_rows_are_input_errors(fraud_ts_bundle: Path) -> None:
 
 
 def test_external_data_files_are_hashed(torch_sample: np.ndarray, tmp_path: Path) -> None:
-    from torch_models import Regressor, seeded
+    from torch_family.models import Regressor, seeded
 
     model = seeded(Regressor)
     res = packserve.pack(model, tmp_path / "ext", sample=torch_sample, task="regression",
@@ -201,9 +201,9 @@ def test_external_data_files_are_hashed(torch_sample: np.ndarray, tmp_path: Path
 def test_training_nodes_detected_in_a_raw_training_export(tmp_path: Path) -> None:
     """The graph check catches what ONNX Runtime's optimizer would silently hide."""
     import onnx
-    from torch_models import FraudDetector, seeded
 
     from packserve.pack.families.torch.fidelity import training_nodes
+    from torch_family.models import FraudDetector, seeded
 
     model = seeded(FraudDetector).train()
     prog = torch.onnx.export(model, (torch.randn(4, 15),), None, dynamo=True, verbose=False)

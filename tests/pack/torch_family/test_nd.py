@@ -18,10 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch_nd_models import KINDS, VOCAB, TextClassifier, seeded  # noqa: E402
-
 import packserve  # noqa: E402
 from packserve.errors import InputError, PackError, SampleError  # noqa: E402
+from torch_family.nd_models import KINDS, VOCAB, TextClassifier, seeded  # noqa: E402
 
 FAST = ("text", "two_inputs", "tuple")
 HEAVY = ("cnn", "resnet", "gru", "transformer")
@@ -67,8 +66,8 @@ _FRESH = textwrap.dedent("""
         pred = p.predict(x)
         raw = p._run_raw(p.to_feeds(x))
         np.savez(out, **{f"raw_{k}": v for k, v in raw.items()})
-    assert "torch_nd_models" not in sys.modules
-    print("classes imported:", [m for m in sys.modules if "torch_nd_models" in m])
+    assert "torch_family.nd_models" not in sys.modules
+    print("classes imported:", [m for m in sys.modules if "torch_family" in m])
 """)
 
 
@@ -193,7 +192,7 @@ def test_user_model_exceptions_become_pack_errors(tmp_path: Path) -> None:
 
 
 def test_table_torch_models_keep_the_table_signature(nd_dir: Path, tmp_path: Path) -> None:
-    from torch_models import FraudDetector
+    from torch_family.models import FraudDetector
 
     res = packserve.pack(seeded(FraudDetector), tmp_path / "fraud", sample=np.zeros((4, 15)),
                          name="fraud", format="torchscript")

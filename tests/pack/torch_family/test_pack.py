@@ -10,7 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch_models import (  # noqa: E402
+import packserve  # noqa: E402
+from packserve.errors import ConfigError, PackError, ParityError  # noqa: E402
+from torch_family.models import (  # noqa: E402
     AlwaysDropout,
     BatchNormNet,
     CondBranch,
@@ -21,9 +23,6 @@ from torch_models import (  # noqa: E402
     SumBranch,
     seeded,
 )
-
-import packserve  # noqa: E402
-from packserve.errors import ConfigError, PackError, ParityError  # noqa: E402
 
 BATCHES = (1, 7, 64)
 

@@ -1,4 +1,4 @@
-"""Session fixtures for the torch packer's tests (issue #3), imported by tests/pack/conftest.py.
+"""Session fixtures for the torch packer's tests (issue #3).
 
 Tiny models, each exported once per session (the dynamo ONNX exporter takes seconds).
 """
@@ -26,7 +26,7 @@ def torch_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fraud_torch():  # type: ignore[no-untyped-def]
     """The chapter's FraudDetector (seeded, untrained), left in *training* mode."""
     pytest.importorskip("torch")
-    from torch_models import FraudDetector, seeded
+    from torch_family.models import FraudDetector, seeded
 
     model = seeded(FraudDetector)
     model.train()
@@ -57,9 +57,8 @@ def fraud_ts_bundle(fraud_torch, torch_sample: np.ndarray, torch_bundles: Path) 
 def branch_ts_bundle(torch_sample: np.ndarray, torch_bundles: Path) -> Path:
     """SumBranch (data-dependent `if`) packed with format='torchscript', method='auto'."""
     pytest.importorskip("torch")
-    from torch_models import SumBranch, seeded
-
     import packserve
+    from torch_family.models import SumBranch, seeded
 
     return packserve.pack(seeded(SumBranch, 1), torch_bundles / "branch_ts", sample=torch_sample,
                           name="branch", format="torchscript", task="regression").path
