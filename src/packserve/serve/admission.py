@@ -22,6 +22,28 @@ read (so a refused request costs a fraction of an accepted one):
   the body is parsed, so the batcher's own late 503 is only a backstop for a race.
 
 Beyond either, the request gets 503 with ``Retry-After`` at once (:class:`OverloadedError`).
+
+**The door** (:meth:`Admission.door`): the same rules asked once more, earlier — by the HTTP
+engine's parser callback, as soon as a request's headers are parsed, before any ASGI task
+exists (uvicorn: :mod:`packserve.serve.door`). A refusal on the ASGI path costs ~0.56 of a
+served request of a fast inline model (the engine's request cycle, task and ASGI call chain),
+which caps what one core can shed below 2x its capacity (issue #15 notes, Session 4); at the
+door it costs the parse and one write. The door only reads (its own metrics aside): a request
+it lets through meets :meth:`Admission.enter` as before and is counted there only.
+
+At I/O time the current pass's clock is no signal (on uvloop the reset of the pass that just
+ran the requests' tasks has already run when the next requests are read), so :class:`LoopClock`
+records each pass's length and request count when it resets, and the door refuses on the
+*last* pass: longer than ``budget_s`` with more than :data:`MIN_BACKLOG` requests. One such
+pass is answered by one poll's worth of refusals: the door's first loop refusal schedules
+``forget`` for the next pass, so the record does not keep refusing when no request ran since
+(with everything refused, no pass would ever record a shorter one). Under open-loop overload
+the loop then alternates: a pass serving what the previous poll admitted (growing ~2x per pass
+at 2x offered load, until one exceeds the budget), one poll refusing what arrived meanwhile
+(cost ``r`` each, r << 1), then accepting again. Accepted work per pass stays within about
+twice the budget, so accepted latency stays within a few budgets; with every pass busy,
+accepted throughput is ``C (1 - f r) / (1 - r)`` for ``f x`` offered load, positive while
+``r < 1/f``.
 Health, readiness and ``/metrics`` never pass through here. A per-request deadline
 (``X-Request-Timeout-Ms`` header, ``timeout_ms`` setting; the earlier wins) makes work still
 queued when it passes a 504 instead of a late answer (:meth:`Admission.deadline`).
@@ -31,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter
@@ -38,7 +61,7 @@ from prometheus_client import CollectorRegistry, Counter
 from packserve.errors import OverloadedError
 from packserve.serve.registry import ModelHandle
 
-__all__ = ["TIMEOUT_HEADER", "Admission", "LoopClock"]
+__all__ = ["MIN_BACKLOG", "TIMEOUT_HEADER", "Admission", "LoopClock"]
 
 #: request header: the client's remaining budget in milliseconds (work after it -> 504)
 TIMEOUT_HEADER = b"x-request-timeout-ms"
@@ -52,20 +75,23 @@ MIN_BACKLOG = 64
 
 class LoopClock:
     """How long the current event-loop pass has been running (seconds), and how many
-    requests it has started (``count``).
+    requests it has started (``count``); and the last completed pass's (``last_s``,
+    ``last_count``, for the door: see the module doc).
 
     The first caller in a pass stamps the time and schedules a reset with ``call_soon``;
     that callback runs only after every callback already queued for this pass, i.e. at the
-    start of the next pass. Costs one clock read per request and one callback per busy pass;
-    nothing at all while idle.
+    start of the next pass. Costs one clock read per request and one callback and clock read
+    per busy pass; nothing at all while idle.
     """
 
-    __slots__ = ("_armed", "_start", "count")
+    __slots__ = ("_armed", "_start", "count", "last_count", "last_s")
 
     def __init__(self) -> None:
         self._start = 0.0
         self._armed = False
         self.count = 0
+        self.last_s = 0.0
+        self.last_count = 0
 
     def elapsed(self, now: float) -> float:
         if self._armed:
@@ -77,8 +103,38 @@ class LoopClock:
         asyncio.get_running_loop().call_soon(self._reset)
         return 0.0
 
+    def lag(self, now: float) -> tuple[float, int]:
+        """(seconds, requests) of the pass in progress if one is, else of the last one;
+        reads only (``count`` is not touched)."""
+        if self._armed:
+            return now - self._start, self.count
+        return self.last_s, self.last_count
+
+    def forget(self) -> None:
+        """The last pass has been answered (by the door's refusals): stop reporting it."""
+        self.last_s = 0.0
+        self.last_count = 0
+
     def _reset(self) -> None:
         self._armed = False
+        self.last_s = time.monotonic() - self._start
+        self.last_count = self.count
+
+
+def _loop_overloaded() -> OverloadedError:
+    return OverloadedError("the server is overloaded; retry later", retry_after_s=1.0)
+
+
+def _queue_full(name: str, depth: int) -> OverloadedError:
+    return OverloadedError(
+        f"model {name!r} has {depth} requests queued; retry later", retry_after_s=1.0
+    )
+
+
+def _in_flight(name: str, n: int) -> OverloadedError:
+    return OverloadedError(
+        f"model {name!r} has {n} requests in progress; retry later", retry_after_s=1.0
+    )
 
 
 class Admission:
@@ -98,6 +154,7 @@ class Admission:
         self.parallelism = max(1, parallelism)
         self.timeout_s = max(timeout_ms, 0.0) / 1000.0
         self.clock = LoopClock()
+        self._forgetting = False
         self._counts: dict[str, int] = {}
         self.rejected = Counter(
             "packserve_admission_rejected", "requests refused at the door (503), by reason",
@@ -143,26 +200,54 @@ class Admission:
         clock = self.clock
         if self.budget_s > 0 and clock.elapsed(now) > self.budget_s and clock.count > MIN_BACKLOG:
             self._reject(name, "queue_delay")
-            raise OverloadedError("the server is overloaded; retry later", retry_after_s=1.0)
+            raise _loop_overloaded()
         batcher = handle.batcher
         if batcher is not None and batcher.queue_depth >= batcher.max_queue and self.enabled:
             # the batcher would refuse it after parsing: refuse it now, for a fraction of that
             self._reject(name, "queue_full")
-            raise OverloadedError(
-                f"model {name!r} has {batcher.queue_depth} requests queued; retry later",
-                retry_after_s=1.0,
-            )
+            raise _queue_full(name, batcher.queue_depth)
         n = self._counts.get(name, 0)
         # limit() is never below 2 (or an explicit max_in_flight below 2): most requests find
         # fewer in progress and skip computing it (~0.5 µs a request on the hot path)
         floor = min(2, self.max_in_flight) if self.max_in_flight else 2
         if n >= floor and self.enabled and n >= self.limit(handle):
             self._reject(name, "in_flight")
-            raise OverloadedError(
-                f"model {name!r} has {n} requests in progress; retry later", retry_after_s=1.0
-            )
+            raise _in_flight(name, n)
         self._counts[name] = n + 1
         handle.in_flight += 1
+
+    def door(self, handle: ModelHandle, now: float) -> tuple[str, OverloadedError] | None:
+        """Would a request for ``handle`` be refused now, at the door (module doc)?
+
+        (reason, the error :meth:`enter` would raise) or None. Counts nothing: the caller
+        that does refuse calls :meth:`refused` (it may still fall back to the ASGI path).
+        """
+        if not self.enabled:
+            return None
+        name = handle.name
+        if self.budget_s > 0:
+            seconds, count = self.clock.lag(now)
+            if seconds > self.budget_s and count > MIN_BACKLOG:
+                if not self._forgetting:
+                    self._forgetting = True
+                    asyncio.get_running_loop().call_soon(self._forget)
+                return "queue_delay", _loop_overloaded()
+        batcher = handle.batcher
+        if batcher is not None and batcher.queue_depth >= batcher.max_queue:
+            return "queue_full", _queue_full(name, batcher.queue_depth)
+        n = self._counts.get(name, 0)
+        floor = min(2, self.max_in_flight) if self.max_in_flight else 2
+        if n >= floor and n >= self.limit(handle):
+            return "in_flight", _in_flight(name, n)
+        return None
+
+    def refused(self, handle: ModelHandle, reason: str) -> None:
+        """Count a refusal :meth:`door` decided and the door sent."""
+        self._reject(handle.name, reason)
+
+    def _forget(self) -> None:
+        self._forgetting = False
+        self.clock.forget()
 
     def leave(self, handle: ModelHandle) -> None:
         handle.in_flight -= 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,6 +36,7 @@ from packserve.errors import (
 )
 from packserve.runtime import RuntimeOptions
 from packserve.serve.admission import Admission
+from packserve.serve.door import Door
 from packserve.serve.gateway import BODY_METHODS, RouteTable, TrackedSend, body_limit, log_access
 from packserve.serve.http import (
     INTERNAL_ERROR_BODY,
@@ -109,6 +110,12 @@ class PackserveApp(FastAPI):
         )
         self._limit = settings.max_body_bytes
         self._access = settings.access_log
+        #: admission's refusals at the engine's door (uvicorn: serve/engines/uvicorn_door.py);
+        #: None when the ASGI path must see every request (the access log lines)
+        self.door = None if settings.access_log or not settings.admission_door else Door(
+            self.route_table, observe=metrics.observe_request, draining=draining,
+            authorized=self._authorized,
+        )
         self._openapi_gen = -1
         self._static: frozenset[str] | None = None
         self._static_n = 0
@@ -134,6 +141,12 @@ class PackserveApp(FastAPI):
         if is_docs_surface(path):
             return not self.settings.public_docs
         return path != "/metrics" or self.settings.metrics_auth
+
+    def _authorized(self, path: str, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+        """The API key checks out for ``path`` (or none is needed): the door's question."""
+        if self._key is None or not self.needs_key(path):
+            return True
+        return api_key_ok(dict(headers), self._key, basic=is_docs_surface(path))
 
     def refusal(self, scope: Scope, path: str) -> PackserveError | None:
         """Draining (503, but health, docs and metrics still answer), then the API key (401)."""

@@ -104,6 +104,12 @@ class ServeSettings(BaseSettings):
         description="accepted requests per model (in flight + queued); 0 = sized from the model's "
         "measured per-call cost and admission_budget_ms",
     )
+    admission_door: bool = Field(
+        default=True,
+        description="uvicorn: refuse at the HTTP parser, before any ASGI task exists (a refusal "
+        "then costs a fraction; same answer, same metrics); off: every refusal goes through the "
+        "app. No effect on granian",
+    )
 
     # --- dynamic batching (serve/batching/) ---------------------------------------------
     batching: bool = Field(

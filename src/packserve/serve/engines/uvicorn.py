@@ -5,6 +5,9 @@ sitting in keep-alive buffers) and re-raises the signal (exit -15), so :class:`P
 replaces it with packserve's drain (:mod:`packserve.serve.lifecycle`): readiness 503, the
 grace period, close the listening sockets, wait until no request is in flight and the
 connections are idle, close them, exit 0.
+
+Admission's refusals are answered in uvicorn's parser callback, before any ASGI task exists
+(:mod:`packserve.serve.engines.uvicorn_door`, :mod:`packserve.serve.door`).
 """
 
 from __future__ import annotations
@@ -135,14 +138,22 @@ class WorkerServer(PackserveServer):
         return await super().on_tick(counter)
 
 
-def serve(settings: ServeSettings, app: Any, *, sock: socket.socket | None, worker: bool) -> int:
-    """Serve ``app`` until drained; the exit code. ``sock``: the supervisor's shared socket."""
-    config = uvicorn.Config(
+def uvicorn_config(settings: ServeSettings, app: Any) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``: httptools, with the app's admission door
+    (:mod:`packserve.serve.engines.uvicorn_door`) unless it has none (``--no-admission-door``,
+    ``--access-log``)."""
+    door = getattr(app, "door", None)
+    http: Any = "httptools"
+    if door is not None:
+        from packserve.serve.engines.uvicorn_door import door_protocol
+
+        http = door_protocol(door)
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=http,
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
@@ -150,9 +161,14 @@ def serve(settings: ServeSettings, app: Any, *, sock: socket.socket | None, work
         server_header=False,
         backlog=BACKLOG,
     )
+
+
+def serve(settings: ServeSettings, app: Any, *, sock: socket.socket | None, worker: bool) -> int:
+    """Serve ``app`` until drained; the exit code. ``sock``: the supervisor's shared socket."""
+    config = uvicorn_config(settings, app)
     server = (WorkerServer if worker else PackserveServer)(config, settings, app.state.serving)
     server.run(sockets=None if sock is None else [sock])
     return server.exit_code
 
 
-__all__ = ["PackserveServer", "WorkerServer", "serve"]
+__all__ = ["PackserveServer", "WorkerServer", "serve", "uvicorn_config"]

@@ -1,0 +1,283 @@
+"""Admission's door on uvicorn (issue #15): refusals written by the parser callback.
+
+A real uvicorn server on 127.0.0.1 with packserve's app and door protocol, run in this
+process so the test can see whether the door answered (a spy around ``app.door``) and can
+switch it off to get the ASGI path's answer from the same server in the same state. The
+model's one admission slot (``max_in_flight=1``) is held by a request whose body never
+completes: every other prediction is refused, deterministically. Raw sockets: the bytes on
+the wire are the subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from helpers.metrics import sample, sample_sum
+from helpers.models import make_slow_bundle
+from helpers.server import free_port
+from packserve.serve.app import PackserveApp, create_app
+from packserve.serve.door import Refusal
+from packserve.serve.engines.uvicorn import uvicorn_config
+from packserve.serve.engines.uvicorn_door import DoorProtocol
+from packserve.serve.settings import ServeSettings
+
+KEY = b"door-key"
+BODY = b'{"features": [0.1, 0.2, 0.3, 0.4]}'
+
+
+def _post(path: bytes = b"/predict", *, extra: bytes = b"", body: bytes = BODY) -> bytes:
+    return (b"POST " + path + b" HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"x-api-key: " + KEY + b"\r\n" + extra +
+            b"content-length: %d\r\n\r\n" % len(body) + body)
+
+
+@dataclass
+class Spy:
+    """Wraps the app's door: counts what it answered; ``on=False`` sends all to the ASGI path."""
+
+    app: PackserveApp
+    on: bool = True
+    answered: list[Refusal] = field(default_factory=list)
+
+    def __call__(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]]) -> Refusal | None:
+        if not self.on:
+            return None
+        assert self.app.door is not None
+        got = self.app.door(method, path, headers)
+        if got is not None:
+            self.answered.append(got)
+        return got
+
+
+@dataclass
+class Srv:
+    url: str
+    port: int
+    app: PackserveApp
+    spy: Spy
+
+    def sock(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", headers={"x-api-key": KEY.decode()}).text
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_slow_bundle(tmp_path_factory.mktemp("door") / "slow", width=16, layers=1)
+
+
+@pytest.fixture
+def srv(bundle: Path) -> Iterator[Srv]:
+    port = free_port()
+    settings = ServeSettings(model_path=bundle, host="127.0.0.1", port=port, max_in_flight=1,
+                             inference_threads=1, api_key=KEY.decode(), log_level="warning",
+                             server="uvicorn")
+    app = create_app(settings)
+    spy = Spy(app)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop",
+                            http=type("SpyDoor", (DoorProtocol,), {"door": spy}),
+                            lifespan="on", access_log=False, server_header=False,
+                            log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                break
+        assert time.monotonic() < end and thread.is_alive(), "server not ready"
+        time.sleep(0.05)
+    try:
+        yield Srv(url, port, app, spy)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@contextlib.contextmanager
+def held(s: Srv) -> Iterator[socket.socket]:
+    """The model's one slot held by a request whose body is not complete; then it completes
+    (and must be answered 200)."""
+    hold = s.sock()
+    request = _post()
+    hold.sendall(request[:-5])
+    end = time.monotonic() + 10
+    while s.app.admission.in_progress("slow") < 1:
+        assert time.monotonic() < end, "the holding request was never admitted"
+        time.sleep(0.005)
+    try:
+        yield hold
+    finally:
+        hold.sendall(request[-5:])
+        head, _ = response(hold)
+        hold.close()
+        assert head.startswith(b"HTTP/1.1 200"), head
+
+
+def response(sock: socket.socket, buf: bytearray | None = None) -> tuple[bytes, bytes]:
+    """One whole response from ``sock`` (``buf``: bytes already read past the previous one)."""
+    data = buf if buf is not None else bytearray()
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                  if line.startswith(b"content-length:"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        rest += chunk
+    data[:] = rest[length:]
+    return head, rest[:length]
+
+
+def undated(head: bytes) -> bytes:
+    return b"\r\n".join(line for line in head.split(b"\r\n") if not line.lower().startswith(b"date:"))
+
+
+def exchange(s: Srv, request: bytes) -> bytes:
+    sock = s.sock()
+    try:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data and not request.lower().count(b"connection: close"):
+                head, _, rest = data.partition(b"\r\n\r\n")
+                if len(rest) >= int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):
+                    break
+        return data
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("request_bytes", [
+    _post(), _post(extra=b"connection: close\r\n"), _post(b"/models/slow/predict/batch"),
+    _post(b"/v2/models/slow/infer", body=b"{}"),
+], ids=["keep-alive", "close", "batch", "v2"])
+def test_a_door_refusal_is_the_asgi_refusal_to_the_byte(srv: Srv, request_bytes: bytes) -> None:
+    with held(srv):
+        door = exchange(srv, request_bytes)
+        assert len(srv.spy.answered) == 1  # the door answered it
+        srv.spy.on = False
+        asgi = exchange(srv, request_bytes)
+        srv.spy.on = True
+        assert len(srv.spy.answered) == 1
+    assert door.startswith(b"HTTP/1.1 503 Service Unavailable\r\ndate: ")
+    assert b"\r\nretry-after: 1\r\n" in door
+    assert undated(door) == undated(asgi)
+
+
+def test_two_door_refusals_then_health_on_one_connection(srv: Srv) -> None:
+    with held(srv):
+        sock = srv.sock()
+        try:
+            buf = bytearray()
+            for split in (False, True):
+                if split:  # the body arrives after the answer: skipped, not parsed as a request
+                    sock.sendall(_post()[:-len(BODY)])
+                    head, _ = response(sock, buf)
+                    time.sleep(0.05)
+                    sock.sendall(BODY)
+                else:
+                    sock.sendall(_post())
+                    head, _ = response(sock, buf)
+                assert head.startswith(b"HTTP/1.1 503") and b"connection: close" not in head
+            sock.sendall(b"GET /health/ready HTTP/1.1\r\nhost: x\r\n\r\n")
+            head, body = response(sock, buf)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert not buf
+        finally:
+            sock.close()
+    assert len(srv.spy.answered) == 2
+
+
+def test_a_connection_close_request_is_closed_after_the_503(srv: Srv) -> None:
+    with held(srv):
+        sock = srv.sock()
+        try:
+            sock.sendall(_post(extra=b"connection: close\r\n"))
+            data = b""
+            while chunk := sock.recv(65536):  # EOF: the server closed it
+                data += chunk
+        finally:
+            sock.close()
+    assert data.startswith(b"HTTP/1.1 503") and b"\r\nconnection: close\r\n" in data
+    assert len(srv.spy.answered) == 1
+
+
+def test_a_refusal_pipelined_behind_a_request_in_progress_keeps_its_order(srv: Srv) -> None:
+    """The door answers at parse time; a request behind one not answered yet must wait."""
+    with held(srv):
+        sock = srv.sock()
+        try:
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n" + _post())
+            buf = bytearray()
+            first, _ = response(sock, buf)
+            second, _ = response(sock, buf)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            assert second.startswith(b"HTTP/1.1 503"), second
+            assert srv.spy.answered == []  # the ASGI path answered the pipelined one
+            sock.sendall(_post())  # nothing in progress now: the door again
+            third, _ = response(sock, buf)
+            assert third.startswith(b"HTTP/1.1 503") and len(srv.spy.answered) == 1
+        finally:
+            sock.close()
+
+
+def test_door_refusals_are_counted_like_any_refusal(srv: Srv) -> None:
+    with held(srv):
+        for _ in range(3):
+            assert exchange(srv, _post()).startswith(b"HTTP/1.1 503")
+        assert exchange(srv, _post(b"/models/slow/predict")).startswith(b"HTTP/1.1 503")
+        text = srv.metrics()
+    assert len(srv.spy.answered) == 4
+    assert sample(text, "packserve_admission_rejected_total", model="slow", reason="in_flight") == 4
+    assert sample(text, "packserve_requests_total", route="/predict", method="POST", status="503") == 3
+    assert sample_sum(text, "packserve_requests_total", route="/models/{name}/predict",
+                      method="POST", status="503") == 1  # ("}" in the label: not sample())
+    assert sample_sum(text, "packserve_request_duration_seconds_count", route="/predict") >= 3
+
+
+def test_the_door_leaves_what_it_must_not_answer_to_the_asgi_path(srv: Srv) -> None:
+    """No key: 401; an unknown model: 404; a large or chunked body: 503 that closes;
+    draining: 503 that closes. None of them answered by the door."""
+    with held(srv):
+        no_key = _post().replace(b"x-api-key: " + KEY + b"\r\n", b"")
+        assert exchange(srv, no_key).startswith(b"HTTP/1.1 401")
+        assert exchange(srv, _post(b"/models/nope/predict")).startswith(b"HTTP/1.1 404")
+        large = exchange(srv, _post(body=BODY.ljust(70_000)))
+        assert large.startswith(b"HTTP/1.1 503") and b"connection: close" in large
+        assert srv.spy.answered == []
+        srv.app.serving.draining = True
+        try:
+            draining = exchange(srv, _post())
+        finally:
+            srv.app.serving.draining = False
+        assert draining.startswith(b"HTTP/1.1 503") and b"\r\nconnection: close\r\n" in draining
+        assert srv.spy.answered == []
+
+
+def test_the_uvicorn_engine_installs_the_door_unless_told_not_to(bundle: Path) -> None:
+    on = create_app(ServeSettings(model_path=bundle))
+    assert issubclass(uvicorn_config(on.settings, on).http, DoorProtocol)  # type: ignore[arg-type]
+    off = create_app(ServeSettings(model_path=bundle, admission_door=False))
+    assert off.door is None and uvicorn_config(off.settings, off).http == "httptools"
+    logged = create_app(ServeSettings(model_path=bundle, access_log=True))
+    assert logged.door is None  # the access log's lines come from the ASGI path
