@@ -26,18 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 from batching_load import (
     IN_BATCHER,
@@ -50,6 +44,7 @@ from batching_load import (
     wait_histogram,
     wrk_script,
 )
+from harness import Server, serve_cmd, start
 
 MAX_BATCH_SIZE = 64
 MAX_WAIT_MS = 2.0
@@ -153,60 +148,17 @@ def compute_time(bundle: Path, x: np.ndarray, rows: int) -> float:
 # --- server --------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
+def start_server(bundle: Path, batching: bool, extra: dict[str, str] | None = None) -> Server:
     """``packserve serve`` in a subprocess, configured through PACKSERVE_* variables."""
-
-    def __init__(self, bundle: Path, batching: bool, extra: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ)
-        env.update(
-            PACKSERVE_MODEL_PATH=str(bundle),
-            PACKSERVE_PORT=str(self.port),
-            PACKSERVE_LOG_LEVEL="warning",
-            PACKSERVE_BATCHING="true" if batching else "false",
-            PACKSERVE_MAX_BATCH_SIZE=str(MAX_BATCH_SIZE),
-            PACKSERVE_MAX_WAIT_MS=str(MAX_WAIT_MS),
-            PACKSERVE_MAX_QUEUE=str(MAX_QUEUE),
-        )
-        env.update(extra or {})
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "packserve", "serve"], env=env,
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"server exited: {self.log.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become ready")
-
-    def metrics(self) -> str:
-        return httpx.get(f"{self.url}/metrics", timeout=5).text
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+    env = {
+        "PACKSERVE_MODEL_PATH": str(bundle),
+        "PACKSERVE_BATCHING": "true" if batching else "false",
+        "PACKSERVE_MAX_BATCH_SIZE": str(MAX_BATCH_SIZE),
+        "PACKSERVE_MAX_WAIT_MS": str(MAX_WAIT_MS),
+        "PACKSERVE_MAX_QUEUE": str(MAX_QUEUE),
+        **(extra or {}),
+    }
+    return start("batching on" if batching else "batching off", serve_cmd(), env, timeout=60)
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -226,9 +178,11 @@ def run_configs(wrk: str, bundle: Path, script: Path, conns: list[int], duration
     ..., repeated), so a burst of load from elsewhere on the host hits every configuration
     alike. Per (config, conns): the median-throughput run, the batcher's queue-wait p99 and
     its submit -> result p99 (upper bounds of the histogram buckets holding them)."""
-    servers = [Server(bundle, c.batching, c.extra) for c in configs]
+    servers: list[Server] = []
     runs: dict[tuple[str, int], list[tuple[WrkResult, float, float]]] = {}
     try:
+        for cfg in configs:  # one by one: a server that fails to start leaves the others stoppable
+            servers.append(start_server(bundle, cfg.batching, cfg.extra))
         for server in servers:
             run_wrk(wrk, server.url, script, 16, 1)  # warm-up, not reported
         for c in conns:
@@ -318,7 +272,7 @@ def overload(wrk: str, tmp: Path, script: Path, x: np.ndarray, duration: float) 
     bodies = [json.dumps({"features": [float(v) for v in r]}).encode() for r in x[:256]]
     # max_queue sized to the model: ~50 ms of work at the measured rate (at least one batch)
     queue = max(MAX_BATCH_SIZE, int(best * 0.05))
-    server = Server(bundle, True, {"PACKSERVE_MAX_QUEUE": str(queue)})
+    server = start_server(bundle, True, {"PACKSERVE_MAX_QUEUE": str(queue)})
     try:
         res = asyncio.run(open_loop(server.url, bodies, rate, duration))
     finally:

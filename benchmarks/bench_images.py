@@ -38,20 +38,16 @@ import argparse
 import io
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from harness import Server, serve_cmd, start
 
 IMAGENET = {"resize": 256, "crop": [224, 224], "interpolation": "bilinear",
             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -163,51 +159,7 @@ def split(bundle: Path, jpegs: list[bytes], rounds: int) -> None:
     print(f"Pillow {Image.__version__}, libjpeg-turbo {features.version('libjpeg_turbo')}")
 
 
-# --- servers -----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    url: str
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start(name: str, bundle: Path, extra: list[str], pin: str | None) -> Server:
-    port = free_port()
-    cmd = [sys.executable, "-m", "packserve", "serve", str(bundle), "--port", str(port),
-           "--log-level", "warning", *extra]
-    if pin is not None:
-        cmd = ["taskset", "-c", pin, *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    srv = Server(name, proc, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{name} exited with {proc.returncode}")
-        try:
-            if httpx.get(srv.url + "/health/ready", timeout=2).status_code == 200:
-                return srv
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    srv.stop()
-    sys.exit(f"{name} did not become ready")
-
+# --- load ---------------------------------------------------------------------------------------
 
 Setting = tuple[int, int]  # (connections, images per request)
 
@@ -284,7 +236,7 @@ def main() -> None:
             return
         pin = str(pin_srv) if pin_srv is not None else None
         for name, flags in VARIANTS:
-            servers.append(start(name, bundle, flags, pin))
+            servers.append(start(name, serve_cmd(bundle, *flags), pin=pin))
         if pin_gen is not None:
             os.sched_setaffinity(0, {pin_gen})
         for s in servers:  # every server classifies an image before it is measured

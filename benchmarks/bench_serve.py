@@ -37,24 +37,18 @@ This is a measurement, not a test: it never fails on a missed target, it reports
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
+from harness import Server, serve_cmd, start
 
 LUA = """
 wrk.method = "POST"
@@ -83,12 +77,6 @@ def ensure_wrk() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def build_bundle(workdir: Path) -> tuple[Path, list[list[float]]]:
     from sklearn.datasets import make_classification
     from xgboost import XGBClassifier
@@ -100,77 +88,6 @@ def build_bundle(workdir: Path) -> tuple[Path, list[list[float]]]:
                           eval_metric="logloss", n_jobs=1).fit(x, y)
     res = packserve.pack(model, workdir / "fraud", sample=x[:200], name="fraud")
     return res.path, x[4000:4020].tolist()
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    url: str
-    ready_path: str
-
-    def peak_rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def cpu_s(self) -> float:
-        """CPU seconds (user + system, every thread) of the server and its child processes
-        (granian's worker): what a request costs, whatever share of the CPU it was given."""
-        return sum(_cpu_s(pid) for pid in _tree(self.proc.pid))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:  # exited meanwhile
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime (every thread)
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the benchmark's ``taskset`` execs, granian forks)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            with contextlib.suppress(OSError):  # exited meanwhile
-                todo.extend(int(c) for c in task.read_text().split())
-    return out
-
-
-def start(name: str, cmd: list[str], env: dict[str, str], ready_path: str, pin: str | None) -> Server:
-    port = free_port()
-    cmd = [c.replace("{port}", str(port)) for c in cmd]
-    if pin is not None:
-        cmd = ["taskset", "-c", pin, *cmd]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    srv = Server(name, proc, f"http://127.0.0.1:{port}", ready_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{name} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-        try:
-            if httpx.get(srv.url + ready_path, timeout=2).status_code == 200:
-                return srv
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    sys.exit(f"{name} did not become ready")
 
 
 def run_wrk(wrk: str, url: str, body: str, conns: int, duration: float, pin: str | None,
@@ -225,7 +142,7 @@ def start_servers(bundle: Path, batching_variant: bool, pin: str | None,
     py = sys.executable
     uv = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop",
           "--http", "httptools", "--no-access-log", "--log-level", "warning"]
-    ps = [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}", "--log-level", "warning"]
+    ps = serve_cmd(bundle)
     model_env = {"REFERENCE_MODEL": str(bundle / "model.onnx")}
     # Appended one by one so that a server that fails to start leaves the others stoppable.
     servers: list[Server] = []

@@ -31,7 +31,7 @@ import re
 import subprocess
 
 from batching_load import _ms, ensure_wrk
-from bench_batching import Server
+from bench_batching import start_server
 
 
 def build(root: Path) -> dict[str, Path]:
@@ -152,7 +152,7 @@ def main() -> None:
             s_v216 = lua(d, f"{name}_v216", v216, {"Content-Type": "application/octet-stream",
                                                    "Inference-Header-Content-Length": str(hl16)})
             for batching in (False, True):
-                srv = Server(bundle, batching, {"PACKSERVE_MAX_BODY_BYTES": str(64 << 20)})
+                srv = start_server(bundle, batching, {"PACKSERVE_MAX_BODY_BYTES": str(64 << 20)})
                 try:
                     for c in conns:
                         for proto, script, path in (("json", s_json, "/predict"),
