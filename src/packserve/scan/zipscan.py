@@ -22,6 +22,9 @@ from packserve.scan.report import Severity
 from packserve.scan.stream import CHUNK, Reader, ScanLimitError, Source
 
 SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+#: what reading a member of a corrupt archive raises: reported as a finding, never a crash
+MEMBER_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError,
+                 NotImplementedError)
 
 
 class Slice(io.RawIOBase):
@@ -324,15 +327,7 @@ def _scan_member(
             scanner.scan_stream(stream, mctx, 0, info.file_size, reader=r)
     except ScanLimitError as exc:
         scanner.error(mctx, str(exc))
-    except (
-        zipfile.BadZipFile,
-        OSError,
-        EOFError,
-        zlib.error,
-        lzma.LZMAError,
-        ValueError,
-        NotImplementedError,
-    ) as exc:
+    except MEMBER_ERRORS as exc:
         if len(scanner.report.findings) == before:
             scanner.finding(mctx, Severity.HIGH, "corrupt-zip", f"member cannot be decompressed: {exc}")
     return []
@@ -380,15 +375,7 @@ def _check_crc(
                     if total > scanner.max_decompressed:
                         scanner.error(mctx, "member exceeds the decompression size cap")
                         return
-    except (
-        zipfile.BadZipFile,
-        OSError,
-        EOFError,
-        zlib.error,
-        lzma.LZMAError,
-        ValueError,
-        NotImplementedError,
-    ) as exc:
+    except MEMBER_ERRORS as exc:
         scanner.finding(mctx, Severity.HIGH, "corrupt-zip", f"member cannot be read: {exc}")
         return
     if total != info.file_size:
