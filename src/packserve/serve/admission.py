@@ -76,7 +76,8 @@ MIN_BACKLOG = 64
 class LoopClock:
     """How long the current event-loop pass has been running (seconds), and how many
     requests it has started (``count``); and the last completed pass's (``last_s``,
-    ``last_count``, for the door: see the module doc).
+    ``last_count``, for the door: see the module doc; ``last_count`` > 1 also tells
+    :mod:`packserve.serve.coalesce` that requests are arriving together).
 
     The first caller in a pass stamps the time and schedules a reset with ``call_soon``;
     that callback runs only after every callback already queued for this pass, i.e. at the
@@ -198,7 +199,8 @@ class Admission:
         """
         name = handle.name
         clock = self.clock
-        if self.budget_s > 0 and clock.elapsed(now) > self.budget_s and clock.count > MIN_BACKLOG:
+        # the clock runs even without a budget: coalescing reads it (LoopClock.last_count)
+        if clock.elapsed(now) > self.budget_s > 0 and clock.count > MIN_BACKLOG:
             self._reject(name, "queue_delay")
             raise _loop_overloaded()
         batcher = handle.batcher

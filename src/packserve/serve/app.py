@@ -308,6 +308,9 @@ def create_app(
         lifespan=lambda _app: lifespan_context(registry, state, executor),
     )
     app.setup_packserve(settings, registry, state, metrics)
+    if settings.coalesce:  # the previous loop pass started several requests: they arrive together
+        clock = app.admission.clock
+        registry.busy = lambda: clock.last_count > 1
     if settings.batching or settings.model_batching:
         from packserve.serve.batching import install_batching
 

@@ -82,6 +82,7 @@ class ModelHandle:
     encoder: ResponseEncoder | None = None
     images: ImageRequestDecoder | None = None  # image bundles (#17): encoded images in
     plan: FusedPlan | None = None  # set once loaded, for the models it covers (serve/plan.py)
+    busy: Callable[[], bool] | None = None  # the registry's coalescing hint, given at load
     load_seconds: float | None = None
     #: with trusted keys: the signature is verified before anything is opened (issue #20)
     trusted: tuple[TrustAnchor, ...] = ()
@@ -148,6 +149,8 @@ class ModelHandle:
             self.name, self.version, self.load_seconds, self.cost.estimate(1) * 1e6,
             "inline" if self.cost.inline(1) else "in a thread",
         )
+        if self.plan is not None and self.plan.coalesces:
+            log.info("model %s/%s: requests arriving together share calls", self.name, self.version)
 
     # --- inference --------------------------------------------------------------------
 

@@ -11,17 +11,21 @@ same errors; for a batch its vectorised accept check, which declines to the prec
 compiled ``Postprocessor.classify`` and the encoder's ``classified_*``. Whatever it does not
 cover — not ready, a batcher, a passed deadline, a call the cost model sends off the loop —
 takes the generic path, so admission, deadlines, disconnects and probes are unchanged.
-``tests/serve/test_fused_plan.py`` holds the two paths byte-identical.
+``tests/serve/test_fused_plan.py`` holds the two paths byte-identical. Requests arriving
+together may share one call (:mod:`packserve.serve.coalesce`), when the handle allows it
+(``busy``) and the model's rows compute identically together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from packserve.bundle import Manifest
 from packserve.runtime import Feeds, Predictor
+from packserve.serve.coalesce import PassBatch, Result, row_stable
 from packserve.serve.offload import CostModel
 from packserve.serve.payloads.encoding import ResponseEncoder
 from packserve.serve.payloads.validation import RequestDecoder
@@ -49,12 +53,18 @@ class ModelHandle(Protocol):
     def observer(self) -> Callable[[Any, int, float, bool], None] | None: ...
     @property
     def ready(self) -> bool: ...
+    @property
+    def busy(self) -> Callable[[], bool] | None: ...
 
 
 class FusedPlan:
-    """``plan.answer(obj, body, batch, deadline) -> bytes`` (or feeds) for one model version."""
+    """``plan.answer(obj, body, batch, deadline) -> bytes`` (or feeds, or a future of the
+    bytes when the request joined a shared call) for one model version."""
 
-    __slots__ = ("_classify", "_decoder", "_encoder", "_handle", "_names", "_run")
+    __slots__ = (
+        "_busy", "_classify", "_decoder", "_encoder", "_finish_single", "_handle", "_names", "_pass",
+        "_run",
+    )
 
     def __init__(self, handle: ModelHandle) -> None:
         predictor, decoder, encoder = handle.predictor, handle.decoder, handle.encoder
@@ -67,6 +77,14 @@ class FusedPlan:
         self._classify = post.classify
         self._run = predictor.run_outputs
         self._names = [post.probability_output]
+        self._finish_single = _single(encoder.classified_single)
+        busy = handle.busy
+        self._busy: Callable[[], bool] = busy if busy is not None else _never
+        self._pass: PassBatch | None = None
+        if busy is not None and row_stable(
+            lambda feeds: predictor.run_outputs(feeds, self._names), predictor.example_feeds(1)
+        ):
+            self._pass = PassBatch(self._compute, handle.cost.inline)
 
     @staticmethod
     def build(handle: ModelHandle) -> FusedPlan | None:
@@ -81,7 +99,14 @@ class FusedPlan:
             return None
         return FusedPlan(handle)
 
-    def answer(self, obj: Any, body: bytes, batch: bool, deadline: float | None) -> bytes | Feeds:
+    @property
+    def coalesces(self) -> bool:
+        """Whether requests arriving together may share a call (see module doc)."""
+        return self._pass is not None
+
+    def answer(
+        self, obj: Any, body: bytes, batch: bool, deadline: float | None
+    ) -> bytes | Feeds | asyncio.Future[bytes]:
         """The 200 body for a parsed request ``obj`` (``body``: its bytes), or, for a call it
         does not cover, the decoded feeds for the generic path (``ModelHandle.infer``). Input
         errors are raised as the generic path raises them."""
@@ -95,16 +120,36 @@ class FusedPlan:
             or not handle.cost.inline(rows)
         ):  # everything but a plain inline call: the generic path decides (and raises)
             return feeds
+        encoder = self._encoder
+        if self._pass is not None and self._busy():
+            return self._pass.join(
+                feeds, rows, encoder.classified_batch if batch else self._finish_single
+            )
+        labels, probs = self._compute(feeds)
+        if batch:
+            return encoder.classified_batch(labels, probs)
+        return encoder.classified_single(labels[0], probs[0])
+
+    def _compute(self, feeds: Feeds) -> Result:
+        """One timed, counted model call: labels and probability rows."""
+        handle = self._handle
+        rows = len(next(iter(feeds.values())))
         t0 = time.perf_counter()
-        labels, probs = self._classify(self._run(feeds, self._names)[0])
+        result = self._classify(self._run(feeds, self._names)[0])
         dt = time.perf_counter() - t0
         handle.cost.observe(rows, dt, inline=True)
         observer = handle.observer
         if observer is not None:
             observer(handle, rows, dt, True)
-        if batch:
-            return self._encoder.classified_batch(labels, probs)
-        return self._encoder.classified_single(labels[0], probs[0])
+        return result
+
+
+def _never() -> bool:
+    return False
+
+
+def _single(encode: Callable[[Any, list[float]], bytes]) -> Callable[[list[Any], list[list[float]]], bytes]:
+    return lambda labels, probs: encode(labels[0], probs[0])
 
 
 __all__ = ["FusedPlan"]

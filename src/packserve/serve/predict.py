@@ -9,6 +9,7 @@ OpenAPI description is still exact: :mod:`packserve.serve.openapi.schemas` build
 
 from __future__ import annotations
 
+import asyncio
 from contextvars import ContextVar
 
 from starlette.types import Receive, Scope, Send
@@ -70,6 +71,8 @@ class PredictEndpoint(Endpoint):
                 done = plan.answer(obj, body, batch, deadline)
                 if isinstance(done, bytes):
                     return done, JSON_HEADERS
+                if isinstance(done, asyncio.Future):  # joined a shared call (serve/coalesce.py)
+                    return await done, JSON_HEADERS
                 return await self._generic(handle, done, batch, deadline), JSON_HEADERS
         decoder = handle.decoder
         assert decoder is not None

@@ -104,6 +104,9 @@ class ModelRegistry:
         self._resolved: dict[tuple[str | None, str | None], ModelHandle] = {}
         self._resolved_gen = -1
         self.observer: InferenceObserver | None = None
+        #: "requests are arriving together": lets a loaded model's plan share calls between
+        #: them (serve/coalesce.py); None: never (set by the app from its loop clock)
+        self.busy: Callable[[], bool] | None = None
         self.on_state: list[Callable[[ModelHandle], None]] = []
         #: after a load whose signature was refused (metrics)
         self.on_refused: list[Callable[[ModelHandle, SignatureError], None]] = []
@@ -152,6 +155,7 @@ class ModelRegistry:
     async def load(self, handle: ModelHandle) -> None:
         if handle.state is not ModelState.LOADING:
             return
+        handle.busy = self.busy
         await asyncio.to_thread(handle.load_sync, self.runtime_options)
         if handle.refusal is not None:
             for fn in self.on_refused:

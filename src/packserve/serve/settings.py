@@ -111,6 +111,12 @@ class ServeSettings(BaseSettings):
         "app. No effect on granian",
     )
 
+    coalesce: bool = Field(
+        default=True,
+        description="requests for one model arriving together share one model call, without "
+        "waiting (only models whose rows compute identically alone and together; serve/coalesce.py)",
+    )
+
     # --- dynamic batching (serve/batching/) ---------------------------------------------
     batching: bool = Field(
         default=False,
