@@ -8,7 +8,7 @@ timer and no thread, unlike ``--batching``:
 
 * a request whose model runs on the loop (a :class:`~packserve.serve.plan.FusedPlan`) joins its
   model's pending call (:meth:`PassBatch.join`) only when the previous loop pass started more
-  than one request (:attr:`~packserve.serve.admission.LoopClock.last`): others are likely
+  than one request (:attr:`~packserve.serve.admission.LoopClock.last_count`): others are likely
   queued behind it. A lone request (one client, a quiet server) is computed at once, as before;
 * the first to join schedules the call with ``call_soon``: it runs after every request already
   ready in this pass has joined, then each request resumes with its own rows' answer.
