@@ -24,9 +24,12 @@ Variants are interleaved over ``--rounds``. It measures, it never fails on a tar
 ``--server granian`` runs every server on that engine.
 
 ``--baseline-src DIR`` runs each variant again from DIR/src right after (e.g. a worktree of
-main): before vs after in one run. ``--refusals`` measures instead what shedding costs: the
-slow model with ``--max-in-flight 1``, wrk closed loop (64 connections, 3 s), refusals (503)
-and 2xx a second, this tree and the baseline interleaved over ``--rounds``.
+main): before vs after in one run. ``--refusals`` measures instead what shedding costs, on
+one chapter-model server with ``--max-in-flight 1`` per tree and round: served ``/predict``
+a second (wrk closed loop, 64 connections, 3 s), then refusals a second with the model's one
+slot held by a request whose body never completes (no model work competes with the
+refusals); r = served/refused is a refusal's cost in served requests. This tree and the
+baseline interleaved over ``--rounds``.
 
 Usage: python benchmarks/bench_overload.py [--duration 15] [--rounds 1] [--factor 2]
        [--server uvicorn|granian] [--refusals [--baseline-src DIR]]
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -205,10 +209,26 @@ def one_run(
     return row
 
 
-def refusal_rates(bundle: Path, body: bytes, args: argparse.Namespace, pin: str | None,
+def hold_slot(url: str, body: bytes) -> socket.socket:
+    """Take a ``--max-in-flight 1`` model's one slot and keep it: a ``/predict`` whose body
+    never completes is admitted and waits; every other prediction is refused (no model
+    compute competes with the refusals for the CPU). Close the socket to let go."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n" % (len(body) + 1) + body)
+    deadline = time.monotonic() + 10
+    while "requests_in_flight 2.0" not in httpx.get(url + "/metrics").text:  # it + this scrape
+        if time.monotonic() > deadline:
+            sys.exit("the slot-holding request was never admitted")
+        time.sleep(0.01)
+    return sock
+
+
+def refusal_rates(body: bytes, chapter: Path, args: argparse.Namespace, pin: str | None,
                   tmp: Path) -> None:
-    """``--refusals``: 503s a second at the door, this tree vs ``--baseline-src`` (module doc)."""
-    cmd = [sys.executable, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
+    """``--refusals``: what a refusal costs, this tree vs ``--baseline-src`` (module doc)."""
+    cmd = [sys.executable, "-m", "packserve", "serve", str(chapter), "--port", "{port}",
            "--log-level", "warning", "--server", args.server, "--max-in-flight", "1"]
     trees: dict[str, dict[str, str]] = {"this tree": {}}
     if args.baseline_src is not None:
@@ -218,20 +238,27 @@ def refusal_rates(bundle: Path, body: bytes, args: argparse.Namespace, pin: str 
         for name, env in trees.items():
             srv = start(name, cmd, env, "/health/ready", pin)
             try:
-                r = run_wrk("wrk", srv.url + "/predict", body.decode(), 64, 3.0, None, tmp)
+                c = run_wrk("wrk", srv.url + "/predict", body.decode(), 64, 3.0, None, tmp)
+                served = c["rps"] - c["non2xx"] / 3.0
+                held = hold_slot(srv.url, body)
+                try:
+                    r = run_wrk("wrk", srv.url + "/predict", body.decode(), 64, 3.0, None, tmp)
+                finally:
+                    held.close()
             finally:
                 srv.stop()
-            seconds = r["requests"] / r["rps"]
-            refused, ok = r["non2xx"] / seconds, (r["requests"] - r["non2xx"]) / seconds
-            rates[name].append((refused, ok))
-            print(f"{name}: {refused:,.0f} refusals/s, {ok:,.0f} 2xx/s, "
-                  f"{r['socket_errors']:.0f} socket errors", flush=True)
-    print(f"\n| server {args.server}, slow model --max-in-flight 1, wrk 64 connections "
-          "| refusals/s (per round) | 2xx/s |")
-    print("|---|---:|---:|")
+            refused = r["non2xx"] / (r["requests"] / r["rps"])
+            rates[name].append((refused, served))
+            print(f"{name}: {refused:,.0f} refusals/s ({r['requests'] - r['non2xx']:.0f} 2xx, "
+                  f"{r['socket_errors']:.0f} socket errors); served {served:,.0f} 2xx/s "
+                  f"({c['non2xx']:.0f} non-2xx); r = {served / refused:.2f}", flush=True)
+    print(f"\n| server {args.server}, chapter model --max-in-flight 1, wrk 64 connections, 3 s "
+          "| refusals/s (slot held, per round) | served /predict 2xx/s | r = served/refused |")
+    print("|---|---:|---:|---:|")
     for name, rs in rates.items():
         print(f"| {name} | {' / '.join(f'{a:,.0f}' for a, _ in rs)} "
-              f"| {' / '.join(f'{b:,.0f}' for _, b in rs)} |")
+              f"| {' / '.join(f'{b:,.0f}' for _, b in rs)} "
+              f"| {' / '.join(f'{b / a:.2f}' for a, b in rs)} |")
 
 
 def raise_priority(nice: int) -> None:
@@ -282,7 +309,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     import orjson
 
-    if args.model == "slow" or args.refusals:
+    if args.model == "slow":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from helpers.models import make_slow_bundle
 
@@ -292,7 +319,7 @@ def main() -> None:
         bundle, rows = build_bundle(tmp)
         body = orjson.dumps({"features": rows[0]})
     if args.refusals:
-        refusal_rates(bundle, body, args, pin_srv, tmp)
+        refusal_rates(body, bundle, args, pin_srv, tmp)
         return
     py = sys.executable
     rows_out: list[dict[str, object]] = []
