@@ -98,34 +98,37 @@ def test_one_long_pass_is_answered_by_one_poll_of_refusals() -> None:
 
 
 def test_the_door_says_what_enter_would_raise() -> None:
-    adm = Admission(budget_ms=30, max_in_flight=2)
-    handle = _handle()
-    now = time.monotonic()
-    for _ in range(2):
+    async def main() -> None:
+        adm = Admission(budget_ms=30, max_in_flight=2)
+        handle = _handle()
+        now = time.monotonic()
+        for _ in range(2):
+            assert adm.door(handle, now) is None
+            adm.enter(handle, now)
+        verdict = adm.door(handle, now)
+        assert verdict is not None and verdict[0] == "in_flight"
+        with pytest.raises(OverloadedError) as raised:
+            adm.enter(handle, now)
+        assert verdict[1].message == raised.value.message
+        assert "2 requests in progress" in raised.value.message
+        adm.leave(handle)
         assert adm.door(handle, now) is None
-        asyncio.run(_enter(adm, handle, now))
-    verdict = adm.door(handle, now)
-    assert verdict is not None and verdict[0] == "in_flight"
-    with pytest.raises(OverloadedError) as raised:
-        asyncio.run(_enter(adm, handle, now))
-    assert verdict[1].message == raised.value.message and "2 requests in progress" in raised.value.message
-    adm.leave(handle)
-    assert adm.door(handle, now) is None
+
+    asyncio.run(main())
 
 
 def test_the_door_refuses_a_full_batcher_queue() -> None:
     class Batcher:
         max_batch_size, max_queue, concurrency, queue_depth = 64, 4, 1, 4
 
-    adm = Admission(budget_ms=30)
-    handle = _handle()
-    handle.batcher = Batcher()  # type: ignore[assignment]
-    verdict = adm.door(handle, time.monotonic())
-    assert verdict is not None and verdict[0] == "queue_full"
-    assert verdict[1].message == "model 'm' has 4 requests queued; retry later"
-    Batcher.queue_depth = 3
-    assert adm.door(handle, time.monotonic()) is None
+    async def main() -> None:
+        adm = Admission(budget_ms=30)
+        handle = _handle()
+        handle.batcher = Batcher()  # type: ignore[assignment]
+        verdict = adm.door(handle, time.monotonic())
+        assert verdict is not None and verdict[0] == "queue_full"
+        assert verdict[1].message == "model 'm' has 4 requests queued; retry later"
+        Batcher.queue_depth = 3
+        assert adm.door(handle, time.monotonic()) is None
 
-
-async def _enter(adm: Admission, handle: ModelHandle, now: float) -> None:
-    adm.enter(handle, now)
+    asyncio.run(main())

@@ -43,7 +43,9 @@ at 2x offered load, until one exceeds the budget), one poll refusing what arrive
 (cost ``r`` each, r << 1), then accepting again. Accepted work per pass stays within about
 twice the budget, so accepted latency stays within a few budgets; with every pass busy,
 accepted throughput is ``C (1 - f r) / (1 - r)`` for ``f x`` offered load, positive while
-``r < 1/f``.
+``r < 1/f``. That pass-length rule keeps accepted latency bounded but not the clients' own
+queues: the door also lets only a quota of requests through per iteration while the loop is
+saturated (:mod:`packserve.serve.saturation`, reason ``saturated``).
 Health, readiness and ``/metrics`` never pass through here. A per-request deadline
 (``X-Request-Timeout-Ms`` header, ``timeout_ms`` setting; the earlier wins) makes work still
 queued when it passes a 504 instead of a late answer (:meth:`Admission.deadline`).
@@ -60,6 +62,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from packserve.errors import OverloadedError
 from packserve.serve.registry import ModelHandle
+from packserve.serve.saturation import PollQuota
 
 __all__ = ["MIN_BACKLOG", "TIMEOUT_HEADER", "Admission", "LoopClock"]
 
@@ -155,6 +158,8 @@ class Admission:
         self.parallelism = max(1, parallelism)
         self.timeout_s = max(timeout_ms, 0.0) / 1000.0
         self.clock = LoopClock()
+        #: the door's per-iteration quota while the loop is saturated (serve/saturation.py)
+        self.quota = PollQuota(sustain_s=self.budget_s)
         self._forgetting = False
         self._counts: dict[str, int] = {}
         self.rejected = Counter(
@@ -241,6 +246,8 @@ class Admission:
         floor = min(2, self.max_in_flight) if self.max_in_flight else 2
         if n >= floor and n >= self.limit(handle):
             return "in_flight", _in_flight(name, n)
+        if self.budget_s > 0 and not self.quota.admit():
+            return "saturated", _loop_overloaded()
         return None
 
     def refused(self, handle: ModelHandle, reason: str) -> None:

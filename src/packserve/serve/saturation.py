@@ -1,0 +1,84 @@
+"""How many requests the door lets through per event-loop iteration while the loop is
+saturated (:class:`PollQuota`, used by :meth:`packserve.serve.admission.Admission.door`).
+
+Why a second loop rule besides admission's pass-length budget: a client's own queue is
+invisible to the server. Open-loop clients on a bounded connection pool (a load balancer,
+wrk's 512 connections) send a connection's next request only once its previous one is
+answered, so each connection gets at most one answer per loop iteration. At 2x a fast
+model's capacity the server must answer *every* request in time — refusing the excess — or
+the clients' schedules slip and their requests time out, even while every iteration stays
+well within the budget (measured: iterations of ~35 ms, 30 ms budget, 512 connections at
+24k req/s -> 97k timeouts in 15 s). Answering more requests a second means accepting fewer
+(a refusal costs ~0.3 of a served request at the door): how many is what the server cannot
+know (the offered rate, the pool size), so it is found by feedback.
+
+The signal is saturation: the loop thread's CPU time over an iteration against its wall
+time (one ``thread_time`` read per iteration). A loop that idles, even briefly, in an
+iteration is keeping up with its clients; one that has not idled for ``sustain_s`` is
+behind them. While it is behind, the quota shrinks (x0.8 of what the last iteration let
+through, at least ``floor``); after an iteration with idle time it grows back (x1.1, +1) —
+additive-increase/multiplicative-decrease around the mix of served and refused requests the
+core can just keep up with. Until the loop saturates the quota is unlimited: nothing changes
+for a server within its capacity, and short bursts (saturation shorter than ``sustain_s``)
+are absorbed. The loop thread waiting for the GIL or the CPU (a model thread, other
+processes) is not busy: it never reads as saturation, so threaded models are not limited
+here (their per-model bound is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+__all__ = ["PollQuota"]
+
+#: CPU time over wall time of an iteration that counts as no idle time at all
+SATURATED = 0.9
+#: the most requests an iteration may pass: in effect, no limit
+UNLIMITED = 1 << 30
+
+
+class PollQuota:
+    """Per iteration: ``admit()`` for each request the door would let through."""
+
+    __slots__ = ("_behind_since", "_cpu", "_scheduled", "_wall", "floor", "passed", "quota",
+                 "sustain_s")
+
+    def __init__(self, *, floor: int = 16, sustain_s: float = 0.03) -> None:
+        self.floor = floor
+        self.sustain_s = sustain_s
+        self.quota = UNLIMITED
+        self.passed = 0
+        self._scheduled = False
+        self._wall = 0.0
+        self._cpu = 0.0
+        self._behind_since: float | None = None
+
+    def admit(self) -> bool:
+        """Let one more request through in this iteration? (Counts it if so.)"""
+        if not self._scheduled:  # the first request of an iteration: measure it at its end
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._tick)
+        if self.passed >= self.quota:
+            return False
+        self.passed += 1
+        return True
+
+    def _tick(self) -> None:
+        """Runs at the start of the next iteration: since the previous tick, was the loop
+        thread ever idle? (A gap without requests in between reads as idle: it was.)"""
+        wall, cpu = time.monotonic(), time.thread_time()
+        busy = cpu - self._cpu >= SATURATED * (wall - self._wall)
+        self._wall, self._cpu = wall, cpu
+        self._scheduled = False
+        passed, self.passed = self.passed, 0
+        if not busy:
+            self._behind_since = None
+            if self.quota < UNLIMITED:
+                grown = self.quota + self.quota // 10 + 1
+                self.quota = UNLIMITED if grown > 1 << 16 else grown
+            return
+        if self._behind_since is None:
+            self._behind_since = wall
+        if wall - self._behind_since >= self.sustain_s:
+            self.quota = max(self.floor, int(min(self.quota, passed) * 0.8))
