@@ -14,8 +14,8 @@ which at ~24k req/s with 512 threads on one core reaches seconds). A request ans
 than ``timeout`` after it was due is a timeout (the client gave up); one still unanswered at
 the end, too. After ``duration`` no new request becomes due and the run goes on ``timeout`` +
 1 s so that everything due gets its answer or its timeout. Every 503 is checked for
-``Retry-After``. The generator checks itself: how late a request left when its connection was idle (timer lateness = the
-generator starved, not the server slow) and its CPU time.
+``Retry-After``. The generator checks itself: how late a request left when its connection
+was idle (timer lateness = the generator starved, not the server slow) and its CPU time.
 """
 
 from __future__ import annotations
