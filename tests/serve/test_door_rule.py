@@ -1,6 +1,6 @@
-"""The door's rule (``Admission.door``, ``LoopClock.lag``): what it sees at I/O time, that one
-long pass is answered by one poll of refusals, that it counts nothing, and that its
-per-model answers are ``enter``'s."""
+"""The door's rule (``Admission.door``, ``LoopClock.lag``, ``PollQuota``): what it sees at
+I/O time, that one long pass is answered by one poll of refusals, that it counts nothing, that
+its per-model answers are ``enter``'s, and the per-iteration quota of a saturated loop."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from packserve.errors import OverloadedError
 from packserve.serve.admission import MIN_BACKLOG, Admission, LoopClock
 from packserve.serve.handle import ModelHandle
 from packserve.serve.offload import CostModel
+from packserve.serve.saturation import UNLIMITED, PollQuota
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {
     "asyncio": asyncio.run, "uvloop": uvloop.run,
@@ -130,5 +131,65 @@ def test_the_door_refuses_a_full_batcher_queue() -> None:
         assert verdict[1].message == "model 'm' has 4 requests queued; retry later"
         Batcher.queue_depth = 3
         assert adm.door(handle, time.monotonic()) is None
+
+    asyncio.run(main())
+
+
+class _Clocks:
+    """Wall and CPU time the test moves: an iteration busy (CPU = wall) or idle."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 100.0
+
+    def run(self, seconds: float, busy: bool) -> None:
+        self.wall += seconds
+        self.cpu += seconds if busy else seconds * 0.1
+
+
+def test_the_quota_is_unlimited_until_the_loop_stays_saturated_then_shrinks_and_recovers() -> None:
+    clocks = _Clocks()
+    quota = PollQuota(floor=4, sustain_s=0.03, clocks=(lambda: clocks.wall, lambda: clocks.cpu))
+
+    async def iteration(requests: int, busy: bool) -> int:
+        passed = sum(quota.admit() for _ in range(requests))
+        clocks.run(0.01, busy)
+        await asyncio.sleep(0)  # the next iteration: its tick
+        return passed
+
+    async def main() -> None:
+        # blocked, not busy (a model thread holding the CPU or the GIL looks like this): no limit
+        assert [await iteration(200, busy=False) for _ in range(5)] == [200] * 5
+        assert quota.quota == UNLIMITED
+        # busy: after 30 ms of it the quota falls below what passed, x0.8 an iteration
+        passed = [await iteration(100, busy=True) for _ in range(8)]
+        assert passed == [100, 100, 100, 100, 80, 64, 51, 40], passed
+        # down to the floor at most
+        for _ in range(20):
+            await iteration(100, busy=True)
+        assert quota.quota == 4
+        # iterations with idle time: it grows back, one step each (x1.1, +1)
+        grown = []
+        for _ in range(3):
+            await iteration(1, busy=False)
+            grown.append(quota.quota)
+        assert grown == [5, 6, 7], grown
+        # a short busy spell (< sustain_s) changes nothing
+        for _ in range(2):
+            await iteration(1, busy=True)
+        assert quota.quota == 7
+
+    asyncio.run(main())
+
+
+def test_the_door_refuses_beyond_the_quota_as_saturated() -> None:
+    async def main() -> None:
+        adm = Admission(budget_ms=30)
+        adm.quota.quota = 3
+        handle = _handle()
+        verdicts = [adm.door(handle, time.monotonic()) for _ in range(5)]
+        assert verdicts[:3] == [None, None, None]
+        assert [v[0] if v else None for v in verdicts[3:]] == ["saturated", "saturated"]
+        assert verdicts[3] is not None and verdicts[3][1].message == "the server is overloaded; retry later"
+        assert adm.in_progress("m") == 0 and adm.clock.count == 0  # still nothing counted
 
     asyncio.run(main())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 __all__ = ["PollQuota"]
 
@@ -41,10 +42,14 @@ UNLIMITED = 1 << 30
 class PollQuota:
     """Per iteration: ``admit()`` for each request the door would let through."""
 
-    __slots__ = ("_behind_since", "_cpu", "_scheduled", "_wall", "floor", "passed", "quota",
-                 "sustain_s")
+    __slots__ = ("_behind_since", "_clocks", "_cpu", "_scheduled", "_wall", "floor", "passed",
+                 "quota", "sustain_s")
 
-    def __init__(self, *, floor: int = 16, sustain_s: float = 0.03) -> None:
+    def __init__(
+        self, *, floor: int = 16, sustain_s: float = 0.03,
+        clocks: tuple[Callable[[], float], Callable[[], float]] = (time.monotonic, time.thread_time),
+    ) -> None:
+        self._clocks = clocks  # (wall, this thread's CPU time)
         self.floor = floor
         self.sustain_s = sustain_s
         self.quota = UNLIMITED
@@ -67,7 +72,8 @@ class PollQuota:
     def _tick(self) -> None:
         """Runs at the start of the next iteration: since the previous tick, was the loop
         thread ever idle? (A gap without requests in between reads as idle: it was.)"""
-        wall, cpu = time.monotonic(), time.thread_time()
+        wall_clock, cpu_clock = self._clocks
+        wall, cpu = wall_clock(), cpu_clock()
         busy = cpu - self._cpu >= SATURATED * (wall - self._wall)
         self._wall, self._cpu = wall, cpu
         self._scheduled = False
