@@ -235,7 +235,8 @@ def refusal_rates(body: bytes, chapter: Path, args: argparse.Namespace, pin: str
                   tmp: Path) -> None:
     """``--refusals``: what a refusal costs, this tree vs ``--baseline-src`` (module doc)."""
     cmd = [sys.executable, "-m", "packserve", "serve", str(chapter), "--port", "{port}",
-           "--log-level", "warning", "--server", args.server, "--max-in-flight", "1"]
+           "--log-level", "warning", "--server", args.server, "--max-in-flight", "1",
+           *args.server_args.split()]
     trees: dict[str, dict[str, str]] = {"this tree": {}}
     if args.baseline_src is not None:
         trees["baseline"] = {"PYTHONPATH": str(args.baseline_src.resolve() / "src")}
@@ -301,6 +302,8 @@ def main() -> None:
                     "a rate a generator on a busy host can keep")
     ap.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
                     help="packserve serve --server: the HTTP engine of every server started")
+    ap.add_argument("--server-args", default="",
+                    help="more `packserve serve` flags for every server, e.g. '--no-coalesce'")
     ap.add_argument("--refusals", action="store_true",
                     help="measure refusals a second instead (module doc)")
     ap.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
@@ -335,7 +338,7 @@ def main() -> None:
           f"duration={args.duration}s factor={args.factor}x model={args.model} "
           f"generator={args.generator} "
           f"connections={args.connections if args.generator == 'wrk' else '<=4096'} "
-          f"nice={args.nice} server={args.server}", flush=True)
+          f"nice={args.nice} server={args.server} server_args={args.server_args!r}", flush=True)
     capacity: dict[str, float] = {}
     if args.capacity > 0:
         capacity = {v.split(",")[0]: args.capacity for v in VARIANTS}
@@ -347,7 +350,8 @@ def main() -> None:
             for label, env in trees.items():
                 srv = start(name, [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
                                    "--log-level", "warning", "--server", args.server,
-                                   *VARIANTS[name]], env, "/health/ready", pin_srv)
+                                   *VARIANTS[name], *args.server_args.split()], env,
+                             "/health/ready", pin_srv)
                 try:
                     rows_out.append(one_run(name, srv, bundle, body, args, capacity, tmp, label))
                 finally:

@@ -115,9 +115,9 @@ class LoopClock:
         return self.last_s, self.last_count
 
     def forget(self) -> None:
-        """The last pass has been answered (by the door's refusals): stop reporting it."""
+        """The last pass has been answered (by the door's refusals): stop reporting it as
+        long (its count stays: coalescing reads it, serve/coalesce.py)."""
         self.last_s = 0.0
-        self.last_count = 0
 
     def _reset(self) -> None:
         self._armed = False
