@@ -1,5 +1,5 @@
-"""Load drivers for ``bench_batching.py``: wrk in a closed loop, an asyncio open loop for the
-overload run, and the batcher's latency histograms read from ``/metrics``.
+"""Load drivers for ``bench_batching.py``: wrk in a closed loop (through :mod:`wrkload`), an
+asyncio open loop for the overload run, and the batcher's latency histograms from ``/metrics``.
 
 Kept apart from the benchmark's flow (models, servers, configurations, report) so that each
 file has one job; run the benchmark, not this module.
@@ -10,88 +10,28 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
+import wrkload
+from wrkload import WrkResult
 
 # --- closed loop: wrk ---------------------------------------------------------------------------
 
 
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if path:
-        return path
-    print("wrk not found: installing with apt-get", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, stdout=subprocess.DEVNULL)
-    path = shutil.which("wrk")
-    if not path:
-        raise SystemExit("wrk is needed (apt-get install -y wrk)")
-    return path
-
-
-@dataclass
-class WrkResult:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    non_2xx: int
-    socket_errors: int
-
-
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
-    if not m:
-        raise ValueError(text)
-    return float(m.group(1)) * _UNIT[m.group(2)]
-
-
 def run_wrk(wrk: str, url: str, script: Path, conns: int, duration: float) -> WrkResult:
-    threads = 1 if conns < 16 else 2
-    out = subprocess.run(
-        [wrk, f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script),
-         f"{url}/predict"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non2 = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return WrkResult(
-        rps, p50, p99, total, int(non2.group(1)) if non2 else 0,
-        sum(int(g) for g in sock.groups()) if sock else 0,
-    )
+    """``POST /predict`` at ``conns`` connections (two wrk threads from 16 on)."""
+    return wrkload.run(f"{url}/predict", script, conns, duration, wrk=wrk,
+                       threads=1 if conns < 16 else 2)
 
 
 def wrk_script(dirpath: Path, rows: np.ndarray) -> Path:
-    """A Lua script cycling POST bodies over distinct rows (no response cache can help)."""
+    """A wrk script cycling POST bodies over distinct rows (no response cache can help)."""
     bodies = [json.dumps({"features": [float(v) for v in r]}) for r in rows[:256]]
-    lua = ["local bodies = {"]
-    lua += [f"  [[{b}]]," for b in bodies]
-    lua += [
-        "}",
-        "local i = 0",
-        'wrk.method = "POST"',
-        'wrk.headers["Content-Type"] = "application/json"',
-        "request = function()",
-        "  i = i % #bodies + 1",
-        "  return wrk.format(nil, nil, nil, bodies[i])",
-        "end",
-    ]
-    path = dirpath / "post.lua"
-    path.write_text("\n".join(lua) + "\n")
-    return path
+    return wrkload.script(dirpath / "post.lua", bodies)
 
 
 # --- open loop: overload ------------------------------------------------------------------------

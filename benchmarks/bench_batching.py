@@ -33,18 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from batching_load import (
-    IN_BATCHER,
-    WrkResult,
-    ensure_wrk,
-    hist_p99,
-    open_loop,
-    pct,
-    run_wrk,
-    wait_histogram,
-    wrk_script,
-)
+from batching_load import IN_BATCHER, hist_p99, open_loop, pct, run_wrk, wait_histogram, wrk_script
 from harness import Server, serve_cmd, start
+from wrkload import WrkResult, ensure_wrk
 
 MAX_BATCH_SIZE = 64
 MAX_WAIT_MS = 2.0

@@ -43,39 +43,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.request import urlopen
 
-LUA = """
-local f = io.open(os.getenv("BENCH_BODY"), "rb")
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
-local bad = 0
-response = function(status, headers, body)
-  if status ~= 200 then bad = bad + 1 end
-end
-done = function(summary, latency, requests)
-  io.write(string.format("BENCH non200=%d requests=%d errors=%d p50=%d p99=%d\\n", bad,
-    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+import httpx
+import wrkload
+from harness import start
 
 
 def _pack_chapter(out: Path) -> tuple[Path, list[list[float]]]:
@@ -97,45 +73,21 @@ def _pack_chapter(out: Path) -> tuple[Path, list[list[float]]]:
     return repo, x[:64].tolist()
 
 
-def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            with urlopen(f"{base}/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return time.monotonic() - t0
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{base} did not become ready in {timeout}s")
-
-
 def _wrk(url: str, body: bytes, seconds: float, conns: int, tmp: Path) -> dict[str, float]:
-    (tmp / "body.json").write_bytes(body)
-    (tmp / "bench.lua").write_text(LUA)
-    env = {**os.environ, "BENCH_BODY": str(tmp / "body.json")}
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "-s", str(tmp / "bench.lua"), url],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout
-    m = re.search(r"BENCH non200=(\d+) requests=(\d+) errors=(\d+) p50=(\d+) p99=(\d+)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m or not rps:
-        raise SystemExit(f"could not parse wrk output:\n{out}")
-    return {"rps": float(rps.group(1)), "non200": int(m.group(1)), "errors": int(m.group(3)),
-            "p50_ms": int(m.group(4)) / 1000, "p99_ms": int(m.group(5)) / 1000}
+    r = wrkload.run(url, wrkload.script(tmp / "bench.lua", [body]), conns, seconds)
+    return {"rps": r.rps, "non200": r.non_2xx, "errors": r.socket_errors,
+            "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}
 
 
-def _command(shape: str, bundle: Path, port: int) -> list[str]:
+def _command(shape: str, bundle: Path) -> list[str]:
+    """The shape's command line (``{port}``: see :func:`harness.start`)."""
     py = [sys.executable, "-m", "packserve"]
     if shape == "serve":
-        return [*py, "serve", str(bundle), "--port", str(port)]
+        return [*py, "serve", str(bundle), "--port", "{port}"]
     if shape == "serve-workers-2":
-        return [*py, "serve", str(bundle), "--port", str(port), "--workers", "2"]
+        return [*py, "serve", str(bundle), "--port", "{port}", "--workers", "2"]
     replicas = shape.rsplit("-", 1)[1]
-    return [*py, "deploy", "ray", str(bundle), "--port", str(port), "--replicas", replicas,
+    return [*py, "deploy", "ray", str(bundle), "--port", "{port}", "--replicas", replicas,
             "--num-cpus", "2", "--max-ongoing-requests", "64", "--max-queued-requests", "-1"]
 
 
@@ -156,28 +108,26 @@ def main() -> None:
         bundle, rows = _pack_chapter(tmp)
         bodies = {
             "row": ("/models/fraud/predict", json.dumps({"features": rows[0]}).encode()),
-            "batch64": ("/models/fraud/predict/batch", json.dumps({"instances": rows}).encode()),
+            "batch64": ("/models/fraud/predict/batch",
+                        json.dumps({"instances": [{"features": r} for r in rows]}).encode()),
             "heavy": ("/models/slow/predict", json.dumps({"features": [0.1, 0.2, 0.3, 0.4]}).encode()),
         }
         for shape in shapes:
-            port = _free_port()
-            base = f"http://127.0.0.1:{port}"
-            env = {**os.environ, "PACKSERVE_LOG_LEVEL": "warning", "PACKSERVE_SHUTDOWN_GRACE_S": "0"}
-            proc = subprocess.Popen(_command(shape, bundle, port), env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env = {"PACKSERVE_LOG_LEVEL": "warning", "PACKSERVE_SHUTDOWN_GRACE_S": "0"}
+            t0 = time.monotonic()
+            srv = start(shape, _command(shape, bundle), env, timeout=180)
             try:
-                startup[shape] = _wait_ready(base, proc, 180)
+                startup[shape] = time.monotonic() - t0
                 results[shape] = {}
                 for name, (path, body) in bodies.items():
-                    _wrk(base + path, body, 1, 4, tmp)  # warm-up
-                    results[shape][name] = _wrk(base + path, body, args.seconds, args.connections, tmp)
+                    r = httpx.post(srv.url + path, content=body,
+                                   headers={"content-type": "application/json"}, timeout=30)
+                    if r.status_code != 200:  # measure answers, never refusals
+                        raise SystemExit(f"{shape} {name}: {r.status_code} {r.text[:200]}")
+                    _wrk(srv.url + path, body, 1, 4, tmp)  # warm-up
+                    results[shape][name] = _wrk(srv.url + path, body, args.seconds, args.connections, tmp)
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                srv.stop(grace_s=60)  # Ray's shutdown takes its time
 
     cpus = len(os.sched_getaffinity(0))
     print(f"\nscale-out on {cpus} CPUs, wrk -c{args.connections} {args.seconds:.0f}s per cell, "

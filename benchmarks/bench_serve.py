@@ -42,39 +42,13 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import httpx
+import wrkload
 from harness import Server, serve_cmd, start
-
-LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[%s]==]
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "RESULT {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, \\"p99_us\\": %%d, " ..
-    "\\"errors\\": %%d, \\"non2xx\\": %%d}\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.timeout, e.status))
-end
-"""
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("wrk not found: apt-get install -y wrk", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, capture_output=True)
-    found = shutil.which("wrk")
-    if not found:
-        sys.exit("wrk is required (apt-get install -y wrk)")
-    return found
 
 
 def build_bundle(workdir: Path) -> tuple[Path, list[list[float]]]:
@@ -92,26 +66,12 @@ def build_bundle(workdir: Path) -> tuple[Path, list[list[float]]]:
 
 def run_wrk(wrk: str, url: str, body: str, conns: int, duration: float, pin: str | None,
             tmp: Path) -> dict[str, float]:
-    script = tmp / f"post-{abs(hash(body))}.lua"
-    script.write_text(LUA % body)
-    cmd = [wrk, "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-           "-s", str(script), url]
-    if pin is not None:
-        cmd = ["taskset", "-c", pin, *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
-    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk gave no result:\n{out}")
-    r = json.loads(line[7:])
-    return {
-        "rps": r["requests"] / (r["duration_us"] / 1e6),
-        "p50_ms": r["p50_us"] / 1000,
-        "p99_ms": r["p99_us"] / 1000,
-        "errors": r["errors"] + r["non2xx"],
-        "non2xx": r["non2xx"],
-        "socket_errors": r["errors"],
-        "requests": r["requests"],
-    }
+    """One wrk run of ``body`` (a 10 s request timeout) as a row of the report."""
+    lua = wrkload.script(tmp / f"post-{abs(hash(body))}.lua", [body])
+    r = wrkload.run(url, lua, conns, duration, wrk=wrk, pin=pin, timeout_s=10)
+    return {"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+            "errors": r.socket_errors + r.non_2xx, "non2xx": r.non_2xx,
+            "socket_errors": r.socket_errors, "requests": r.requests}
 
 
 Row = dict[str, float]
@@ -307,7 +267,7 @@ def report(results: dict[Key, Row], ratios: dict[Key, list[float]], rss: dict[st
 def main() -> None:
     args = parse_args()
     conns = [int(c) for c in args.connections.split(",")]
-    wrk = ensure_wrk()
+    wrk = wrkload.ensure_wrk()
     cpus = len(os.sched_getaffinity(0))
     pin_srv, pin_wrk = (None, None) if args.no_pin or cpus < 2 else ("0", "1")
 

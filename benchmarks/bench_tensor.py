@@ -27,11 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import re
-import subprocess
-
-from batching_load import _ms, ensure_wrk
+import wrkload
 from bench_batching import start_server
+from wrkload import WrkResult, ensure_wrk
 
 
 def build(root: Path) -> dict[str, Path]:
@@ -98,32 +96,12 @@ def bodies(name: str, per_request: int, count: int = 256) -> tuple[list[bytes], 
 
 
 def lua(dirpath: Path, tag: str, payloads: list[bytes], headers: dict[str, str]) -> Path:
-    """A wrk script cycling over body files read once at start (binary-safe)."""
-    files = []
-    for i, b in enumerate(payloads):
-        p = dirpath / f"{tag}_{i}.bin"
-        p.write_bytes(b)
-        files.append(str(p))
-    hdr = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    script = dirpath / f"{tag}.lua"
-    script.write_text(
-        "local bodies = {}\n"
-        + "".join(f'do local f = io.open("{f}", "rb"); bodies[#bodies + 1] = f:read("*a"); f:close() end\n'
-                  for f in files)
-        + 'local i = 0\nwrk.method = "POST"\n' + hdr + "\n"
-        + "request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n"
-    )
-    return script
+    """A wrk script cycling over ``payloads`` (binary-safe) with ``headers``."""
+    return wrkload.script(dirpath / f"{tag}.lua", payloads, headers)
 
 
-def wrk(exe: str, url: str, script: Path, conns: int, duration: float) -> dict[str, float]:
-    out = subprocess.run([exe, f"-t{1 if conns < 16 else 2}", f"-c{conns}", f"-d{max(1, round(duration))}s",
-                          "--latency", "-s", str(script), url], check=True, capture_output=True,
-                         text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    non2 = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p99_ms": p99, "non_2xx": int(non2.group(1)) if non2 else 0}
+def wrk(exe: str, url: str, script: Path, conns: int, duration: float) -> WrkResult:
+    return wrkload.run(url, script, conns, duration, wrk=exe, threads=1 if conns < 16 else 2)
 
 
 def main() -> None:
@@ -170,8 +148,8 @@ def main() -> None:
                     srv.stop()
     print("\nmodel  batching conns protocol   inst/req   req/s   inst/s   p99 ms  non-2xx")
     for name, b, c, proto, per, r in rows:
-        print(f"{name:6} {b:8} {c:5} {proto:10} {per:8} {r['rps']:7.0f} {r['rps'] * per:8.0f} "
-              f"{r['p99_ms']:8.2f} {r['non_2xx']:7.0f}")
+        print(f"{name:6} {b:8} {c:5} {proto:10} {per:8} {r.rps:7.0f} {r.rps * per:8.0f} "
+              f"{r.p99_ms:8.2f} {r.non_2xx:7.0f}")
 
 
 if __name__ == "__main__":

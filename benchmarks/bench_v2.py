@@ -23,48 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
-from urllib.request import urlopen
 
 import numpy as np
+import wrkload
+from harness import Server, serve_cmd, start
 
 ROOT = Path(__file__).resolve().parents[1]
-
-LUA = """
-local f = io.open(os.getenv("BENCH_BODY"), "rb")
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = os.getenv("BENCH_CTYPE")
-local hl = os.getenv("BENCH_HL")
-if hl ~= nil and hl ~= "" then wrk.headers["Inference-Header-Content-Length"] = hl end
-local bad = 0
-response = function(status, headers, body)
-  if status ~= 200 then bad = bad + 1 end
-end
-done = function(summary, latency, requests)
-  io.write(string.format("BENCH non200=%d requests=%d errors=%d p50=%d p99=%d\\n", bad,
-    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.status + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _pack_chapter(out: Path) -> Path:
     from sklearn.datasets import make_classification
@@ -76,21 +44,6 @@ def _pack_chapter(out: Path) -> Path:
     model = XGBClassifier(n_estimators=100, max_depth=6, learning_rate=0.1, random_state=42,
                           n_jobs=1).fit(x, y)
     return packserve.pack(model, out / "fraud", sample=x[:200], name="fraud").path
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            with urlopen(f"{base}/v2/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server did not become ready")
 
 
 def _bodies(rows: np.ndarray) -> dict[str, tuple[bytes, str, int | None]]:
@@ -112,22 +65,12 @@ def _bodies(rows: np.ndarray) -> dict[str, tuple[bytes, str, int | None]]:
 
 def _wrk(url: str, body: bytes, ctype: str, hl: int | None, seconds: float, conns: int,
          tmp: Path) -> dict[str, float]:
-    bfile = tmp / "body.bin"
-    bfile.write_bytes(body)
-    script = tmp / "bench.lua"
-    script.write_text(LUA)
-    env = {**os.environ, "BENCH_BODY": str(bfile), "BENCH_CTYPE": ctype,
-           "BENCH_HL": "" if hl is None else str(hl)}
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "-s", str(script), url],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout
-    m = re.search(r"BENCH non200=(\d+) requests=(\d+) errors=(\d+) p50=(\d+) p99=(\d+)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m or not rps:
-        raise SystemExit(f"could not parse wrk output:\n{out}")
-    return {"rps": float(rps.group(1)), "non200": int(m.group(1)), "errors": int(m.group(3)),
-            "p50_ms": int(m.group(4)) / 1000, "p99_ms": int(m.group(5)) / 1000}
+    headers = {"Content-Type": ctype}
+    if hl is not None:
+        headers["Inference-Header-Content-Length"] = str(hl)
+    r = wrkload.run(url, wrkload.script(tmp / "bench.lua", [body], headers), conns, seconds)
+    return {"rps": r.rps, "non200": r.non_2xx, "errors": r.socket_errors,
+            "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}
 
 
 def _in_process(bundle: Path, cases: list[tuple[str, str, bytes, str, int | None, int]],
@@ -142,7 +85,8 @@ def _in_process(bundle: Path, cases: list[tuple[str, str, bytes, str, int | None
     from packserve.serve.settings import ServeSettings
     from packserve.serve.state import freeze_startup_heap
 
-    app = create_app(ServeSettings(model_path=bundle, batching=batching))
+    # admit everything: the timed loop never yields, one long pass that admission would shed
+    app = create_app(ServeSettings(model_path=bundle, batching=batching, admission_budget_ms=0))
 
     async def run() -> dict[str, float]:
         await app.state.registry.load_all()
@@ -202,17 +146,12 @@ def main() -> None:
         raise SystemExit("this benchmark needs wrk (apt-get install wrk)")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-v2-"))
-    proc: subprocess.Popen[bytes] | None = None
+    srv: Server | None = None
     try:
         bundle = _pack_chapter(tmp)
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "packserve", "serve", str(bundle), "--port", str(port),
-             "--log-level", "warning", *(["--batching"] if args.batching else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        _wait_ready(base, proc)
+        srv = start("packserve", serve_cmd(bundle, *(["--batching"] if args.batching else [])),
+                    ready_path="/v2/health/ready", timeout=60)
+        base = srv.url
         rng = np.random.default_rng(0)
         one = rng.normal(size=(1, 15))
         many = rng.normal(size=(64, 15))
@@ -274,12 +213,8 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if srv is not None:
+            srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

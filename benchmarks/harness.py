@@ -66,11 +66,12 @@ class Server:
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=5).text
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 30.0) -> None:
+        """SIGTERM (the server drains), SIGKILL after ``grace_s``."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
