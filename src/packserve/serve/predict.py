@@ -72,6 +72,7 @@ class PredictEndpoint(Endpoint):
                 if isinstance(done, bytes):
                     return done, JSON_HEADERS
                 if isinstance(done, asyncio.Future):  # joined a shared call (serve/coalesce.py)
+                    del obj, body  # the parsed request is not needed while it waits
                     return await done, JSON_HEADERS
                 return await self._generic(handle, done, batch, deadline), JSON_HEADERS
         decoder = handle.decoder
