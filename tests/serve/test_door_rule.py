@@ -148,15 +148,19 @@ class _Clocks:
 
 def test_the_quota_is_unlimited_until_the_loop_stays_saturated_then_shrinks_and_recovers() -> None:
     clocks = _Clocks()
-    quota = PollQuota(floor=4, sustain_s=0.03, clocks=(lambda: clocks.wall, lambda: clocks.cpu))
+    quota = PollQuota(floor=4, sustain_s=0.03, long_s=0.005,
+                      clocks=(lambda: clocks.wall, lambda: clocks.cpu))
 
-    async def iteration(requests: int, busy: bool) -> int:
+    async def iteration(requests: int, busy: bool, seconds: float = 0.01) -> int:
         passed = sum(quota.admit() for _ in range(requests))
-        clocks.run(0.01, busy)
+        clocks.run(seconds, busy)
         await asyncio.sleep(0)  # the next iteration: its tick
         return passed
 
     async def main() -> None:
+        # busy, in short iterations (a closed-loop client keeping a core busy): no limit
+        assert [await iteration(200, busy=True, seconds=0.004) for _ in range(20)] == [200] * 20
+        assert quota.quota == UNLIMITED
         # blocked, not busy (a model thread holding the CPU or the GIL looks like this): no limit
         assert [await iteration(200, busy=False) for _ in range(5)] == [200] * 5
         assert quota.quota == UNLIMITED
