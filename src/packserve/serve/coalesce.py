@@ -132,9 +132,9 @@ def row_stable(run: Callable[[Feeds], Sequence[np.ndarray]], example: Feeds) -> 
     for name, arr in example.items():
         rows = np.repeat(arr[:1], n, axis=0)
         if arr.dtype.kind == "f":
-            i = np.arange(n).reshape((n,) + (1,) * (rows.ndim - 1))
+            r = np.arange(n).reshape((n,) + (1,) * (rows.ndim - 1))
             j = np.arange(rows[0].size).reshape(rows.shape[1:])
-            wobble = np.sin(i * 1.7 + j * 0.61 + 0.3) * 1.5  # in [-1.5, 1.5], every row its own
+            wobble = np.sin(r * 1.7 + j * 0.61 + 0.3) * 1.5  # in [-1.5, 1.5], every row its own
             rows = (rows + wobble * (np.abs(rows) + 1.0)).astype(arr.dtype)
         feeds[name] = rows
     try:
