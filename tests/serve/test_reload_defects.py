@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 
 from helpers.metrics import sample as _metric
+from helpers.reload import V2Traffic
+from helpers.reload import place as _place
 from helpers.server import running_server
 
 KEY = "reload-key"
@@ -28,15 +30,6 @@ ROW = [0.25] * 15
 V2_BODY = json.dumps(
     {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 15], "data": ROW}]}
 ).encode()
-
-
-def _place(src: Path, dest: Path) -> None:
-    """Put a version directory in place atomically (stage hidden, then rename)."""
-    staging = dest.parent / f".{dest.name}.staging"
-    shutil.copytree(src, staging)
-    staging.rename(dest)
-
-
 
 
 def _gauge(text: str, name: str) -> float:
@@ -85,50 +78,13 @@ def test_slow_copied_version_is_served_once_its_files_arrive(tmp_path: Path, cha
         assert c.get("/v2/models/fraud").json()["versions"] == ["1", "2"]
 
 
-class _Sampler:
-    """``threads`` clients sending V2 requests back to back; records (status, version)."""
-
-    def __init__(self, url: str, threads: int = 3, limit_s: float = 60.0) -> None:
-        self.url, self.limit_s = url, limit_s
-        self.samples: list[tuple[int, str | None]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> _Sampler:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-
-    def ok(self) -> int:
-        with self._lock:
-            return sum(1 for s, _ in self.samples if s == 200)
-
-    def _run(self) -> None:
-        end = time.monotonic() + self.limit_s
-        with httpx.Client(headers=AUTH, timeout=20) as c:
-            while not self._stop.is_set() and time.monotonic() < end:
-                try:
-                    r = c.post(f"{self.url}/v2/models/fraud/infer", content=V2_BODY)
-                except httpx.HTTPError:
-                    continue
-                version = r.json().get("model_version") if r.status_code == 200 else None
-                with self._lock:
-                    self.samples.append((r.status_code, version))
-
-
 def test_load_after_unload_serves_the_newest_version_first(tmp_path: Path, chapter_bundle: Path) -> None:
     repo = tmp_path / "repo"
     (repo / "fraud").mkdir(parents=True)
     for v in ("1", "2", "3", "4"):
         _place(chapter_bundle, repo / "fraud" / v)
     with running_server(repo, "--repository-api", "--keep-versions", "0", env=ENV) as srv, \
-            httpx.Client(base_url=srv.url, headers=AUTH, timeout=60) as c, _Sampler(srv.url) as gen:
+            httpx.Client(base_url=srv.url, headers=AUTH, timeout=60) as c, V2Traffic(srv.url, AUTH) as gen:
         _until(lambda: gen.ok() >= 20, 20, "traffic")
         for _ in range(2):
             assert c.post("/v2/repository/models/fraud/unload").status_code == 200
@@ -136,9 +92,10 @@ def test_load_after_unload_serves_the_newest_version_first(tmp_path: Path, chapt
             assert r.status_code == 200 and r.json()["serving"] == "4", r.text
             before = gen.ok()
             _until(lambda b=before: gen.ok() >= b + 20, 20, "traffic after the load")  # type: ignore[misc]
-    served = {v for s, v in gen.samples if s == 200}
-    assert served == {"4"}, sorted((v for s, v in gen.samples if s == 200 and v != "4"))[:10]
-    assert {s for s, _ in gen.samples} <= {200, 404}  # 404 only while unloaded
+    served = {s.version for s in gen.samples if s.status == 200}
+    assert served == {"4"}, sorted(s.version or "" for s in gen.samples
+                                   if s.status == 200 and s.version != "4")[:10]
+    assert {s.status for s in gen.samples} <= {200, 404}  # 404 only while unloaded
 
 
 def _send_raw(port: int, head: bytes, body: bytes) -> socket.socket:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,83 +16,13 @@ import pytest
 
 from helpers.metrics import sample as _metric
 from helpers.models import make_slow_bundle
+from helpers.reload import ROW, V2Traffic
+from helpers.reload import place as _place
 from helpers.server import running_server
 
 KEY = "reload-key"
 AUTH = {"X-API-Key": KEY}
 ENV = {"PACKSERVE_API_KEY": KEY}
-ROW = [0.25] * 15
-
-
-def _place(src: Path, dest: Path, *, corrupt: bool = False) -> None:
-    """Put a version directory in place atomically (stage hidden, then rename)."""
-    staging = dest.parent / f".{dest.name}.staging"
-    shutil.copytree(src, staging)
-    if corrupt:
-        with (staging / "model.onnx").open("r+b") as fh:
-            fh.seek(100)
-            fh.write(b"\x00\x01\x02\x03")  # same size, wrong sha256
-    staging.rename(dest)
-
-
-@dataclass
-class Sample:
-    sent: float
-    received: float
-    status: int
-    version: str | None
-
-
-class LoadGenerator:
-    """``threads`` clients sending V2 requests back to back until stopped (bounded)."""
-
-    def __init__(self, url: str, threads: int = 3, limit_s: float = 60.0) -> None:
-        self.url, self.limit_s = url, limit_s
-        self.samples: list[Sample] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-        self.body = json.dumps({"inputs": [
-            {"name": "input", "datatype": "FP32", "shape": [1, 15], "data": ROW}]}).encode()
-
-    def __enter__(self) -> LoadGenerator:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.samples)
-
-    def wait_for(self, n: int, timeout: float = 20.0) -> None:
-        start = self.count()
-        end = time.monotonic() + timeout
-        while self.count() < start + n and time.monotonic() < end:
-            time.sleep(0.01)
-
-    def _run(self) -> None:
-        end = time.monotonic() + self.limit_s
-        with httpx.Client(headers=AUTH, timeout=20) as c:
-            while not self._stop.is_set() and time.monotonic() < end:
-                t0 = time.monotonic()
-                try:
-                    r = c.post(f"{self.url}/v2/models/fraud/infer", content=self.body)
-                except httpx.HTTPError as exc:
-                    with self._lock:
-                        self.errors.append(repr(exc))
-                    continue
-                t1 = time.monotonic()
-                version = r.json().get("model_version") if r.status_code == 200 else None
-                with self._lock:
-                    self.samples.append(Sample(t0, t1, r.status_code, version))
-                    if r.status_code != 200:
-                        self.errors.append(f"{r.status_code} {r.text[:200]}")
 
 
 def test_hot_reload_under_load(tmp_path: Path, chapter_bundle: Path) -> None:
@@ -103,7 +32,7 @@ def test_hot_reload_under_load(tmp_path: Path, chapter_bundle: Path) -> None:
     with running_server(repo, "--repository-api", env=ENV) as srv, httpx.Client(
         base_url=srv.url, headers=AUTH, timeout=60
     ) as c:
-        with LoadGenerator(srv.url) as gen:
+        with V2Traffic(srv.url, AUTH) as gen:
             gen.wait_for(50)
             _place(chapter_bundle, repo / "fraud" / "2")
             r = c.post("/v2/repository/models/fraud/load")

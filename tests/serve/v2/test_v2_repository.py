@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from helpers.reload import place as _place
 from packserve.errors import ModelLoadError, ModelNotFoundError
 from packserve.serve.registry import ModelRegistry, ModelState
 from packserve.serve.repository import ModelRepository
-
-
-def _place(src: Path, dest: Path, *, corrupt: bool = False) -> None:
-    staging = dest.parent / f".{dest.name}.staging"
-    shutil.copytree(src, staging)
-    if corrupt:
-        with (staging / "model.onnx").open("r+b") as fh:
-            fh.seek(100)
-            fh.write(b"\xff\xfe\xfd")
-    staging.rename(dest)
 
 
 @pytest.fixture()
