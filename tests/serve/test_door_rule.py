@@ -148,8 +148,8 @@ class _Clocks:
 
 def test_the_quota_is_unlimited_until_the_loop_stays_saturated_then_shrinks_and_recovers() -> None:
     clocks = _Clocks()
-    quota = PollQuota(floor=4, sustain_s=0.03, long_s=0.005,
-                      clocks=(lambda: clocks.wall, lambda: clocks.cpu))
+    quota = PollQuota(floor=4, sustain_s=0.03, long_s=0.005, cpus=1,
+                      clocks=(lambda: clocks.wall, lambda: clocks.cpu, lambda: clocks.cpu))
 
     async def iteration(requests: int, busy: bool, seconds: float = 0.01) -> int:
         passed = sum(quota.admit() for _ in range(requests))

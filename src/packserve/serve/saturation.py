@@ -34,6 +34,7 @@ needs iterations shorter than ``long_s`` (at 2x: fewer connections than offered 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 
@@ -48,14 +49,17 @@ UNLIMITED = 1 << 30
 class PollQuota:
     """Per iteration: ``admit()`` for each request the door would let through."""
 
-    __slots__ = ("_behind_since", "_clocks", "_cpu", "_scheduled", "_wall", "floor", "long_s",
-                 "passed", "quota", "sustain_s")
+    __slots__ = ("_behind_since", "_clocks", "_cpu", "_cpus", "_proc", "_scheduled", "_wall",
+                 "floor", "long_s", "passed", "quota", "sustain_s")
 
     def __init__(
         self, *, floor: int = 16, sustain_s: float = 0.03, long_s: float = 0.015,
-        clocks: tuple[Callable[[], float], Callable[[], float]] = (time.monotonic, time.thread_time),
+        clocks: tuple[Callable[[], float], Callable[[], float], Callable[[], float]] = (
+            time.monotonic, time.thread_time, time.process_time),
+        cpus: int | None = None,
     ) -> None:
-        self._clocks = clocks  # (wall, this thread's CPU time)
+        self._clocks = clocks  # (wall, this thread's CPU time, this process's CPU time)
+        self._cpus = cpus or len(os.sched_getaffinity(0))
         self.floor = floor
         self.sustain_s = sustain_s
         self.long_s = long_s
@@ -64,6 +68,7 @@ class PollQuota:
         self._scheduled = False
         self._wall = 0.0
         self._cpu = 0.0
+        self._proc = 0.0
         self._behind_since: float | None = None
 
     def admit(self) -> bool:
@@ -79,11 +84,14 @@ class PollQuota:
     def _tick(self) -> None:
         """Runs at the start of the next iteration: since the previous tick, was the loop
         thread ever idle? (A gap without requests in between reads as idle: it was.)"""
-        wall_clock, cpu_clock = self._clocks
-        wall, cpu = wall_clock(), cpu_clock()
+        wall_clock, cpu_clock, proc_clock = self._clocks
+        wall, cpu, proc = wall_clock(), cpu_clock(), proc_clock()
         took = wall - self._wall
-        busy = cpu - self._cpu >= SATURATED * took
-        self._wall, self._cpu = wall, cpu
+        # the loop thread never idled, or every CPU the process may use was its own (a batch
+        # or inference thread on the loop's core: the loop then waits without idling)
+        busy = (cpu - self._cpu >= SATURATED * took
+                or proc - self._proc >= SATURATED * took * self._cpus)
+        self._wall, self._cpu, self._proc = wall, cpu, proc
         self._scheduled = False
         passed, self.passed = self.passed, 0
         if not busy:
