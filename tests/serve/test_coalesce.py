@@ -25,10 +25,11 @@ from helpers.metrics import sample_sum
 from helpers.models import example
 from helpers.server import running_server
 from packserve.serve import create_app
-from packserve.serve.coalesce import PassBatch, Result, row_stable
+from packserve.serve.coalesce import PassBatch, row_stable
 from packserve.serve.settings import ServeSettings
 
 Feeds = dict[str, np.ndarray]
+Result = tuple[list[Any], list[list[float]]]
 
 
 class Model:
@@ -46,42 +47,50 @@ class Model:
         return [int(r.sum() > 0) for r in x], x[:, :2].tolist()
 
 
-def _finish(labels: list[Any], probs: list[list[float]]) -> bytes:
-    return json.dumps([labels, probs]).encode()
+def _finish(result: Result) -> bytes:
+    return json.dumps(result).encode()
+
+
+def _cut(result: Result, start: int, stop: int) -> Result:
+    return result[0][start:stop], result[1][start:stop]
+
+
+def _batch(model: Model, inline: Callable[[int], bool] = lambda rows: True) -> PassBatch[Result]:
+    return PassBatch(model, _cut, inline)
 
 
 def _rows(*values: float) -> Feeds:
     return {"x": np.array([[v, -v, 1.0] for v in values], dtype=np.float32)}
 
 
-async def _wave(batch: PassBatch, requests: list[Feeds]) -> list[Any]:
+async def _wave(batch: PassBatch[Result], requests: list[Feeds]) -> list[Any]:
     futures = [batch.join(f, len(f["x"]), _finish) for f in requests]
     return await asyncio.gather(*futures, return_exceptions=True)
 
 
 def test_requests_joining_in_one_pass_share_one_call_and_get_their_own_rows() -> None:
     model = Model()
-    batch = PassBatch(model, lambda rows: True)
+    batch = _batch(model)
     requests = [_rows(1.0), _rows(2.0, 3.0), _rows(-4.0)]
     answers = asyncio.run(_wave(batch, requests))
     assert model.calls == [4]
     alone = Model()
-    assert answers == [_finish(*alone(r)) for r in requests]
+    assert answers == [_finish(alone(r)) for r in requests]
 
 
 def test_a_failing_shared_call_is_retried_per_request() -> None:
     """One request's bad row fails only that request; the others are answered."""
     model = Model(fail_on=2.0)
-    answers = asyncio.run(_wave(PassBatch(model, lambda rows: True), [_rows(1.0), _rows(2.0), _rows(3.0)]))
+    answers = asyncio.run(_wave(_batch(model), [_rows(1.0), _rows(2.0), _rows(3.0)]))
     assert model.calls == [3, 1, 1, 1]
     assert isinstance(answers[1], ValueError)
-    assert answers[0] == _finish(*Model()(_rows(1.0)))
-    assert answers[2] == _finish(*Model()(_rows(3.0)))
+    assert answers[0] == _finish(Model()(_rows(1.0)))
+    assert answers[2] == _finish(Model()(_rows(3.0)))
 
 
 def test_a_shared_call_holds_at_most_the_rows_allowed_on_the_loop() -> None:
     model = Model()
-    batch = PassBatch(model, lambda rows: rows <= 3)
+    batch = _batch(model, lambda rows: rows <= 3)
     answers = asyncio.run(_wave(batch, [_rows(1.0, 2.0), _rows(3.0), _rows(4.0), _rows(5.0, 6.0, 7.0)]))
     assert model.calls == [3, 1, 3]
     assert not any(isinstance(a, Exception) for a in answers)
@@ -89,7 +98,7 @@ def test_a_shared_call_holds_at_most_the_rows_allowed_on_the_loop() -> None:
 
 def test_a_cancelled_request_is_not_computed() -> None:
     model = Model()
-    batch = PassBatch(model, lambda rows: True)
+    batch = _batch(model)
 
     async def wave() -> list[Any]:
         futures = [batch.join(f, 1, _finish) for f in (_rows(1.0), _rows(2.0), _rows(3.0))]
@@ -102,11 +111,11 @@ def test_a_cancelled_request_is_not_computed() -> None:
 
 def test_no_joined_request_is_left_waiting_when_answering_fails() -> None:
     """An error outside the model call (here: encoding the answer) reaches every request."""
-    def broken(labels: list[Any], probs: list[list[float]]) -> bytes:
+    def broken(result: Result) -> bytes:
         raise RuntimeError("encoder broke")
 
     async def wave() -> list[Any]:
-        batch = PassBatch(Model(), lambda rows: True)
+        batch = _batch(Model())
         futures = [batch.join(f, 1, broken) for f in (_rows(1.0), _rows(2.0))]
         return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 5)
 
@@ -140,29 +149,56 @@ def _calls(app: Any) -> float:
     return sample_sum(app.metrics.render().decode(), "packserve_inference_duration_seconds_count")
 
 
-def test_concurrent_requests_get_the_bytes_of_lone_requests(chapter_bundle: Path) -> None:
-    width = _n(chapter_bundle)
-    bodies = [json.dumps({"features": [float(i % 7) - 3.0 + j / 10 for j in range(width)]}).encode()
-              for i in range(20)]
+def _predict_body(row: list[float]) -> bytes:
+    return json.dumps({"features": row}).encode()
+
+
+def _v2_body(row: list[float]) -> bytes:
+    return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, len(row)],
+                                   "data": row}]}).encode()
+
+
+@pytest.mark.parametrize(("bundle_fixture", "path", "encode"), [
+    ("chapter_bundle", "/predict", _predict_body),  # the fused plan
+    ("regressor_bundle", "/predict", _predict_body),  # the generic path (no plan)
+    ("chapter_bundle", "/v2/models/fraud/infer", _v2_body),  # V2: the generic path too
+])
+def test_concurrent_requests_get_the_bytes_of_lone_requests(
+    request: pytest.FixtureRequest, bundle_fixture: str, path: str, encode: Callable[[list[float]], bytes],
+) -> None:
+    bundle: Path = request.getfixturevalue(bundle_fixture)
+    width = _n(bundle)
+    bodies = [encode([float(i % 7) - 3.0 + j / 10 for j in range(width)]) for i in range(20)]
 
     async def main() -> tuple[list[bytes], list[bytes], float, float]:
-        app = create_app(ServeSettings(model_path=chapter_bundle))
+        app = create_app(ServeSettings(model_path=bundle))
         await app.registry.load_all()
-        assert app.registry.resolve(None, None).plan.coalesces  # type: ignore[union-attr]
+        assert app.registry.resolve(None, None).shared is not None  # the model passed the check
         alone = []
         for b in bodies:  # one request per loop pass: never shared
-            alone.append(await _ask(app, b))
+            alone.append(await _ask(app, b, path))
             await asyncio.sleep(0)
         calls0 = _calls(app)
-        await asyncio.gather(*(_ask(app, b) for b in bodies))  # a busy pass: the next one shares
+        await asyncio.gather(*(_ask(app, b, path) for b in bodies))  # a busy pass: the next shares
         calls1 = _calls(app)
-        together = await asyncio.gather(*(_ask(app, b) for b in bodies))
+        together = await asyncio.gather(*(_ask(app, b, path) for b in bodies))
         return alone, list(together), calls1 - calls0, _calls(app) - calls1
 
     alone, together, first_wave, second_wave = asyncio.run(main())
     assert together == alone
     assert first_wave == 20  # nothing said requests arrive together yet
     assert second_wave == 1
+
+
+def test_requests_of_different_shapes_never_share_a_call() -> None:
+    """A variable axis (a sequence length): one call per shape, as --batching does."""
+    model = Model()
+    batch = _batch(model)
+    wide = {"x": np.ones((1, 4), dtype=np.float32)}
+    answers = asyncio.run(_wave(batch, [_rows(1.0), wide, _rows(2.0), wide]))
+    assert sorted(model.calls) == [2, 2]
+    assert answers[0] == _finish(Model()(_rows(1.0)))
+    assert answers[1] == _finish(Model()(wide))
 
 
 def _n(bundle: Path) -> int:

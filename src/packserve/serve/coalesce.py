@@ -35,40 +35,45 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from packserve.runtime import Feeds
+from packserve.runtime import Feeds, Prediction
+from packserve.runtime.inputs import concat_feeds
+from packserve.runtime.tensors import shape_key
 
-__all__ = ["PassBatch", "row_stable"]
+__all__ = ["PassBatch", "prediction_arrays", "row_stable"]
 
-#: labels and probability rows of a call, in row order (what a fused plan's classify returns)
-Result = tuple[list[Any], list[list[float]]]
-#: one request's answer bytes from its slice of the call's result
-Finish = Callable[[list[Any], list[list[float]]], bytes]
-_Item = tuple[Feeds, int, Finish, "asyncio.Future[bytes]"]
+R = TypeVar("R")  # what one call returns (a Prediction; a fused plan's labels and rows)
+T = TypeVar("T")  # what a request gets back from its slice of it
 
 
-class PassBatch:
-    """The pending shared call of one model version (one per :class:`FusedPlan`).
+class PassBatch(Generic[R]):
+    """The pending shared call of one model version.
 
-    ``compute(feeds) -> (labels, probabilities)`` runs, times and counts one call (the plan's
-    own step); ``inline(rows)`` says whether that many rows may run on the loop."""
+    ``compute(feeds) -> R`` runs, times and counts one call; ``cut(result, start, stop)`` is
+    one request's rows of it; ``inline(rows)`` says whether that many rows may run on the
+    loop. Requests merge along the batch axis only where their other axes agree (a tensor
+    model with a variable axis makes one call per shape, as ``--batching`` does)."""
 
-    __slots__ = ("_compute", "_inline", "_pending")
+    __slots__ = ("_compute", "_cut", "_inline", "_pending")
 
-    def __init__(self, compute: Callable[[Feeds], Result], inline: Callable[[int], bool]) -> None:
+    def __init__(
+        self, compute: Callable[[Feeds], R], cut: Callable[[R, int, int], R],
+        inline: Callable[[int], bool],
+    ) -> None:
         self._compute = compute
+        self._cut = cut
         self._inline = inline
-        self._pending: list[_Item] = []
+        self._pending: list[_Item[R, object]] = []
 
-    def join(self, feeds: Feeds, rows: int, finish: Finish) -> asyncio.Future[bytes]:
-        """This request's answer, computed in the pass's shared call."""
+    def join(self, feeds: Feeds, rows: int, finish: Callable[[R], T]) -> asyncio.Future[T]:
+        """This request's ``finish(its rows of the shared call)``, once the call has run."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
+        fut: asyncio.Future[T] = loop.create_future()
         pending = self._pending
-        pending.append((feeds, rows, finish, fut))
+        pending.append(_Item(feeds, rows, finish, fut))  # type: ignore[arg-type]
         if len(pending) == 1:
             loop.call_soon(self._flush)
         return fut
@@ -76,49 +81,58 @@ class PassBatch:
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         try:
-            for group in self._groups([item for item in pending if not item[3].done()]):
+            for group in self._groups([item for item in pending if not item.fut.done()]):
                 self._run(group)
         except BaseException as exc:  # never leave a joined request waiting forever
             for item in pending:
-                if not item[3].done():
-                    item[3].set_exception(exc)
+                if not item.fut.done():
+                    item.fut.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
 
-    def _groups(self, items: list[_Item]) -> list[list[_Item]]:
-        """Consecutive groups whose rows together may still run on the loop."""
-        groups: list[list[_Item]] = []
-        current: list[_Item] = []
-        rows = 0
+    def _groups(self, items: list[_Item[R, object]]) -> list[list[_Item[R, object]]]:
+        """Groups of one shape whose rows together may still run on the loop, in order."""
+        by_shape: dict[tuple[tuple[int, ...], ...], list[_Item[R, object]]] = {}
         for item in items:
-            if current and not self._inline(rows + item[1]):
-                groups.append(current)
-                current, rows = [], 0
-            current.append(item)
-            rows += item[1]
-        if current:
+            by_shape.setdefault(shape_key(item.feeds), []).append(item)
+        groups: list[list[_Item[R, object]]] = []
+        for same in by_shape.values():
+            current: list[_Item[R, object]] = []
+            rows = 0
+            for item in same:
+                if current and not self._inline(rows + item.rows):
+                    groups.append(current)
+                    current, rows = [], 0
+                current.append(item)
+                rows += item.rows
             groups.append(current)
         return groups
 
-    def _run(self, group: list[_Item]) -> None:
-        if len(group) == 1:
-            feeds = group[0][0]
-        else:
-            feeds = {k: np.concatenate([item[0][k] for item in group]) for k in group[0][0]}
+    def _run(self, group: list[_Item[R, object]]) -> None:
         try:
-            labels, probs = self._compute(feeds)
+            result = self._compute(concat_feeds([item.feeds for item in group]))
         except Exception as exc:
             if len(group) == 1:
-                group[0][3].set_exception(exc)
+                group[0].fut.set_exception(exc)
                 return
             for item in group:  # one request's error must not fail the others
                 self._run([item])
             return
+        if len(group) == 1:
+            group[0].fut.set_result(group[0].finish(result))
+            return
         start = 0
-        for _, rows, finish, fut in group:
-            stop = start + rows
-            fut.set_result(finish(labels[start:stop], probs[start:stop]))
+        for item in group:
+            stop = start + item.rows
+            item.fut.set_result(item.finish(self._cut(result, start, stop)))
             start = stop
+
+
+class _Item(Generic[R, T]):
+    __slots__ = ("feeds", "finish", "fut", "rows")
+
+    def __init__(self, feeds: Feeds, rows: int, finish: Callable[[R], T], fut: asyncio.Future[T]) -> None:
+        self.feeds, self.rows, self.finish, self.fut = feeds, rows, finish, fut
 
 
 def row_stable(run: Callable[[Feeds], Sequence[np.ndarray]], example: Feeds) -> bool:
@@ -143,8 +157,24 @@ def row_stable(run: Callable[[Feeds], Sequence[np.ndarray]], example: Feeds) -> 
             together = run({k: v[:size] for k, v in feeds.items()})
             for out_i, out in enumerate(together):
                 for i in range(size):
-                    if out[i].tobytes() != alone[i][out_i][0].tobytes():
+                    if not _same(out[i], alone[i][out_i][0]):
                         return False
     except Exception:  # a model that refuses varied rows or batches: never coalesced
         return False
     return True
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit for bit for numbers (``==`` would take -0.0 for 0.0); by value for strings."""
+    if a.dtype.kind == "O" or b.dtype.kind == "O":
+        return bool(a.shape == b.shape and a.tolist() == b.tolist())
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def prediction_arrays(pred: Prediction) -> list[np.ndarray]:
+    """Every array of a prediction, in a fixed order (what :func:`row_stable` compares)."""
+    arrays = [pred.labels, pred.probabilities, pred.values]
+    for named in (pred.outputs, pred.raw):
+        if named is not None:
+            arrays.extend(named[k] for k in sorted(named))
+    return [a for a in arrays if a is not None]

@@ -27,6 +27,7 @@ from packserve.errors import (
     SignatureError,
 )
 from packserve.runtime import Feeds, Prediction, Predictor, RuntimeOptions, feeds_rows, load
+from packserve.serve.coalesce import PassBatch, prediction_arrays, row_stable
 from packserve.serve.disconnect import run_watched
 from packserve.serve.offload import CostModel
 from packserve.serve.payloads import RequestDecoder, ResponseEncoder, TensorRequestDecoder, decoder_for
@@ -83,6 +84,8 @@ class ModelHandle:
     images: ImageRequestDecoder | None = None  # image bundles (#17): encoded images in
     plan: FusedPlan | None = None  # set once loaded, for the models it covers (serve/plan.py)
     busy: Callable[[], bool] | None = None  # the registry's coalescing hint, given at load
+    #: the pending shared call of inline requests (V2 and every model without a plan)
+    shared: PassBatch[Prediction] | None = None
     load_seconds: float | None = None
     #: with trusted keys: the signature is verified before anything is opened (issue #20)
     trusted: tuple[TrustAnchor, ...] = ()
@@ -142,6 +145,10 @@ class ModelHandle:
             return
         self.predictor = predictor
         self.plan = FusedPlan.build(self)
+        if self.busy is not None and row_stable(
+            lambda feeds: prediction_arrays(predictor.run(feeds)), predictor.example_feeds(1)
+        ):
+            self.shared = PassBatch(self._run_shared, Prediction.slice, self.cost.inline)
         self.load_seconds = time.perf_counter() - t0
         self.state = ModelState.READY
         log.info(
@@ -149,7 +156,7 @@ class ModelHandle:
             self.name, self.version, self.load_seconds, self.cost.estimate(1) * 1e6,
             "inline" if self.cost.inline(1) else "in a thread",
         )
-        if self.plan is not None and self.plan.coalesces:
+        if self.shared is not None:
             log.info("model %s/%s: requests arriving together share calls", self.name, self.version)
 
     # --- inference --------------------------------------------------------------------
@@ -174,10 +181,16 @@ class ModelHandle:
         client disconnects (:func:`~packserve.serve.disconnect.run_watched`) is dropped."""
         rows = feeds_rows(feeds)
         if self.cost.route(rows):
+            shared, busy = self.shared, self.busy
+            if shared is not None and busy is not None and busy() and self.cost.inline(rows):
+                return await shared.join(feeds, rows, _whole)  # serve/coalesce.py
             return self._run(feeds, rows, True)
         if deadline is None:
             return await run_watched(self.executor, self._run, feeds, rows, False)
         return await run_watched(self.executor, self._run_before, feeds, rows, deadline)
+
+    def _run_shared(self, feeds: Feeds) -> Prediction:
+        return self._run(feeds, feeds_rows(feeds), True)
 
     def _run_before(self, feeds: Feeds, rows: int, deadline: float) -> Prediction:
         if time.monotonic() > deadline:
@@ -200,13 +213,17 @@ class ModelHandle:
         if self.predictor is not None:
             self.predictor.close()
             self.predictor = None
-        self.plan = None  # it holds the predictor's methods
+        self.plan = self.shared = None  # they hold the predictor's methods
         self.state = ModelState.UNLOADED
 
 
 def _verified_signer(path: Path, trusted: tuple[TrustAnchor, ...]) -> str | None:
     anchor = verify_signature(path, trusted).verified_by
     return anchor.fingerprint if anchor is not None else None
+
+
+def _whole(pred: Prediction) -> Prediction:
+    return pred
 
 
 def _timed_runner(predictor: Predictor) -> Callable[[int], float]:

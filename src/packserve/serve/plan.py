@@ -25,10 +25,13 @@ from typing import Any, Protocol
 
 from packserve.bundle import Manifest
 from packserve.runtime import Feeds, Predictor
-from packserve.serve.coalesce import PassBatch, Result, row_stable
+from packserve.serve.coalesce import PassBatch, row_stable
 from packserve.serve.offload import CostModel
 from packserve.serve.payloads.encoding import ResponseEncoder
 from packserve.serve.payloads.validation import RequestDecoder
+
+#: labels and probability rows of a call, in row order
+Result = tuple[list[Any], list[list[float]]]
 
 
 class ModelHandle(Protocol):
@@ -62,8 +65,8 @@ class FusedPlan:
     bytes when the request joined a shared call) for one model version."""
 
     __slots__ = (
-        "_busy", "_classify", "_decoder", "_encoder", "_finish_single", "_handle", "_names", "_pass",
-        "_run",
+        "_busy", "_classify", "_decoder", "_encoder", "_finish_batch", "_finish_single", "_handle",
+        "_names", "_pass", "_run",
     )
 
     def __init__(self, handle: ModelHandle) -> None:
@@ -77,14 +80,15 @@ class FusedPlan:
         self._classify = post.classify
         self._run = predictor.run_outputs
         self._names = [post.probability_output]
-        self._finish_single = _single(encoder.classified_single)
+        self._finish_single: Callable[[Result], bytes] = lambda r: encoder.classified_single(r[0][0], r[1][0])
+        self._finish_batch: Callable[[Result], bytes] = lambda r: encoder.classified_batch(*r)
         busy = handle.busy
         self._busy: Callable[[], bool] = busy if busy is not None else _never
-        self._pass: PassBatch | None = None
+        self._pass: PassBatch[Result] | None = None
         if busy is not None and row_stable(
             lambda feeds: predictor.run_outputs(feeds, self._names), predictor.example_feeds(1)
         ):
-            self._pass = PassBatch(self._compute, handle.cost.inline)
+            self._pass = PassBatch(self._compute, _cut, handle.cost.inline)
 
     @staticmethod
     def build(handle: ModelHandle) -> FusedPlan | None:
@@ -123,7 +127,7 @@ class FusedPlan:
         encoder = self._encoder
         if self._pass is not None and self._busy():
             return self._pass.join(
-                feeds, rows, encoder.classified_batch if batch else self._finish_single
+                feeds, rows, self._finish_batch if batch else self._finish_single
             )
         labels, probs = self._compute(feeds)
         if batch:
@@ -148,8 +152,8 @@ def _never() -> bool:
     return False
 
 
-def _single(encode: Callable[[Any, list[float]], bytes]) -> Callable[[list[Any], list[list[float]]], bytes]:
-    return lambda labels, probs: encode(labels[0], probs[0])
+def _cut(result: Result, start: int, stop: int) -> Result:
+    return result[0][start:stop], result[1][start:stop]
 
 
 __all__ = ["FusedPlan"]
