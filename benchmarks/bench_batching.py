@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from batching_load import IN_BATCHER, hist_p99, open_loop, pct, run_wrk, wait_histogram, wrk_script
-from harness import Server, serve_cmd, start
+from harness import ROOT, Server, serve_cmd, start
 from wrkload import WrkResult, ensure_wrk
 
 MAX_BATCH_SIZE = 64
@@ -73,52 +74,13 @@ def build_models(root: Path) -> dict[str, tuple[Path, np.ndarray]]:
 
 def build_deep(root: Path) -> Path:
     """A model the server cannot keep up with even batched (for the overload run): 15 -> 1024,
-    then 24 tanh layers sharing one 1024x1024 matrix (4 MB file, ~25 M MACs a row)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    then 24 tanh layers sharing one 1024x1024 matrix (4 MB file, ~25 M MACs a row): the test
+    suite's slow model."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers.models import make_slow_bundle
 
-    from packserve.bundle import (
-        FeatureSpec,
-        Manifest,
-        OutputSpec,
-        ParityReport,
-        TensorSpec,
-        prepare_output_dir,
-        write_bundle,
-    )
-
-    width, layers = 1024, 24
-    rng = np.random.default_rng(0)
-    w_in = (rng.standard_normal((15, width)) / 4).astype(np.float32)
-    w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-    w_out = (rng.standard_normal((width, 1)) / np.sqrt(width)).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w_in"], ["h0"])]
-    for i in range(layers):
-        nodes += [helper.make_node("MatMul", [f"h{i}", "w"], [f"m{i}"]),
-                  helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"])]
-    nodes.append(helper.make_node("MatMul", [f"h{layers}", "w_out"], ["y"]))
-    graph = helper.make_graph(
-        nodes, "deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 15])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
-        initializer=[numpy_helper.from_array(a, n) for a, n in
-                     ((w_in, "w_in"), (w, "w"), (w_out, "w_out"))],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    out = root / "deep"
-    staging = prepare_output_dir(out, force=True)
-    onnx.save(model, str(staging / "model.onnx"))
-    names = [f"f{i}" for i in range(15)]
-    manifest = Manifest(
-        name="deep", version="1", task="regression",
-        features=[FeatureSpec(name=n) for n in names],
-        inputs=[TensorSpec(name="x", dtype="float32", shape=[None, 15], features=names)],
-        outputs=OutputSpec(task="regression", postprocess="identity", value_output="y", names=["y"]),
-        framework="onnx", framework_version=onnx.__version__, model_type="DeepMLP",
-        parity=ParityReport(rows=0, tolerance=0.0, passed=True, notes=["benchmark model"]),
-        examples=[[0.1] * 15],
-    )
-    return write_bundle(staging, out, manifest)
+    return make_slow_bundle(root / "deep", width=1024, layers=24, name="deep", version="1",
+                            features=15)
 
 
 def compute_time(bundle: Path, x: np.ndarray, rows: int) -> float:

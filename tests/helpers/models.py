@@ -14,9 +14,10 @@ def example(bundle: Path) -> list:
 
 
 def make_slow_bundle(out: Path, *, width: int = 1024, layers: int = 48, name: str = "slow",
-                     version: str = "1.0.0") -> Path:
+                     version: str = "1.0.0", features: int = 4) -> Path:
     """A real ONNX regression model that is slow on purpose: ``layers`` dense ``width``x``width``
-    layers sharing one weight matrix (small file, ~width^2*layers MACs per row)."""
+    layers sharing one weight matrix (small file, ~width^2*layers MACs per row), over
+    ``features`` inputs named a, b, c, ... (benchmarks/bench_batching.py uses it too)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -31,7 +32,7 @@ def make_slow_bundle(out: Path, *, width: int = 1024, layers: int = 48, name: st
     )
 
     rng = np.random.default_rng(1)
-    w_in = (rng.standard_normal((4, width)) / 2).astype(np.float32)
+    w_in = (rng.standard_normal((features, width)) / 2).astype(np.float32)
     w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
     w_out = (rng.standard_normal((width, 1)) / np.sqrt(width)).astype(np.float32)
     nodes = [helper.make_node("MatMul", ["x", "w_in"], ["h0"])]
@@ -41,7 +42,7 @@ def make_slow_bundle(out: Path, *, width: int = 1024, layers: int = 48, name: st
     nodes.append(helper.make_node("MatMul", [f"h{layers}", "w_out"], ["y"]))
     graph = helper.make_graph(
         nodes, "slow",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, features])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
         initializer=[numpy_helper.from_array(a, n) for a, n in ((w_in, "w_in"), (w, "w"), (w_out, "w_out"))],
     )
@@ -49,14 +50,14 @@ def make_slow_bundle(out: Path, *, width: int = 1024, layers: int = 48, name: st
     model.ir_version = 8
     staging = prepare_output_dir(out, force=True)
     onnx.save(model, str(staging / "model.onnx"))
-    names = ["a", "b", "c", "d"]
+    names = [chr(ord("a") + i) for i in range(features)]
     manifest = Manifest(
         name=name, version=version, task="regression",
         features=[FeatureSpec(name=n) for n in names],
-        inputs=[TensorSpec(name="x", dtype="float32", shape=[None, 4], features=names)],
+        inputs=[TensorSpec(name="x", dtype="float32", shape=[None, features], features=names)],
         outputs=OutputSpec(task="regression", postprocess="identity", value_output="y", names=["y"]),
         framework="onnx", framework_version=onnx.__version__, model_type="SlowMLP",
         parity=ParityReport(rows=0, tolerance=0.0, passed=True, notes=["test model"]),
-        examples=[[0.1, 0.2, 0.3, 0.4]],
+        examples=[[round(0.1 * (i + 1), 1) for i in range(features)]],
     )
     return write_bundle(staging, out, manifest)
