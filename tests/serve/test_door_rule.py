@@ -167,9 +167,13 @@ def test_the_quota_is_unlimited_until_the_loop_stays_saturated_then_shrinks_and_
         # busy: after 30 ms of it the quota falls below what passed, x0.8 an iteration
         passed = [await iteration(100, busy=True) for _ in range(8)]
         assert passed == [100, 100, 100, 100, 80, 64, 51, 40], passed
-        # down to the floor at most
+        # never below a quarter of what arrives (a closed loop would sink it to the floor)
         for _ in range(20):
             await iteration(100, busy=True)
+        assert quota.quota == 25
+        # ... nor below the floor
+        for _ in range(20):
+            await iteration(8, busy=True)
         assert quota.quota == 4
         # iterations with idle time: it grows back, one step each (x1.1, +1)
         grown = []

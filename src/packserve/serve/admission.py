@@ -163,7 +163,7 @@ class Admission:
         self.timeout_s = max(timeout_ms, 0.0) / 1000.0
         self.clock = LoopClock()
         #: the door's per-iteration quota while the loop is saturated (serve/saturation.py)
-        self.quota = PollQuota(sustain_s=self.budget_s, long_s=self.budget_s / 2)
+        self.quota = PollQuota(sustain_s=self.budget_s, long_s=self.budget_s / 4)
         self._forgetting = False
         self._counts: dict[str, int] = {}
         self._reject_inc: dict[tuple[str, str], Callable[[], None]] = {}

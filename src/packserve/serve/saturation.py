@@ -12,23 +12,24 @@ well within the budget (measured: iterations of ~35 ms, 30 ms budget, 512 connec
 (a refusal costs ~0.3 of a served request at the door): how many is what the server cannot
 know (the offered rate, the pool size), so it is found by feedback.
 
-The signal is saturation: the loop thread's CPU time over an iteration against its wall
-time (one ``thread_time`` read per iteration). A loop that idles, even briefly, in an
-iteration is keeping up with its clients; one that has not idled for ``sustain_s``, in
-iterations of at least ``long_s`` (half the budget: what a request read next waits for),
-is behind them. A saturated loop in short iterations is not: a closed-loop client of 64
-connections keeps a core busy in ~5 ms iterations, and refusing it would only cut goodput
-(measured: 6.5k vs 12.5k served a second before ``long_s``). While it is behind, the quota
-shrinks (x0.8 of what the last iteration let
-through, at least ``floor``); after an iteration with idle time it grows back (x1.1, +1) —
-additive-increase/multiplicative-decrease around the mix of served and refused requests the
-core can just keep up with. Until the loop saturates the quota is unlimited: nothing changes
-for a server within its capacity, and short bursts (saturation shorter than ``sustain_s``)
-are absorbed. The loop thread waiting for the GIL or the CPU (a model thread, other
-processes) is not busy: it never reads as saturation, so threaded models are not limited
-here (their per-model bound is). The limit of the method: a pool so small that keeping up
-needs iterations shorter than ``long_s`` (at 2x: fewer connections than offered req/s x
-``long_s``) is not protected by it; a smaller budget is.
+The signal is saturation, read once per iteration: the loop thread's CPU time against the
+wall time (or the process's, against the wall time of every CPU it may use: a batch or
+inference thread on the loop's core makes the loop wait without idling). A loop that idles,
+even briefly, is keeping up with its clients; one that has not idled for ``sustain_s``, in
+iterations of at least ``long_s`` (a quarter of the budget), is behind them. A saturated
+loop in short iterations is not: a closed-loop client of 64 connections keeps a core busy in
+~5 ms iterations, and refusing it only cut goodput (measured: 6.5k vs 12.5k served a second
+before ``long_s``). While it is behind, the quota shrinks (x0.8 of what the last iteration
+let through), but never below ``floor`` nor a quarter of the iteration's arrivals
+(``MIN_SHARE``): a closed-loop client resends at once, so refusing never lets the loop idle,
+and without that share the quota sank to the floor (measured, 512 connections: 1.1k served
+a second against 17.3k with admission off). After an iteration with idle time it grows back
+(x1.1, +1): additive-increase/multiplicative-decrease around the mix of served and refused
+requests the core can just keep up with. Until the loop saturates the quota is unlimited:
+nothing changes for a server within its capacity, and short bursts are absorbed.
+
+Limits: the share caps what can be shed at ~2.3x capacity (r = 0.25); a pool so small that
+keeping up needs iterations shorter than ``long_s`` is not protected (a smaller budget is).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ __all__ = ["PollQuota"]
 
 #: CPU time over wall time of an iteration that counts as no idle time at all
 SATURATED = 0.9
+#: the quota never falls below this share of an iteration's arrivals: what caps shedding at
+#: ~1/(MIN_SHARE (1 - r) + r) x capacity (~2.3x at r = 0.25)
+MIN_SHARE = 0.25
 #: the most requests an iteration may pass: in effect, no limit
 UNLIMITED = 1 << 30
 
@@ -50,7 +54,7 @@ class PollQuota:
     """Per iteration: ``admit()`` for each request the door would let through."""
 
     __slots__ = ("_behind_since", "_clocks", "_cpu", "_cpus", "_proc", "_scheduled", "_wall",
-                 "floor", "long_s", "passed", "quota", "sustain_s")
+                 "floor", "long_s", "passed", "quota", "refused", "sustain_s")
 
     def __init__(
         self, *, floor: int = 16, sustain_s: float = 0.03, long_s: float = 0.015,
@@ -65,6 +69,7 @@ class PollQuota:
         self.long_s = long_s
         self.quota = UNLIMITED
         self.passed = 0
+        self.refused = 0
         self._scheduled = False
         self._wall = 0.0
         self._cpu = 0.0
@@ -77,6 +82,7 @@ class PollQuota:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._tick)
         if self.passed >= self.quota:
+            self.refused += 1
             return False
         self.passed += 1
         return True
@@ -94,6 +100,7 @@ class PollQuota:
         self._wall, self._cpu, self._proc = wall, cpu, proc
         self._scheduled = False
         passed, self.passed = self.passed, 0
+        arrived, self.refused = passed + self.refused, 0
         if not busy:
             self._behind_since = None
             if self.quota < UNLIMITED:
@@ -106,4 +113,7 @@ class PollQuota:
         if self._behind_since is None:
             self._behind_since = wall
         if wall - self._behind_since >= self.sustain_s:
-            self.quota = max(self.floor, int(min(self.quota, passed) * 0.8))
+            # never below a share of what arrives: clients that resend at once (a closed
+            # loop) never let the loop idle, and shedding them all would leave no goodput
+            share = int(arrived * MIN_SHARE)
+            self.quota = max(self.floor, share, int(min(self.quota, passed) * 0.8))
