@@ -8,9 +8,11 @@ cycle is left in place), then the connection continues as after any answer: the 
 timer is armed, or the connection is closed if the request did not keep alive.
 
 The protocol takes the normal path (does nothing special) whenever in doubt: a previous
-request on the connection not answered yet (pipelining: answers keep their order), an
-upgrade, HTTP/1.0, ``Expect: 100-continue``, and whatever the door itself declines. Any
-error in the door also means the normal path (httptools would turn it into a 400).
+request on the connection not answered yet (pipelining: answers keep their order), a
+client not reading its answers (the transport's buffer over its high-water mark: answering
+pipelined requests at once would grow it without bound), an upgrade, HTTP/1.0,
+``Expect: 100-continue``, and whatever the door itself declines. Any error in the door also
+means the normal path (httptools would turn it into a 400).
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class DoorProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if (cycle is not None and not cycle.response_complete) or self.pipeline:
             return False  # pipelined behind a request in progress: answers keep their order
+        if self.flow.write_paused:  # a client not reading its answers: uvicorn's flow control
+            return False  # (the normal path waits for the buffer, pipelined requests queue)
         if self.expect_100_continue or parser.should_upgrade() or parser.get_http_version() != "1.1":
             return False
         url = self.url
