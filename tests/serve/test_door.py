@@ -66,6 +66,7 @@ class Srv:
     port: int
     app: PackserveApp
     spy: Spy
+    server: uvicorn.Server
 
     def sock(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10)
@@ -103,7 +104,7 @@ def srv(bundle: Path) -> Iterator[Srv]:
         assert time.monotonic() < end and thread.is_alive(), "server not ready"
         time.sleep(0.05)
     try:
-        yield Srv(url, port, app, spy)
+        yield Srv(url, port, app, spy, server)
     finally:
         server.should_exit = True
         thread.join(30)
@@ -281,3 +282,33 @@ def test_the_uvicorn_engine_installs_the_door_unless_told_not_to(bundle: Path) -
     assert off.door is None and uvicorn_config(off.settings, off).http == "httptools"
     logged = create_app(ServeSettings(model_path=bundle, access_log=True))
     assert logged.door is None  # the access log's lines come from the ASGI path
+
+
+def test_a_client_that_does_not_read_its_answers_is_left_to_flow_control(srv: Srv) -> None:
+    """Pipelined refusals from a client that never reads: once the transport's buffer is
+    over its high-water mark the door stops answering at parse time (uvicorn then queues
+    the requests and stops reading), so the server's buffer stays bounded."""
+    with held(srv):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader
+        sock.connect(("127.0.0.1", srv.port))
+        burst = _post() * 40000  # ~7 MB of requests, ~10 MB of answers: past the kernel buffers
+
+        def send() -> None:
+            with contextlib.suppress(OSError):  # closed under it at the end
+                sock.sendall(burst)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        time.sleep(3)  # the server reads what it will; the client never reads
+        buffered = max(
+            (c.transport.get_write_buffer_size() for c in list(srv_connections(srv))), default=0
+        )
+        sock.close()
+        sender.join(10)
+    assert 0 < len(srv.spy.answered) < 40000
+    assert buffered < 400_000, buffered
+
+
+def srv_connections(s: Srv) -> list[DoorProtocol]:
+    return [c for c in s.server.server_state.connections if isinstance(c, DoorProtocol)]
