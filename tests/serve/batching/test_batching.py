@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,17 @@ def run_async(fn: Callable[[], object]) -> object:
     return asyncio.run(fn())  # type: ignore[arg-type]
 
 
+@contextlib.asynccontextmanager
+async def started(batcher: Batcher) -> AsyncIterator[Batcher]:
+    """The batcher bound to the running loop, closed at the end even when an assert failed
+    (close never blocks: queued requests are failed, the private executor let go)."""
+    batcher.start()
+    try:
+        yield batcher
+    finally:
+        batcher.close()
+
+
 async def wait_for_thread(event: threading.Event) -> None:
     for _ in range(1000):
         if event.is_set():
@@ -81,14 +93,12 @@ def test_concurrent_requests_are_merged_and_each_gets_its_rows(predictor, chapte
     expected = [predictor.run(predictor.to_feeds(x[i : i + 1])) for i in range(len(x))]
 
     async def main() -> list[Prediction]:
-        b = Batcher(predictor.run, max_batch_size=64, max_wait_ms=0, max_queue=100)
-        b.start()
-        before = predictor.calls
-        out = await asyncio.gather(*(b.submit(predictor.to_feeds(x[i : i + 1])) for i in range(len(x))))
-        # first request runs at once (idle model), the other 39 queue behind it: one more call
-        assert predictor.calls - before == 2
-        assert b.stats.batches == 2 and b.stats.max_batch_rows == 39
-        b.close()
+        async with started(Batcher(predictor.run, max_batch_size=64, max_wait_ms=0, max_queue=100)) as b:
+            before = predictor.calls
+            out = await asyncio.gather(*(b.submit(predictor.to_feeds(x[i : i + 1])) for i in range(len(x))))
+            # first request runs at once (idle model), the other 39 queue behind it: one more call
+            assert predictor.calls - before == 2
+            assert b.stats.batches == 2 and b.stats.max_batch_rows == 39
         return out
 
     got = run_async(main)
@@ -106,14 +116,12 @@ def test_multi_row_requests_merge_up_to_the_row_limit_and_big_ones_run_alone(pre
     chunks = [x[starts[i] : starts[i + 1]] for i in range(len(sizes))]
 
     async def main() -> list[Prediction]:
-        b = Batcher(predictor.run, max_batch_size=16, max_wait_ms=0, max_queue=100)
-        b.start()
-        before = predictor.calls
-        out = await asyncio.gather(*(b.submit(predictor.to_feeds(c)) for c in chunks))
-        # [1] | [5,3,7] | [20] | [2,2,9]
-        assert predictor.calls - before == 4
-        assert b.stats.max_batch_rows == 20
-        b.close()
+        async with started(Batcher(predictor.run, max_batch_size=16, max_wait_ms=0, max_queue=100)) as b:
+            before = predictor.calls
+            out = await asyncio.gather(*(b.submit(predictor.to_feeds(c)) for c in chunks))
+            # [1] | [5,3,7] | [20] | [2,2,9]
+            assert predictor.calls - before == 4
+            assert b.stats.max_batch_rows == 20
         return out
 
     got = run_async(main)
@@ -130,17 +138,15 @@ def test_idle_request_is_not_delayed_by_max_wait(predictor, chapter_data):
 
     async def main() -> None:
         # a huge wait budget: if the batcher waited for company, this would take 60 s
-        b = Batcher(predictor.run, max_batch_size=64, max_wait_ms=60_000, max_queue=100)
-        b.start()
-        # teach the cost model a real fixed cost and a fast arrival stream first
-        for n in (1, 8, 1, 32, 4, 16):
-            await asyncio.wait_for(b.submit(predictor.to_feeds(x[:n])), 10)
-        await asyncio.sleep(0.2)  # then idle
-        t0 = time.monotonic()
-        p = await asyncio.wait_for(b.submit(predictor.to_feeds(x[:1])), 10)
-        assert len(p) == 1
-        assert time.monotonic() - t0 < 10  # structurally: far below max_wait (60 s)
-        b.close()
+        async with started(Batcher(predictor.run, max_batch_size=64, max_wait_ms=60_000, max_queue=100)) as b:
+            # teach the cost model a real fixed cost and a fast arrival stream first
+            for n in (1, 8, 1, 32, 4, 16):
+                await asyncio.wait_for(b.submit(predictor.to_feeds(x[:n])), 10)
+            await asyncio.sleep(0.2)  # then idle
+            t0 = time.monotonic()
+            p = await asyncio.wait_for(b.submit(predictor.to_feeds(x[:1])), 10)
+            assert len(p) == 1
+            assert time.monotonic() - t0 < 10  # structurally: far below max_wait (60 s)
 
     run_async(main)
 
@@ -153,24 +159,22 @@ def test_full_queue_is_rejected_at_once_with_retry_after():
     model = FakeModel(gate=gate)
 
     async def main() -> None:
-        b = Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=2)
-        b.start()
-        running = asyncio.ensure_future(b.submit(feeds(1)))
-        await wait_for_thread(model.started)
-        queued = [asyncio.ensure_future(b.submit(feeds(i))) for i in (2, 3)]
-        await asyncio.sleep(0)
-        assert b.queue_depth == 2
-        t0 = time.monotonic()
-        with pytest.raises(OverloadedError) as info:
-            await b.submit(feeds(4))
-        assert time.monotonic() - t0 < 1.0
-        assert info.value.retry_after_s > 0
-        assert info.value.http_status == 503
-        assert b.stats.rejected == 1
-        gate.set()
-        assert values(await running) == [1]
-        assert [values(await q) for q in queued] == [[2], [3]]
-        b.close()
+        async with started(Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=2)) as b:
+            running = asyncio.ensure_future(b.submit(feeds(1)))
+            await wait_for_thread(model.started)
+            queued = [asyncio.ensure_future(b.submit(feeds(i))) for i in (2, 3)]
+            await asyncio.sleep(0)
+            assert b.queue_depth == 2
+            t0 = time.monotonic()
+            with pytest.raises(OverloadedError) as info:
+                await b.submit(feeds(4))
+            assert time.monotonic() - t0 < 1.0
+            assert info.value.retry_after_s > 0
+            assert info.value.http_status == 503
+            assert b.stats.rejected == 1
+            gate.set()
+            assert values(await running) == [1]
+            assert [values(await q) for q in queued] == [[2], [3]]
 
     run_async(main)
     assert [4] not in model.calls and all(4 not in c for c in model.calls)
@@ -183,19 +187,17 @@ def test_deadline_passed_at_batch_assembly_is_not_computed_even_before_its_timer
     model = FakeModel(gate=gate)
 
     async def main() -> None:
-        b = Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)
-        b.start()
-        running = asyncio.ensure_future(b.submit(feeds(1)))
-        await wait_for_thread(model.started)
-        late = asyncio.ensure_future(b.submit(feeds(2), deadline=time.monotonic() + 0.05))
-        await asyncio.sleep(0)  # queued
-        gate.set()
-        time.sleep(0.3)  # the loop stalls: the batch ends, the deadline passes, nothing runs
-        assert values(await running) == [1]
-        with pytest.raises(DeadlineExceededError):
-            await asyncio.wait_for(late, 5)
-        assert b.stats.expired == 1
-        b.close()
+        async with started(Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)) as b:
+            running = asyncio.ensure_future(b.submit(feeds(1)))
+            await wait_for_thread(model.started)
+            late = asyncio.ensure_future(b.submit(feeds(2), deadline=time.monotonic() + 0.05))
+            await asyncio.sleep(0)  # queued
+            gate.set()
+            time.sleep(0.3)  # the loop stalls: the batch ends, the deadline passes, nothing runs
+            assert values(await running) == [1]
+            with pytest.raises(DeadlineExceededError):
+                await asyncio.wait_for(late, 5)
+            assert b.stats.expired == 1
 
     run_async(main)
     assert model.calls == [[1]]
@@ -206,23 +208,21 @@ def test_deadline_passing_in_queue_answers_and_is_not_computed():
     model = FakeModel(gate=gate)
 
     async def main() -> None:
-        b = Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)
-        b.start()
-        running = asyncio.ensure_future(b.submit(feeds(1)))
-        await wait_for_thread(model.started)
-        late = asyncio.ensure_future(b.submit(feeds(2), deadline=time.monotonic() + 0.05))
-        ok = asyncio.ensure_future(b.submit(feeds(3), deadline=time.monotonic() + 30))
-        with pytest.raises(DeadlineExceededError):
-            await asyncio.wait_for(late, 5)  # answered while the model is still busy
-        assert not gate.is_set()
-        assert b.queue_depth == 1
-        gate.set()
-        assert values(await running) == [1]
-        assert values(await ok) == [3]
-        with pytest.raises(DeadlineExceededError):  # already past: refused at submit
-            await b.submit(feeds(5), deadline=time.monotonic() - 1)
-        assert b.stats.expired == 2
-        b.close()
+        async with started(Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)) as b:
+            running = asyncio.ensure_future(b.submit(feeds(1)))
+            await wait_for_thread(model.started)
+            late = asyncio.ensure_future(b.submit(feeds(2), deadline=time.monotonic() + 0.05))
+            ok = asyncio.ensure_future(b.submit(feeds(3), deadline=time.monotonic() + 30))
+            with pytest.raises(DeadlineExceededError):
+                await asyncio.wait_for(late, 5)  # answered while the model is still busy
+            assert not gate.is_set()
+            assert b.queue_depth == 1
+            gate.set()
+            assert values(await running) == [1]
+            assert values(await ok) == [3]
+            with pytest.raises(DeadlineExceededError):  # already past: refused at submit
+                await b.submit(feeds(5), deadline=time.monotonic() - 1)
+            assert b.stats.expired == 2
 
     run_async(main)
     assert model.calls == [[1], [3]]
@@ -233,34 +233,32 @@ def test_probe_reporting_a_disconnect_drops_a_queued_request():
     model = FakeModel(gate=gate)
 
     async def main() -> None:
-        b = Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)
-        b.start()
-        running = asyncio.ensure_future(b.submit(feeds(1)))
-        await wait_for_thread(model.started)
-        hang_up = asyncio.Event()
-        probes = []
+        async with started(Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)) as b:
+            running = asyncio.ensure_future(b.submit(feeds(1)))
+            await wait_for_thread(model.started)
+            hang_up = asyncio.Event()
+            probes = []
 
-        async def probe() -> bool:
-            probes.append(1)
-            await hang_up.wait()
-            return True
+            async def probe() -> bool:
+                probes.append(1)
+                await hang_up.wait()
+                return True
 
-        async def never() -> bool:
-            await asyncio.Event().wait()
-            return False
+            async def never() -> bool:
+                await asyncio.Event().wait()
+                return False
 
-        gone = asyncio.ensure_future(b.submit(feeds(2), probe=probe))
-        stays = asyncio.ensure_future(b.submit(feeds(3), probe=never))
-        await asyncio.sleep(WATCH_AFTER_S * 4)
-        assert probes == [1]  # started only once the request had waited a while
-        hang_up.set()
-        with pytest.raises(ClientGone):
-            await asyncio.wait_for(gone, 5)
-        assert b.queue_depth == 1 and b.stats.cancelled == 1
-        gate.set()
-        assert values(await running) == [1]
-        assert values(await stays) == [3]
-        b.close()
+            gone = asyncio.ensure_future(b.submit(feeds(2), probe=probe))
+            stays = asyncio.ensure_future(b.submit(feeds(3), probe=never))
+            await asyncio.sleep(WATCH_AFTER_S * 4)
+            assert probes == [1]  # started only once the request had waited a while
+            hang_up.set()
+            with pytest.raises(ClientGone):
+                await asyncio.wait_for(gone, 5)
+            assert b.queue_depth == 1 and b.stats.cancelled == 1
+            gate.set()
+            assert values(await running) == [1]
+            assert values(await stays) == [3]
 
     run_async(main)
     assert model.calls == [[1], [3]]
@@ -271,22 +269,20 @@ def test_cancelled_caller_is_dropped_from_its_batch():
     model = FakeModel(gate=gate)
 
     async def main() -> None:
-        b = Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)
-        b.start()
-        running = asyncio.ensure_future(b.submit(feeds(1)))
-        await wait_for_thread(model.started)
-        gone = asyncio.ensure_future(b.submit(feeds(2)))
-        stays = asyncio.ensure_future(b.submit(feeds(3)))
-        await asyncio.sleep(0)
-        gone.cancel()  # client disconnected while queued
-        await asyncio.sleep(0)
-        assert b.queue_depth == 1
-        gate.set()
-        assert values(await running) == [1]
-        assert values(await stays) == [3]
-        assert gone.cancelled()
-        assert b.stats.cancelled == 1
-        b.close()
+        async with started(Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)) as b:
+            running = asyncio.ensure_future(b.submit(feeds(1)))
+            await wait_for_thread(model.started)
+            gone = asyncio.ensure_future(b.submit(feeds(2)))
+            stays = asyncio.ensure_future(b.submit(feeds(3)))
+            await asyncio.sleep(0)
+            gone.cancel()  # client disconnected while queued
+            await asyncio.sleep(0)
+            assert b.queue_depth == 1
+            gate.set()
+            assert values(await running) == [1]
+            assert values(await stays) == [3]
+            assert gone.cancelled()
+            assert b.stats.cancelled == 1
 
     run_async(main)
     assert model.calls == [[1], [3]]
@@ -305,27 +301,25 @@ def test_failing_model_call_fails_only_its_batch(error):
     model.error = error
 
     async def main() -> None:
-        b = Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)
-        b.start()
-        first = asyncio.ensure_future(b.submit(feeds(1)))
-        await wait_for_thread(model.started)
-        bad = asyncio.ensure_future(b.submit(feeds(66)))
-        neighbour = asyncio.ensure_future(b.submit(feeds(2, 3)))
-        gate.set()
-        assert values(await first) == [1]
-        errors = []
-        for f in (bad, neighbour):
-            with pytest.raises(InferenceError) as info:
-                await f
-            errors.append(info.value)
-        assert errors[0] is not errors[1]  # each caller gets its own exception object
-        for e in errors:
-            body = e.to_dict()
-            assert body["error"] == "inference_failed"
-            assert "/srv" not in str(body) and "Traceback" not in str(body)
-        assert values(await b.submit(feeds(4))) == [4]  # the model keeps serving
-        assert b.stats.failed == 2
-        b.close()
+        async with started(Batcher(model.run, max_batch_size=8, max_wait_ms=0, max_queue=10)) as b:
+            first = asyncio.ensure_future(b.submit(feeds(1)))
+            await wait_for_thread(model.started)
+            bad = asyncio.ensure_future(b.submit(feeds(66)))
+            neighbour = asyncio.ensure_future(b.submit(feeds(2, 3)))
+            gate.set()
+            assert values(await first) == [1]
+            errors = []
+            for f in (bad, neighbour):
+                with pytest.raises(InferenceError) as info:
+                    await f
+                errors.append(info.value)
+            assert errors[0] is not errors[1]  # each caller gets its own exception object
+            for e in errors:
+                body = e.to_dict()
+                assert body["error"] == "inference_failed"
+                assert "/srv" not in str(body) and "Traceback" not in str(body)
+            assert values(await b.submit(feeds(4))) == [4]  # the model keeps serving
+            assert b.stats.failed == 2
 
     run_async(main)
     assert model.calls == [[1], [66, 2, 3], [4]]
@@ -336,11 +330,9 @@ def test_model_returning_wrong_row_count_is_an_inference_error():
         return Prediction(values=f["x"][:-1, 0])
 
     async def main() -> None:
-        b = Batcher(short, max_batch_size=8, max_wait_ms=0, max_queue=10)
-        b.start()
-        with pytest.raises(InferenceError):
-            await b.submit(feeds(1, 2))
-        b.close()
+        async with started(Batcher(short, max_batch_size=8, max_wait_ms=0, max_queue=10)) as b:
+            with pytest.raises(InferenceError):
+                await b.submit(feeds(1, 2))
 
     run_async(main)
 
@@ -353,19 +345,17 @@ def test_drain_completes_queued_work_and_refuses_new():
     model = FakeModel(gate=gate)
 
     async def main() -> None:
-        b = Batcher(model.run, max_batch_size=2, max_wait_ms=5, max_queue=50)
-        b.start()
-        futs = [asyncio.ensure_future(b.submit(feeds(i))) for i in range(7)]
-        await wait_for_thread(model.started)
-        drain = asyncio.ensure_future(b.drain(timeout=20))
-        await asyncio.sleep(0)
-        with pytest.raises(OverloadedError):
-            await b.submit(feeds(99))
-        gate.set()
-        report = await drain
-        assert report.completed and report.abandoned == 0
-        assert [values(f.result()) for f in futs] == [[i] for i in range(7)]
-        b.close()
+        async with started(Batcher(model.run, max_batch_size=2, max_wait_ms=5, max_queue=50)) as b:
+            futs = [asyncio.ensure_future(b.submit(feeds(i))) for i in range(7)]
+            await wait_for_thread(model.started)
+            drain = asyncio.ensure_future(b.drain(timeout=20))
+            await asyncio.sleep(0)
+            with pytest.raises(OverloadedError):
+                await b.submit(feeds(99))
+            gate.set()
+            report = await drain
+            assert report.completed and report.abandoned == 0
+            assert [values(f.result()) for f in futs] == [[i] for i in range(7)]
 
     run_async(main)
     assert sorted(i for c in model.calls for i in c) == list(range(7))
@@ -376,18 +366,16 @@ def test_drain_timeout_fails_leftovers_explicitly():
     model = FakeModel(gate=gate)
 
     async def main() -> None:
-        b = Batcher(model.run, max_batch_size=1, max_wait_ms=0, max_queue=50)
-        b.start()
-        futs = [asyncio.ensure_future(b.submit(feeds(i))) for i in range(4)]
-        await wait_for_thread(model.started)
-        report = await b.drain(timeout=0.1)
-        assert not report.completed and report.abandoned == 3
-        for f in futs[1:]:
-            with pytest.raises(OverloadedError):
-                await f
-        gate.set()
-        assert values(await futs[0]) == [0]  # the running batch still answers its caller
-        b.close()
+        async with started(Batcher(model.run, max_batch_size=1, max_wait_ms=0, max_queue=50)) as b:
+            futs = [asyncio.ensure_future(b.submit(feeds(i))) for i in range(4)]
+            await wait_for_thread(model.started)
+            report = await b.drain(timeout=0.1)
+            assert not report.completed and report.abandoned == 3
+            for f in futs[1:]:
+                with pytest.raises(OverloadedError):
+                    await f
+            gate.set()
+            assert values(await futs[0]) == [0]  # the running batch still answers its caller
 
     run_async(main)
 
@@ -466,17 +454,16 @@ def test_inline_mode_runs_an_idle_request_on_the_loop_and_concurrent_ones_in_the
 
     async def main() -> None:
         timed, inline = measured(run, inline_max_ms=50)
-        b = Batcher(timed, max_batch_size=64, max_wait_ms=0, max_queue=100, inline=inline)
-        b.start()
-        assert values(await b.submit(feeds(0))) == [0]  # cost unknown: first call in a thread
-        assert values(await b.submit(feeds(1))) == [1]  # idle and alone: on the loop
-        out = await asyncio.gather(*(b.submit(feeds(i)) for i in range(2, 22)))
-        assert [values(p) for p in out] == [[i] for i in range(2, 22)]
-        # 20 in one loop turn: the first finds the model idle and alone and runs at once; the
-        # second is evidence of concurrency and goes to the thread; the other 18 queue
-        # behind it and share the next call
-        assert b.stats.batches == 5 and b.stats.max_batch_rows == 18
-        b.close()
+        async with started(Batcher(timed, max_batch_size=64, max_wait_ms=0, max_queue=100,
+                                   inline=inline)) as b:
+            assert values(await b.submit(feeds(0))) == [0]  # cost unknown: first call in a thread
+            assert values(await b.submit(feeds(1))) == [1]  # idle and alone: on the loop
+            out = await asyncio.gather(*(b.submit(feeds(i)) for i in range(2, 22)))
+            assert [values(p) for p in out] == [[i] for i in range(2, 22)]
+            # 20 in one loop turn: the first finds the model idle and alone and runs at once; the
+            # second is evidence of concurrency and goes to the thread; the other 18 queue
+            # behind it and share the next call
+            assert b.stats.batches == 5 and b.stats.max_batch_rows == 18
 
     run_async(main)
     main_thread = threading.main_thread().name
@@ -490,15 +477,14 @@ def test_inline_request_at_idle_completes_without_a_loop_turn():
 
     async def main() -> None:
         timed, inline = measured(run, inline_max_ms=50)
-        b = Batcher(timed, max_batch_size=64, max_wait_ms=1000, max_queue=100, inline=inline)
-        b.start()
-        await b.submit(feeds(0))  # measured once (in the thread)
-        await asyncio.sleep(0.05)  # idle, and the next arrival is spaced out
-        coro = b.submit(feeds(7))
-        with pytest.raises(StopIteration) as done:
-            coro.send(None)  # finished on its first step: it never waited for anything
-        assert values(done.value.value) == [7]
-        b.close()
+        async with started(Batcher(timed, max_batch_size=64, max_wait_ms=1000, max_queue=100,
+                                   inline=inline)) as b:
+            await b.submit(feeds(0))  # measured once (in the thread)
+            await asyncio.sleep(0.05)  # idle, and the next arrival is spaced out
+            coro = b.submit(feeds(7))
+            with pytest.raises(StopIteration) as done:
+                coro.send(None)  # finished on its first step: it never waited for anything
+            assert values(done.value.value) == [7]
 
     run_async(main)
 
@@ -513,11 +499,10 @@ def test_inline_mode_never_runs_an_expensive_batch_on_the_loop():
 
     async def main() -> None:
         timed, inline = measured(run, inline_max_ms=1)
-        b = Batcher(timed, max_batch_size=64, max_wait_ms=0, max_queue=100, inline=inline)
-        b.start()
-        for i in range(3):
-            assert values(await b.submit(feeds(i))) == [i]
-        b.close()
+        async with started(Batcher(timed, max_batch_size=64, max_wait_ms=0, max_queue=100,
+                                   inline=inline)) as b:
+            for i in range(3):
+                assert values(await b.submit(feeds(i))) == [i]
 
     run_async(main)
     assert all(t.startswith("packserve-batch") for t in threads)
@@ -552,14 +537,12 @@ def test_inline_fast_path_failure_is_a_clean_inference_error():
 
     async def main() -> None:
         timed, inline = measured(run, inline_max_ms=50)
-        b = Batcher(timed, max_batch_size=8, max_wait_ms=0, max_queue=10, inline=inline)
-        b.start()
-        await b.submit(feeds(1))
-        await asyncio.sleep(0.01)
-        with pytest.raises(InferenceError) as info:
-            await b.submit(feeds(2))
-        assert "/srv" not in str(info.value.to_dict())
-        assert b.stats.failed == 1 and b.in_flight == 0 and b.queue_depth == 0
-        b.close()
+        async with started(Batcher(timed, max_batch_size=8, max_wait_ms=0, max_queue=10, inline=inline)) as b:
+            await b.submit(feeds(1))
+            await asyncio.sleep(0.01)
+            with pytest.raises(InferenceError) as info:
+                await b.submit(feeds(2))
+            assert "/srv" not in str(info.value.to_dict())
+            assert b.stats.failed == 1 and b.in_flight == 0 and b.queue_depth == 0
 
     run_async(main)
