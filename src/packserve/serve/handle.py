@@ -144,11 +144,11 @@ class ModelHandle:
             log.exception("model %s/%s failed to warm up: %r", self.name, self.version, exc)
             return
         self.predictor = predictor
-        self.plan = FusedPlan.build(self)
-        if self.busy is not None and row_stable(
+        if self.busy is not None and row_stable(  # raw outputs included: the plan's too
             lambda feeds: prediction_arrays(predictor.run(feeds)), predictor.example_feeds(1)
         ):
             self.shared = PassBatch(self._run_shared, Prediction.slice, self.cost.inline)
+        self.plan = FusedPlan.build(self)
         self.load_seconds = time.perf_counter() - t0
         self.state = ModelState.READY
         log.info(

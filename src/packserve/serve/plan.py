@@ -13,7 +13,8 @@ cover — not ready, a batcher, a passed deadline, a call the cost model sends o
 takes the generic path, so admission, deadlines, disconnects and probes are unchanged.
 ``tests/serve/test_fused_plan.py`` holds the two paths byte-identical. Requests arriving
 together may share one call (:mod:`packserve.serve.coalesce`), when the handle allows it
-(``busy``) and the model's rows compute identically together.
+(``busy``) and the model's rows compute identically together (the handle's ``shared``, set at
+load after :func:`~packserve.serve.coalesce.row_stable`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 
 from packserve.bundle import Manifest
 from packserve.runtime import Feeds, Predictor
-from packserve.serve.coalesce import PassBatch, row_stable
+from packserve.serve.coalesce import PassBatch
 from packserve.serve.offload import CostModel
 from packserve.serve.payloads.encoding import ResponseEncoder
 from packserve.serve.payloads.validation import RequestDecoder
@@ -58,6 +59,8 @@ class ModelHandle(Protocol):
     def ready(self) -> bool: ...
     @property
     def busy(self) -> Callable[[], bool] | None: ...
+    @property
+    def shared(self) -> object: ...
 
 
 class FusedPlan:
@@ -85,9 +88,7 @@ class FusedPlan:
         busy = handle.busy
         self._busy: Callable[[], bool] = busy if busy is not None else _never
         self._pass: PassBatch[Result] | None = None
-        if busy is not None and row_stable(
-            lambda feeds: predictor.run_outputs(feeds, self._names), predictor.example_feeds(1)
-        ):
+        if busy is not None and handle.shared is not None:  # its rows passed row_stable at load
             self._pass = PassBatch(self._compute, _cut, handle.cost.inline)
 
     @staticmethod
