@@ -14,7 +14,9 @@ know (the offered rate, the pool size), so it is found by feedback.
 
 The signal is saturation, read once per iteration: the loop thread's CPU time against the
 wall time (or the process's, against the wall time of every CPU it may use: a batch or
-inference thread on the loop's core makes the loop wait without idling). A loop that idles,
+inference thread on the loop's core makes the loop wait without idling) — "every CPU it may
+use" capped by a container's CPU limit (:mod:`packserve.serve.cpulimit`): throttled at half a
+CPU, a saturated loop shows half its wall time as CPU time. A loop that idles,
 even briefly, is keeping up with its clients; one that has not idled for ``sustain_s``, in
 iterations of at least ``long_s`` (a quarter of the budget), is behind them. A saturated
 loop in short iterations is not: a closed-loop client of 64 connections keeps a core busy in
@@ -35,9 +37,10 @@ keeping up needs iterations shorter than ``long_s`` is not protected (a smaller 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
+
+from packserve.serve.cpulimit import usable_cpus
 
 __all__ = ["PollQuota"]
 
@@ -60,10 +63,12 @@ class PollQuota:
         self, *, floor: int = 16, sustain_s: float = 0.03, long_s: float = 0.015,
         clocks: tuple[Callable[[], float], Callable[[], float], Callable[[], float]] = (
             time.monotonic, time.thread_time, time.process_time),
-        cpus: int | None = None,
+        cpus: float | None = None,
     ) -> None:
         self._clocks = clocks  # (wall, this thread's CPU time, this process's CPU time)
-        self._cpus = cpus or len(os.sched_getaffinity(0))
+        # CPUs' worth of time a second this process may use: under a container's CPU limit
+        # (a CFS quota) a saturated loop shows that share of its wall time, not all of it
+        self._cpus = cpus or usable_cpus()
         self.floor = floor
         self.sustain_s = sustain_s
         self.long_s = long_s
@@ -95,7 +100,7 @@ class PollQuota:
         took = wall - self._wall
         # the loop thread never idled, or every CPU the process may use was its own (a batch
         # or inference thread on the loop's core: the loop then waits without idling)
-        busy = (cpu - self._cpu >= SATURATED * took
+        busy = (cpu - self._cpu >= SATURATED * took * min(1.0, self._cpus)
                 or proc - self._proc >= SATURATED * took * self._cpus)
         self._wall, self._cpu, self._proc = wall, cpu, proc
         self._scheduled = False
