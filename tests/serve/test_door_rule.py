@@ -201,3 +201,29 @@ def test_the_door_refuses_beyond_the_quota_as_saturated() -> None:
         assert adm.in_progress("m") == 0 and adm.clock.count == 0  # still nothing counted
 
     asyncio.run(main())
+
+
+def test_the_bound_is_computed_once_a_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests above the floor (coalescing keeps many in progress) reuse the pass's bound."""
+    calls: list[str] = []
+    original = Admission.limit
+
+    def counted(self: Admission, handle: ModelHandle) -> int:
+        calls.append(handle.name)
+        return original(self, handle)
+
+    monkeypatch.setattr(Admission, "limit", counted)
+
+    async def main() -> None:
+        adm = Admission(budget_ms=30)
+        handle = _handle()
+        adm._counts["m"] = 3
+        for _ in range(5):
+            adm.enter(handle, time.monotonic())
+            adm.door(handle, time.monotonic())
+        assert calls == ["m"]
+        await asyncio.sleep(0)  # a new pass: computed again
+        adm.door(handle, time.monotonic())
+        assert calls == ["m", "m"]
+
+    asyncio.run(main())

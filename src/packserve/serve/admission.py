@@ -88,7 +88,7 @@ class LoopClock:
     per busy pass; nothing at all while idle.
     """
 
-    __slots__ = ("_armed", "_start", "count", "last_count", "last_s")
+    __slots__ = ("_armed", "_start", "count", "last_count", "last_s", "passes")
 
     def __init__(self) -> None:
         self._start = 0.0
@@ -96,6 +96,7 @@ class LoopClock:
         self.count = 0
         self.last_s = 0.0
         self.last_count = 0
+        self.passes = 0
 
     def elapsed(self, now: float) -> float:
         if self._armed:
@@ -121,6 +122,7 @@ class LoopClock:
 
     def _reset(self) -> None:
         self._armed = False
+        self.passes += 1
         self.last_s = time.monotonic() - self._start
         self.last_count = self.count
 
@@ -165,6 +167,7 @@ class Admission:
         #: the door's per-iteration quota while the loop is saturated (serve/saturation.py)
         self.quota = PollQuota(sustain_s=self.budget_s, long_s=self.budget_s / 4)
         self._forgetting = False
+        self._limits: dict[ModelHandle, tuple[int, int]] = {}
         self._counts: dict[str, int] = {}
         self._reject_inc: dict[tuple[str, str], Callable[[], None]] = {}
         self.rejected = Counter(
@@ -222,7 +225,7 @@ class Admission:
         # limit() is never below 2 (or an explicit max_in_flight below 2): most requests find
         # fewer in progress and skip computing it (~0.5 µs a request on the hot path)
         floor = min(2, self.max_in_flight) if self.max_in_flight else 2
-        if n >= floor and self.enabled and n >= self.limit(handle):
+        if n >= floor and self.enabled and n >= self._bound(handle):
             self._reject(name, "in_flight")
             raise _in_flight(name, n)
         self._counts[name] = n + 1
@@ -249,7 +252,7 @@ class Admission:
             return "queue_full", _queue_full(name, batcher.queue_depth)
         n = self._counts.get(name, 0)
         floor = min(2, self.max_in_flight) if self.max_in_flight else 2
-        if n >= floor and n >= self.limit(handle):
+        if n >= floor and n >= self._bound(handle):
             return "in_flight", _in_flight(name, n)
         if self.budget_s > 0 and not self.quota.admit():
             return "saturated", _LOOP_OVERLOADED
@@ -262,6 +265,22 @@ class Admission:
     def _forget(self) -> None:
         self._forgetting = False
         self.clock.forget()
+
+    def _bound(self, handle: ModelHandle) -> int:
+        """:meth:`limit`, computed once per loop pass and model version (~1 µs each time):
+        requests waiting for a shared call (coalescing) keep most requests above the floor,
+        and the door asks as well as :meth:`enter`."""
+        if self.max_in_flight:
+            return self.max_in_flight
+        passes = self.clock.passes
+        hit = self._limits.get(handle)
+        if hit is not None and hit[0] == passes:
+            return hit[1]
+        limit = self.limit(handle)
+        if len(self._limits) > 64:  # versions come and go
+            self._limits.clear()
+        self._limits[handle] = (passes, limit)
+        return limit
 
     def leave(self, handle: ModelHandle) -> None:
         handle.in_flight -= 1
