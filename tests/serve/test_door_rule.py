@@ -227,3 +227,33 @@ def test_the_bound_is_computed_once_a_pass(monkeypatch: pytest.MonkeyPatch) -> N
         assert calls == ["m", "m"]
 
     asyncio.run(main())
+
+
+def test_short_iterations_read_no_cpu_clock_until_a_long_one_needs_a_baseline() -> None:
+    """At one connection every request is an iteration: the CPU clocks (a system call each)
+    are read only when an iteration is long enough to matter, and then first as a baseline."""
+    t = {"wall": 100.0, "reads": 0}
+
+    def cpu() -> float:
+        t["reads"] += 1
+        return t["wall"]  # as busy as can be
+
+    quota = PollQuota(floor=4, sustain_s=0.03, long_s=0.005, cpus=1,
+                      clocks=(lambda: t["wall"], cpu, cpu))
+
+    async def iterations(n: int, seconds: float) -> None:
+        for _ in range(n):
+            quota.admit()
+            t["wall"] += seconds
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        await iterations(50, 0.001)  # short: nothing to decide
+        assert t["reads"] <= 2  # (the very first tick may read once)
+        reads = t["reads"]
+        await iterations(1, 0.01)  # the first long one: a baseline only
+        assert t["reads"] == reads + 2 and quota.quota == UNLIMITED
+        await iterations(6, 0.01)  # busy and long: saturation is still seen
+        assert quota.quota < UNLIMITED
+
+    asyncio.run(main())
