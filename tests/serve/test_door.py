@@ -50,6 +50,10 @@ class Spy:
     on: bool = True
     answered: list[Refusal] = field(default_factory=list)
 
+    def pressed(self) -> bool:
+        assert self.app.door is not None
+        return self.app.door.pressed()
+
     def __call__(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]]) -> Refusal | None:
         if not self.on:
             return None

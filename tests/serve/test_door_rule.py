@@ -257,3 +257,34 @@ def test_short_iterations_read_no_cpu_clock_until_a_long_one_needs_a_baseline() 
         assert quota.quota < UNLIMITED
 
     asyncio.run(main())
+
+
+def test_the_door_is_skipped_only_while_no_rule_could_refuse() -> None:
+    """``pressed`` (the engine's O(1) question before the door's look): False while calm; True
+    once a model reaches the floor of its bound, after a long pass, or while the quota acts."""
+    async def main() -> None:
+        adm = Admission(budget_ms=30)
+        a, b = _handle("a"), _handle("b")
+        assert not adm.pressed()
+        adm.enter(a, time.monotonic())
+        assert not adm.pressed()  # one in progress: no bound binds below two
+        adm.enter(a, time.monotonic())
+        assert adm.pressed()
+        adm.enter(b, time.monotonic())
+        adm.leave(a)
+        assert not adm.pressed()
+        adm.leave(a)
+        adm.leave(b)
+        adm.clock.last_s = 0.02  # a long pass
+        assert adm.pressed()
+        adm.clock.last_s = 0.0
+        adm.quota.quota = 100
+        assert adm.pressed()
+        adm.quota.quota = UNLIMITED
+        assert not adm.pressed()
+        assert not Admission(budget_ms=0).pressed()  # admission off: nothing to refuse
+        one = Admission(budget_ms=30, max_in_flight=1)
+        one.enter(a, time.monotonic())
+        assert one.pressed()  # an explicit bound of one binds at one
+
+    asyncio.run(main())

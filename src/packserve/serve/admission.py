@@ -62,7 +62,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from packserve.errors import OverloadedError
 from packserve.serve.registry import ModelHandle
-from packserve.serve.saturation import PollQuota
+from packserve.serve.saturation import UNLIMITED, PollQuota
 
 __all__ = ["MIN_BACKLOG", "TIMEOUT_HEADER", "Admission", "LoopClock"]
 
@@ -169,6 +169,9 @@ class Admission:
         self._forgetting = False
         self._limits: dict[ModelHandle, tuple[int, int]] = {}
         self._counts: dict[str, int] = {}
+        #: in progress from which a model's bound may bind (limit() is never below it)
+        self._floor = min(2, max_in_flight) if max_in_flight else 2
+        self._crowded = 0  # models with at least _floor requests in progress
         self._reject_inc: dict[tuple[str, str], Callable[[], None]] = {}
         self.rejected = Counter(
             "packserve_admission_rejected", "requests refused at the door (503), by reason",
@@ -224,11 +227,13 @@ class Admission:
         n = self._counts.get(name, 0)
         # limit() is never below 2 (or an explicit max_in_flight below 2): most requests find
         # fewer in progress and skip computing it (~0.5 µs a request on the hot path)
-        floor = min(2, self.max_in_flight) if self.max_in_flight else 2
+        floor = self._floor
         if n >= floor and self.enabled and n >= self._bound(handle):
             self._reject(name, "in_flight")
             raise _in_flight(name, n)
         self._counts[name] = n + 1
+        if n + 1 == floor:
+            self._crowded += 1
         handle.in_flight += 1
 
     def door(self, handle: ModelHandle, now: float) -> tuple[str, OverloadedError] | None:
@@ -251,7 +256,7 @@ class Admission:
         if batcher is not None and batcher.queue_depth >= batcher.max_queue:
             return "queue_full", _queue_full(name, batcher.queue_depth)
         n = self._counts.get(name, 0)
-        floor = min(2, self.max_in_flight) if self.max_in_flight else 2
+        floor = self._floor
         if n >= floor and n >= self._bound(handle):
             return "in_flight", _in_flight(name, n)
         if self.budget_s > 0 and not self.quota.admit():
@@ -284,7 +289,22 @@ class Admission:
 
     def leave(self, handle: ModelHandle) -> None:
         handle.in_flight -= 1
-        self._counts[handle.name] -= 1
+        n = self._counts[handle.name] - 1
+        self._counts[handle.name] = n
+        if n == self._floor - 1:
+            self._crowded -= 1
+
+    def pressed(self) -> bool:
+        """Could :meth:`door` refuse anything now? O(1): the engine skips the door's look
+        (route, model, rules: measured 12 µs of CPU a request at one connection, 5–12% of
+        the accepted path) while no model is at the floor of its bound, the last pass was
+        short and the saturation quota is not acting. Each of those is what the door's rules
+        need to refuse; once one holds, the door looks at every request again."""
+        if not self.enabled:
+            return False
+        quota = self.quota
+        return (self._crowded > 0 or self.clock.last_s >= quota.long_s
+                or quota.quota < UNLIMITED or quota.behind)
 
     def in_progress(self, name: str) -> int:
         return self._counts.get(name, 0)

@@ -55,7 +55,10 @@ class Door:
     def __init__(
         self, routes: RouteTable, *, observe: Observe, draining: Callable[[], bool],
         authorized: Callable[[str, RawHeaders], bool],
+        pressed: Callable[[], bool] = lambda: True,
     ) -> None:
+        #: could admission refuse anything now? (O(1); while not, the engine skips the door)
+        self.pressed = pressed
         self.routes = routes
         self.observe = observe
         self.draining = draining

@@ -82,6 +82,11 @@ class PollQuota:
         self._stale = False
         self._behind_since: float | None = None
 
+    @property
+    def behind(self) -> bool:
+        """Saturated in long iterations, not yet for ``sustain_s``: the quota may act soon."""
+        return self._behind_since is not None
+
     def admit(self) -> bool:
         """Let one more request through in this iteration? (Counts it if so.)"""
         if not self._scheduled:  # the first request of an iteration: measure it at its end

@@ -81,6 +81,8 @@ class DoorProtocol(HttpToolsProtocol):
             super().on_headers_complete()
 
     def _at_the_door(self) -> bool:
+        if not self.door.pressed():  # nothing near a limit: no look (admission.pressed)
+            return False
         parser = self.parser
         if parser.get_method() != b"POST":
             return False
