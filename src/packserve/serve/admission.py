@@ -171,7 +171,7 @@ class Admission:
         self._counts: dict[str, int] = {}
         #: in progress from which a model's bound may bind (limit() is never below it)
         self._floor = min(2, max_in_flight) if max_in_flight else 2
-        self._crowded = 0  # models with at least _floor requests in progress
+        self._near: set[str] = set()  # models with half their bound in progress (or more)
         self._reject_inc: dict[tuple[str, str], Callable[[], None]] = {}
         self.rejected = Counter(
             "packserve_admission_rejected", "requests refused at the door (503), by reason",
@@ -227,13 +227,14 @@ class Admission:
         n = self._counts.get(name, 0)
         # limit() is never below 2 (or an explicit max_in_flight below 2): most requests find
         # fewer in progress and skip computing it (~0.5 µs a request on the hot path)
-        floor = self._floor
-        if n >= floor and self.enabled and n >= self._bound(handle):
-            self._reject(name, "in_flight")
-            raise _in_flight(name, n)
+        if n + 1 >= self._floor and self.enabled:
+            bound = self._bound(handle)
+            if n >= bound:
+                self._reject(name, "in_flight")
+                raise _in_flight(name, n)
+            if n + 1 >= bound // 2:  # half way to its bound: the door looks again (pressed)
+                self._near.add(name)
         self._counts[name] = n + 1
-        if n + 1 == floor:
-            self._crowded += 1
         handle.in_flight += 1
 
     def door(self, handle: ModelHandle, now: float) -> tuple[str, OverloadedError] | None:
@@ -291,19 +292,21 @@ class Admission:
         handle.in_flight -= 1
         n = self._counts[handle.name] - 1
         self._counts[handle.name] = n
-        if n == self._floor - 1:
-            self._crowded -= 1
+        if n < self._floor:
+            self._near.discard(handle.name)
 
     def pressed(self) -> bool:
         """Could :meth:`door` refuse anything now? O(1): the engine skips the door's look
         (route, model, rules: measured 12 µs of CPU a request at one connection, 5–12% of
-        the accepted path) while no model is at the floor of its bound, the last pass was
+        the accepted path) while no model is near its bound, the last pass was
         short and the saturation quota is not acting. Each of those is what the door's rules
-        need to refuse; once one holds, the door looks at every request again."""
+        need to refuse; once one holds, the door looks at every request again. "Near" is half
+        the bound: requests a cheap model holds while they wait for a shared call
+        (:mod:`packserve.serve.coalesce`) are far from its bound and keep the door away."""
         if not self.enabled:
             return False
         quota = self.quota
-        return (self._crowded > 0 or self.clock.last_s >= quota.long_s
+        return (bool(self._near) or self.clock.last_s >= quota.long_s
                 or quota.quota < UNLIMITED or quota.behind)
 
     def in_progress(self, name: str) -> int:
