@@ -49,18 +49,27 @@ class Spy:
     app: PackserveApp
     on: bool = True
     answered: list[Refusal] = field(default_factory=list)
+    #: how many of ``answered`` were answered before the parser (a plain POST in one read)
+    before: int = 0
 
     def pressed(self) -> bool:
         assert self.app.door is not None
         return self.app.door.pressed()
 
-    def __call__(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]]) -> Refusal | None:
+    @property
+    def keyed(self) -> bool:
+        assert self.app.door is not None
+        return self.app.door.keyed
+
+    def __call__(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]], *,
+                 small: bool | None = None) -> Refusal | None:
         if not self.on:
             return None
         assert self.app.door is not None
-        got = self.app.door(method, path, headers)
+        got = self.app.door(method, path, headers, small=small)
         if got is not None:
             self.answered.append(got)
+            self.before += small is not None
         return got
 
 
@@ -184,6 +193,8 @@ def test_a_door_refusal_is_the_asgi_refusal_to_the_byte(srv: Srv, request_bytes:
         asgi = exchange(srv, request_bytes)
         srv.spy.on = True
         assert len(srv.spy.answered) == 1
+    # a plain POST in one read is answered before the parser; "connection: close" inside it
+    assert srv.spy.before == (b"connection:" not in request_bytes)
     assert door.startswith(b"HTTP/1.1 503 Service Unavailable\r\ndate: ")
     assert b"\r\nretry-after: 1\r\n" in door
     assert undated(door) == undated(asgi)
@@ -211,6 +222,32 @@ def test_two_door_refusals_then_health_on_one_connection(srv: Srv) -> None:
         finally:
             sock.close()
     assert len(srv.spy.answered) == 2
+    assert srv.spy.before == 1  # the first before the parser, the split one inside it
+
+
+def test_refusals_before_the_parser_keep_the_connection_alive_while_it_is_used(srv: Srv) -> None:
+    """Answers before the parser arm the keep-alive timer once and push it back: a
+    connection in use is never closed under the client, an idle one still is."""
+    srv.server.config.timeout_keep_alive = 1
+    try:
+        with held(srv):
+            sock = srv.sock()
+            try:
+                buf = bytearray()
+                for pause in (0.0, 0.6, 0.6, 0.6):  # 1.8 s in all, never 1 s idle
+                    time.sleep(pause)
+                    sock.sendall(_post())
+                    head, _ = response(sock, buf)
+                    assert head.startswith(b"HTTP/1.1 503"), head
+                assert srv.spy.before == 4
+                sock.settimeout(5)
+                started = time.monotonic()
+                assert sock.recv(1) == b""  # idle: closed by the server
+                assert 0.5 < time.monotonic() - started < 3
+            finally:
+                sock.close()
+    finally:
+        srv.server.config.timeout_keep_alive = 5
 
 
 def test_a_connection_close_request_is_closed_after_the_503(srv: Srv) -> None:

@@ -54,6 +54,7 @@ queued when it passes a 504 instead of a late answer (:meth:`Admission.deadline`
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -145,6 +146,12 @@ def _in_flight(name: str, n: int) -> OverloadedError:
     return OverloadedError(
         f"model {name!r} has {n} requests in progress; retry later", retry_after_s=1.0
     )
+
+
+#: the door's answers for the model rules: rendered, never raised, so one object per message
+#: serves every refusal that says it (under overload a count repeats thousands of times)
+_door_queue_full = functools.lru_cache(maxsize=256)(_queue_full)
+_door_in_flight = functools.lru_cache(maxsize=256)(_in_flight)
 
 
 class Admission:
@@ -255,11 +262,11 @@ class Admission:
                 return "queue_delay", _LOOP_OVERLOADED
         batcher = handle.batcher
         if batcher is not None and batcher.queue_depth >= batcher.max_queue:
-            return "queue_full", _queue_full(name, batcher.queue_depth)
+            return "queue_full", _door_queue_full(name, batcher.queue_depth)
         n = self._counts.get(name, 0)
         floor = self._floor
         if n >= floor and n >= self._bound(handle):
-            return "in_flight", _in_flight(name, n)
+            return "in_flight", _door_in_flight(name, n)
         if self.budget_s > 0 and not self.quota.admit():
             return "saturated", _LOOP_OVERLOADED
         return None

@@ -114,7 +114,7 @@ class PackserveApp(FastAPI):
         #: None when the ASGI path must see every request (the access log lines)
         self.door = None if settings.access_log or not settings.admission_door else Door(
             self.route_table, observe=metrics.observe_request, draining=draining,
-            authorized=self._authorized, pressed=self.admission.pressed,
+            authorized=None if self._key is None else self._authorized, pressed=self.admission.pressed,
         )
         self._openapi_gen = -1
         self._static: frozenset[str] | None = None

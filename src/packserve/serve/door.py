@@ -54,7 +54,7 @@ class Door:
 
     def __init__(
         self, routes: RouteTable, *, observe: Observe, draining: Callable[[], bool],
-        authorized: Callable[[str, RawHeaders], bool],
+        authorized: Callable[[str, RawHeaders], bool] | None,
         pressed: Callable[[], bool] = lambda: True,
     ) -> None:
         #: could admission refuse anything now? (O(1); while not, the engine skips the door)
@@ -62,10 +62,20 @@ class Door:
         self.routes = routes
         self.observe = observe
         self.draining = draining
+        #: None: no API key is needed anywhere (the engine may pass no headers)
         self.authorized = authorized
-        self._canned: dict[tuple[bool, str], tuple[bytes, bytes]] = {}
+        self._canned: dict[tuple[bool, str], Refusal] = {}
 
-    def __call__(self, method: str, path: str, headers: RawHeaders) -> Refusal | None:
+    @property
+    def keyed(self) -> bool:
+        """Does the answer depend on the request's headers beyond its body's size (an API key)?"""
+        return self.authorized is not None
+
+    def __call__(
+        self, method: str, path: str, headers: RawHeaders, *, small: bool | None = None,
+    ) -> Refusal | None:
+        """``small``: the engine has already checked the body is small and plain
+        (:func:`_small_body`); ``headers`` may then be empty unless :attr:`keyed`."""
         t0 = time.perf_counter()
         if method != "POST" or self.draining():
             return None
@@ -83,22 +93,24 @@ class Door:
         if verdict is None:  # the common case: admitted on the ASGI path
             return None
         if not (endpoint.keep_small_refusals and not endpoint.drain_small_refusals
-                and _small_body(headers) and self.authorized(path, headers)):
+                and (_small_body(headers) if small is None else small)
+                and (self.authorized is None or self.authorized(path, headers))):
             return None
         reason, exc = verdict
         admission.refused(handle, reason)
-        head, body = self._bytes(exc, endpoint.v2)
+        refusal = self._refusal(exc, endpoint.v2)
         self.observe(route.template, "POST", 503, time.perf_counter() - t0)
-        return Refusal(503, head, body)
+        return refusal
 
-    def _bytes(self, exc: OverloadedError, v2: bool) -> tuple[bytes, bytes]:
+    def _refusal(self, exc: OverloadedError, v2: bool) -> Refusal:
+        """The same object for the same answer: the engine caches its bytes by identity."""
         key = (v2, exc.message)
         canned = self._canned.get(key)
         if canned is None:
             status, body, headers = error_parts(exc, v2=v2)
             assert status == 503
             lines = [*headers, (b"content-length", str(len(body)).encode())]
-            canned = (b"".join(k + b": " + v + b"\r\n" for k, v in lines), body)
+            canned = Refusal(503, b"".join(k + b": " + v + b"\r\n" for k, v in lines), body)
             if len(self._canned) >= _CACHE_MAX:  # messages carry counts: keep it bounded
                 self._canned.clear()
             self._canned[key] = canned
