@@ -26,9 +26,9 @@ Variants are interleaved over ``--rounds``. It measures, it never fails on a tar
 
 ``--baseline-src DIR`` runs each variant again from DIR/src right after (e.g. a worktree of
 main): before vs after in one run. ``--refusals`` measures instead what shedding costs, on
-one chapter-model server with ``--max-in-flight 1`` per tree and round: served ``/predict``
-a second (wrk closed loop, 64 connections, 3 s), then refusals a second with the model's one
-slot held by a request whose body never completes (no model work competes with the
+chapter-model servers per tree and round: served ``/predict`` a second (default settings,
+wrk closed loop, 64 connections, 3 s), then, with ``--max-in-flight 1``, refusals a second
+with the model's one slot held by a request whose body never completes (no model work competes with the
 refusals); r = served/refused is a refusal's cost in served requests. This tree and the
 baseline interleaved over ``--rounds``.
 
@@ -234,19 +234,24 @@ def hold_slot(url: str, body: bytes) -> socket.socket:
 def refusal_rates(body: bytes, chapter: Path, args: argparse.Namespace, pin: str | None,
                   tmp: Path) -> None:
     """``--refusals``: what a refusal costs, this tree vs ``--baseline-src`` (module doc)."""
-    cmd = [sys.executable, "-m", "packserve", "serve", str(chapter), "--port", "{port}",
-           "--log-level", "warning", "--server", args.server, "--max-in-flight", "1",
-           *args.server_args.split()]
+    plain = [sys.executable, "-m", "packserve", "serve", str(chapter), "--port", "{port}",
+             "--log-level", "warning", "--server", args.server, *args.server_args.split()]
+    cmd = [*plain, "--max-in-flight", "1"]
     trees: dict[str, dict[str, str]] = {"this tree": {}}
     if args.baseline_src is not None:
         trees["baseline"] = {"PYTHONPATH": str(args.baseline_src.resolve() / "src")}
     rates: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, env in trees.items():
-            srv = start(name, cmd, env, "/health/ready", pin)
+            # served: default settings (with one slot, requests sharing a call are refused)
+            srv = start(name, plain, env, "/health/ready", pin)
             try:
                 c = run_wrk("wrk", srv.url + "/predict", body.decode(), 64, 3.0, None, tmp)
                 served = c["rps"] - c["non2xx"] / 3.0
+            finally:
+                srv.stop()
+            srv = start(name, cmd, env, "/health/ready", pin)
+            try:
                 held = hold_slot(srv.url, body)
                 try:
                     r = run_wrk("wrk", srv.url + "/predict", body.decode(), 64, 3.0, None, tmp)

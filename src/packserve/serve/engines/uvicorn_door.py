@@ -57,8 +57,10 @@ _PLAIN = re.compile(
     rb"POST (/[^ ?%#\x00-\x20\x7f-\xff]*) HTTP/1\.1\r\n"
     rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r\n)*)\r\n"
 )
+#: the header lines that frame a request or change what follows it
+_FRAMING = re.compile(rb"\n(content-length|transfer-encoding|expect|upgrade|connection):")
+_LENGTH_ONLY = [b"content-length"]
 _LENGTH = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,6})[ \t]*\r")
-_DECLINE = (b"\ntransfer-encoding:", b"\nexpect:", b"\nupgrade:", b"\nconnection:")
 _warned = False  # the door's first failure is logged, not every one
 
 
@@ -81,12 +83,11 @@ def plain_post(data: bytes) -> PlainPost | None:
     if m is None:
         return None
     head = b"\n" + m.group(2).lower()
-    n = _LENGTH.search(head)
-    if n is None or head.find(b"\ncontent-length:", n.end()) >= 0:
+    if _FRAMING.findall(head) != _LENGTH_ONLY:  # one length, nothing else that frames it
         return None
-    for name in _DECLINE:
-        if name in head:
-            return None
+    n = _LENGTH.search(head)
+    if n is None:
+        return None
     length = int(n.group(1))
     if length > SMALL_BODY_BYTES or len(data) != m.end() + length:
         return None  # not all of it here, or more than one request (pipelined)
