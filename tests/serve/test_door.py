@@ -30,6 +30,7 @@ from packserve.serve.app import PackserveApp, create_app
 from packserve.serve.door import Refusal
 from packserve.serve.engines.uvicorn import uvicorn_config
 from packserve.serve.engines.uvicorn_door import DoorProtocol
+from packserve.serve.saturation import Rounds
 from packserve.serve.settings import ServeSettings
 
 KEY = b"door-key"
@@ -55,6 +56,11 @@ class Spy:
     def pressed(self) -> bool:
         assert self.app.door is not None
         return self.app.door.pressed()
+
+    @property
+    def rounds(self) -> Rounds:
+        assert self.app.door is not None
+        return self.app.door.rounds
 
     @property
     def keyed(self) -> bool:

@@ -172,7 +172,8 @@ class Admission:
         self.timeout_s = max(timeout_ms, 0.0) / 1000.0
         self.clock = LoopClock()
         #: the door's per-iteration quota while the loop is saturated (serve/saturation.py)
-        self.quota = PollQuota(sustain_s=self.budget_s, long_s=self.budget_s / 4)
+        self.quota = PollQuota(sustain_s=self.budget_s, long_s=self.budget_s / 4,
+                               round_s=self.budget_s / 6)
         self._forgetting = False
         self._limits: dict[ModelHandle, tuple[int, int]] = {}
         self._counts: dict[str, int] = {}
@@ -314,7 +315,7 @@ class Admission:
             return False
         quota = self.quota
         return (bool(self._near) or self.clock.last_s >= quota.long_s
-                or quota.quota < UNLIMITED or quota.behind)
+                or quota.quota < UNLIMITED or quota.behind or quota.slow_rounds)
 
     def in_progress(self, name: str) -> int:
         return self._counts.get(name, 0)

@@ -115,6 +115,7 @@ class PackserveApp(FastAPI):
         self.door = None if settings.access_log or not settings.admission_door else Door(
             self.route_table, observe=metrics.observe_request, draining=draining,
             authorized=None if self._key is None else self._authorized, pressed=self.admission.pressed,
+            rounds=self.admission.quota.rounds,
         )
         self._openapi_gen = -1
         self._static: frozenset[str] | None = None

@@ -29,6 +29,7 @@ from packserve.errors import OverloadedError, PackserveError
 from packserve.serve.endpoint import SMALL_BODY_BYTES
 from packserve.serve.gateway import RouteTable
 from packserve.serve.http import error_parts
+from packserve.serve.saturation import Rounds
 
 __all__ = ["Door", "Refusal"]
 
@@ -55,10 +56,12 @@ class Door:
     def __init__(
         self, routes: RouteTable, *, observe: Observe, draining: Callable[[], bool],
         authorized: Callable[[str, RawHeaders], bool] | None,
-        pressed: Callable[[], bool] = lambda: True,
+        pressed: Callable[[], bool] = lambda: True, rounds: Rounds | None = None,
     ) -> None:
         #: could admission refuse anything now? (O(1); while not, the engine skips the door)
         self.pressed = pressed
+        #: where the engine records each client's wait between its turns (saturation.Rounds)
+        self.rounds = rounds if rounds is not None else Rounds(0.0)
         self.routes = routes
         self.observe = observe
         self.draining = draining

@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 from packserve.serve.cpulimit import usable_cpus
 
-__all__ = ["PollQuota"]
+__all__ = ["PollQuota", "Rounds"]
 
 #: CPU time over wall time of an iteration that counts as no idle time at all
 SATURATED = 0.9
@@ -51,16 +51,42 @@ SATURATED = 0.9
 MIN_SHARE = 0.25
 #: the most requests an iteration may pass: in effect, no limit
 UNLIMITED = 1 << 30
+#: weight of one request's gap in :class:`Rounds`' mean (~32 requests' memory)
+ROUND_WEIGHT = 1 / 32
+
+
+class Rounds:
+    """How long a client waits between its turns: the time between two requests on one
+    connection, averaged over requests (exponentially, weight :data:`ROUND_WEIGHT`).
+
+    A client that sends its next request as soon as it has an answer — a closed loop, or an
+    open-loop client behind its schedule — waits a whole round of the server's connections
+    between turns, and most of that wait is invisible to the server (the request sits in a
+    socket buffer until the loop reads it). The engine measures it where it reads requests
+    (:mod:`packserve.serve.engines.uvicorn_door`). One idle connection's long gap counts at
+    most ``cap`` (four rounds of the target), so a keep-alive client that calls once a
+    minute does not read as a queue.
+    """
+
+    __slots__ = ("cap", "mean")
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.mean = 0.0
+
+    def add(self, gap: float) -> None:
+        self.mean += (min(gap, self.cap) - self.mean) * ROUND_WEIGHT
 
 
 class PollQuota:
     """Per iteration: ``admit()`` for each request the door would let through."""
 
     __slots__ = ("_behind_since", "_clocks", "_cpu", "_cpus", "_proc", "_scheduled", "_stale", "_wall",
-                 "floor", "long_s", "passed", "quota", "refused", "sustain_s")
+                 "floor", "long_s", "passed", "quota", "refused", "round_s", "rounds", "sustain_s")
 
     def __init__(
         self, *, floor: int = 16, sustain_s: float = 0.03, long_s: float = 0.015,
+        round_s: float = 0.0,
         clocks: tuple[Callable[[], float], Callable[[], float], Callable[[], float]] = (
             time.monotonic, time.thread_time, time.process_time),
         cpus: float | None = None,
@@ -72,6 +98,9 @@ class PollQuota:
         self.floor = floor
         self.sustain_s = sustain_s
         self.long_s = long_s
+        #: a client's turn coming round slower than this (:class:`Rounds`) is behind (0: not used)
+        self.round_s = round_s
+        self.rounds = Rounds(4 * round_s)
         self.quota = UNLIMITED
         self.passed = 0
         self.refused = 0
@@ -86,6 +115,11 @@ class PollQuota:
     def behind(self) -> bool:
         """Saturated in long iterations, not yet for ``sustain_s``: the quota may act soon."""
         return self._behind_since is not None
+
+    @property
+    def slow_rounds(self) -> bool:
+        """Clients wait longer than ``round_s`` between turns (:class:`Rounds`)."""
+        return self.rounds.mean >= self.round_s > 0
 
     def admit(self) -> bool:
         """Let one more request through in this iteration? (Counts it if so.)"""
@@ -108,7 +142,8 @@ class PollQuota:
         self._scheduled = False
         passed, self.passed = self.passed, 0
         arrived, self.refused = passed + self.refused, 0
-        if took < self.long_s and self.quota >= UNLIMITED:
+        slow = self.rounds.mean >= self.round_s > 0
+        if took < self.long_s and self.quota >= UNLIMITED and not slow:
             # a short iteration and no quota in force: busy or not, nothing changes. The CPU
             # clocks cost a system call each (measured: ~4 µs a request at one connection,
             # where every request is an iteration), so they are not read; the next long
@@ -125,13 +160,14 @@ class PollQuota:
         busy = (cpu - self._cpu >= SATURATED * took * min(1.0, self._cpus)
                 or proc - self._proc >= SATURATED * took * self._cpus)
         self._cpu, self._proc = cpu, proc
-        if not busy:
+        if not busy or (self.round_s > 0 and not slow and took < self.long_s):
+            # idle time, or busy while every client's turn comes round in time: grow
             self._behind_since = None
             if self.quota < UNLIMITED:
                 grown = self.quota + self.quota // 10 + 1
                 self.quota = UNLIMITED if grown > 1 << 16 else grown
             return
-        if took < self.long_s:  # busy, but what waits for it waits briefly: hold
+        if took < self.long_s and not slow:  # busy, but what waits for it waits briefly: hold
             self._behind_since = None
             return
         if self._behind_since is None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import re
 import urllib.parse
+from time import monotonic
 from typing import Any, NamedTuple, cast
 
 import httptools
@@ -134,6 +135,7 @@ class DoorProtocol(HttpToolsProtocol):
     door: Door  # set by door_protocol()
     _between = True  # the parser is between messages: no part of a request fed to it
     _seen = 0.0  # loop time of the last request answered before the parser (keep-alive)
+    _arrived = 0.0  # when the connection's last POST started (time.monotonic)
 
     def on_message_begin(self) -> None:
         self._between = False
@@ -144,8 +146,13 @@ class DoorProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def data_received(self, data: bytes) -> None:
-        if self._between and data[:5] == b"POST " and self.door.pressed() and self._before(data):
-            return
+        if self._between and data[:5] == b"POST ":  # a prediction starts (or another POST)
+            now = monotonic()
+            if self._arrived:  # how long this client's turn took to come round (Rounds)
+                self.door.rounds.add(now - self._arrived)
+            self._arrived = now
+            if self.door.pressed() and self._before(data):
+                return
         super().data_received(data)
 
     def _before(self, data: bytes) -> bool:
