@@ -359,3 +359,25 @@ def test_a_client_that_does_not_read_its_answers_is_left_to_flow_control(srv: Sr
 
 def srv_connections(s: Srv) -> list[DoorProtocol]:
     return [c for c in s.server.server_state.connections if isinstance(c, DoorProtocol)]
+
+
+def test_the_engine_records_each_clients_wait_between_its_predictions(srv: Srv) -> None:
+    """Rounds: the gap between two POSTs on one connection (GETs are not predictions)."""
+    rounds = srv.spy.rounds
+    rounds.mean = 0.0
+    sock = srv.sock()
+    try:
+        buf = bytearray()
+        for _ in range(3):
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+            response(sock, buf)
+            time.sleep(0.02)
+        assert rounds.mean == 0.0
+        for _ in range(3):
+            sock.sendall(_post())
+            head, _ = response(sock, buf)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            time.sleep(0.02)
+    finally:
+        sock.close()
+    assert 0.0 < rounds.mean <= rounds.cap  # two gaps of >= 20 ms, each capped
