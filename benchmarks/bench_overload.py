@@ -8,11 +8,15 @@ issue #15, measured in the same run as the baseline) — this script
    family's "no admission" server (run first), the offered rate of both of the family's
    (``--capacity`` fixes it instead);
 2. offers 2x that rate open loop for ``--duration`` s (15) with a 5 s client deadline that
-   runs from each request's *scheduled* time (later = a timeout). Generator: wrk with a Lua
-   schedule (``overload_wrk.py``, wrk2's method: ``--connections`` connections, latency
-   from the schedule, every 503 checked for ``Retry-After``) where wrk is installed
-   (``apt-get install -y wrk``), else ``packserve bench`` (asyncio, up to 4096 connections,
-   a second client checking 503s every 20 ms) — which tops out near 10k req/s on one core;
+   runs from each request's *scheduled* time (later = a timeout). Generator (``--generator``),
+   all wrk2's method (``--connections`` connections, one request outstanding on each, latency
+   from the schedule, every 503 checked for ``Retry-After``, the generator's own timer
+   lateness and CPU reported): ``c`` (default where a C compiler is found), ``overload_gen.c``
+   — one thread, epoll, compiled on first use (``overload_c.py``; ~0.25 of a core over a run
+   at 45k req/s and 512 connections); ``wrk`` with a Lua schedule (``overload_wrk.py``, one
+   wrk thread per connection: at 512 connections and ~45k req/s the threads take its core
+   and it falls behind); else ``packserve bench`` (asyncio, up to 4096 connections, a second
+   client checking 503s every 20 ms) — which tops out near 10k req/s on one core;
 3. meanwhile probes ``GET /health/ready`` every 50 ms (1 s timeout), from a thread on the
    server's CPU at a higher priority (see ``probe_health``);
 4. reports: 2xx, 503, timeouts, other errors, accepted p50/p99 (from the scheduled send time),
@@ -53,8 +57,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import overload_c
+import overload_wrk
 from bench_serve import Server, build_bundle, run_wrk, start
-from overload_wrk import have_wrk, run_open_loop
 
 #: the "no admission" server of a family runs first and its closed-loop capacity sets the
 #: offered rate for both (a server that sheds would under-report its own capacity)
@@ -133,8 +138,9 @@ def admission_counts(url: str) -> str:
 
 
 def measure_capacity(srv: Server, bundle: Path, body: bytes, gen: str, tmp: Path) -> float:
-    """Closed loop, 64 connections, 3 s: wrk where it drives the load, else ``packserve bench``."""
-    if gen == "wrk":  # answered 2xx per second: a server that refuses some is not faster
+    """Closed loop, 64 connections, 3 s: wrk where installed (generator c or wrk), else
+    ``packserve bench``."""
+    if gen != "asyncio" and overload_wrk.have_wrk():  # answered 2xx/s: refusing is not faster
         r = run_wrk("wrk", srv.url + "/predict", body.decode(), 64, 3.0, None, tmp)
         return r["rps"] - r["errors"] / 3.0
     from packserve.bench import run_bench
@@ -162,7 +168,9 @@ def offer_asyncio(srv: Server, bundle: Path, rate: float, duration: float) -> di
 
 
 def offer_wrk(srv: Server, body: bytes, rate: float, duration: float, connections: int,
-              tmp: Path) -> dict[str, object]:
+              tmp: Path, gen: str = "wrk") -> dict[str, object]:
+    """Open loop from ``overload_c`` (``gen`` "c") or ``overload_wrk``: the same result keys."""
+    run_open_loop = overload_c.run_open_loop if gen == "c" else overload_wrk.run_open_loop
     r = run_open_loop(srv.url, body, rate=rate, duration=duration, timeout=5.0,
                       connections=connections, pin=None, tmp=tmp)
     lag_n = max(1, int(str(r["lag_n"])))
@@ -190,12 +198,12 @@ def one_run(
     rate = args.factor * cap
     p = Probes()
     threads = [threading.Thread(target=probe_health, args=(srv.url, p, args.server_cpu), daemon=True)]
-    if args.generator != "wrk":  # wrk checks every 503 itself
+    if args.generator == "asyncio":  # wrk and overload_gen check every 503 themselves
         threads.append(threading.Thread(target=probe_retry_after, args=(srv.url, body, p), daemon=True))
     for t in threads:
         t.start()
-    if args.generator == "wrk":
-        out = offer_wrk(srv, body, rate, args.duration, args.connections, tmp)
+    if args.generator != "asyncio":
+        out = offer_wrk(srv, body, rate, args.duration, args.connections, tmp, args.generator)
         p.s503 = int(str(out["503"]))
         p.s503_no_retry_after = int(str(out.pop("wrk_503_no_retry_after")))
     else:
@@ -291,11 +299,13 @@ def main() -> None:
     ap.add_argument("--factor", type=float, default=2.0)
     ap.add_argument("--variants", default=";".join(VARIANTS), help="names separated by ;")
     ap.add_argument("--no-pin", action="store_true")
-    ap.add_argument("--generator", choices=("wrk", "asyncio"), default="wrk" if have_wrk() else "asyncio",
-                    help="wrk: open loop in C (overload_wrk.py, default when installed); asyncio: "
+    default_gen = "c" if overload_c.have_cc() else "wrk" if overload_wrk.have_wrk() else "asyncio"
+    ap.add_argument("--generator", choices=("c", "wrk", "asyncio"), default=default_gen,
+                    help="c: overload_gen.c, one epoll thread (overload_c.py, default with a C "
+                    "compiler); wrk: wrk + Lua, one thread a connection (overload_wrk.py); asyncio: "
                     "packserve bench (~10k req/s at most on one core)")
     ap.add_argument("--connections", type=int, default=512,
-                    help="wrk: connections (one wrk thread each), the client's pool")
+                    help="c, wrk: connections (wrk: one thread each), the client's pool")
     ap.add_argument("--nice", type=int, default=0,
                     help="run server and generator at this niceness, in a session of their own (e.g. "
                     "-10, as root, on a shared host; see raise_priority). The run then leaves the "
@@ -342,7 +352,7 @@ def main() -> None:
     print(f"cpus={cpus} pinning={'server cpu0 / generator cpu1' if pin_srv else 'off'} "
           f"duration={args.duration}s factor={args.factor}x model={args.model} "
           f"generator={args.generator} "
-          f"connections={args.connections if args.generator == 'wrk' else '<=4096'} "
+          f"connections={args.connections if args.generator != 'asyncio' else '<=4096'} "
           f"nice={args.nice} server={args.server} server_args={args.server_args!r}", flush=True)
     capacity: dict[str, float] = {}
     if args.capacity > 0:
