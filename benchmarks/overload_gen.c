@@ -59,7 +59,7 @@ typedef struct {
 } conn_t;
 
 static conn_t conns[MAX_CONN];
-static int nconn, epfd, n_down;
+static int nconn, epfd, n_down, down[MAX_CONN]; /* connections to reopen */
 static struct sockaddr_storage addr;
 static socklen_t addrlen;
 static char *req;
@@ -99,7 +99,7 @@ static void drop(conn_t *c, int64_t retry_at) {
     c->blen = 0;
     c->phase = P_HEAD;
     c->retry_at = retry_at;
-    n_down++;
+    down[n_down++] = (int)(c - conns);
 }
 
 static void do_write(conn_t *c, int64_t now) {
@@ -141,13 +141,12 @@ static void send_backlog(conn_t *c, int64_t now) {
 }
 
 static void open_conn(conn_t *c, int64_t now) {
-    n_down--;
     c->fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         connect_errors++;
         c->state = ST_DOWN;
         c->retry_at = now + RETRY_NS;
-        n_down++;
+        down[n_down++] = (int)(c - conns);
         return;
     }
     int one = 1;
@@ -337,6 +336,7 @@ static void on_readable(conn_t *c, int64_t now) {
 }
 
 static void on_event(conn_t *c, uint32_t events, int64_t now) {
+    if (c->state == ST_DOWN) return;
     if (c->state == ST_CONNECTING) {
         int err = 0;
         socklen_t len = sizeof err;
@@ -487,7 +487,6 @@ int main(int argc, char **argv) {
     epfd = epoll_create1(EPOLL_CLOEXEC);
 
     int64_t now = now_ns();
-    n_down = nconn;
     for (int i = 0; i < nconn; i++) {
         conns[i].buf = malloc(BUFSZ);
         conns[i].fd = -1;
@@ -529,9 +528,15 @@ int main(int argc, char **argv) {
             }
             send_req(c, due_of(c->k_next * nconn + (int64_t)(c - conns)), now);
         }
-        if (n_down > 0) {
-            for (int i = 0; i < nconn; i++)
-                if (conns[i].state == ST_DOWN && conns[i].retry_at <= now) open_conn(&conns[i], now);
+        if (n_down > 0) { /* reopen what is due to be reopened; the rest waits */
+            static int todo[MAX_CONN];
+            int m = n_down;
+            memcpy(todo, down, (size_t)m * sizeof *todo);
+            n_down = 0;
+            for (int i = 0; i < m; i++) {
+                if (conns[todo[i]].retry_at <= now) open_conn(&conns[todo[i]], now);
+                else down[n_down++] = todo[i];
+            }
         }
     }
     print_result();
