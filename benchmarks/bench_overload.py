@@ -12,11 +12,12 @@ issue #15, measured in the same run as the baseline) — this script
    all wrk2's method (``--connections`` connections, one request outstanding on each, latency
    from the schedule, every 503 checked for ``Retry-After``, the generator's own timer
    lateness and CPU reported): ``c`` (default where a C compiler is found), ``overload_gen.c``
-   — one thread, epoll, compiled on first use (``overload_c.py``; ~0.25 of a core over a run
-   at 45k req/s and 512 connections); ``wrk`` with a Lua schedule (``overload_wrk.py``, one
-   wrk thread per connection: at 512 connections and ~45k req/s the threads take its core
-   and it falls behind); else ``packserve bench`` (asyncio, up to 4096 connections, a second
-   client checking 503s every 20 ms) — which tops out near 10k req/s on one core;
+   — one thread, epoll, compiled on first use (``overload_c.py``; at 45k req/s on 512
+   connections ~14 µs of CPU a request, 0.6x wrk's, and on time); ``wrk`` with a Lua schedule
+   (``overload_wrk.py``, one wrk thread per connection: at 512 connections and ~45k req/s the
+   threads take its core and it falls behind by seconds); else ``packserve bench`` (asyncio,
+   up to 4096 connections, a second client checking 503s every 20 ms) — which tops out near
+   10k req/s on one core;
 3. meanwhile probes ``GET /health/ready`` every 50 ms (1 s timeout), from a thread on the
    server's CPU at a higher priority (see ``probe_health``);
 4. reports: 2xx, 503, timeouts, other errors, accepted p50/p99 (from the scheduled send time),
