@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # after tests/: no shadowing
 import overload_c  # noqa: E402
 
 pytestmark = pytest.mark.skipif(overload_c.have_cc() is None, reason="no C compiler")
