@@ -18,7 +18,7 @@ from packserve.errors import OverloadedError
 from packserve.serve.admission import MIN_BACKLOG, Admission, LoopClock
 from packserve.serve.handle import ModelHandle
 from packserve.serve.offload import CostModel
-from packserve.serve.saturation import ROUND_WEIGHT, UNLIMITED, PollQuota, Rounds
+from packserve.serve.saturation import MIN_TURNS, ROUND_WEIGHT, UNLIMITED, PollQuota, Rounds
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {
     "asyncio": asyncio.run, "uvloop": uvloop.run,
@@ -192,31 +192,40 @@ def test_the_quota_is_unlimited_until_the_loop_stays_saturated_then_shrinks_and_
 def test_rounds_average_the_gaps_and_cap_an_idle_connection() -> None:
     rounds = Rounds(cap=0.02)
     for _ in range(400):
-        rounds.add(0.003)
+        rounds.add(0.003, 100)
     assert rounds.mean == pytest.approx(0.003, rel=1e-3)
+    assert rounds.turns == pytest.approx(100, rel=1e-3)
+    assert rounds.slow(0.002) and not rounds.slow(0.004) and not rounds.slow(0.0)
     before = rounds.mean
-    rounds.add(60.0)  # a keep-alive client back after a minute counts as the cap, once
+    rounds.add(60.0, 10**6)  # a keep-alive client back after a minute counts as the cap, once
     assert rounds.mean == pytest.approx(before + (0.02 - before) * ROUND_WEIGHT)
+    assert rounds.turns < 4 * MIN_TURNS
+    for _ in range(400):
+        rounds.add(0.01, 64)  # a pool of 64 waits long turns: not slow, whatever a turn costs
+    assert rounds.mean > 0.009 and not rounds.slow(0.005)
 
 
 def test_slow_rounds_on_a_saturated_loop_shrink_the_quota_even_in_short_iterations() -> None:
     """256 connections at 2x: iterations stay short, yet every client waits a long round
-    between turns. Busy and slow -> shrink; busy and in time -> grow back; idle -> never shrink."""
+    between turns. Busy and slow -> shrink; busy and in time -> grow back; idle -> never
+    shrink; a pool of 64 waiting long turns (costly requests) -> never shrink."""
     clocks = _Clocks()
     quota = PollQuota(floor=4, sustain_s=0.03, long_s=0.005, round_s=0.004, cpus=1,
                       clocks=(lambda: clocks.wall, lambda: clocks.cpu, lambda: clocks.cpu))
 
-    async def iteration(requests: int, busy: bool, gap: float) -> int:
+    async def iteration(requests: int, busy: bool, gap: float, turns: int = 256) -> int:
         passed = sum(quota.admit() for _ in range(requests))
         for _ in range(requests):
-            quota.rounds.add(gap)
+            quota.rounds.add(gap, turns)
         clocks.run(0.002, busy)  # short iterations throughout
         await asyncio.sleep(0)
         return passed
 
     async def main() -> None:
         # a closed loop of 64 connections at capacity: busy, turns in ~3 ms: no limit
-        assert [await iteration(100, True, 0.003) for _ in range(30)] == [100] * 30
+        assert [await iteration(100, True, 0.003, 64) for _ in range(30)] == [100] * 30
+        # ... or of costly requests, ~10 ms a turn: still none
+        assert [await iteration(100, True, 0.010, 64) for _ in range(30)] == [100] * 30
         assert quota.quota == UNLIMITED and not quota.slow_rounds
         # open-loop clients keeping up on a loop with idle time: long gaps, never shed
         for _ in range(30):

@@ -136,6 +136,7 @@ class DoorProtocol(HttpToolsProtocol):
     _between = True  # the parser is between messages: no part of a request fed to it
     _seen = 0.0  # loop time of the last request answered before the parser (keep-alive)
     _arrived = 0.0  # when the connection's last POST started (time.monotonic)
+    _turn = 0  # Rounds.count then
 
     def on_message_begin(self) -> None:
         self._between = False
@@ -148,9 +149,12 @@ class DoorProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._between and data[:5] == b"POST ":  # a prediction starts (or another POST)
             now = monotonic()
+            rounds = self.door.rounds
+            rounds.count += 1
             if self._arrived:  # how long this client's turn took to come round (Rounds)
-                self.door.rounds.add(now - self._arrived)
+                rounds.add(now - self._arrived, rounds.count - self._turn)
             self._arrived = now
+            self._turn = rounds.count
             if self.door.pressed() and self._before(data):
                 return
         super().data_received(data)
