@@ -63,7 +63,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from packserve.errors import OverloadedError
 from packserve.serve.registry import ModelHandle
-from packserve.serve.saturation import UNLIMITED, PollQuota
+from packserve.serve.saturation import MIN_TURNS, UNLIMITED, PollQuota
 
 __all__ = ["MIN_BACKLOG", "TIMEOUT_HEADER", "Admission", "LoopClock"]
 
@@ -311,11 +311,14 @@ class Admission:
         need to refuse; once one holds, the door looks at every request again. "Near" is half
         the bound: requests a cheap model holds while they wait for a shared call
         (:mod:`packserve.serve.coalesce`) are far from its bound and keep the door away."""
-        if not self.enabled:
+        if not (self.budget_s > 0 or self.max_in_flight > 0):  # (enabled, without a call)
             return False
         quota = self.quota
-        return (bool(self._near) or self.clock.last_s >= quota.long_s
-                or quota.quota < UNLIMITED or quota.behind or quota.slow_rounds)
+        if (self._near or self.clock.last_s >= quota.long_s or quota.quota < UNLIMITED
+                or quota.behind):
+            return True
+        rounds = quota.rounds  # (quota.slow_rounds, inline: this runs for every request)
+        return rounds.mean >= quota.round_s > 0 and rounds.turns >= MIN_TURNS
 
     def in_progress(self, name: str) -> int:
         return self._counts.get(name, 0)

@@ -72,6 +72,7 @@ ROUND_WEIGHT = 1 / 32
 #: costs (measured: /predict/batch of 20 rows, 64 connections, 7.5 ms rounds, 49k refusals
 #: in 9 s with the time alone)
 MIN_TURNS = 96
+_TURNS_CAP = 4 * MIN_TURNS
 
 
 class Rounds:
@@ -99,8 +100,12 @@ class Rounds:
         self.turns = 0.0
 
     def add(self, gap: float, turns: int) -> None:
-        self.mean += (min(gap, self.cap) - self.mean) * ROUND_WEIGHT
-        self.turns += (min(turns, 4 * MIN_TURNS) - self.turns) * ROUND_WEIGHT
+        if gap > self.cap:
+            gap = self.cap
+        if turns > _TURNS_CAP:
+            turns = _TURNS_CAP
+        self.mean += (gap - self.mean) * ROUND_WEIGHT
+        self.turns += (turns - self.turns) * ROUND_WEIGHT
 
     def slow(self, round_s: float) -> bool:
         """Rounds longer than ``round_s`` among more than :data:`MIN_TURNS` clients."""
