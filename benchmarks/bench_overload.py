@@ -29,6 +29,9 @@ two CPUs; ``--nice -10`` (root) keeps other jobs on a shared host from taking th
 Variants are interleaved over ``--rounds``. It measures, it never fails on a target.
 ``--server granian`` runs every server on that engine.
 
+``--server-cpu-quota CPUS`` runs every server in a cgroup allowed that many CPUs (a CFS quota,
+as a container's CPU limit; root; ``cpuquota.py``).
+
 ``--baseline-src DIR`` runs each variant again from DIR/src right after (e.g. a worktree of
 main): before vs after in one run. ``--refusals`` measures instead what shedding costs, on
 chapter-model servers per tree and round: served ``/predict`` a second (default settings,
@@ -44,6 +47,7 @@ Usage: python benchmarks/bench_overload.py [--duration 15] [--rounds 1] [--facto
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import socket
@@ -61,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overload_c
 import overload_wrk
 from bench_serve import Server, build_bundle, run_wrk, start
+from cpuquota import cpu_quota
 
 #: the "no admission" server of a family runs first and its closed-loop capacity sets the
 #: offered rate for both (a server that sheds would under-report its own capacity)
@@ -253,13 +258,13 @@ def refusal_rates(body: bytes, chapter: Path, args: argparse.Namespace, pin: str
     for _ in range(args.rounds):
         for name, env in trees.items():
             # served: default settings (with one slot, requests sharing a call are refused)
-            srv = start(name, plain, env, "/health/ready", pin)
+            srv = start(name, plain, env, "/health/ready", pin, cgroup=args.cgroup)
             try:
                 c = run_wrk("wrk", srv.url + "/predict", body.decode(), 64, 3.0, None, tmp)
                 served = c["rps"] - c["non2xx"] / 3.0
             finally:
                 srv.stop()
-            srv = start(name, cmd, env, "/health/ready", pin)
+            srv = start(name, cmd, env, "/health/ready", pin, cgroup=args.cgroup)
             try:
                 held = hold_slot(srv.url, body)
                 try:
@@ -320,11 +325,19 @@ def main() -> None:
                     help="packserve serve --server: the HTTP engine of every server started")
     ap.add_argument("--server-args", default="",
                     help="more `packserve serve` flags for every server, e.g. '--no-coalesce'")
+    ap.add_argument("--server-cpu-quota", type=float, default=0.0, metavar="CPUS",
+                    help="run every server in a cgroup allowed this many CPUs (a CFS quota, as "
+                         "a container's CPU limit; root): cpuquota.py")
     ap.add_argument("--refusals", action="store_true",
                     help="measure refusals a second instead (module doc)")
     ap.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
                     help="also serve packserve from DIR/src (each variant, right after), interleaved")
     args = ap.parse_args()
+    args.cgroup = None
+    if args.server_cpu_quota > 0:  # one group for every server of the run, removed at exit
+        limit = contextlib.ExitStack()
+        atexit.register(limit.close)
+        args.cgroup = limit.enter_context(cpu_quota(args.server_cpu_quota))
     cpus = len(os.sched_getaffinity(0))
     pin_srv = None if args.no_pin or cpus < 2 else "0"
     args.server_cpu = None if pin_srv is None else 0
@@ -354,7 +367,8 @@ def main() -> None:
           f"duration={args.duration}s factor={args.factor}x model={args.model} "
           f"generator={args.generator} "
           f"connections={args.connections if args.generator != 'asyncio' else '<=4096'} "
-          f"nice={args.nice} server={args.server} server_args={args.server_args!r}", flush=True)
+          f"nice={args.nice} server={args.server} server_args={args.server_args!r} "
+          f"server_cpu_quota={args.server_cpu_quota or 'none'}", flush=True)
     capacity: dict[str, float] = {}
     if args.capacity > 0:
         capacity = {v.split(",")[0]: args.capacity for v in VARIANTS}
@@ -367,7 +381,7 @@ def main() -> None:
                 srv = start(name, [py, "-m", "packserve", "serve", str(bundle), "--port", "{port}",
                                    "--log-level", "warning", "--server", args.server,
                                    *VARIANTS[name], *args.server_args.split()], env,
-                             "/health/ready", pin_srv)
+                             "/health/ready", pin_srv, cgroup=args.cgroup)
                 try:
                     rows_out.append(one_run(name, srv, bundle, body, args, capacity, tmp, label))
                 finally:

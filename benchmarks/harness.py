@@ -100,7 +100,7 @@ def _tree(pid: int) -> list[int]:
 
 def start(name: str, cmd: Sequence[str], env: Mapping[str, str] | None = None,
           ready_path: str = "/health/ready", pin: str | None = None, *,
-          timeout: float = 120.0) -> Server:
+          timeout: float = 120.0, cgroup: Path | None = None) -> Server:
     """Start ``cmd`` (``{port}`` in it becomes a free port; ``env`` added to this process's;
     ``pin``: a ``taskset -c`` CPU list) in the repository root and wait until ``ready_path``
     answers 200. A server that exits or is not ready in ``timeout`` s: RuntimeError with the
@@ -109,6 +109,8 @@ def start(name: str, cmd: Sequence[str], env: Mapping[str, str] | None = None,
     argv = [c.replace("{port}", str(port)) for c in cmd]
     if pin is not None:
         argv = ["taskset", "-c", pin, *argv]
+    if cgroup is not None:  # the shell joins the group, then becomes the server (exec)
+        argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup), *argv]
     log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=log, stderr=subprocess.STDOUT)
