@@ -14,11 +14,11 @@ cached under ``tmp`` by the source's hash.
 from __future__ import annotations
 
 import hashlib
-import json
-import resource
 import shutil
 import subprocess
 from pathlib import Path
+
+from overload_wrk import run_generator
 
 __all__ = ["SOURCE", "build", "have_cc", "run_open_loop"]
 
@@ -61,18 +61,4 @@ def run_open_loop(
     run_s = START_DELAY_S + duration + timeout + 1.0
     cmd = [str(exe), url, str(body_file), repr(float(rate)), repr(float(duration)),
            repr(float(timeout)), str(connections), repr(START_DELAY_S)]
-    if pin is not None:
-        cmd = ["taskset", "-c", pin, *cmd]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=run_s + 60)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"overload_gen gave no result (exit {out.returncode}):\n"
-                           f"{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-    r: dict[str, object] = json.loads(line[7:])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    r["wrk_cpu"] = round(cpu / run_s, 2)  # share of one core over the run, as overload_wrk's
-    answered = int(r["ok"]) + int(r["s503"]) + int(r["late"]) + int(r["other"])  # type: ignore[call-overload]
-    r["unanswered"] = int(r["scheduled"]) - answered  # type: ignore[call-overload]
-    return r
+    return run_generator("overload_gen", cmd, run_s, pin)

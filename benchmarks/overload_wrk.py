@@ -26,7 +26,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["LUA", "have_wrk", "run_open_loop"]
+__all__ = ["LUA", "have_wrk", "run_generator", "run_open_loop"]
 
 LUA = r"""
 local ffi = require("ffi")
@@ -186,6 +186,13 @@ def run_open_loop(
     run_s = 1.5 + duration + timeout + 1.0
     cmd = [wrk, f"-t{connections}", f"-c{connections}", f"-d{round(run_s)}s",
            "--timeout", f"{round(timeout * 2)}s", "-s", str(script), url]
+    return run_generator("wrk", cmd, run_s, pin)
+
+
+def run_generator(what: str, cmd: list[str], run_s: float, pin: str | None) -> dict[str, object]:
+    """Run a generator (``cmd``, under ``taskset`` if ``pin``) that prints one ``RESULT {...}``
+    line with the keys of this module's Lua ``done()``; add its CPU share of one core over the
+    run (``wrk_cpu``) and ``unanswered`` (scheduled, neither answered nor late)."""
     if pin is not None:
         cmd = ["taskset", "-c", pin, *cmd]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -193,7 +200,8 @@ def run_open_loop(
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
-        raise RuntimeError(f"wrk gave no result:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{what} gave no result (exit {out.returncode}):\n"
+                           f"{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     r: dict[str, object] = json.loads(line[7:])
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     r["wrk_cpu"] = round(cpu / run_s, 2)  # share of one core over the run
