@@ -309,6 +309,8 @@ def test_the_door_leaves_what_it_must_not_answer_to_the_asgi_path(srv: Srv) -> N
     with held(srv):
         no_key = _post().replace(b"x-api-key: " + KEY + b"\r\n", b"")
         assert exchange(srv, no_key).startswith(b"HTTP/1.1 401")
+        other_case = _post().replace(KEY, KEY.upper())  # keys are compared as sent
+        assert exchange(srv, other_case).startswith(b"HTTP/1.1 401")
         assert exchange(srv, _post(b"/models/nope/predict")).startswith(b"HTTP/1.1 404")
         large = exchange(srv, _post(body=BODY.ljust(70_000)))
         assert large.startswith(b"HTTP/1.1 503") and b"connection: close" in large

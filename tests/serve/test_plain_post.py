@@ -20,10 +20,11 @@ def post(*, line: bytes = b"POST /predict HTTP/1.1", headers: bytes | None = Non
 
 
 def test_a_plain_post_gives_its_path_and_headers_as_the_parser_would() -> None:
-    got = plain_post(post(headers=b"Host: x\r\nX-Api-Key:  k1 \t\r\n"))
+    got = plain_post(post(headers=b"Host: x\r\nX-Api-Key:  Key-1 \t\r\n"))
     assert got is not None and got.path == "/predict"
-    assert header_pairs(got.head) == [(b"host", b"x"), (b"x-api-key", b"k1"),
-                                      (b"content-length", b"%d" % len(BODY))]
+    # names lower-cased, values as sent: an API key is compared as the client sent it
+    assert header_pairs(got.raw) == [(b"host", b"x"), (b"x-api-key", b"Key-1"),
+                                     (b"content-length", b"%d" % len(BODY))]
     assert plain_post(post(line=b"POST /v2/models/m-1.x_2/infer HTTP/1.1")) is not None
     assert plain_post(post(body=b"", length=0)) is not None
 

@@ -66,11 +66,12 @@ _warned = False  # the door's first failure is logged, not every one
 
 
 class PlainPost(NamedTuple):
-    """What :func:`plain_post` read: the path and the lower-cased header lines (LF, then
-    the lines, each ending CRLF)."""
+    """What :func:`plain_post` read: the path, and the header lines as sent (``raw``) and
+    lower-cased (``head``): LF, then the lines, each ending CRLF."""
 
     path: str
     head: bytes
+    raw: bytes
 
 
 def plain_post(data: bytes) -> PlainPost | None:
@@ -83,7 +84,8 @@ def plain_post(data: bytes) -> PlainPost | None:
     m = _PLAIN.match(data)
     if m is None:
         return None
-    head = b"\n" + m.group(2).lower()
+    raw = b"\n" + m.group(2)
+    head = raw.lower()
     if _FRAMING.findall(head) != _LENGTH_ONLY:  # one length, nothing else that frames it
         return None
     n = _LENGTH.search(head)
@@ -92,15 +94,16 @@ def plain_post(data: bytes) -> PlainPost | None:
     length = int(n.group(1))
     if length > SMALL_BODY_BYTES or len(data) != m.end() + length:
         return None  # not all of it here, or more than one request (pipelined)
-    return PlainPost(m.group(1).decode("ascii"), head)
+    return PlainPost(m.group(1).decode("ascii"), head, raw)
 
 
-def header_pairs(head: bytes) -> RawHeaders:
-    """:attr:`PlainPost.head` as (name, value) pairs, as uvicorn's parser gives them."""
+def header_pairs(raw: bytes) -> RawHeaders:
+    """:attr:`PlainPost.raw` as (name, value) pairs, as uvicorn's parser gives them: names
+    lower-cased, values as sent (an API key is compared as sent)."""
     pairs = []
-    for one in head[1:-2].split(CRLF):
+    for one in raw[1:-2].split(CRLF):
         name, _, value = one.partition(b":")
-        pairs.append((name, value.strip(b" \t")))
+        pairs.append((name.lower(), value.strip(b" \t")))
     return pairs
 
 
@@ -191,7 +194,7 @@ class DoorProtocol(HttpToolsProtocol):
         if post is None:
             return False
         door = self.door
-        headers = header_pairs(post.head) if door.keyed else ()
+        headers = header_pairs(post.raw) if door.keyed else ()
         try:
             refusal = door("POST", self.root_path + post.path, headers, small=True)
         except Exception:
