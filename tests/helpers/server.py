@@ -106,3 +106,22 @@ def running_server(
         log_file.close()
         with contextlib.suppress(OSError):
             os.unlink(log_file.name)
+
+
+def read_response(sock: socket.socket, buf: bytearray | None = None) -> tuple[bytes, bytes]:
+    """One whole HTTP/1.1 response (head, Content-Length body) from ``sock``; ``buf`` holds
+    bytes already read past the previous response and keeps those past this one."""
+    data = buf if buf is not None else bytearray()
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                  if line.startswith(b"content-length:"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        rest += chunk
+    data[:] = rest[length:]
+    return head, rest[:length]

@@ -20,7 +20,7 @@ import pytest
 
 from helpers.metrics import sample_sum as _metric
 from helpers.models import make_slow_bundle
-from helpers.server import running_server
+from helpers.server import read_response, running_server
 from packserve.serve.admission import Admission, LoopClock
 from packserve.serve.handle import ModelHandle
 from packserve.serve.offload import CostModel
@@ -184,21 +184,11 @@ def test_a_large_or_chunked_refused_request_closes(slow_bundle: Path, chunked: b
 
 
 def _response(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One whole response (headers, Content-Length body) from a keep-alive socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-                  if line.startswith(b"content-length:"))
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection"
-        rest += chunk
-    assert len(rest) == length, "more than one response"
-    return head, rest
+    """One whole response from a keep-alive socket, and nothing after it."""
+    buf = bytearray()
+    head, body = read_response(sock, buf)
+    assert not buf, "more than one response"
+    return head, body
 
 
 @pytest.mark.parametrize("batching", [False, True])

@@ -25,7 +25,7 @@ import uvicorn
 
 from helpers.metrics import sample, sample_sum
 from helpers.models import make_slow_bundle
-from helpers.server import free_port
+from helpers.server import free_port, read_response
 from packserve.serve.app import PackserveApp, create_app
 from packserve.serve.door import Refusal
 from packserve.serve.engines.uvicorn import uvicorn_config
@@ -144,27 +144,9 @@ def held(s: Srv) -> Iterator[socket.socket]:
         yield hold
     finally:
         hold.sendall(request[-5:])
-        head, _ = response(hold)
+        head, _ = read_response(hold)
         hold.close()
         assert head.startswith(b"HTTP/1.1 200"), head
-
-
-def response(sock: socket.socket, buf: bytearray | None = None) -> tuple[bytes, bytes]:
-    """One whole response from ``sock`` (``buf``: bytes already read past the previous one)."""
-    data = buf if buf is not None else bytearray()
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection"
-        data += chunk
-    head, _, rest = bytes(data).partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-                  if line.startswith(b"content-length:"))
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection"
-        rest += chunk
-    data[:] = rest[length:]
-    return head, rest[:length]
 
 
 def undated(head: bytes) -> bytes:
@@ -214,15 +196,15 @@ def test_two_door_refusals_then_health_on_one_connection(srv: Srv) -> None:
             for split in (False, True):
                 if split:  # the body arrives after the answer: skipped, not parsed as a request
                     sock.sendall(_post()[:-len(BODY)])
-                    head, _ = response(sock, buf)
+                    head, _ = read_response(sock, buf)
                     time.sleep(0.05)
                     sock.sendall(BODY)
                 else:
                     sock.sendall(_post())
-                    head, _ = response(sock, buf)
+                    head, _ = read_response(sock, buf)
                 assert head.startswith(b"HTTP/1.1 503") and b"connection: close" not in head
             sock.sendall(b"GET /health/ready HTTP/1.1\r\nhost: x\r\n\r\n")
-            head, body = response(sock, buf)
+            head, body = read_response(sock, buf)
             assert head.startswith(b"HTTP/1.1 200"), head
             assert not buf
         finally:
@@ -243,7 +225,7 @@ def test_refusals_before_the_parser_keep_the_connection_alive_while_it_is_used(s
                 for pause in (0.0, 0.6, 0.6, 0.6):  # 1.8 s in all, never 1 s idle
                     time.sleep(pause)
                     sock.sendall(_post())
-                    head, _ = response(sock, buf)
+                    head, _ = read_response(sock, buf)
                     assert head.startswith(b"HTTP/1.1 503"), head
                 assert srv.spy.before == 4
                 sock.settimeout(5)
@@ -277,13 +259,13 @@ def test_a_refusal_pipelined_behind_a_request_in_progress_keeps_its_order(srv: S
         try:
             sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n" + _post())
             buf = bytearray()
-            first, _ = response(sock, buf)
-            second, _ = response(sock, buf)
+            first, _ = read_response(sock, buf)
+            second, _ = read_response(sock, buf)
             assert first.startswith(b"HTTP/1.1 200"), first
             assert second.startswith(b"HTTP/1.1 503"), second
             assert srv.spy.answered == []  # the ASGI path answered the pipelined one
             sock.sendall(_post())  # nothing in progress now: the door again
-            third, _ = response(sock, buf)
+            third, _ = read_response(sock, buf)
             assert third.startswith(b"HTTP/1.1 503") and len(srv.spy.answered) == 1
         finally:
             sock.close()
@@ -372,12 +354,12 @@ def test_the_engine_records_each_clients_wait_between_its_predictions(srv: Srv) 
         buf = bytearray()
         for _ in range(3):
             sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
-            response(sock, buf)
+            read_response(sock, buf)
             time.sleep(0.02)
         assert rounds.mean == 0.0
         for _ in range(3):
             sock.sendall(_post())
-            head, _ = response(sock, buf)
+            head, _ = read_response(sock, buf)
             assert head.startswith(b"HTTP/1.1 200"), head
             time.sleep(0.02)
     finally:
